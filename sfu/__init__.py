@@ -1,0 +1,1 @@
+"""Classe's selective forwarding unit: a sans-IO media core and its asyncio adapter."""

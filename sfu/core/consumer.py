@@ -1,0 +1,232 @@
+"""A subscription: one published track forwarded to one subscriber, with its own numbering.
+
+Each consumer rewrites SSRC, payload type, sequence number and timestamp, so the subscriber sees
+one continuous stream whatever happens upstream (a pause, a restart, later a layer switch), and
+rewrites the header extensions to the ids its own peer connection negotiated.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+from typing import TYPE_CHECKING
+
+from .params import HeaderExtensions, Kind
+from .rtcp import build_sender_report
+from .rtp import RTP_HEADER, find_extension, header_length
+from .stats import DropReason
+
+if TYPE_CHECKING:
+    from .producer import Producer
+    from .transport import Transport
+
+_PT_SEQ_TS = struct.Struct("!BHI")
+_SEQ = struct.Struct("!H")
+HISTORY_SIZE = 1024  # sent packets remembered for NACKs; a power of two
+
+
+def _header_template(ssrc: int, mid: str, ext: HeaderExtensions, kind: Kind) -> tuple[bytearray, int, int]:
+    """A reusable header with the extension block laid out; returns it with the
+    offsets of the abs-send-time and audio-level values (0 when absent)."""
+    block = bytearray()
+    ast_offset = level_offset = 0
+    if ext.mid and mid:
+        value = mid.encode("ascii")[:16]
+        block.append((ext.mid << 4) | (len(value) - 1))
+        block += value
+    if ext.abs_send_time:
+        block.append((ext.abs_send_time << 4) | 2)
+        ast_offset = 16 + len(block)
+        block += b"\x00\x00\x00"
+    if kind is Kind.AUDIO and ext.audio_level:
+        block.append(ext.audio_level << 4)
+        level_offset = 16 + len(block)
+        block.append(0x7F)
+    header = bytearray(RTP_HEADER.pack(0x80, 0, 0, 0, ssrc))
+    if block:
+        block += b"\x00" * (-len(block) % 4)
+        header[0] = 0x90
+        header += b"\xbe\xde" + (len(block) // 4).to_bytes(2, "big") + block
+    return header, ast_offset, level_offset
+
+
+class Consumer:
+    """Forwards one producer's packets to one subscriber transport."""
+
+    __slots__ = (
+        "producer", "transport", "kind", "ssrc", "rtx_ssrc", "payload_type", "rtx_payload_type",
+        "mid", "clock_rate", "paused", "started", "needs_keyframe", "seq_offset", "ts_offset",
+        "first_ext_seq", "last_seq", "last_ts", "last_time", "has_sent", "initial_seq", "initial_ts",
+        "rtx_seq", "packets_sent", "octets_sent", "retransmissions", "fraction_lost", "jitter",
+        "_header", "_rtx_header", "_ast_offset", "_level_offset", "_history", "_outbox", "_ready",
+        "_stats",
+    )
+
+    def __init__(
+        self,
+        transport: Transport,
+        producer: Producer,
+        *,
+        ssrc: int,
+        payload_type: int,
+        mid: str,
+        extensions: HeaderExtensions,
+        rtx_ssrc: int | None = None,
+        rtx_payload_type: int | None = None,
+        initial_seq: int | None = None,
+        initial_ts: int | None = None,
+    ) -> None:
+        self.producer = producer
+        self.transport = transport
+        self.kind = producer.kind
+        self.ssrc = ssrc
+        self.rtx_ssrc = rtx_ssrc if rtx_payload_type is not None else None
+        self.payload_type = payload_type
+        self.rtx_payload_type = rtx_payload_type
+        self.mid = mid
+        self.clock_rate = producer.codec.clock_rate
+        self.paused = False
+        self.started = False
+        self.needs_keyframe = self.kind is Kind.VIDEO
+        self.seq_offset = 0
+        self.ts_offset = 0
+        self.first_ext_seq = 0
+        self.last_seq = 0
+        self.last_ts = 0
+        self.last_time = 0.0
+        self.has_sent = False
+        self.initial_seq = random.getrandbits(15) if initial_seq is None else initial_seq
+        self.initial_ts = random.getrandbits(32) if initial_ts is None else initial_ts
+        self.rtx_seq = random.getrandbits(15)
+        self.packets_sent = 0
+        self.octets_sent = 0
+        self.retransmissions = 0
+        self.fraction_lost = 0
+        self.jitter = 0
+        self._header, self._ast_offset, self._level_offset = _header_template(ssrc, mid, extensions, self.kind)
+        self._rtx_header = _header_template(rtx_ssrc or 0, mid, extensions, self.kind)[0]
+        self._history = [-1] * HISTORY_SIZE  # out seq -> extended source seq
+        self._outbox = transport.outbox
+        self._ready = transport.session.ready
+        self._stats = transport.session.stats
+
+    def forward(
+        self, data: bytes, payload: bytes, seq: int, ext_seq: int, ts: int,
+        keyframe: bool, ast: bytes, level: int, now: float,
+    ) -> None:
+        """Rewrite one packet of the producer and queue it for the subscriber."""
+        if not self.started:
+            if self.paused:
+                self._stats.drops[DropReason.PAUSED] += 1
+                return
+            if self.needs_keyframe and not keyframe:
+                self._stats.drops[DropReason.WAITING_FOR_KEYFRAME] += 1
+                return
+            self._start(seq, ext_seq, ts, now)
+        elif ext_seq < self.first_ext_seq:
+            self._stats.drops[DropReason.BEFORE_STREAM_START] += 1
+            return
+        out_seq = (seq + self.seq_offset) & 0xFFFF
+        out_ts = (ts + self.ts_offset) & 0xFFFFFFFF
+        self._history[out_seq & (HISTORY_SIZE - 1)] = ext_seq
+        if (out_seq - self.last_seq) & 0xFFFF < 0x8000:
+            self.last_seq = out_seq
+            self.last_ts = out_ts
+            self.last_time = now
+        header = self._header
+        header[0] = (header[0] & 0xDF) | (data[0] & 0x20)
+        _PT_SEQ_TS.pack_into(header, 1, (data[1] & 0x80) | self.payload_type, out_seq, out_ts)
+        if self._ast_offset:
+            header[self._ast_offset : self._ast_offset + 3] = ast
+        if self._level_offset:
+            header[self._level_offset] = level
+        if not self._outbox:
+            self._ready.append(self.transport)
+        self._outbox.append(b"".join((header, payload)))
+        self.packets_sent += 1
+        self.octets_sent += len(payload)
+
+    def _start(self, seq: int, ext_seq: int, ts: int, now: float) -> None:
+        """Pick offsets so that the output continues where it stopped (or starts fresh)."""
+        if self.has_sent:
+            next_seq = (self.last_seq + 1) & 0xFFFF
+            next_ts = self.last_ts + max(1, int((now - self.last_time) * self.clock_rate))
+            self._history = [-1] * HISTORY_SIZE
+        else:
+            next_seq = self.initial_seq
+            next_ts = self.initial_ts
+            self.has_sent = True
+        self.seq_offset = (next_seq - seq) & 0xFFFF
+        self.ts_offset = (next_ts - ts) & 0xFFFFFFFF
+        self.last_seq = (next_seq - 1) & 0xFFFF
+        self.last_ts = next_ts & 0xFFFFFFFF
+        self.last_time = now
+        self.first_ext_seq = ext_seq
+        self.started = True
+        if self.needs_keyframe:
+            self.producer.waiting_for_keyframe -= 1
+
+    def pause(self) -> None:
+        """Stop forwarding (a muted or blocked track); resume() restarts at a keyframe."""
+        if not self.paused:
+            self.paused = True
+            if self.started:
+                self.started = False
+            elif self.needs_keyframe:
+                self.producer.waiting_for_keyframe -= 1
+
+    def resume(self, now: float) -> None:
+        if self.paused:
+            self.paused = False
+            if self.needs_keyframe:
+                self.producer.waiting_for_keyframe += 1
+                self.producer.request_keyframe(now)
+
+    def on_nack(self, lost: list[int], now: float) -> None:
+        """Answer a subscriber's NACK from the producer's cache, as RTX where negotiated."""
+        cache = self.producer.cache
+        level_id = self.producer.extensions.audio_level
+        for out_seq in lost:
+            ext_seq = self._history[out_seq & (HISTORY_SIZE - 1)]
+            data = cache.get(ext_seq) if ext_seq >= 0 and ((ext_seq + self.seq_offset) & 0xFFFF) == out_seq else None
+            if data is None:
+                self._stats.drops[DropReason.NACK_CACHE_MISS] += 1
+                continue
+            hdr_len = header_length(data)
+            out_ts = (RTP_HEADER.unpack_from(data)[3] + self.ts_offset) & 0xFFFFFFFF
+            pt_byte = (data[1] & 0x80) | self.payload_type
+            prefix = b""
+            if self.rtx_payload_type is not None:
+                header = self._rtx_header
+                prefix = _SEQ.pack(out_seq)
+                pt_byte = (data[1] & 0x80) | self.rtx_payload_type
+                out_seq = self.rtx_seq
+                self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
+            else:
+                header = self._header
+            header[0] = (header[0] & 0xDF) | (data[0] & 0x20)
+            _PT_SEQ_TS.pack_into(header, 1, pt_byte, out_seq, out_ts)
+            if self._ast_offset:
+                header[self._ast_offset : self._ast_offset + 3] = abs_send_time(now)
+            if self._level_offset:
+                offset = find_extension(data, level_id)
+                header[self._level_offset] = data[offset] if offset > 0 else 0x7F
+            if not self._outbox:
+                self._ready.append(self.transport)
+            self._outbox.append(b"".join((header, prefix, data[hdr_len:])))
+            self.retransmissions += 1
+            self._stats.retransmissions += 1
+
+    def on_sender_report(self, ntp: int, rtp_timestamp: int) -> None:
+        """Translate the publisher's SR into this stream's timestamps, for lip sync."""
+        if self.started:
+            self.transport.send_rtcp(
+                build_sender_report(
+                    self.ssrc, ntp, rtp_timestamp + self.ts_offset, self.packets_sent, self.octets_sent
+                )
+            )
+
+
+def abs_send_time(now: float) -> bytes:
+    """The 24-bit 6.18 fixed-point send time of the abs-send-time extension."""
+    return (int(now * 262144) & 0xFFFFFF).to_bytes(3, "big")

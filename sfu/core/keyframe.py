@@ -1,0 +1,39 @@
+"""Keyframe requests towards a publisher, rate limited but never lost."""
+
+from __future__ import annotations
+
+
+class KeyframeRequester:
+    """Lets one request through per `min_interval`; a request inside the interval is kept pending.
+
+    A subscriber joining just after another one must still get its keyframe: the pending request
+    goes out as soon as the interval allows, instead of being dropped.
+    """
+
+    __slots__ = ("min_interval", "_last", "_pending")
+
+    def __init__(self, min_interval: float = 0.5) -> None:
+        self.min_interval = min_interval
+        self._last = float("-inf")
+        self._pending = False
+
+    @property
+    def pending(self) -> bool:
+        return self._pending
+
+    def request(self, now: float) -> bool:
+        """True when a PLI should be sent now."""
+        if now - self._last >= self.min_interval:
+            self._last = now
+            self._pending = False
+            return True
+        self._pending = True
+        return False
+
+    def poll(self, now: float) -> bool:
+        """True when a request kept pending may go out now."""
+        if self._pending and now - self._last >= self.min_interval:
+            self._last = now
+            self._pending = False
+            return True
+        return False

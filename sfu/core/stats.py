@@ -1,0 +1,60 @@
+"""Counters the core keeps as plain integers; the metrics exporter reads them on scrape.
+
+Incrementing a prometheus counter takes a lock; a per-packet path cannot afford that.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class DropReason(enum.IntEnum):
+    """Why a packet was not forwarded: every drop is counted under one of these."""
+
+    MALFORMED_RTP = 0
+    MALFORMED_RTCP = 1
+    OVERSIZED = 2
+    UNKNOWN_SSRC = 3
+    UNEXPECTED_PAYLOAD_TYPE = 4
+    SRTP_ERROR = 5
+    NOT_CONNECTED = 6
+    WAITING_FOR_KEYFRAME = 7
+    BEFORE_STREAM_START = 8
+    DUPLICATE = 9
+    PADDING_ONLY = 10
+    NACK_CACHE_MISS = 11
+    PAUSED = 12
+
+
+class MediaStats:
+    """Totals for one server process, shared by every class's media session."""
+
+    __slots__ = (
+        "rtp_received",
+        "rtp_forwarded",
+        "bytes_received",
+        "bytes_forwarded",
+        "rtcp_received",
+        "rtcp_sent",
+        "nacks_received",
+        "retransmissions",
+        "nacks_sent",
+        "keyframe_requests_sent",
+        "drops",
+    )
+
+    def __init__(self) -> None:
+        self.rtp_received = 0
+        self.rtp_forwarded = 0
+        self.bytes_received = 0
+        self.bytes_forwarded = 0
+        self.rtcp_received = 0
+        self.rtcp_sent = 0
+        self.nacks_received = 0
+        self.retransmissions = 0
+        self.nacks_sent = 0
+        self.keyframe_requests_sent = 0
+        self.drops = [0] * len(DropReason)
+
+    def drop(self, reason: DropReason, count: int = 1) -> None:
+        self.drops[reason] += count

@@ -1,0 +1,133 @@
+"""One peer connection as the core sees it: decrypted datagrams in, plain datagrams out.
+
+The adapter decrypts what arrives and encrypts what leaves; everything between (routing by SSRC,
+feedback, rewriting) happens here, without a socket or a clock.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING
+
+from .consumer import Consumer
+from .params import Kind
+from .producer import Producer
+from .rtcp import (
+    KeyframeRequest, Nack, ReceiverReport, Remb, ReportBlock, RtcpError, SenderReport, parse_rtcp,
+)
+from .rtp import RTP_HEADER, RTP_MAX_SIZE, header_length, read_mid
+from .stats import DropReason
+
+if TYPE_CHECKING:
+    from .session import MediaSession
+
+
+class Transport:
+    """Routes a peer connection's packets to its producers (publishing) or consumers (subscribing)."""
+
+    def __init__(self, session: MediaSession, transport_id: str) -> None:
+        self.session = session
+        self.id = transport_id
+        self.rtcp_ssrc = random.getrandbits(32) or 1
+        self.outbox: list[bytes] = []  # RTP to encrypt and send
+        self.rtcp_outbox: list[bytes] = []
+        self.producers: dict[int, Producer] = {}  # by media SSRC
+        self.rtx_producers: dict[int, Producer] = {}  # by RTX SSRC
+        self.producers_by_mid: dict[str, Producer] = {}
+        self.consumers: dict[int, Consumer] = {}  # by media and RTX SSRC
+        self.remb: int | None = None  # the subscriber's own estimate of its downlink
+        self.mid_extension = 0
+        self.closed = False
+        self._stats = session.stats
+
+    def receive_rtp(self, data: bytes, now: float) -> None:
+        stats = self._stats
+        stats.rtp_received += 1
+        stats.bytes_received += len(data)
+        if len(data) > RTP_MAX_SIZE:
+            stats.drops[DropReason.OVERSIZED] += 1
+            return
+        hdr_len = header_length(data)
+        if hdr_len < 0:
+            stats.drops[DropReason.MALFORMED_RTP] += 1
+            return
+        _, _, seq, ts, ssrc = RTP_HEADER.unpack_from(data)
+        producer = self.producers.get(ssrc)
+        if producer is not None:
+            producer.receive(data, hdr_len, seq, ts, now)
+            return
+        producer = self.rtx_producers.get(ssrc)
+        if producer is not None:
+            producer.receive_rtx(data, hdr_len, now)
+            return
+        producer = self._bind_by_mid(data, ssrc)
+        if producer is None:
+            stats.drops[DropReason.UNKNOWN_SSRC] += 1
+        elif producer.ssrc == ssrc:
+            producer.receive(data, hdr_len, seq, ts, now)
+        else:
+            producer.receive_rtx(data, hdr_len, now)
+
+    def _bind_by_mid(self, data: bytes, ssrc: int) -> Producer | None:
+        """Learn an SSRC that the SDP did not announce from the packet's mid extension."""
+        mid = read_mid(data, self.mid_extension) if self.mid_extension else None
+        producer = self.producers_by_mid.get(mid) if mid is not None else None
+        if producer is None or ssrc in self.consumers:
+            return None
+        payload_type = data[1] & 0x7F
+        if payload_type == producer.codec.payload_type and producer.ssrc is None:
+            producer.ssrc = ssrc
+            self.producers[ssrc] = producer
+        elif payload_type == producer.codec.rtx_payload_type and producer.rtx_ssrc is None:
+            producer.rtx_ssrc = ssrc
+            self.rtx_producers[ssrc] = producer
+        else:
+            return None
+        return producer
+
+    def receive_rtcp(self, data: bytes, now: float) -> None:
+        self._stats.rtcp_received += 1
+        try:
+            packets = parse_rtcp(data)
+        except RtcpError:
+            self._stats.drops[DropReason.MALFORMED_RTCP] += 1
+            return
+        for packet in packets:
+            if isinstance(packet, Nack):
+                consumer = self.consumers.get(packet.media_ssrc)
+                if consumer is not None:
+                    self._stats.nacks_received += 1
+                    consumer.on_nack(packet.lost, now)
+            elif isinstance(packet, KeyframeRequest):
+                consumer = self.consumers.get(packet.media_ssrc)
+                if consumer is not None:
+                    consumer.producer.request_keyframe(now)
+            elif isinstance(packet, SenderReport):
+                producer = self.producers.get(packet.ssrc)
+                if producer is not None:
+                    producer.on_sender_report(packet.ntp, packet.rtp_timestamp, now)
+                self._on_reports(packet.reports)
+            elif isinstance(packet, ReceiverReport):
+                self._on_reports(packet.reports)
+            elif isinstance(packet, Remb):
+                self.remb = packet.bitrate
+
+    def _on_reports(self, reports: list[ReportBlock]) -> None:
+        for block in reports:
+            consumer = self.consumers.get(block.ssrc)
+            if consumer is not None:
+                consumer.fraction_lost = block.fraction_lost
+                consumer.jitter = block.jitter
+
+    def send_rtcp(self, packet: bytes) -> None:
+        if not self.rtcp_outbox and not self.outbox:
+            self.session.ready.append(self)
+        self.rtcp_outbox.append(packet)
+        self._stats.rtcp_sent += 1
+
+    def video_share(self) -> int | None:
+        """The part of this subscriber's estimated downlink that one of its video tracks may use."""
+        if self.remb is None:
+            return None
+        videos = sum(1 for ssrc, c in self.consumers.items() if ssrc == c.ssrc and c.kind is Kind.VIDEO)
+        return self.remb // max(1, videos)
