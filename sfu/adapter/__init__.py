@@ -1,0 +1,1 @@
+"""The asyncio/aiortc side of the SFU: thin adapters between sockets and the sans-IO core."""

@@ -1,0 +1,190 @@
+"""One aiortc peer connection whose media skips aiortc's RTP stack and goes through the core.
+
+aiortc negotiates SDP, runs ICE and the DTLS handshake. Once SRTP keys exist, each datagram is
+taken from aioice's socket callback, decrypted and handed to the core; what the core queues is
+encrypted and written straight to the nominated candidate pair's socket. aiortc's
+`RTCRtpReceiver`/`RTCRtpSender` are only used to learn the negotiated parameters: their tasks,
+jitter buffers and decoder threads are never started.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pylibsrtp
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpTransceiver
+
+from ..core import Codec, Consumer, DropReason, HeaderExtensions, Producer
+from ..core.rtp import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID
+from .ice import MediaNetwork, use_media_network
+from .live import LiveSession
+
+log = logging.getLogger(__name__)
+
+
+def negotiated_codec(parameters: Any) -> Codec:
+    """The primary codec of aiortc's RTP parameters, with its RTX payload type if any."""
+    codecs = [c for c in parameters.codecs if c.mimeType.lower() not in ("video/rtx", "audio/rtx")]
+    primary = codecs[0]
+    rtx = next(
+        (c.payloadType for c in parameters.codecs
+         if c.mimeType.lower() == "video/rtx" and str(c.parameters.get("apt")) == str(primary.payloadType)),
+        None,
+    )
+    return Codec(primary.mimeType, primary.payloadType, primary.clockRate, rtx)
+
+
+def negotiated_extensions(parameters: Any) -> HeaderExtensions:
+    ids = {ext.uri: ext.id for ext in parameters.headerExtensions}
+    return HeaderExtensions(
+        mid=ids.get(URI_MID, 0), audio_level=ids.get(URI_AUDIO_LEVEL, 0), abs_send_time=ids.get(URI_ABS_SEND_TIME, 0)
+    )
+
+
+class PeerTransport:
+    """Binds an `RTCPeerConnection` to a core `Transport` of one live session."""
+
+    def __init__(
+        self,
+        live: LiveSession,
+        transport_id: str,
+        *,
+        ice_servers: list[RTCIceServer],
+        network: MediaNetwork,
+        on_producer: Callable[[Producer], Awaitable[None]] | None = None,
+    ) -> None:
+        # An explicit list, even empty: given None, aiortc would contact a public STUN server.
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=list(ice_servers), bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        self.live = live
+        self.transport = live.session.create_transport(transport_id)
+        self.network = network
+        self.on_producer = on_producer
+        self.sources: dict[str, str] = {}  # mid -> camera / microphone / screen
+        self.pending: dict[RTCRtpTransceiver, Producer] = {}  # consumers to create once negotiated
+        self.consumers: dict[str, Consumer] = {}  # by mid
+        self._hooked: set[int] = set()
+        self._sendto: Any = None
+        self._dtls: Any = None
+        self._ice: Any = None
+        self.closed = False
+        live.peers[transport_id] = self
+
+    def prepare(self) -> None:
+        """Hook what aiortc created since the last call: call before each setLocalDescription."""
+        for transceiver in self.pc.getTransceivers():
+            if id(transceiver) in self._hooked:
+                continue
+            self._hooked.add(id(transceiver))
+            self._hook_receiver(transceiver)
+            self._hook_sender(transceiver)
+            dtls = transceiver.receiver.transport
+            if dtls is not None and self._dtls is None:
+                self._install(dtls)
+
+    def _hook_receiver(self, transceiver: RTCRtpTransceiver) -> None:
+        async def receive(parameters: Any) -> None:
+            if transceiver.mid is None or transceiver.mid in self.transport.producers_by_mid:
+                return
+            mid = transceiver.mid
+            codec = negotiated_codec(parameters)
+            encoding = parameters.encodings[0] if parameters.encodings else None
+            producer = self.live.session.add_producer(
+                self.transport,
+                f"{self.transport.id}:{mid}",
+                mid=mid,
+                codec=codec,
+                extensions=negotiated_extensions(parameters),
+                ssrc=encoding.ssrc if encoding else None,
+                rtx_ssrc=encoding.rtx.ssrc if encoding and encoding.rtx else None,
+                source=self.sources.get(mid, codec.kind.value),
+            )
+            self.live.arm_timer()
+            if self.on_producer is not None:
+                await self.on_producer(producer)
+
+        transceiver.receiver.receive = receive
+
+    def _hook_sender(self, transceiver: RTCRtpTransceiver) -> None:
+        sender = transceiver.sender
+
+        async def send(parameters: Any) -> None:
+            producer = self.pending.pop(transceiver, None)
+            if producer is None or producer.closed or self.closed or transceiver.mid is None:
+                return
+            codec = negotiated_codec(parameters)
+            consumer = self.live.session.add_consumer(
+                self.transport,
+                producer,
+                ssrc=sender._ssrc,
+                rtx_ssrc=sender._rtx_ssrc,
+                payload_type=codec.payload_type,
+                rtx_payload_type=codec.rtx_payload_type,
+                mid=transceiver.mid,
+                extensions=negotiated_extensions(parameters),
+                now=self.live.now(),
+            )
+            self.consumers[transceiver.mid] = consumer
+            self.live.flush()
+
+        sender.send = send
+
+    def _install(self, dtls: Any) -> None:
+        """Take SRTP datagrams off aioice's receive callback, leaving DTLS to aiortc."""
+        self._dtls = dtls
+        connection = dtls.transport._connection
+        self._ice = connection
+        use_media_network(connection, self.network)
+        put = connection._queue.put_nowait
+        transport = self.transport
+        live = self.live
+        drops = live.session.stats.drops
+        loop_time = live.loop.time
+
+        def data_received(data: bytes, component: int) -> None:
+            rx = dtls._rx_srtp
+            if rx is None or not 127 < data[0] < 192 or len(data) < 2:
+                put((data, component))
+                return
+            try:
+                if 191 < data[1] < 224:
+                    transport.receive_rtcp(rx.unprotect_rtcp(data), loop_time())
+                else:
+                    transport.receive_rtp(rx.unprotect(data), loop_time())
+            except pylibsrtp.Error:
+                drops[DropReason.SRTP_ERROR] += 1
+                return
+            live.flush()
+
+        connection.data_received = data_received
+
+    def send(self, rtp: list[bytes], rtcp: list[bytes]) -> None:
+        dtls = self._dtls
+        tx = dtls._tx_srtp if dtls is not None else None
+        pair = self._ice._nominated.get(1) if self._ice is not None else None
+        if tx is None or pair is None or pair.protocol.transport is None:
+            self.live.session.stats.drop(DropReason.NOT_CONNECTED, len(rtp) + len(rtcp))
+            return
+        sendto = pair.protocol.transport.sendto
+        addr = pair.remote_addr
+        stats = self.live.session.stats
+        for packet in rtp:
+            protected = tx.protect(packet)
+            stats.bytes_forwarded += len(protected)
+            sendto(protected, addr)
+        for packet in rtcp:
+            sendto(tx.protect_rtcp(packet), addr)
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.pending.clear()
+        if not self.transport.closed:
+            self.live.session.close_transport(self.transport)
+        self.live.peers.pop(self.transport.id, None)
+        try:
+            await self.pc.close()
+        except Exception:  # aiortc may fail closing a half-negotiated connection; the sockets go anyway
+            log.debug("peer connection close failed", exc_info=True)

@@ -1,0 +1,1 @@
+"""Classe's signaling and web server: WebSocket protocol, join tokens, classes, the aiohttp app."""

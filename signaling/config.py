@@ -1,0 +1,74 @@
+"""Server settings: embedded defaults, overridden by a TOML file, then by CLASSE_* variables."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+
+class IceServer(BaseModel):
+    urls: list[str]
+    username: str | None = None
+    credential: str | None = None
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set. Nothing here points outside the machine by default."""
+
+    model_config = SettingsConfigDict(env_prefix="CLASSE_", env_nested_delimiter="__", extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # Media: the addresses to gather ICE host candidates on and the UDP range to open in a firewall.
+    media_addresses: list[str] = ["127.0.0.1"]
+    media_port_min: int = 40000
+    media_port_max: int = 40999
+    media_announced_address: str | None = None
+    # STUN/TURN servers given to the server and to browsers: none by default (no third party).
+    ice_servers: list[IceServer] = Field(default_factory=list)
+    # Signs join tokens. Generated per process by default; set it to share tokens across processes.
+    token_secret: str = Field(default_factory=lambda: secrets.token_urlsafe(32))
+    token_ttl_seconds: int = 300
+    # Dev mode lets anyone mint a join token at /api/dev/token (until accounts exist).
+    dev_mode: bool = True
+    ice_timeout_seconds: float = 30.0
+    negotiation_timeout_seconds: float = 15.0
+    max_tracks_per_participant: int = 4
+    max_participants_per_class: int = 300
+    camera_max_bitrate: int = 1_500_000
+    screen_max_bitrate: int = 2_500_000
+    config_file: Path | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlFromInit(settings_cls, init_settings))
+
+
+class _TomlFromInit(PydanticBaseSettingsSource):
+    """Reads the TOML file named by `config_file` (from the command line or CLASSE_CONFIG_FILE)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], init: PydanticBaseSettingsSource) -> None:
+        super().__init__(settings_cls)
+        self._init = init
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        import os
+
+        path = self._init().get("config_file") or os.environ.get("CLASSE_CONFIG_FILE")
+        if not path:
+            return {}
+        return TomlConfigSettingsSource(self.settings_cls, toml_file=Path(path))()

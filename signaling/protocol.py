@@ -1,0 +1,86 @@
+"""The signaling protocol's message codec: text in, validated messages out (docs/protocol.md).
+
+Pure functions: the WebSocket loop decodes with `decode`, answers with `encode`, and turns a
+`ProtocolError` into an `error` message without touching any state.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+PROTOCOL_VERSION = 1
+MAX_MESSAGE_BYTES = 64 * 1024
+SOURCES = ("camera", "microphone", "screen", "screen_audio")
+
+
+class ProtocolError(Exception):
+    """A message the server refuses; `code` is stable and documented, `message` is for humans."""
+
+    def __init__(self, code: str, message: str, ref: Any = None, fatal: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.ref = ref
+        self.fatal = fatal
+
+
+def _str(value: Any, name: str, max_len: int, ref: Any) -> str:
+    if not isinstance(value, str) or not value or len(value) > max_len:
+        raise ProtocolError("bad_message", f"'{name}' must be a non-empty string of at most {max_len} characters", ref)
+    return value
+
+
+def _tracks(value: Any, ref: Any) -> list[dict[str, str]]:
+    if not isinstance(value, list) or len(value) > 8:
+        raise ProtocolError("bad_message", "'tracks' must be a list of at most 8 entries", ref)
+    tracks = []
+    for item in value:
+        if not isinstance(item, dict):
+            raise ProtocolError("bad_message", "each track must be an object", ref)
+        mid = _str(item.get("mid"), "mid", 16, ref)
+        source = item.get("source")
+        if source not in SOURCES:
+            raise ProtocolError("bad_message", f"'source' must be one of {', '.join(SOURCES)}", ref)
+        tracks.append({"mid": mid, "source": source})
+    return tracks
+
+
+def decode(text: str | bytes) -> dict[str, Any]:
+    """Validate one client message; raises ProtocolError with a code from docs/protocol.md."""
+    if isinstance(text, bytes) or len(text) > MAX_MESSAGE_BYTES:
+        raise ProtocolError("bad_message", "messages are JSON text of at most 64 KiB")
+    try:
+        message = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        raise ProtocolError("bad_message", "not valid JSON") from None
+    if not isinstance(message, dict):
+        raise ProtocolError("bad_message", "a message is a JSON object")
+    ref = message.get("id")
+    if ref is not None and not (isinstance(ref, (int, str)) and len(str(ref)) <= 64):
+        raise ProtocolError("bad_message", "'id' must be a short string or number")
+    kind = message.get("type")
+    if kind == "join":
+        if message.get("protocol") != PROTOCOL_VERSION:
+            raise ProtocolError("unsupported_version", f"this server speaks protocol {PROTOCOL_VERSION}", ref, fatal=True)
+        return {"type": kind, "id": ref, "token": _str(message.get("token"), "token", 4096, ref)}
+    if kind == "publish":
+        return {
+            "type": kind, "id": ref, "sdp": _str(message.get("sdp"), "sdp", MAX_MESSAGE_BYTES, ref),
+            "tracks": _tracks(message.get("tracks", []), ref),
+        }
+    if kind == "subscribe_answer":
+        return {"type": kind, "id": ref, "sdp": _str(message.get("sdp"), "sdp", MAX_MESSAGE_BYTES, ref)}
+    if kind == "unpublish":
+        return {"type": kind, "id": ref, "mid": _str(message.get("mid"), "mid", 16, ref)}
+    if kind in ("leave", "ping"):
+        return {"type": kind, "id": ref}
+    raise ProtocolError("unknown_type", "unknown message type", ref)
+
+
+def encode(kind: str, **fields: Any) -> str:
+    return json.dumps({"type": kind, **{k: v for k, v in fields.items() if v is not None}}, separators=(",", ":"))
+
+
+def error(exc: ProtocolError) -> str:
+    return encode("error", code=exc.code, message=exc.message, ref=exc.ref, fatal=exc.fatal or None)

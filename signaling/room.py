@@ -1,0 +1,267 @@
+"""A live class: its participants, their peer connections and who receives which track."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiortc import RTCIceServer, RTCRtpSender, RTCSessionDescription
+
+from sfu.adapter.ice import MediaNetwork
+from sfu.adapter.live import LiveSession
+from sfu.adapter.peer import PeerTransport
+from sfu.core import MediaStats, Producer
+
+from .config import Settings
+from .protocol import ProtocolError, encode
+from .tokens import JoinGrant
+
+log = logging.getLogger(__name__)
+Send = Callable[[str], Awaitable[None]]
+
+
+def track_info(producer: Producer, owner: str) -> dict[str, str]:
+    return {"track_id": producer.id, "participant_id": owner, "kind": producer.kind.value, "source": producer.source}
+
+
+class Participant:
+    """One person in a live class, with a publishing and a subscribing peer connection."""
+
+    def __init__(self, room: Room, grant: JoinGrant, send: Send) -> None:
+        self.room = room
+        self.id = grant.participant_id
+        self.name = grant.name
+        self.role = grant.role
+        self.token_id = grant.token_id
+        self.send = send
+        self.publisher: PeerTransport | None = None
+        self.subscriber = room.new_peer(f"{self.id}:sub", None)
+        self.tracks: dict[str, str] = {}  # subscriber mid -> track id
+        self._answer: asyncio.Future[str] | None = None
+        self._dirty = False
+        self._negotiation: asyncio.Task[None] | None = None
+        self._watchdogs: set[asyncio.Task[None]] = set()
+        self._subscriber_watched = False
+        self.closed = False
+
+    def describe(self) -> dict[str, str]:
+        return {"id": self.id, "name": self.name, "role": self.role.value}
+
+    async def publish(self, sdp: str, tracks: list[dict[str, str]], ref: Any) -> None:
+        limit = self.room.settings.max_tracks_per_participant
+        current = len(self.publisher.transport.producers_by_mid) if self.publisher else 0
+        if current + len([t for t in tracks if self.publisher is None or t["mid"] not in self.publisher.transport.producers_by_mid]) > limit:
+            raise ProtocolError("too_many_tracks", f"at most {limit} published tracks", ref)
+        if self.publisher is None:
+            self.publisher = self.room.new_peer(f"{self.id}:pub", self.room.on_producer)
+            self._watch_ice(self.publisher)
+        peer = self.publisher
+        peer.sources.update({t["mid"]: t["source"] for t in tracks})
+        try:
+            await peer.pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
+            peer.prepare()
+            answer = await peer.pc.createAnswer()
+            await peer.pc.setLocalDescription(answer)
+        except (ValueError, AttributeError, KeyError, IndexError) as exc:
+            raise ProtocolError("bad_sdp", f"the offer could not be used: {exc}", ref) from None
+        await self.send(encode("publish_answer", sdp=peer.pc.localDescription.sdp, ref=ref))
+
+    def unpublish(self, mid: str, ref: Any) -> None:
+        producer = self.publisher.transport.producers_by_mid.get(mid) if self.publisher else None
+        if producer is None:
+            raise ProtocolError("unknown_track", "no published track has this mid", ref)
+        self.room.remove_producer(producer, self.id)
+
+    def on_answer(self, sdp: str, ref: Any) -> None:
+        if self._answer is None or self._answer.done():
+            raise ProtocolError("unexpected_answer", "no subscription offer is waiting for an answer", ref)
+        self._answer.set_result(sdp)
+
+    def renegotiate(self) -> None:
+        """Ask for a new subscription offer; offers are serialized, changes coalesced."""
+        self._dirty = True
+        if self._negotiation is None and not self.closed:
+            self._negotiation = asyncio.create_task(self._negotiate())
+
+    async def _negotiate(self) -> None:
+        try:
+            while self._dirty and not self.closed:
+                self._dirty = False
+                await self._offer_once()
+        except ProtocolError as exc:
+            await self.room.eject(self, exc)
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        except Exception:
+            log.exception("subscription negotiation failed for participant %s", self.id)
+            await self.room.eject(self, ProtocolError("negotiation_failed", "the subscription could not be negotiated", fatal=True))
+        finally:
+            self._negotiation = None
+
+    async def _offer_once(self) -> None:
+        peer = self.subscriber
+        pc = peer.pc
+        wanted = {p.id: p for p in self.room.live.session.producers.values() if not p.closed and p.id.split(":")[0] != self.id}
+        for transceiver in pc.getTransceivers():
+            track_id = self.tracks.get(transceiver.mid or "")
+            if track_id is not None and track_id not in wanted and transceiver.direction != "inactive":
+                transceiver.direction = "inactive"
+                consumer = peer.consumers.pop(transceiver.mid or "", None)
+                if consumer is not None:
+                    self.room.live.session.remove_consumer(consumer)
+                del self.tracks[transceiver.mid or ""]
+        subscribed = set(self.tracks.values()) | {p.id for p in peer.pending.values()}
+        for track_id, producer in wanted.items():
+            if track_id in subscribed:
+                continue
+            transceiver = pc.addTransceiver(producer.kind.value, direction="sendonly")
+            capabilities = RTCRtpSender.getCapabilities(producer.kind.value).codecs
+            transceiver.setCodecPreferences(
+                [c for c in capabilities if c.mimeType.lower() in (producer.codec.mime_type.lower(), "video/rtx")]
+            )
+            peer.pending[transceiver] = producer
+        peer.prepare()
+        offer = await pc.createOffer()
+        await pc.setLocalDescription(offer)
+        tracks = []
+        for transceiver in pc.getTransceivers():
+            producer = peer.pending.get(transceiver)
+            if producer is not None and transceiver.mid is not None:
+                self.tracks[transceiver.mid] = producer.id
+            track_id = self.tracks.get(transceiver.mid or "")
+            if track_id is not None and transceiver.direction == "sendonly":
+                owner = track_id.split(":")[0]
+                prod = wanted.get(track_id)
+                if prod is not None:
+                    tracks.append({"mid": transceiver.mid, **track_info(prod, owner)})
+        self._answer = asyncio.get_running_loop().create_future()
+        await self.send(encode("subscribe_offer", sdp=pc.localDescription.sdp, tracks=tracks))
+        try:
+            sdp = await asyncio.wait_for(self._answer, self.room.settings.negotiation_timeout_seconds)
+        except TimeoutError:
+            raise ProtocolError("negotiation_timeout", "no answer to the subscription offer", fatal=True) from None
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp, "answer"))
+        except (ValueError, AttributeError, KeyError, IndexError) as exc:
+            raise ProtocolError("bad_sdp", f"the answer could not be used: {exc}", fatal=True) from None
+        if not self._subscriber_watched:
+            self._subscriber_watched = True
+            self._watch_ice(peer)
+
+    def _watch_ice(self, peer: PeerTransport) -> None:
+        """A client that never completes ICE is removed instead of holding ports forever."""
+
+        async def watchdog() -> None:
+            await asyncio.sleep(self.room.settings.ice_timeout_seconds)
+            if peer.pc.connectionState != "connected" and not self.closed:
+                await self.room.eject(self, ProtocolError("ice_failed", "the media connection could not be established", fatal=True))
+
+        task = asyncio.create_task(watchdog())
+        self._watchdogs.add(task)
+
+        @peer.pc.on("connectionstatechange")
+        async def on_state() -> None:
+            if peer.pc.connectionState == "failed" and not self.closed:
+                await self.room.eject(self, ProtocolError("connection_lost", "the media connection was lost", fatal=True))
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for task in (*self._watchdogs, self._negotiation):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+        self._watchdogs.clear()
+        if self._answer is not None and not self._answer.done():
+            self._answer.cancel()
+        if self.publisher is not None:
+            for producer in list(self.publisher.transport.producers_by_mid.values()):
+                self.room.remove_producer(producer, self.id)
+            await self.publisher.close()
+        await self.subscriber.close()
+
+
+class Room:
+    """A live class on this server. Its media session is the isolation boundary for its packets."""
+
+    def __init__(self, class_id: str, settings: Settings, stats: MediaStats, on_empty: Callable[[Room], None]) -> None:
+        self.id = class_id
+        self.settings = settings
+        self.live = LiveSession(stats)
+        self.participants: dict[str, Participant] = {}
+        self.on_empty = on_empty
+        self.network = MediaNetwork(
+            tuple(settings.media_addresses), settings.media_port_min, settings.media_port_max,
+            settings.media_announced_address,
+        )
+        self.ice_servers = [RTCIceServer(s.urls, s.username, s.credential) for s in settings.ice_servers]
+
+    def new_peer(self, transport_id: str, on_producer: Callable[[Producer], Awaitable[None]] | None) -> PeerTransport:
+        return PeerTransport(self.live, transport_id, ice_servers=self.ice_servers, network=self.network, on_producer=on_producer)
+
+    async def join(self, grant: JoinGrant, send: Send) -> Participant:
+        if grant.participant_id in self.participants:
+            raise ProtocolError("already_joined", "this participant is already in the class", fatal=True)
+        if any(p.token_id == grant.token_id for p in self.participants.values()):
+            raise ProtocolError("token_in_use", "this join token is already in use", fatal=True)
+        if len(self.participants) >= self.settings.max_participants_per_class:
+            raise ProtocolError("class_full", "the class is full", fatal=True)
+        participant = Participant(self, grant, send)
+        others = list(self.participants.values())
+        self.participants[participant.id] = participant
+        await send(
+            encode(
+                "joined",
+                participant=participant.describe(),
+                class_id=self.id,
+                participants=[p.describe() for p in others],
+                tracks=[track_info(p, p.id.split(":")[0]) for p in self.live.session.producers.values()],
+                ice_servers=[s.model_dump(exclude_none=True) for s in self.settings.ice_servers],
+            )
+        )
+        await self.broadcast(encode("participant_joined", participant=participant.describe()), exclude=participant.id)
+        if self.live.session.producers:
+            participant.renegotiate()
+        return participant
+
+    async def on_producer(self, producer: Producer) -> None:
+        owner = producer.id.split(":")[0]
+        await self.broadcast(encode("track_published", **track_info(producer, owner)))
+        for participant in self.participants.values():
+            if participant.id != owner:
+                participant.renegotiate()
+
+    def remove_producer(self, producer: Producer, owner: str) -> None:
+        self.live.session.remove_producer(producer)
+        asyncio.ensure_future(self.broadcast(encode("track_unpublished", track_id=producer.id, participant_id=owner)))
+        for participant in self.participants.values():
+            if participant.id != owner:
+                participant.renegotiate()
+
+    async def leave(self, participant: Participant) -> None:
+        if self.participants.get(participant.id) is not participant:
+            return
+        del self.participants[participant.id]
+        await participant.close()
+        await self.broadcast(encode("participant_left", participant_id=participant.id))
+        if not self.participants:
+            self.live.close()
+            self.on_empty(self)
+
+    async def eject(self, participant: Participant, exc: ProtocolError) -> None:
+        """Tell a participant why it is removed, then remove it."""
+        try:
+            await participant.send(encode("error", code=exc.code, message=exc.message, fatal=True))
+        except ConnectionError:
+            pass
+        await self.leave(participant)
+
+    async def broadcast(self, message: str, exclude: str | None = None) -> None:
+        for participant in list(self.participants.values()):
+            if participant.id != exclude and not participant.closed:
+                try:
+                    await participant.send(message)
+                except ConnectionError:
+                    pass

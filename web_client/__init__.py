@@ -1,0 +1,1 @@
+"""The browser client, served as static files by the signaling server."""
