@@ -78,8 +78,8 @@ def decode(text: str | bytes) -> dict[str, Any]:
     raise ProtocolError("unknown_type", "unknown message type", ref)
 
 
-def encode(kind: str, **fields: Any) -> str:
-    return json.dumps({"type": kind, **{k: v for k, v in fields.items() if v is not None}}, separators=(",", ":"))
+def encode(message_type: str, /, **fields: Any) -> str:
+    return json.dumps({"type": message_type, **{k: v for k, v in fields.items() if v is not None}}, separators=(",", ":"))
 
 
 def error(exc: ProtocolError) -> str:

@@ -72,6 +72,8 @@ class Participant:
         producer = self.publisher.transport.producers_by_mid.get(mid) if self.publisher else None
         if producer is None:
             raise ProtocolError("unknown_track", "no published track has this mid", ref)
+        assert self.publisher is not None
+        self.publisher.retired.add(mid)
         self.room.remove_producer(producer, self.id)
 
     def on_answer(self, sdp: str, ref: Any) -> None:

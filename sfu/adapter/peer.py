@@ -64,6 +64,7 @@ class PeerTransport:
         self.sources: dict[str, str] = {}  # mid -> camera / microphone / screen
         self.pending: dict[RTCRtpTransceiver, Producer] = {}  # consumers to create once negotiated
         self.consumers: dict[str, Consumer] = {}  # by mid
+        self.retired: set[str] = set()  # unpublished mids, never registered again on renegotiation
         self._hooked: set[int] = set()
         self._sendto: Any = None
         self._dtls: Any = None
@@ -85,9 +86,9 @@ class PeerTransport:
 
     def _hook_receiver(self, transceiver: RTCRtpTransceiver) -> None:
         async def receive(parameters: Any) -> None:
-            if transceiver.mid is None or transceiver.mid in self.transport.producers_by_mid:
-                return
             mid = transceiver.mid
+            if mid is None or mid in self.transport.producers_by_mid or mid in self.retired:
+                return
             codec = negotiated_codec(parameters)
             encoding = parameters.encodings[0] if parameters.encodings else None
             producer = self.live.session.add_producer(

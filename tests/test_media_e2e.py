@@ -1,0 +1,95 @@
+"""Real WebRTC peers (aiortc, over loopback) through a real server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from .conftest import RunningServer
+from .peers import Peer, Received
+
+
+def assert_clean_video(r: Received, min_frames: int) -> None:
+    assert len(r.numbers) >= min_frames, f"only {len(r.numbers)} frames decoded"
+    assert r.numbers == sorted(r.numbers), "frames out of order"
+    assert r.corrupt <= 1, f"{r.corrupt} corrupt frames"
+    assert r.longest_freeze() < 1.0, f"froze for {r.longest_freeze():.2f} s"
+
+
+async def wait_for(condition, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(int(timeout / 0.1)):
+        if condition():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.mark.parametrize("codec", ["video/VP8", "video/H264"])
+async def test_publisher_reaches_every_subscriber(classe: RunningServer, codec: str) -> None:
+    teacher = Peer(classe.url, "math", "Prof", role="teacher")
+    students = [Peer(classe.url, "math", f"S{i}") for i in range(3)]
+    try:
+        await teacher.join()
+        for s in students:
+            await s.join()
+        await teacher.publish(video_codec=codec)
+        await wait_for(lambda: all(s.video() and len(s.video()[0].numbers) >= 60 for s in students), 30)
+        for s in students:
+            assert_clean_video(s.video()[0], 60)
+            assert s.video()[0].info["participant_id"] == teacher.id
+            audio = s.audio()[0]
+            assert audio.audio_frames > 50 and audio.audio_peak > 1000
+        # the first frame a subscriber decodes is recent: it got a keyframe quickly
+        assert all(s.video()[0].numbers[0] < 45 for s in students)
+    finally:
+        for p in [teacher, *students]:
+            await p.close()
+
+
+async def test_lossy_subscriber_recovers_with_nack(classe: RunningServer) -> None:
+    teacher = Peer(classe.url, "lossy", "Prof", role="teacher")
+    student = Peer(classe.url, "lossy", "Loin", loss=0.05)
+    try:
+        await teacher.join()
+        await student.join()
+        await teacher.publish(audio=False)
+        await wait_for(lambda: student.video() and len(student.video()[0].numbers) >= 120, 40)
+        # about one packet per frame at this size: 5 % of ~130 packets
+        assert student.dropped >= 3
+        assert classe.server.stats.retransmissions >= student.dropped // 2
+        assert_clean_video(student.video()[0], 120)
+    finally:
+        await teacher.close()
+        await student.close()
+
+
+async def test_leave_rejoin_and_unpublish(classe: RunningServer) -> None:
+    teacher = Peer(classe.url, "hist", "Prof", role="teacher")
+    student = Peer(classe.url, "hist", "Eve")
+    try:
+        await teacher.join()
+        await student.join()
+        sources = await teacher.publish()
+        await wait_for(lambda: student.video() and len(student.video()[0].numbers) >= 20)
+        # the student leaves and comes back: it receives the teacher again
+        await student.close()
+        student = Peer(classe.url, "hist", "Eve")
+        await student.join()
+        await wait_for(lambda: student.video() and len(student.video()[0].numbers) >= 20)
+        assert_clean_video(student.video()[0], 20)
+        # the teacher stops the camera: the student is told and the track goes
+        video_mid = next(m for m, s in sources.items() if s == "camera")
+        await teacher.send({"type": "unpublish", "mid": video_mid})
+        await wait_for(lambda: any(e["type"] == "track_unpublished" for e in student.events))
+        # and starts sharing the screen mid-class
+        await teacher.publish(audio=False, screen=True)
+        await wait_for(lambda: any(r.info["source"] == "screen" and len(r.numbers) >= 20 for r in student.video()))
+        # the student publishes too: the teacher receives it
+        await student.publish()
+        await wait_for(lambda: teacher.video() and len(teacher.video()[0].numbers) >= 20)
+        assert classe.server.census() == (1, 2, 4)
+    finally:
+        await teacher.close()
+        await student.close()
+    await wait_for(lambda: classe.server.census() == (0, 0, 0), 5)
