@@ -82,6 +82,11 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
                 await send(error(exc))
                 if exc.fatal:
                     break
+            except (ConnectionError, asyncio.CancelledError):
+                raise
+            except Exception:
+                log.exception("message handling failed")
+                await send(error(ProtocolError("internal_error", "the server could not handle this message")))
             if participant is not None and participant.closed:
                 break
     except ConnectionError:

@@ -54,6 +54,9 @@ class Participant:
         current = len(self.publisher.transport.producers_by_mid) if self.publisher else 0
         if current + len([t for t in tracks if self.publisher is None or t["mid"] not in self.publisher.transport.producers_by_mid]) > limit:
             raise ProtocolError("too_many_tracks", f"at most {limit} published tracks", ref)
+        offered = {line[6:].strip() for line in sdp.splitlines() if line.startswith("a=mid:")}
+        if not offered or any(t["mid"] not in offered for t in tracks):
+            raise ProtocolError("bad_sdp", "the offer has no media section for every announced track", ref)
         if self.publisher is None:
             self.publisher = self.room.new_peer(f"{self.id}:pub", self.room.on_producer)
             self._watch_ice(self.publisher)

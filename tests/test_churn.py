@@ -1,0 +1,58 @@
+"""Participants that leave, crash or vanish leave nothing behind."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+
+from .conftest import RunningServer
+from .peers import Peer
+from .test_media_e2e import wait_for
+
+
+def open_sockets() -> int:
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+        except OSError:
+            pass
+    return count
+
+
+async def settle() -> tuple[int, int]:
+    for _ in range(20):
+        await asyncio.sleep(0.05)
+    gc.collect()
+    return len(asyncio.all_tasks()), open_sockets()
+
+
+async def test_fifty_join_leave_cycles_leave_no_tasks_or_sockets(classe: RunningServer) -> None:
+    teacher = Peer(classe.url, "churn", "Prof", role="teacher")
+    try:
+        await teacher.join()
+        await teacher.publish(audio=False)
+        warm = Peer(classe.url, "churn", "warm-up")  # first use loads codecs and caches
+        await warm.join()
+        await wait_for(lambda: warm.video() and warm.video()[0].numbers)
+        await warm.close()
+        await wait_for(lambda: classe.server.census()[1] == 1)
+        tasks_before, sockets_before = await settle()
+        for cycle in range(50):
+            student = Peer(classe.url, "churn", f"S{cycle}")
+            await student.join()
+            await wait_for(lambda s=student: bool(s.video() and s.video()[0].numbers))  # type: ignore[misc]
+            if cycle % 2:
+                await student.send({"type": "leave"})
+            # else: the websocket just drops, as when a browser tab crashes
+            await student.close()
+            await wait_for(lambda: classe.server.census()[1] == 1, 5)
+        room = classe.server.rooms["churn"]
+        assert len(room.live.peers) == 2 and len(room.live.session.transports) == 2  # the teacher's two
+        assert not room.live.session.producers[next(iter(room.live.session.producers))].consumers
+        tasks_after, sockets_after = await settle()
+        assert tasks_after <= tasks_before, (tasks_before, tasks_after)
+        assert sockets_after <= sockets_before, (sockets_before, sockets_after)
+    finally:
+        await teacher.close()

@@ -1,0 +1,146 @@
+"""Hostile and malformed signaling: clear errors, no crash, no state change."""
+
+from __future__ import annotations
+
+import json
+
+import aiohttp
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from signaling.protocol import ProtocolError, decode
+from signaling.tokens import Role, TokenError, mint_join_token, verify_join_token
+
+from .conftest import RunningServer
+from .peers import Peer
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+messages = st.fixed_dictionaries(
+    {"type": st.sampled_from(["join", "publish", "subscribe_answer", "unpublish", "leave", "ping", "x"])},
+    optional={"protocol": json_values, "token": json_values, "sdp": json_values, "tracks": json_values, "mid": json_values, "id": json_values},
+)
+
+
+@given(st.one_of(st.text(max_size=200), messages.map(json.dumps), json_values.map(json.dumps)))
+def test_decode_accepts_or_refuses_cleanly(text: str) -> None:
+    try:
+        message = decode(text)
+    except ProtocolError as exc:
+        assert exc.code in {"bad_message", "unknown_type", "unsupported_version"}
+    else:
+        assert message["type"] in {"join", "publish", "subscribe_answer", "unpublish", "leave", "ping"}
+
+
+def test_tokens_are_signed_and_expire() -> None:
+    token = mint_join_token("s3cret", "c1", "Ana", Role.STUDENT, ttl=60)
+    grant = verify_join_token("s3cret", token)
+    assert (grant.class_id, grant.name, grant.role) == ("c1", "Ana", Role.STUDENT)
+    with pytest.raises(TokenError):
+        verify_join_token("other", token)
+    with pytest.raises(TokenError):
+        verify_join_token("s3cret", mint_join_token("s3cret", "c1", "Ana", Role.STUDENT, ttl=-1))
+    with pytest.raises(TokenError):
+        verify_join_token("s3cret", token[:-2] + "AA")
+
+
+async def ws_exchange(url: str, frames: list[str | bytes]) -> list[dict]:  # type: ignore[type-arg]
+    replies = []
+    async with aiohttp.ClientSession() as http, http.ws_connect(f"{url}/ws") as ws:
+        for frame in frames:
+            if isinstance(frame, bytes):
+                await ws.send_bytes(frame)
+            else:
+                await ws.send_str(frame)
+            msg = await ws.receive(timeout=5)
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                replies.append({"type": "closed"})
+                break
+            replies.append(json.loads(msg.data))
+    return replies
+
+
+@pytest.mark.parametrize(
+    ("frames", "codes"),
+    [
+        (["not json"], ["bad_message"]),
+        ([b"\x00\x01"], ["bad_message"]),
+        (["[]"], ["bad_message"]),
+        (['{"type": "nope"}'], ["unknown_type"]),
+        (['{"type": "publish", "sdp": "v=0", "tracks": []}'], ["not_joined"]),
+        (['{"type": "subscribe_answer", "sdp": "v=0"}'], ["not_joined"]),
+        (['{"type": "join", "protocol": 99, "token": "x"}'], ["unsupported_version"]),
+        (['{"type": "join", "protocol": 1, "token": "forged"}'], ["invalid_token"]),
+        (['{"type": "join", "protocol": 1, "token": 5}'], ["bad_message"]),
+        (['{"type": "publish", "sdp": "v=0", "tracks": [{"mid": "0", "source": "webcam"}]}'], ["bad_message"]),
+        (['{"type": "ping", "id": 3}'], ["pong"]),
+    ],
+)
+async def test_hostile_messages_get_clear_errors(classe: RunningServer, frames: list[str | bytes], codes: list[str]) -> None:
+    replies = await ws_exchange(classe.url, frames)
+    assert [r.get("code", r["type"]) for r in replies] == codes
+    assert classe.server.census() == (0, 0, 0)
+
+
+async def test_joined_participant_survives_bad_messages_and_bad_sdp(classe: RunningServer) -> None:
+    peer = Peer(classe.url, "c", "Ana")
+    other = Peer(classe.url, "other-class", "Bob")
+    try:
+        await peer.join()
+        await other.join()
+        for bad, code in (
+            ({"type": "publish", "sdp": "garbage", "tracks": []}, "bad_sdp"),
+            ({"type": "publish", "sdp": "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n", "tracks": [{"mid": "1", "source": "camera"}]}, "bad_sdp"),
+            ({"type": "subscribe_answer", "sdp": "v=0"}, "unexpected_answer"),
+            ({"type": "unpublish", "mid": "9"}, "unknown_track"),
+            ({"type": "join", "protocol": 1, "token": await peer.token()}, "already_joined"),
+        ):
+            await peer.send(bad)
+            reply = await peer.messages.get()
+            assert (reply["type"], reply["code"]) == ("error", code), reply
+        await peer.send({"type": "ping"})
+        await peer.expect("pong")
+        assert classe.server.census() == (2, 2, 0)
+        # one class's events never reach another class
+        assert not any(e["type"] == "participant_joined" for e in other.events)
+    finally:
+        await peer.close()
+        await other.close()
+
+
+async def test_a_token_cannot_be_used_twice_at_once(classe: RunningServer) -> None:
+    first = Peer(classe.url, "c", "Ana")
+    second = Peer(classe.url, "c", "Ana")
+    try:
+        token = await first.token()
+        await first.join(token)
+        with pytest.raises(AssertionError, match="token_in_use|already_joined"):
+            await second.join(token)
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_a_client_that_never_completes_ice_is_removed(classe: RunningServer) -> None:
+    classe.settings.ice_timeout_seconds = 1.0
+    peer = Peer(classe.url, "c", "Mute")
+    try:
+        await peer.join()
+        from aiortc import RTCPeerConnection
+
+        pc = RTCPeerConnection()
+        pc.addTransceiver("audio", direction="sendonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        sdp = "\n".join(line for line in pc.localDescription.sdp.splitlines() if not line.startswith("a=candidate"))
+        await peer.send({"type": "publish", "sdp": sdp, "tracks": [{"mid": "0", "source": "microphone"}]})
+        await peer.expect("publish_answer")
+        with pytest.raises(AssertionError, match="ice_failed"):
+            await peer.expect("never", timeout=5)
+        await pc.close()
+        assert classe.server.census() == (0, 0, 0)
+    finally:
+        await peer.close()
