@@ -21,7 +21,6 @@ from .tokens import Role, TokenError, mint_join_token, verify_join_token
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent.parent / "web_client" / "static"
 SETTINGS = web.AppKey("settings", Settings)
-SERVER = web.AppKey("server", "ClassServer")
 
 
 class ClassServer:
@@ -55,6 +54,9 @@ class ClassServer:
         for room in list(self.rooms.values()):
             for participant in list(room.participants.values()):
                 await room.leave(participant)
+
+
+SERVER = web.AppKey("server", ClassServer)
 
 
 async def websocket(request: web.Request) -> web.WebSocketResponse:
@@ -98,7 +100,9 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-async def handle(server: ClassServer, participant: Participant | None, message: dict[str, Any], send: Any) -> Participant | None:
+async def handle(
+    server: ClassServer, participant: Participant | None, message: dict[str, Any], send: Any
+) -> Participant | None:
     kind = message["type"]
     ref = message["id"]
     if kind == "ping":
@@ -119,7 +123,7 @@ async def handle(server: ClassServer, participant: Participant | None, message: 
     elif kind == "subscribe_answer":
         participant.on_answer(message["sdp"], ref)
     elif kind == "unpublish":
-        participant.unpublish(message["mid"], ref)
+        await participant.unpublish(message["mid"], ref)
     elif kind == "leave":
         await participant.room.leave(participant)
     return participant

@@ -22,13 +22,19 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     args = parser.parse_args(argv)
-    overrides = {k: v for k, v in (("config_file", args.config), ("host", args.host), ("port", args.port)) if v is not None}
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+    overrides = {
+        k: v for k, v in (("config_file", args.config), ("host", args.host), ("port", args.port)) if v is not None
+    }
+    settings = Settings(**overrides)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     logging.getLogger("classe").info(
         "serving on http://%s:%d, media on UDP %s:%d-%d",
-        settings.host, settings.port, ",".join(settings.media_addresses), settings.media_port_min, settings.media_port_max,
+        settings.host,
+        settings.port,
+        ",".join(settings.media_addresses),
+        settings.media_port_min,
+        settings.media_port_max,
     )
     web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
 

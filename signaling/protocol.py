@@ -62,11 +62,15 @@ def decode(text: str | bytes) -> dict[str, Any]:
     kind = message.get("type")
     if kind == "join":
         if message.get("protocol") != PROTOCOL_VERSION:
-            raise ProtocolError("unsupported_version", f"this server speaks protocol {PROTOCOL_VERSION}", ref, fatal=True)
+            raise ProtocolError(
+                "unsupported_version", f"this server speaks protocol {PROTOCOL_VERSION}", ref, fatal=True
+            )
         return {"type": kind, "id": ref, "token": _str(message.get("token"), "token", 4096, ref)}
     if kind == "publish":
         return {
-            "type": kind, "id": ref, "sdp": _str(message.get("sdp"), "sdp", MAX_MESSAGE_BYTES, ref),
+            "type": kind,
+            "id": ref,
+            "sdp": _str(message.get("sdp"), "sdp", MAX_MESSAGE_BYTES, ref),
             "tracks": _tracks(message.get("tracks", []), ref),
         }
     if kind == "subscribe_answer":
@@ -79,7 +83,9 @@ def decode(text: str | bytes) -> dict[str, Any]:
 
 
 def encode(message_type: str, /, **fields: Any) -> str:
-    return json.dumps({"type": message_type, **{k: v for k, v in fields.items() if v is not None}}, separators=(",", ":"))
+    return json.dumps(
+        {"type": message_type, **{k: v for k, v in fields.items() if v is not None}}, separators=(",", ":")
+    )
 
 
 def error(exc: ProtocolError) -> str:

@@ -22,8 +22,18 @@ log = logging.getLogger(__name__)
 Send = Callable[[str], Awaitable[None]]
 
 
-def track_info(producer: Producer, owner: str) -> dict[str, str]:
-    return {"track_id": producer.id, "participant_id": owner, "kind": producer.kind.value, "source": producer.source}
+def owner_of(producer: Producer) -> str:
+    """The participant publishing a track: its transport is named "<participant id>:pub"."""
+    return producer.transport.id.rsplit(":", 1)[0]
+
+
+def track_info(producer: Producer) -> dict[str, str]:
+    return {
+        "track_id": producer.id,
+        "participant_id": owner_of(producer),
+        "kind": producer.kind.value,
+        "source": producer.source,
+    }
 
 
 class Participant:
@@ -52,7 +62,17 @@ class Participant:
     async def publish(self, sdp: str, tracks: list[dict[str, str]], ref: Any) -> None:
         limit = self.room.settings.max_tracks_per_participant
         current = len(self.publisher.transport.producers_by_mid) if self.publisher else 0
-        if current + len([t for t in tracks if self.publisher is None or t["mid"] not in self.publisher.transport.producers_by_mid]) > limit:
+        if (
+            current
+            + len(
+                [
+                    t
+                    for t in tracks
+                    if self.publisher is None or t["mid"] not in self.publisher.transport.producers_by_mid
+                ]
+            )
+            > limit
+        ):
             raise ProtocolError("too_many_tracks", f"at most {limit} published tracks", ref)
         offered = {line[6:].strip() for line in sdp.splitlines() if line.startswith("a=mid:")}
         if not offered or any(t["mid"] not in offered for t in tracks):
@@ -71,13 +91,13 @@ class Participant:
             raise ProtocolError("bad_sdp", f"the offer could not be used: {exc}", ref) from None
         await self.send(encode("publish_answer", sdp=peer.pc.localDescription.sdp, ref=ref))
 
-    def unpublish(self, mid: str, ref: Any) -> None:
+    async def unpublish(self, mid: str, ref: Any) -> None:
         producer = self.publisher.transport.producers_by_mid.get(mid) if self.publisher else None
         if producer is None:
             raise ProtocolError("unknown_track", "no published track has this mid", ref)
         assert self.publisher is not None
         self.publisher.retired.add(mid)
-        self.room.remove_producer(producer, self.id)
+        await self.room.remove_producer(producer, self.id)
 
     def on_answer(self, sdp: str, ref: Any) -> None:
         if self._answer is None or self._answer.done():
@@ -101,14 +121,16 @@ class Participant:
             pass
         except Exception:
             log.exception("subscription negotiation failed for participant %s", self.id)
-            await self.room.eject(self, ProtocolError("negotiation_failed", "the subscription could not be negotiated", fatal=True))
+            await self.room.eject(
+                self, ProtocolError("negotiation_failed", "the subscription could not be negotiated", fatal=True)
+            )
         finally:
             self._negotiation = None
 
     async def _offer_once(self) -> None:
         peer = self.subscriber
         pc = peer.pc
-        wanted = {p.id: p for p in self.room.live.session.producers.values() if not p.closed and p.id.split(":")[0] != self.id}
+        wanted = {p.id: p for p in self.room.live.session.producers.values() if not p.closed and owner_of(p) != self.id}
         for transceiver in pc.getTransceivers():
             track_id = self.tracks.get(transceiver.mid or "")
             if track_id is not None and track_id not in wanted and transceiver.direction != "inactive":
@@ -132,15 +154,13 @@ class Participant:
         await pc.setLocalDescription(offer)
         tracks = []
         for transceiver in pc.getTransceivers():
-            producer = peer.pending.get(transceiver)
-            if producer is not None and transceiver.mid is not None:
-                self.tracks[transceiver.mid] = producer.id
-            track_id = self.tracks.get(transceiver.mid or "")
-            if track_id is not None and transceiver.direction == "sendonly":
-                owner = track_id.split(":")[0]
-                prod = wanted.get(track_id)
-                if prod is not None:
-                    tracks.append({"mid": transceiver.mid, **track_info(prod, owner)})
+            mid = transceiver.mid
+            pending = peer.pending.get(transceiver)
+            if pending is not None and mid is not None:
+                self.tracks[mid] = pending.id
+            published = wanted.get(self.tracks.get(mid or "", ""))
+            if published is not None and transceiver.direction == "sendonly":
+                tracks.append({"mid": mid, **track_info(published)})
         self._answer = asyncio.get_running_loop().create_future()
         await self.send(encode("subscribe_offer", sdp=pc.localDescription.sdp, tracks=tracks))
         try:
@@ -161,7 +181,9 @@ class Participant:
         async def watchdog() -> None:
             await asyncio.sleep(self.room.settings.ice_timeout_seconds)
             if peer.pc.connectionState != "connected" and not self.closed:
-                await self.room.eject(self, ProtocolError("ice_failed", "the media connection could not be established", fatal=True))
+                await self.room.eject(
+                    self, ProtocolError("ice_failed", "the media connection could not be established", fatal=True)
+                )
 
         task = asyncio.create_task(watchdog())
         self._watchdogs.add(task)
@@ -169,7 +191,9 @@ class Participant:
         @peer.pc.on("connectionstatechange")
         async def on_state() -> None:
             if peer.pc.connectionState == "failed" and not self.closed:
-                await self.room.eject(self, ProtocolError("connection_lost", "the media connection was lost", fatal=True))
+                await self.room.eject(
+                    self, ProtocolError("connection_lost", "the media connection was lost", fatal=True)
+                )
 
     async def close(self) -> None:
         if self.closed:
@@ -183,7 +207,7 @@ class Participant:
             self._answer.cancel()
         if self.publisher is not None:
             for producer in list(self.publisher.transport.producers_by_mid.values()):
-                self.room.remove_producer(producer, self.id)
+                await self.room.remove_producer(producer, self.id)
             await self.publisher.close()
         await self.subscriber.close()
 
@@ -198,13 +222,17 @@ class Room:
         self.participants: dict[str, Participant] = {}
         self.on_empty = on_empty
         self.network = MediaNetwork(
-            tuple(settings.media_addresses), settings.media_port_min, settings.media_port_max,
+            tuple(settings.media_addresses),
+            settings.media_port_min,
+            settings.media_port_max,
             settings.media_announced_address,
         )
         self.ice_servers = [RTCIceServer(s.urls, s.username, s.credential) for s in settings.ice_servers]
 
     def new_peer(self, transport_id: str, on_producer: Callable[[Producer], Awaitable[None]] | None) -> PeerTransport:
-        return PeerTransport(self.live, transport_id, ice_servers=self.ice_servers, network=self.network, on_producer=on_producer)
+        return PeerTransport(
+            self.live, transport_id, ice_servers=self.ice_servers, network=self.network, on_producer=on_producer
+        )
 
     async def join(self, grant: JoinGrant, send: Send) -> Participant:
         if grant.participant_id in self.participants:
@@ -222,7 +250,7 @@ class Room:
                 participant=participant.describe(),
                 class_id=self.id,
                 participants=[p.describe() for p in others],
-                tracks=[track_info(p, p.id.split(":")[0]) for p in self.live.session.producers.values()],
+                tracks=[track_info(p) for p in self.live.session.producers.values()],
                 ice_servers=[s.model_dump(exclude_none=True) for s in self.settings.ice_servers],
             )
         )
@@ -232,18 +260,18 @@ class Room:
         return participant
 
     async def on_producer(self, producer: Producer) -> None:
-        owner = producer.id.split(":")[0]
-        await self.broadcast(encode("track_published", **track_info(producer, owner)))
+        owner = owner_of(producer)
+        await self.broadcast(encode("track_published", **track_info(producer)))
         for participant in self.participants.values():
             if participant.id != owner:
                 participant.renegotiate()
 
-    def remove_producer(self, producer: Producer, owner: str) -> None:
+    async def remove_producer(self, producer: Producer, owner: str) -> None:
         self.live.session.remove_producer(producer)
-        asyncio.ensure_future(self.broadcast(encode("track_unpublished", track_id=producer.id, participant_id=owner)))
         for participant in self.participants.values():
             if participant.id != owner:
                 participant.renegotiate()
+        await self.broadcast(encode("track_unpublished", track_id=producer.id, participant_id=owner))
 
     async def leave(self, participant: Participant) -> None:
         if self.participants.get(participant.id) is not participant:

@@ -31,7 +31,9 @@ class JoinGrant:
     token_id: str
 
 
-def mint_join_token(secret: str, class_id: str, name: str, role: Role, ttl: int, participant_id: str | None = None) -> str:
+def mint_join_token(
+    secret: str, class_id: str, name: str, role: Role, ttl: int, participant_id: str | None = None
+) -> str:
     now = int(time.time())
     claims = {
         "sub": participant_id or secrets.token_hex(8),
@@ -49,9 +51,14 @@ def mint_join_token(secret: str, class_id: str, name: str, role: Role, ttl: int,
 def verify_join_token(secret: str, token: str) -> JoinGrant:
     try:
         claims = jwt.decode(
-            token, secret, algorithms=[ALGORITHM], audience=AUDIENCE,
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            audience=AUDIENCE,
             options={"require": ["sub", "cls", "role", "name", "exp", "jti"]},
         )
-        return JoinGrant(str(claims["sub"]), str(claims["cls"]), Role(claims["role"]), str(claims["name"]), str(claims["jti"]))
+        return JoinGrant(
+            str(claims["sub"]), str(claims["cls"]), Role(claims["role"]), str(claims["name"]), str(claims["jti"])
+        )
     except (jwt.PyJWTError, ValueError) as exc:
         raise TokenError(str(exc)) from exc

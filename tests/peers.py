@@ -172,7 +172,9 @@ class Peer:
             else:
                 await self.messages.put(data)
 
-    async def publish(self, video_codec: str | None = "video/VP8", audio: bool = True, screen: bool = False) -> dict[str, str]:
+    async def publish(
+        self, video_codec: str | None = "video/VP8", audio: bool = True, screen: bool = False
+    ) -> dict[str, str]:
         """Publish camera (and microphone); returns mid -> source."""
         if self.pub is None:
             self.pub = RTCPeerConnection(RTCConfiguration(iceServers=[]))
@@ -193,7 +195,12 @@ class Peer:
         for t, source in new:
             sources[t.mid] = source
         await self.send(
-            {"type": "publish", "id": 1, "sdp": self.pub.localDescription.sdp, "tracks": [{"mid": m, "source": s} for m, s in sources.items()]}
+            {
+                "type": "publish",
+                "id": 1,
+                "sdp": self.pub.localDescription.sdp,
+                "tracks": [{"mid": m, "source": s} for m, s in sources.items()],
+            }
         )
         answer = await self.expect("publish_answer")
         await self.pub.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))

@@ -21,7 +21,11 @@ def rtp_packet(
         body += b"\x00" * (-len(body) % 4)
         block = b"\xbe\xde" + struct.pack("!H", len(body) // 4) + body
         first |= 0x10
-    return struct.pack("!BBHII", first, (0x80 if marker else 0) | pt, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc) + block + payload
+    return (
+        struct.pack("!BBHII", first, (0x80 if marker else 0) | pt, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc)
+        + block
+        + payload
+    )
 
 
 VP8_KEY = b"\x10\x00\x9d\x01\x2a"  # S=1, PID 0, then a payload header with P=0 (keyframe)

@@ -9,7 +9,17 @@ import struct
 import pytest
 
 from sfu.core import Codec, DropReason, HeaderExtensions, MediaSession
-from sfu.core.rtcp import KeyframeRequest, Nack, ReceiverReport, Remb, build_nack, build_pli, build_remb, build_sender_report, parse_rtcp
+from sfu.core.rtcp import (
+    KeyframeRequest,
+    Nack,
+    ReceiverReport,
+    Remb,
+    build_nack,
+    build_pli,
+    build_remb,
+    build_sender_report,
+    parse_rtcp,
+)
 from sfu.core.rtp import RTP_HEADER, find_extension, header_length, read_mid
 
 from .rtp_helpers import VP8_DELTA, VP8_KEY, rtp_packet
@@ -28,8 +38,14 @@ def setup_session(codec: Codec = VP8, subscribers: int = 2):
     for i in range(subscribers):
         t = session.create_transport(f"sub{i}")
         c = session.add_consumer(
-            t, producer, ssrc=5000 + i, payload_type=100 + i, mid=str(i + 3), extensions=SUB_EXT,
-            rtx_ssrc=6000 + i if codec.rtx_payload_type else None, rtx_payload_type=120 if codec.rtx_payload_type else None,
+            t,
+            producer,
+            ssrc=5000 + i,
+            payload_type=100 + i,
+            mid=str(i + 3),
+            extensions=SUB_EXT,
+            rtx_ssrc=6000 + i if codec.rtx_payload_type else None,
+            rtx_payload_type=120 if codec.rtx_payload_type else None,
         )
         subs.append((t, c))
     return session, pub, producer, subs
@@ -70,7 +86,7 @@ def test_forwarding_rewrites_every_field_and_keeps_streams_continuous_across_wra
         for p in t.outbox:
             assert read_mid(p, SUB_EXT.mid) == c.mid
             assert find_extension(p, SUB_EXT.abs_send_time) > 0
-            assert p[header_length(p):] in (VP8_KEY, VP8_DELTA)
+            assert p[header_length(p) :] in (VP8_KEY, VP8_DELTA)
     assert session.stats.rtp_forwarded == 2 * len(seqs)
 
 
@@ -107,7 +123,9 @@ def test_subscriber_nack_is_answered_from_the_cache_as_rtx() -> None:
     session, pub, producer, subs = setup_session(subscribers=1)
     sub_t, consumer = subs[0]
     for seq in range(100, 110):
-        pub.receive_rtp(rtp_packet(seq, seq * 3000, 1111, payload=VP8_KEY if seq == 100 else VP8_DELTA + bytes([seq])), 0.0)
+        pub.receive_rtp(
+            rtp_packet(seq, seq * 3000, 1111, payload=VP8_KEY if seq == 100 else VP8_DELTA + bytes([seq])), 0.0
+        )
     sent = {fields(p)[1]: p for p in sub_t.outbox}
     drain(session)
     lost = sorted(sent)[3]
@@ -214,7 +232,14 @@ def test_sessions_are_isolated_and_cleanup_leaves_nothing() -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b"\x80", b"\x80\x60" + b"\x00" * 10, b"\x80" * 1600, rtp_packet(1, 1, 1111)[:11], b"\x90\x60" + b"\x00" * 10 + b"\xbe\xde\x00\x09"],
+    [
+        b"",
+        b"\x80",
+        b"\x80\x60" + b"\x00" * 10,
+        b"\x80" * 1600,
+        rtp_packet(1, 1, 1111)[:11],
+        b"\x90\x60" + b"\x00" * 10 + b"\xbe\xde\x00\x09",
+    ],
 )
 def test_malformed_packets_are_dropped_and_counted(data: bytes) -> None:
     session, pub, _, subs = setup_session()
@@ -237,4 +262,14 @@ def test_core_is_sans_io(path: pathlib.Path) -> None:
             imported |= {a.name.split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             imported.add(node.module.split(".")[0])
-    assert not imported & {"asyncio", "socket", "time", "aiortc", "aioice", "aiohttp", "uvloop", "selectors", "threading"}
+    assert not imported & {
+        "asyncio",
+        "socket",
+        "time",
+        "aiortc",
+        "aioice",
+        "aiohttp",
+        "uvloop",
+        "selectors",
+        "threading",
+    }

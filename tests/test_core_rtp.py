@@ -1,16 +1,26 @@
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from sfu.core.rtcp import (
-    KeyframeRequest, Nack, ReceiverReport, Remb, ReportBlock, RtcpError, SenderReport, build_nack,
-    build_pli, build_receiver_report, build_remb, build_sender_report, parse_rtcp,
+    KeyframeRequest,
+    Nack,
+    ReceiverReport,
+    Remb,
+    ReportBlock,
+    RtcpError,
+    SenderReport,
+    build_nack,
+    build_pli,
+    build_receiver_report,
+    build_remb,
+    build_sender_report,
+    parse_rtcp,
 )
 from sfu.core.rtp import find_extension, header_length, is_h264_keyframe, is_vp8_keyframe, read_mid
 from sfu.core.seq import SeqExtender, seq_diff
 
 from .rtp_helpers import VP8_DELTA, VP8_KEY, rtp_packet
-
-import pytest
 
 
 @pytest.mark.parametrize(
@@ -39,7 +49,14 @@ def test_header_length_and_extensions() -> None:
 
 @pytest.mark.parametrize(
     "pkt",
-    [b"", b"\x80" * 11, b"\x40" + b"\x00" * 11, b"\x90" + b"\x00" * 11, b"\x8f" + b"\x00" * 20, b"\xa0" + b"\x00" * 11 + b"\x05"],
+    [
+        b"",
+        b"\x80" * 11,
+        b"\x40" + b"\x00" * 11,
+        b"\x90" + b"\x00" * 11,
+        b"\x8f" + b"\x00" * 20,
+        b"\xa0" + b"\x00" * 11 + b"\x05",
+    ],
 )
 def test_header_length_rejects_malformed(pkt: bytes) -> None:
     assert header_length(pkt) == -1
@@ -87,7 +104,13 @@ def test_rtcp_roundtrip() -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b"\x80\xc8", b"\x80\xc8\x00\x06" + b"\x00" * 8, b"\x40\xc9\x00\x01\x00\x00\x00\x00", b"\x81\xc9\x00\x01\x00\x00\x00\x00"],
+    [
+        b"",
+        b"\x80\xc8",
+        b"\x80\xc8\x00\x06" + b"\x00" * 8,
+        b"\x40\xc9\x00\x01\x00\x00\x00\x00",
+        b"\x81\xc9\x00\x01\x00\x00\x00\x00",
+    ],
 )
 def test_rtcp_rejects_malformed(data: bytes) -> None:
     with pytest.raises(RtcpError):

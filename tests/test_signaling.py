@@ -6,7 +6,7 @@ import json
 
 import aiohttp
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from signaling.protocol import ProtocolError, decode
@@ -22,7 +22,14 @@ json_values = st.recursive(
 )
 messages = st.fixed_dictionaries(
     {"type": st.sampled_from(["join", "publish", "subscribe_answer", "unpublish", "leave", "ping", "x"])},
-    optional={"protocol": json_values, "token": json_values, "sdp": json_values, "tracks": json_values, "mid": json_values, "id": json_values},
+    optional={
+        "protocol": json_values,
+        "token": json_values,
+        "sdp": json_values,
+        "tracks": json_values,
+        "mid": json_values,
+        "id": json_values,
+    },
 )
 
 
@@ -80,7 +87,9 @@ async def ws_exchange(url: str, frames: list[str | bytes]) -> list[dict]:  # typ
         (['{"type": "ping", "id": 3}'], ["pong"]),
     ],
 )
-async def test_hostile_messages_get_clear_errors(classe: RunningServer, frames: list[str | bytes], codes: list[str]) -> None:
+async def test_hostile_messages_get_clear_errors(
+    classe: RunningServer, frames: list[str | bytes], codes: list[str]
+) -> None:
     replies = await ws_exchange(classe.url, frames)
     assert [r.get("code", r["type"]) for r in replies] == codes
     assert classe.server.census() == (0, 0, 0)
@@ -94,7 +103,14 @@ async def test_joined_participant_survives_bad_messages_and_bad_sdp(classe: Runn
         await other.join()
         for bad, code in (
             ({"type": "publish", "sdp": "garbage", "tracks": []}, "bad_sdp"),
-            ({"type": "publish", "sdp": "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n", "tracks": [{"mid": "1", "source": "camera"}]}, "bad_sdp"),
+            (
+                {
+                    "type": "publish",
+                    "sdp": "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n",
+                    "tracks": [{"mid": "1", "source": "camera"}],
+                },
+                "bad_sdp",
+            ),
             ({"type": "subscribe_answer", "sdp": "v=0"}, "unexpected_answer"),
             ({"type": "unpublish", "mid": "9"}, "unknown_track"),
             ({"type": "join", "protocol": 1, "token": await peer.token()}, "already_joined"),
@@ -118,7 +134,7 @@ async def test_a_token_cannot_be_used_twice_at_once(classe: RunningServer) -> No
     try:
         token = await first.token()
         await first.join(token)
-        with pytest.raises(AssertionError, match="token_in_use|already_joined"):
+        with pytest.raises(AssertionError, match=r"token_in_use|already_joined"):
             await second.join(token)
     finally:
         await first.close()

@@ -43,7 +43,7 @@ async def _bind(connection: Connection, address: str, network: MediaNetwork) -> 
         sock = protocol.transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        return protocol  # type: ignore[no-any-return]
+        return protocol
     raise PortRangeExhausted(f"no free UDP port in {network.port_min}-{network.port_max} on {address}")
 
 
@@ -71,4 +71,4 @@ def use_media_network(connection: Connection, network: MediaNetwork) -> None:
             candidates += await original(component=component, addresses=[], timeout=timeout)
         return candidates
 
-    connection.get_component_candidates = get_component_candidates
+    connection.get_component_candidates = get_component_candidates  # type: ignore[method-assign]

@@ -29,8 +29,11 @@ def negotiated_codec(parameters: Any) -> Codec:
     codecs = [c for c in parameters.codecs if c.mimeType.lower() not in ("video/rtx", "audio/rtx")]
     primary = codecs[0]
     rtx = next(
-        (c.payloadType for c in parameters.codecs
-         if c.mimeType.lower() == "video/rtx" and str(c.parameters.get("apt")) == str(primary.payloadType)),
+        (
+            c.payloadType
+            for c in parameters.codecs
+            if c.mimeType.lower() == "video/rtx" and str(c.parameters.get("apt")) == str(primary.payloadType)
+        ),
         None,
     )
     return Codec(primary.mimeType, primary.payloadType, primary.clockRate, rtx)
@@ -56,7 +59,9 @@ class PeerTransport:
         on_producer: Callable[[Producer], Awaitable[None]] | None = None,
     ) -> None:
         # An explicit list, even empty: given None, aiortc would contact a public STUN server.
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=list(ice_servers), bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        self.pc = RTCPeerConnection(
+            RTCConfiguration(iceServers=list(ice_servers), bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        )
         self.live = live
         self.transport = live.session.create_transport(transport_id)
         self.network = network
@@ -105,7 +110,7 @@ class PeerTransport:
             if self.on_producer is not None:
                 await self.on_producer(producer)
 
-        transceiver.receiver.receive = receive
+        transceiver.receiver.receive = receive  # type: ignore[method-assign]
 
     def _hook_sender(self, transceiver: RTCRtpTransceiver) -> None:
         sender = transceiver.sender
@@ -129,7 +134,7 @@ class PeerTransport:
             self.consumers[transceiver.mid] = consumer
             self.live.flush()
 
-        sender.send = send
+        sender.send = send  # type: ignore[method-assign]
 
     def _install(self, dtls: Any) -> None:
         """Take SRTP datagrams off aioice's receive callback, leaving DTLS to aiortc."""

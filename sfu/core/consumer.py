@@ -54,12 +54,41 @@ class Consumer:
     """Forwards one producer's packets to one subscriber transport."""
 
     __slots__ = (
-        "producer", "transport", "kind", "ssrc", "rtx_ssrc", "payload_type", "rtx_payload_type",
-        "mid", "clock_rate", "paused", "started", "needs_keyframe", "seq_offset", "ts_offset",
-        "first_ext_seq", "last_seq", "last_ts", "last_time", "has_sent", "initial_seq", "initial_ts",
-        "rtx_seq", "packets_sent", "octets_sent", "retransmissions", "fraction_lost", "jitter",
-        "_header", "_rtx_header", "_ast_offset", "_level_offset", "_history", "_outbox", "_ready",
+        "_ast_offset",
+        "_header",
+        "_history",
+        "_level_offset",
+        "_outbox",
+        "_ready",
+        "_rtx_header",
         "_stats",
+        "clock_rate",
+        "first_ext_seq",
+        "fraction_lost",
+        "has_sent",
+        "initial_seq",
+        "initial_ts",
+        "jitter",
+        "kind",
+        "last_seq",
+        "last_time",
+        "last_ts",
+        "mid",
+        "needs_keyframe",
+        "octets_sent",
+        "packets_sent",
+        "paused",
+        "payload_type",
+        "producer",
+        "retransmissions",
+        "rtx_payload_type",
+        "rtx_seq",
+        "rtx_ssrc",
+        "seq_offset",
+        "ssrc",
+        "started",
+        "transport",
+        "ts_offset",
     )
 
     def __init__(
@@ -111,8 +140,16 @@ class Consumer:
         self._stats = transport.session.stats
 
     def forward(
-        self, data: bytes, payload: bytes, seq: int, ext_seq: int, ts: int,
-        keyframe: bool, ast: bytes, level: int, now: float,
+        self,
+        data: bytes,
+        payload: bytes,
+        seq: int,
+        ext_seq: int,
+        ts: int,
+        keyframe: bool,
+        ast: bytes,
+        level: int,
+        now: float,
     ) -> None:
         """Rewrite one packet of the producer and queue it for the subscriber."""
         if not self.started:
@@ -221,9 +258,7 @@ class Consumer:
         """Translate the publisher's SR into this stream's timestamps, for lip sync."""
         if self.started:
             self.transport.send_rtcp(
-                build_sender_report(
-                    self.ssrc, ntp, rtp_timestamp + self.ts_offset, self.packets_sent, self.octets_sent
-                )
+                build_sender_report(self.ssrc, ntp, rtp_timestamp + self.ts_offset, self.packets_sent, self.octets_sent)
             )
 
 

@@ -10,7 +10,7 @@ class KeyframeRequester:
     goes out as soon as the interval allows, instead of being dropped.
     """
 
-    __slots__ = ("min_interval", "_last", "_pending")
+    __slots__ = ("_last", "_pending", "min_interval")
 
     def __init__(self, min_interval: float = 0.5) -> None:
         self.min_interval = min_interval

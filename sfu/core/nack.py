@@ -11,7 +11,7 @@ class NackGenerator:
     not asked for at all: the caller requests a keyframe instead.
     """
 
-    __slots__ = ("_missing", "_highest", "retry_interval", "max_tries", "max_age", "max_gap")
+    __slots__ = ("_highest", "_missing", "max_age", "max_gap", "max_tries", "retry_interval")
 
     def __init__(
         self,

@@ -26,10 +26,34 @@ class Producer:
     """Receives one track from a publisher: caches it, detects loss, keeps it flowing to consumers."""
 
     __slots__ = (
-        "id", "transport", "kind", "mid", "source", "codec", "extensions", "ssrc", "rtx_ssrc",
-        "max_bitrate", "consumers", "cache", "nack", "keyframes", "waiting_for_keyframe", "closed",
-        "_is_keyframe", "_seq", "_stats", "_received", "_expected_prior", "_received_prior",
-        "_transit", "_jitter", "_sr_ntp", "_sr_time", "_next_report", "report_interval",
+        "_expected_prior",
+        "_is_keyframe",
+        "_jitter",
+        "_next_report",
+        "_received",
+        "_received_prior",
+        "_seq",
+        "_sr_ntp",
+        "_sr_time",
+        "_stats",
+        "_transit",
+        "cache",
+        "closed",
+        "codec",
+        "consumers",
+        "extensions",
+        "id",
+        "keyframes",
+        "kind",
+        "max_bitrate",
+        "mid",
+        "nack",
+        "report_interval",
+        "rtx_ssrc",
+        "source",
+        "ssrc",
+        "transport",
+        "waiting_for_keyframe",
     )
 
     def __init__(

@@ -154,9 +154,7 @@ def parse_rtcp(data: bytes) -> list[RtcpPacket]:
     return packets
 
 
-def build_sender_report(
-    ssrc: int, ntp: int, rtp_timestamp: int, packet_count: int, octet_count: int
-) -> bytes:
+def build_sender_report(ssrc: int, ntp: int, rtp_timestamp: int, packet_count: int, octet_count: int) -> bytes:
     return _HEADER.pack(0x80, SR, 6) + _SR_INFO.pack(
         ssrc, ntp, rtp_timestamp & 0xFFFFFFFF, packet_count & 0xFFFFFFFF, octet_count & 0xFFFFFFFF
     )
@@ -168,8 +166,14 @@ def build_receiver_report(sender_ssrc: int, blocks: list[ReportBlock]) -> bytes:
     for b in blocks:
         lost = max(-0x800000, min(0x7FFFFF, b.packets_lost)) & 0xFFFFFF
         out += _REPORT.pack(
-            b.ssrc, b.fraction_lost, lost >> 16, lost & 0xFFFF, b.highest_seq & 0xFFFFFFFF,
-            b.jitter & 0xFFFFFFFF, b.lsr, b.dlsr,
+            b.ssrc,
+            b.fraction_lost,
+            lost >> 16,
+            lost & 0xFFFF,
+            b.highest_seq & 0xFFFFFFFF,
+            b.jitter & 0xFFFFFFFF,
+            b.lsr,
+            b.dlsr,
         )
     return bytes(out)
 
@@ -190,7 +194,9 @@ def build_nack(sender_ssrc: int, media_ssrc: int, lost: list[int]) -> bytes:
             blp |= 1 << (delta - 1)
             i += 1
         fci += struct.pack("!HH", pid, blp)
-    return _HEADER.pack(0x80 | FMT_NACK, RTPFB, 2 + len(fci) // 4) + _TWO_SSRC.pack(sender_ssrc, media_ssrc) + bytes(fci)
+    return (
+        _HEADER.pack(0x80 | FMT_NACK, RTPFB, 2 + len(fci) // 4) + _TWO_SSRC.pack(sender_ssrc, media_ssrc) + bytes(fci)
+    )
 
 
 def build_pli(sender_ssrc: int, media_ssrc: int) -> bytes:

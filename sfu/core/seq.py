@@ -15,7 +15,7 @@ class SeqExtender:
     across wrap-around without special cases.
     """
 
-    __slots__ = ("highest", "first", "started")
+    __slots__ = ("first", "highest", "started")
 
     def __init__(self) -> None:
         self.highest = 0

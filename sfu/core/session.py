@@ -63,8 +63,15 @@ class MediaSession:
         if producer_id in self.producers or mid in transport.producers_by_mid:
             raise ValueError(f"producer {producer_id} (mid {mid}) exists")
         producer = Producer(
-            transport, producer_id, mid=mid, codec=codec, extensions=extensions, ssrc=ssrc,
-            rtx_ssrc=rtx_ssrc, source=source, max_bitrate=max_bitrate,
+            transport,
+            producer_id,
+            mid=mid,
+            codec=codec,
+            extensions=extensions,
+            ssrc=ssrc,
+            rtx_ssrc=rtx_ssrc,
+            source=source,
+            max_bitrate=max_bitrate,
         )
         self.producers[producer_id] = producer
         transport.producers_by_mid[mid] = producer
@@ -109,8 +116,14 @@ class MediaSession:
         if ssrc in transport.consumers or (rtx_ssrc is not None and rtx_ssrc in transport.consumers):
             raise ValueError(f"SSRC {ssrc} is already used on this transport")
         consumer = Consumer(
-            transport, producer, ssrc=ssrc, payload_type=payload_type, mid=mid, extensions=extensions,
-            rtx_ssrc=rtx_ssrc, rtx_payload_type=rtx_payload_type,
+            transport,
+            producer,
+            ssrc=ssrc,
+            payload_type=payload_type,
+            mid=mid,
+            extensions=extensions,
+            rtx_ssrc=rtx_ssrc,
+            rtx_payload_type=rtx_payload_type,
         )
         transport.consumers[ssrc] = consumer
         if consumer.rtx_ssrc is not None:

@@ -30,17 +30,17 @@ class MediaStats:
     """Totals for one server process, shared by every class's media session."""
 
     __slots__ = (
-        "rtp_received",
-        "rtp_forwarded",
-        "bytes_received",
         "bytes_forwarded",
+        "bytes_received",
+        "drops",
+        "keyframe_requests_sent",
+        "nacks_received",
+        "nacks_sent",
+        "retransmissions",
         "rtcp_received",
         "rtcp_sent",
-        "nacks_received",
-        "retransmissions",
-        "nacks_sent",
-        "keyframe_requests_sent",
-        "drops",
+        "rtp_forwarded",
+        "rtp_received",
     )
 
     def __init__(self) -> None:

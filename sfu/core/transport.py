@@ -13,7 +13,14 @@ from .consumer import Consumer
 from .params import Kind
 from .producer import Producer
 from .rtcp import (
-    KeyframeRequest, Nack, ReceiverReport, Remb, ReportBlock, RtcpError, SenderReport, parse_rtcp,
+    KeyframeRequest,
+    Nack,
+    ReceiverReport,
+    Remb,
+    ReportBlock,
+    RtcpError,
+    SenderReport,
+    parse_rtcp,
 )
 from .rtp import RTP_HEADER, RTP_MAX_SIZE, header_length, read_mid
 from .stats import DropReason
