@@ -43,16 +43,19 @@ def test_decode_accepts_or_refuses_cleanly(text: str) -> None:
         assert message["type"] in {"join", "publish", "subscribe_answer", "unpublish", "leave", "ping"}
 
 
+SECRET = "a test secret of at least 32 bytes"
+
+
 def test_tokens_are_signed_and_expire() -> None:
-    token = mint_join_token("s3cret", "c1", "Ana", Role.STUDENT, ttl=60)
-    grant = verify_join_token("s3cret", token)
+    token = mint_join_token(SECRET, "c1", "Ana", Role.STUDENT, ttl=60)
+    grant = verify_join_token(SECRET, token)
     assert (grant.class_id, grant.name, grant.role) == ("c1", "Ana", Role.STUDENT)
     with pytest.raises(TokenError):
-        verify_join_token("other", token)
+        verify_join_token("another secret of thirty-two bytes!", token)
     with pytest.raises(TokenError):
-        verify_join_token("s3cret", mint_join_token("s3cret", "c1", "Ana", Role.STUDENT, ttl=-1))
+        verify_join_token(SECRET, mint_join_token(SECRET, "c1", "Ana", Role.STUDENT, ttl=-1))
     with pytest.raises(TokenError):
-        verify_join_token("s3cret", token[:-2] + "AA")
+        verify_join_token(SECRET, token[:-2] + "AA")
 
 
 async def ws_exchange(url: str, frames: list[str | bytes]) -> list[dict]:  # type: ignore[type-arg]

@@ -1,0 +1,76 @@
+"""The load generator's own cheap media path: aiortc negotiates, packets bypass its RTP stack.
+
+Without this, each client would run aiortc's receiver (jitter buffer, decoder thread) and 200
+subscribers would measure the client machine, not the server.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pylibsrtp
+from aiortc import RTCPeerConnection
+
+TRAILER = struct.Struct("!QI")  # send time (monotonic ns), packet id: the last 12 payload bytes
+
+
+def neuter(pc: RTCPeerConnection) -> None:
+    """Keep aiortc's senders and receivers from starting their tasks and decoder threads."""
+    for transceiver in pc.getTransceivers():
+
+        async def noop(parameters: Any) -> None:
+            return None
+
+        transceiver.sender.send = noop
+        transceiver.receiver.receive = noop
+
+
+class FastPath:
+    """Encrypts and sends RTP straight to the nominated ICE pair; hands decrypted RTP to a callback."""
+
+    def __init__(self, pc: RTCPeerConnection, on_rtp: Callable[[bytes], None] | None = None) -> None:
+        self.dtls = pc.getTransceivers()[0].receiver.transport
+        self.ice = self.dtls.transport._connection
+        self.on_rtp = on_rtp
+        put = self.ice._queue.put_nowait
+        dtls = self.dtls
+
+        def data_received(data: bytes, component: int) -> None:
+            rx = dtls._rx_srtp
+            if rx is None or not 127 < data[0] < 192:
+                put((data, component))
+            elif not 191 < data[1] < 224 and self.on_rtp is not None:
+                try:
+                    self.on_rtp(rx.unprotect(data))
+                except pylibsrtp.Error:
+                    pass
+
+        self.ice.data_received = data_received
+
+    @property
+    def connected(self) -> bool:
+        return self.dtls._tx_srtp is not None and 1 in self.ice._nominated
+
+    def send(self, packet: bytes) -> None:
+        pair = self.ice._nominated.get(1)
+        if pair is not None and self.dtls._tx_srtp is not None:
+            pair.protocol.transport.sendto(self.dtls._tx_srtp.protect(packet), pair.remote_addr)
+
+
+class LatencyRecorder:
+    """Per-packet one-way delay, publisher to subscriber, from the trailer the publisher wrote."""
+
+    def __init__(self) -> None:
+        self.delays_us: list[float] = []
+        self.ids: set[int] = set()
+        self.window: tuple[int, int] | None = None
+
+    def __call__(self, packet: bytes) -> None:
+        sent, ident = TRAILER.unpack_from(packet, len(packet) - 12)
+        window = self.window
+        if window is not None and window[0] <= sent < window[1]:
+            self.delays_us.append((time.monotonic_ns() - sent) / 1000)
+            self.ids.add(ident)

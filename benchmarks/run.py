@@ -1,0 +1,211 @@
+"""Runs the load benchmarks and writes docs/benchmarks.md, its JSON and its plot.
+
+Each configuration starts a fresh server process, a load-generator process, and samples the
+server's CPU time, memory and forwarding counter exactly over the measured window. Classe, the
+MediaRelay baseline and the bare UDP forwarder are measured in the same run, side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def forwarded(port: int) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    match = re.search(r"^classe_rtp_forwarded_packets_total (\S+)$", text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def start_server(target: str, port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if target == "classe":
+        env |= {"CLASSE_MEDIA_PORT_MIN": "43000", "CLASSE_MEDIA_PORT_MAX": "44999", "CLASSE_MAX_PARTICIPANTS_PER_CLASS": "1000"}
+        cmd = [PY, "-m", "signaling.cli", "serve", "--port", str(port)]
+    elif target == "relay":
+        cmd = [PY, "-m", "benchmarks.relay_server", "--port", str(port)]
+    else:
+        cmd = [PY, "-m", "benchmarks.udp_forwarder", "--port", str(port)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        if target == "udp":
+            time.sleep(0.5)
+            return proc
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return proc
+        except OSError:
+            continue
+    proc.kill()
+    raise RuntimeError(f"{target} server did not start")
+
+
+def run_one(target: str, scenario: str, subscribers: int, duration: float, warmup: float) -> dict[str, Any]:
+    port = free_port()
+    server = start_server(target, port)
+    ps = psutil.Process(server.pid)
+    idle_rss = ps.memory_info().rss
+    url = f"http://127.0.0.1:{port}" if target != "udp" else f"127.0.0.1:{port}"
+    client = subprocess.Popen(
+        [PY, "-m", "benchmarks.clients", target, "--url", url, "--scenario", scenario,
+         "--subscribers", str(subscribers), "--duration", str(duration), "--warmup", str(warmup)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    cpu0 = cpu1 = 0.0
+    fwd0 = fwd1 = 0.0
+    rss = idle_rss
+    result: dict[str, Any] = {}
+    try:
+        assert client.stdout is not None
+        for line in client.stdout:
+            if line.startswith("WINDOW_START"):
+                t = ps.cpu_times()
+                cpu0 = t.user + t.system
+                fwd0 = forwarded(port) if target == "classe" else 0.0
+            elif line.startswith("WINDOW_END"):
+                t = ps.cpu_times()
+                cpu1 = t.user + t.system
+                fwd1 = forwarded(port) if target == "classe" else 0.0
+                rss = ps.memory_info().rss
+            elif line.startswith("{"):
+                result = json.loads(line)
+        client.wait(timeout=60)
+        if not result:
+            raise RuntimeError(f"load generator failed: {client.stderr.read()[-2000:] if client.stderr else ''}")
+    finally:
+        client.kill()
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    cpu = cpu1 - cpu0
+    # MediaRelay and the UDP forwarder have no counter: what the clients received is what they sent.
+    pps = (fwd1 - fwd0) / duration if target == "classe" else result["received_pps"]
+    receivers = subscribers if scenario == "fanout" else 31
+    return {
+        "target": target, "scenario": scenario, "subscribers": subscribers, "duration_s": duration,
+        "forwarded_pps": pps,
+        "cpu_utilization": cpu / duration,
+        "cpu_s_per_1000_packets": cpu / (pps * duration / 1000) if pps else None,
+        "subscribers_per_core": receivers / (cpu / duration) if cpu else None,
+        "rss_mb": rss / 2**20,
+        "rss_per_subscriber_kb": (rss - idle_rss) / receivers / 1024,
+        "loss": result.get("loss"),
+        "latency_us": result.get("latency_us"),
+    }
+
+
+def conditions(args: argparse.Namespace) -> dict[str, Any]:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout.strip())
+    cpu_model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
+    return {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "commit": commit + ("-dirty" if dirty else ""),
+        "machine": f"{cpu_model}, {psutil.cpu_count()} logical CPUs, {psutil.virtual_memory().total // 2**30} GiB",
+        "python": platform.python_version(),
+        "parameters": {"sizes": args.sizes, "relay_sizes": args.relay_sizes, "duration_s": args.duration, "warmup_s": args.warmup,
+                       "publisher": "VP8 640x360 30 fps ~1 Mbit/s + Opus 20 ms, pre-encoded"},
+    }
+
+
+def fmt(value: Any, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| target | scenario | N | forwarded pkt/s | server CPU | CPU s / 1000 pkts | subscribers / core | p50 / p99 / max latency (ms) | loss | RSS MB | RSS / subscriber KB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lat = r["latency_us"] or {}
+        latency = " / ".join(fmt(lat.get(k) and lat[k] / 1000, ".2f") for k in ("p50", "p99", "max")) if lat.get("p50") else "–"
+        lines.append(
+            f"| {r['target']} | {r['scenario']} | {r['subscribers']} | {r['forwarded_pps']:.0f} | {r['cpu_utilization']:.0%} | "
+            f"{fmt(r['cpu_s_per_1000_packets'], '.4f')} | {fmt(r['subscribers_per_core'], '.0f')} | {latency} | "
+            f"{fmt(r['loss'], '.2%')} | {r['rss_mb']:.0f} | {r['rss_per_subscriber_kb']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for target in ("classe", "relay", "udp"):
+        pts = [r for r in rows if r["target"] == target and r["scenario"] == "fanout"]
+        if not pts:
+            continue
+        ax1.plot([r["subscribers"] for r in pts], [r["forwarded_pps"] for r in pts], "o-", label=target)
+        lat = [(r["subscribers"], r["latency_us"]["p99"] / 1000) for r in pts if r["latency_us"] and r["latency_us"].get("p99")]
+        if lat:
+            ax2.plot(*zip(*lat, strict=True), "o-", label=target)
+    ax1.set(xlabel="subscribers", ylabel="forwarded packets/s", title="Throughput", xscale="log", yscale="log")
+    ax2.set(xlabel="subscribers", ylabel="p99 latency (ms)", title="Added latency, p99", xscale="log")
+    for ax in (ax1, ax2):
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", default="1,10,50,100,200", help="subscriber counts for Classe and the UDP forwarder")
+    parser.add_argument("--relay-sizes", default="1,5,10", help="subscriber counts for the MediaRelay baseline")
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=4.0)
+    parser.add_argument("--no-class", action="store_true", help="skip the whole-class scenario")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs", help="where benchmarks.md, .json and .png go")
+    args = parser.parse_args()
+    sizes = [int(x) for x in args.sizes.split(",")]
+    relay_sizes = [int(x) for x in args.relay_sizes.split(",") if x]
+    plan = [("classe", "fanout", n) for n in sizes] + [("udp", "fanout", n) for n in sizes] + [("relay", "fanout", n) for n in relay_sizes]
+    if not args.no_class:
+        plan.append(("classe", "class", 30))
+    info = conditions(args)
+    print(json.dumps(info, indent=2), flush=True)
+    rows = []
+    for target, scenario, n in plan:
+        row = run_one(target, scenario, n, args.duration, args.warmup)
+        rows.append(row)
+        print(table([row]).splitlines()[-1], flush=True)
+    print(table(rows))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "benchmarks.json").write_text(json.dumps({"conditions": info, "results": rows}, indent=2))
+    plot(rows, args.out / "benchmarks.png")
+    print(f"wrote {args.out / 'benchmarks.json'} and {args.out / 'benchmarks.png'}")
+
+
+if __name__ == "__main__":
+    main()
