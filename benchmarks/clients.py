@@ -123,7 +123,7 @@ class ClasseClient:
 
 
 async def run_classe(args: argparse.Namespace, frames: dict[str, list[Any]]) -> dict[str, Any]:
-    http = aiohttp.ClientSession()
+    http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))  # WebSockets hold connections
     stop = asyncio.Event()
     sent: list[int] = []
     recorders: list[LatencyRecorder] = []
@@ -146,14 +146,16 @@ async def run_classe(args: argparse.Namespace, frames: dict[str, list[Any]]) -> 
         answer = await client.publish(pub)
         tasks.append(await pub.start(answer, frames, True, sent, stop))
     expected_tracks = sum(len(p.kinds) for _, p in publishers)
+    print(f"{len(clients)} clients joined, {len(publishers)} publishing", file=sys.stderr, flush=True)
     # every client must have received every track it should before measuring
     await wait_until(lambda: all(c.path is not None and c.offers > 0 for c in clients[1:]), 120)
+    print("all subscriptions negotiated", file=sys.stderr, flush=True)
     return await measure(args, recorders[1:] if args.scenario != "class" else recorders, sent, stop, tasks,
                          extra={"tracks": expected_tracks}, cleanup=http.close)
 
 
 async def run_relay(args: argparse.Namespace, frames: dict[str, list[Any]]) -> dict[str, Any]:
-    http = aiohttp.ClientSession()
+    http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))  # WebSockets hold connections
     stop = asyncio.Event()
     sent: list[int] = []
     pub = Publishing(True, True)

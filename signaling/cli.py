@@ -27,6 +27,9 @@ def main(argv: list[str] | None = None) -> None:
     }
     settings = Settings(**overrides)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # aioice and aiortc log candidate addresses at INFO: participants' IP addresses stay out of the logs.
+    for name in ("aioice", "aiortc"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     logging.getLogger("classe").info(
         "serving on http://%s:%d, media on UDP %s:%d-%d",

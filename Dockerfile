@@ -1,0 +1,19 @@
+# Classe server image: `docker build -t classe . && docker run --network host classe`
+# Media needs UDP: with the default bridge network, publish the range and announce the host's address:
+#   docker run -p 8080:8080 -p 40000-40999:40000-40999/udp \
+#     -e CLASSE_HOST=0.0.0.0 -e CLASSE_MEDIA_ADDRESSES='["0.0.0.0"]' -e CLASSE_MEDIA_ANNOUNCED_ADDRESS=203.0.113.7 classe
+FROM python:3.11-slim-bookworm
+
+RUN useradd --create-home --uid 10001 classe
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY sfu sfu
+COPY signaling signaling
+COPY web_client web_client
+RUN pip install --no-cache-dir .
+
+USER classe
+ENV CLASSE_HOST=0.0.0.0
+EXPOSE 8080 40000-40999/udp
+HEALTHCHECK CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz')"
+CMD ["classe", "serve"]

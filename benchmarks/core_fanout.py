@@ -1,0 +1,126 @@
+"""Micro-benchmark of the per-packet path, without sockets: core fan-out, then SRTP, vs a bare loop.
+
+`python -m benchmarks.core_fanout [--subscribers 100] [--profile]` prints microseconds per
+forwarded packet for three paths measured in the same run:
+  bare   — rewrite the sequence number in a bytearray and SRTP-protect (the floor);
+  core   — MediaSession fan-out (rewriting, header extension template, cache, history);
+  core+srtp — the core, then SRTP-protect each output as the adapter does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import struct
+import subprocess
+import time
+from collections.abc import Callable
+
+import pylibsrtp
+
+from sfu.core import Codec, HeaderExtensions, MediaSession
+
+from .media import encode_video
+
+KEY = bytes(range(30))
+
+
+def policy() -> pylibsrtp.Policy:
+    p = pylibsrtp.Policy(key=KEY, ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
+    p.allow_repeat_tx = True  # the packet list is replayed several times
+    return p
+
+
+def packets(count: int) -> list[bytes]:
+    """`count` packets with consecutive sequence numbers, cycling through two seconds of VP8."""
+    ext = b"\xbe\xde\x00\x01" + bytes([0x10 | 0, ord("0"), 0, 0])
+    payloads = [p for frame in encode_video(seconds=2) for p in frame.payloads]
+    return [
+        struct.pack("!BBHII", 0x90, 96, k & 0xFFFF, (k // 4) * 3000, 1111) + ext + payloads[k % len(payloads)]
+        for k in range(count)
+    ]
+
+
+def session_with(n: int) -> tuple[MediaSession, object]:
+    session = MediaSession()
+    pub = session.create_transport("pub")
+    ext = HeaderExtensions(mid=1, abs_send_time=3)
+    producer = session.add_producer(pub, "p", mid="0", codec=Codec("video/VP8", 96, 90000, 97), extensions=ext, ssrc=1111)
+    for i in range(n):
+        t = session.create_transport(f"s{i}")
+        c = session.add_consumer(t, producer, ssrc=2000 + i, payload_type=96, mid="1", extensions=ext, rtx_ssrc=3000 + i, rtx_payload_type=97)
+        c.needs_keyframe = False
+        producer.waiting_for_keyframe -= 1
+    return session, pub
+
+
+def bench_bare(pkts: list[bytes], n: int, protect: bool) -> float:
+    sessions = [pylibsrtp.Session(policy()) for _ in range(n)]
+    sink: list[bytes] = []
+    pack = struct.Struct("!H").pack_into
+    start = time.perf_counter()
+    for k, data in enumerate(pkts):
+        buf = bytearray(data)
+        for i, s in enumerate(sessions):
+            pack(buf, 2, (k + i) & 0xFFFF)
+            sink.append(s.protect(bytes(buf)) if protect else bytes(buf))
+        sink.clear()
+    return time.perf_counter() - start
+
+
+def bench_core(pkts: list[bytes], n: int, protect: bool) -> float:
+    session, pub = session_with(n)
+    srtp = {t: pylibsrtp.Session(policy()) for t in session.transports.values()}
+    now = 0.0
+    sent = 0
+    start = time.perf_counter()
+    for data in pkts:
+        now += 0.001
+        pub.receive_rtp(data, now)  # type: ignore[attr-defined]
+        for t in session.ready:
+            sent += len(t.outbox)
+            if protect:
+                s = srtp[t]
+                for p in t.outbox:
+                    s.protect(p)
+            t.outbox.clear()
+            t.rtcp_outbox.clear()
+        session.ready.clear()
+    elapsed = time.perf_counter() - start
+    if sent != len(pkts) * n:
+        raise RuntimeError(f"the core forwarded {sent} packets, expected {len(pkts) * n}")
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--subscribers", type=int, default=100)
+    parser.add_argument("--packets", type=int, default=3000)
+    parser.add_argument("--profile", action="store_true", help="profile the core path with pyinstrument")
+    args = parser.parse_args()
+    pkts = packets(args.packets)
+    forwarded = len(pkts) * args.subscribers
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; python {platform.python_version()}; commit {commit}")
+    print(f"{len(pkts)} VP8 packets x {args.subscribers} subscribers = {forwarded} forwarded packets")
+    if args.profile:
+        from pyinstrument import Profiler
+
+        with Profiler() as profiler:
+            bench_core(pkts, args.subscribers, True)
+        print(profiler.output_text(unicode=True, color=False))
+        return
+    runs: list[tuple[str, Callable[[], float]]] = [
+        ("bare (rewrite only)", lambda: bench_bare(pkts, args.subscribers, False)),
+        ("bare + srtp", lambda: bench_bare(pkts, args.subscribers, True)),
+        ("core", lambda: bench_core(pkts, args.subscribers, False)),
+        ("core + srtp", lambda: bench_core(pkts, args.subscribers, True)),
+    ]
+    for name, run in runs:
+        best = min(run() for _ in range(3))
+        print(f"{name:22s} {best / forwarded * 1e6:6.2f} µs per forwarded packet  ({forwarded / best:,.0f} packets/s)")
+
+
+if __name__ == "__main__":
+    main()
