@@ -46,10 +46,14 @@ def session_with(n: int) -> tuple[MediaSession, object]:
     session = MediaSession()
     pub = session.create_transport("pub")
     ext = HeaderExtensions(mid=1, abs_send_time=3)
-    producer = session.add_producer(pub, "p", mid="0", codec=Codec("video/VP8", 96, 90000, 97), extensions=ext, ssrc=1111)
+    producer = session.add_producer(
+        pub, "p", mid="0", codec=Codec("video/VP8", 96, 90000, 97), extensions=ext, ssrc=1111
+    )
     for i in range(n):
         t = session.create_transport(f"s{i}")
-        c = session.add_consumer(t, producer, ssrc=2000 + i, payload_type=96, mid="1", extensions=ext, rtx_ssrc=3000 + i, rtx_payload_type=97)
+        c = session.add_consumer(
+            t, producer, ssrc=2000 + i, payload_type=96, mid="1", extensions=ext, rtx_ssrc=3000 + i, rtx_payload_type=97
+        )
         c.needs_keyframe = False
         producer.waiting_for_keyframe -= 1
     return session, pub
@@ -102,7 +106,8 @@ def main() -> None:
     pkts = packets(args.packets)
     forwarded = len(pkts) * args.subscribers
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; python {platform.python_version()}; commit {commit}")
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
+    print(f"machine: {machine}; python {platform.python_version()}; commit {commit}")
     print(f"{len(pkts)} VP8 packets x {args.subscribers} subscribers = {forwarded} forwarded packets")
     if args.profile:
         from pyinstrument import Profiler

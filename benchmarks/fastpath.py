@@ -24,8 +24,8 @@ def neuter(pc: RTCPeerConnection) -> None:
         async def noop(parameters: Any) -> None:
             return None
 
-        transceiver.sender.send = noop
-        transceiver.receiver.receive = noop
+        transceiver.sender.send = noop  # type: ignore[method-assign]
+        transceiver.receiver.receive = noop  # type: ignore[method-assign]
 
 
 class FastPath:
@@ -48,7 +48,7 @@ class FastPath:
                 except pylibsrtp.Error:
                     pass
 
-        self.ice.data_received = data_received
+        self.ice.data_received = data_received  # type: ignore[method-assign]
 
     @property
     def connected(self) -> bool:

@@ -24,11 +24,13 @@ class EncodedFrame:
     timestamp_step: int  # RTP clock ticks to the next frame
 
 
-def encode_video(seconds: float = 4.0, bitrate: int = 1_000_000, width: int = 640, height: int = 360) -> list[EncodedFrame]:
+def encode_video(
+    seconds: float = 4.0, bitrate: int = 1_000_000, width: int = 640, height: int = 360
+) -> list[EncodedFrame]:
     """VP8 frames of a moving pattern, one keyframe per second, at about `bitrate`."""
     codec = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
     encoder = get_encoder(codec)
-    encoder.target_bitrate = bitrate
+    encoder.target_bitrate = bitrate  # type: ignore[attr-defined]
     rng = np.random.default_rng(1)
     base = np.full((height * 3 // 2, width), 128, dtype=np.uint8)
     base[:height] = (np.add.outer(np.arange(height), np.arange(width)) % 256).astype(np.uint8)

@@ -47,8 +47,11 @@ class Stream:
 
 
 async def replay(
-    path: FastPath, video: tuple[Stream, list[EncodedFrame]] | None, audio: tuple[Stream, list[EncodedFrame]] | None,
-    sent: list[int], stop: asyncio.Event,
+    path: FastPath,
+    video: tuple[Stream, list[EncodedFrame]] | None,
+    audio: tuple[Stream, list[EncodedFrame]] | None,
+    sent: list[int],
+    stop: asyncio.Event,
 ) -> None:
     """Send at real-time pace until `stop` is set; `sent` gets each timed packet's send time."""
     ids = itertools.count()

@@ -33,17 +33,41 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def forwarded(port: int) -> float:
+def scrape(port: int) -> tuple[float, dict[float, float]]:
+    """The forwarded-packet counter and the cumulative forwarding-time histogram."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
         text = resp.read().decode()
     match = re.search(r"^classe_rtp_forwarded_packets_total (\S+)$", text, re.M)
-    return float(match.group(1)) if match else 0.0
+    buckets = {
+        float(le): float(count)
+        for le, count in re.findall(r'^classe_forwarding_seconds_bucket\{le="([^"]+)"\} (\S+)$', text, re.M)
+    }
+    return (float(match.group(1)) if match else 0.0), buckets
+
+
+def histogram_quantiles(before: dict[float, float], after: dict[float, float]) -> dict[str, float | None]:
+    """Upper bounds (µs) of the buckets holding the p50, the p99 and the largest observation."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    total = counts[-1] if counts else 0
+    if not total:
+        return {"p50": None, "p99": None, "max": None}
+
+    def quantile(q: float) -> float:
+        return next(b for b, c in zip(bounds, counts, strict=True) if c >= q * total) * 1e6
+
+    largest = next(b for b, c in zip(bounds, counts, strict=True) if c >= total)
+    return {"p50": quantile(0.5), "p99": quantile(0.99), "max": largest * 1e6}
 
 
 def start_server(target: str, port: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if target == "classe":
-        env |= {"CLASSE_MEDIA_PORT_MIN": "43000", "CLASSE_MEDIA_PORT_MAX": "44999", "CLASSE_MAX_PARTICIPANTS_PER_CLASS": "1000"}
+        env |= {
+            "CLASSE_MEDIA_PORT_MIN": "43000",
+            "CLASSE_MEDIA_PORT_MAX": "44999",
+            "CLASSE_MAX_PARTICIPANTS_PER_CLASS": "1000",
+        }
         cmd = [PY, "-m", "signaling.cli", "serve", "--port", str(port)]
     elif target == "relay":
         cmd = [PY, "-m", "benchmarks.relay_server", "--port", str(port)]
@@ -72,12 +96,31 @@ def run_one(target: str, scenario: str, subscribers: int, duration: float, warmu
     idle_rss = ps.memory_info().rss
     url = f"http://127.0.0.1:{port}" if target != "udp" else f"127.0.0.1:{port}"
     client = subprocess.Popen(
-        [PY, "-m", "benchmarks.clients", target, "--url", url, "--scenario", scenario,
-         "--subscribers", str(subscribers), "--duration", str(duration), "--warmup", str(warmup)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            PY,
+            "-m",
+            "benchmarks.clients",
+            target,
+            "--url",
+            url,
+            "--scenario",
+            scenario,
+            "--subscribers",
+            str(subscribers),
+            "--duration",
+            str(duration),
+            "--warmup",
+            str(warmup),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     cpu0 = cpu1 = 0.0
     fwd0 = fwd1 = 0.0
+    hist0: dict[float, float] = {}
+    hist1: dict[float, float] = {}
     rss = idle_rss
     result: dict[str, Any] = {}
     try:
@@ -86,11 +129,13 @@ def run_one(target: str, scenario: str, subscribers: int, duration: float, warmu
             if line.startswith("WINDOW_START"):
                 t = ps.cpu_times()
                 cpu0 = t.user + t.system
-                fwd0 = forwarded(port) if target == "classe" else 0.0
+                if target == "classe":
+                    fwd0, hist0 = scrape(port)
             elif line.startswith("WINDOW_END"):
                 t = ps.cpu_times()
                 cpu1 = t.user + t.system
-                fwd1 = forwarded(port) if target == "classe" else 0.0
+                if target == "classe":
+                    fwd1, hist1 = scrape(port)
                 rss = ps.memory_info().rss
             elif line.startswith("{"):
                 result = json.loads(line)
@@ -109,7 +154,10 @@ def run_one(target: str, scenario: str, subscribers: int, duration: float, warmu
     pps = (fwd1 - fwd0) / duration if target == "classe" else result["received_pps"]
     receivers = subscribers if scenario == "fanout" else 31
     return {
-        "target": target, "scenario": scenario, "subscribers": subscribers, "duration_s": duration,
+        "target": target,
+        "scenario": scenario,
+        "subscribers": subscribers,
+        "duration_s": duration,
         "forwarded_pps": pps,
         "cpu_utilization": cpu / duration,
         "cpu_s_per_1000_packets": cpu / (pps * duration / 1000) if pps else None,
@@ -118,40 +166,75 @@ def run_one(target: str, scenario: str, subscribers: int, duration: float, warmu
         "rss_per_subscriber_kb": (rss - idle_rss) / receivers / 1024,
         "loss": result.get("loss"),
         "latency_us": result.get("latency_us"),
+        "server_forwarding_us": histogram_quantiles(hist0, hist1) if target == "classe" else None,
     }
 
 
 def conditions(args: argparse.Namespace) -> dict[str, Any]:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout.strip())
-    cpu_model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    dirty = bool(
+        subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    )
+    cpu_model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "commit": commit + ("-dirty" if dirty else ""),
         "machine": f"{cpu_model}, {psutil.cpu_count()} logical CPUs, {psutil.virtual_memory().total // 2**30} GiB",
         "python": platform.python_version(),
-        "parameters": {"sizes": args.sizes, "relay_sizes": args.relay_sizes, "duration_s": args.duration, "warmup_s": args.warmup,
-                       "publisher": "VP8 640x360 30 fps ~1 Mbit/s + Opus 20 ms, pre-encoded"},
+        "parameters": {
+            "sizes": args.sizes,
+            "relay_sizes": args.relay_sizes,
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "publisher": "VP8 640x360 30 fps ~1 Mbit/s + Opus 20 ms, pre-encoded",
+        },
     }
 
 
 def fmt(value: Any, spec: str) -> str:
-    return "–" if value is None else format(value, spec)
+    return "-" if value is None else format(value, spec)
 
 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| target | scenario | N | forwarded pkt/s | server CPU | CPU s / 1000 pkts | subscribers / core | p50 / p99 / max latency (ms) | loss | RSS MB | RSS / subscriber KB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| target | scenario | N | forwarded pkt/s | server CPU | CPU s / 1000 pkts | subscribers / core "
+        "| server in→out p50 / p99 / max (ms, bucket bound) | end-to-end p50 / p99 / max (ms) | loss | RSS MB "
+        "| RSS / subscriber KB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lat = r["latency_us"] or {}
-        latency = " / ".join(fmt(lat.get(k) and lat[k] / 1000, ".2f") for k in ("p50", "p99", "max")) if lat.get("p50") else "–"
-        lines.append(
-            f"| {r['target']} | {r['scenario']} | {r['subscribers']} | {r['forwarded_pps']:.0f} | {r['cpu_utilization']:.0%} | "
-            f"{fmt(r['cpu_s_per_1000_packets'], '.4f')} | {fmt(r['subscribers_per_core'], '.0f')} | {latency} | "
-            f"{fmt(r['loss'], '.2%')} | {r['rss_mb']:.0f} | {r['rss_per_subscriber_kb']:.0f} |"
+        latency = (
+            " / ".join(fmt(lat.get(k) and lat[k] / 1000, ".2f") for k in ("p50", "p99", "max"))
+            if lat.get("p50")
+            else "-"
         )
+        srv = r.get("server_forwarding_us") or {}
+        server = " / ".join(fmt(srv[k] / 1000, "g") for k in ("p50", "p99", "max")) if srv.get("p50") else "-"
+        cells = [
+            r["target"],
+            r["scenario"],
+            r["subscribers"],
+            f"{r['forwarded_pps']:.0f}",
+            f"{r['cpu_utilization']:.0%}",
+            fmt(r["cpu_s_per_1000_packets"], ".4f"),
+            fmt(r["subscribers_per_core"], ".0f"),
+            server,
+            latency,
+            fmt(r["loss"], ".2%"),
+            f"{r['rss_mb']:.0f}",
+            f"{r['rss_per_subscriber_kb']:.0f}",
+        ]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)
 
 
@@ -167,7 +250,11 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         if not pts:
             continue
         ax1.plot([r["subscribers"] for r in pts], [r["forwarded_pps"] for r in pts], "o-", label=target)
-        lat = [(r["subscribers"], r["latency_us"]["p99"] / 1000) for r in pts if r["latency_us"] and r["latency_us"].get("p99")]
+        lat = [
+            (r["subscribers"], r["latency_us"]["p99"] / 1000)
+            for r in pts
+            if r["latency_us"] and r["latency_us"].get("p99")
+        ]
         if lat:
             ax2.plot(*zip(*lat, strict=True), "o-", label=target)
     ax1.set(xlabel="subscribers", ylabel="forwarded packets/s", title="Throughput", xscale="log", yscale="log")
@@ -190,7 +277,11 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [int(x) for x in args.sizes.split(",")]
     relay_sizes = [int(x) for x in args.relay_sizes.split(",") if x]
-    plan = [("classe", "fanout", n) for n in sizes] + [("udp", "fanout", n) for n in sizes] + [("relay", "fanout", n) for n in relay_sizes]
+    plan = (
+        [("classe", "fanout", n) for n in sizes]
+        + [("udp", "fanout", n) for n in sizes]
+        + [("relay", "fanout", n) for n in relay_sizes]
+    )
     if not args.no_class:
         plan.append(("classe", "class", 30))
     info = conditions(args)

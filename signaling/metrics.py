@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from sfu.core import DropReason, MediaStats
+from sfu.core.stats import FORWARDING_BUCKETS
 
 
 class MediaCollector(Collector):
@@ -34,6 +35,17 @@ class MediaCollector(Collector):
         for reason in DropReason:
             drops.add_metric([reason.name.lower()], s.drops[reason])
         yield drops
+        cumulative = 0
+        buckets = []
+        for bound, count in zip(FORWARDING_BUCKETS, s.forwarding_counts, strict=True):
+            cumulative += count
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+        yield HistogramMetricFamily(
+            "classe_forwarding_seconds",
+            "time from a media packet's arrival to its last copy sent",
+            buckets=buckets,
+            sum_value=s.forwarding_sum,
+        )
         classes, participants, tracks = self.census()
         yield GaugeMetricFamily("classe_live_classes", "classes with participants", value=classes)
         yield GaugeMetricFamily("classe_participants", "connected participants", value=participants)

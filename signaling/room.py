@@ -61,18 +61,8 @@ class Participant:
 
     async def publish(self, sdp: str, tracks: list[dict[str, str]], ref: Any) -> None:
         limit = self.room.settings.max_tracks_per_participant
-        current = len(self.publisher.transport.producers_by_mid) if self.publisher else 0
-        if (
-            current
-            + len(
-                [
-                    t
-                    for t in tracks
-                    if self.publisher is None or t["mid"] not in self.publisher.transport.producers_by_mid
-                ]
-            )
-            > limit
-        ):
+        published = self.publisher.transport.producers_by_mid if self.publisher else {}
+        if len(published) + sum(1 for t in tracks if t["mid"] not in published) > limit:
             raise ProtocolError("too_many_tracks", f"at most {limit} published tracks", ref)
         offered = {line[6:].strip() for line in sdp.splitlines() if line.startswith("a=mid:")}
         if not offered or any(t["mid"] not in offered for t in tracks):
@@ -228,10 +218,16 @@ class Room:
             settings.media_announced_address,
         )
         self.ice_servers = [RTCIceServer(s.urls, s.username, s.credential) for s in settings.ice_servers]
+        self.max_bitrates = {"camera": settings.camera_max_bitrate, "screen": settings.screen_max_bitrate}
 
     def new_peer(self, transport_id: str, on_producer: Callable[[Producer], Awaitable[None]] | None) -> PeerTransport:
         return PeerTransport(
-            self.live, transport_id, ice_servers=self.ice_servers, network=self.network, on_producer=on_producer
+            self.live,
+            transport_id,
+            ice_servers=self.ice_servers,
+            network=self.network,
+            on_producer=on_producer,
+            max_bitrates=self.max_bitrates,
         )
 
     async def join(self, grant: JoinGrant, send: Send) -> Participant:

@@ -59,6 +59,7 @@ async def test_lossy_subscriber_recovers_with_nack(classe: RunningServer) -> Non
         assert student.dropped >= 3
         assert classe.server.stats.retransmissions >= student.dropped // 2
         assert_clean_video(student.video()[0], 120)
+        assert sum(classe.server.stats.forwarding_counts) > 100  # each forwarded packet's time was measured
     finally:
         await teacher.close()
         await student.close()

@@ -10,13 +10,14 @@ jitter buffers and decoder threads are never started.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pylibsrtp
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpTransceiver
 
-from ..core import Codec, Consumer, DropReason, HeaderExtensions, Producer
+from ..core import Codec, Consumer, DropReason, HeaderExtensions, Kind, Producer
 from ..core.rtp import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID
 from .ice import MediaNetwork, use_media_network
 from .live import LiveSession
@@ -57,6 +58,7 @@ class PeerTransport:
         ice_servers: list[RTCIceServer],
         network: MediaNetwork,
         on_producer: Callable[[Producer], Awaitable[None]] | None = None,
+        max_bitrates: dict[str, int] | None = None,
     ) -> None:
         # An explicit list, even empty: given None, aiortc would contact a public STUN server.
         self.pc = RTCPeerConnection(
@@ -66,6 +68,7 @@ class PeerTransport:
         self.transport = live.session.create_transport(transport_id)
         self.network = network
         self.on_producer = on_producer
+        self.max_bitrates = max_bitrates or {}  # video cap by source, sent to the publisher as REMB
         self.sources: dict[str, str] = {}  # mid -> camera / microphone / screen
         self.pending: dict[RTCRtpTransceiver, Producer] = {}  # consumers to create once negotiated
         self.consumers: dict[str, Consumer] = {}  # by mid
@@ -95,6 +98,7 @@ class PeerTransport:
             if mid is None or mid in self.transport.producers_by_mid or mid in self.retired:
                 return
             codec = negotiated_codec(parameters)
+            source = self.sources.get(mid, "camera" if codec.kind is Kind.VIDEO else "microphone")
             encoding = parameters.encodings[0] if parameters.encodings else None
             producer = self.live.session.add_producer(
                 self.transport,
@@ -104,7 +108,8 @@ class PeerTransport:
                 extensions=negotiated_extensions(parameters),
                 ssrc=encoding.ssrc if encoding else None,
                 rtx_ssrc=encoding.rtx.ssrc if encoding and encoding.rtx else None,
-                source=self.sources.get(mid, codec.kind.value),
+                source=source,
+                max_bitrate=self.max_bitrates.get(source, 1_500_000),
             )
             self.live.arm_timer()
             if self.on_producer is not None:
@@ -145,23 +150,28 @@ class PeerTransport:
         put = connection._queue.put_nowait
         transport = self.transport
         live = self.live
-        drops = live.session.stats.drops
+        stats = live.session.stats
+        drops = stats.drops
         loop_time = live.loop.time
+        clock = time.perf_counter
 
         def data_received(data: bytes, component: int) -> None:
             rx = dtls._rx_srtp
             if rx is None or not 127 < data[0] < 192 or len(data) < 2:
                 put((data, component))
                 return
+            arrival = clock()
             try:
                 if 191 < data[1] < 224:
                     transport.receive_rtcp(rx.unprotect_rtcp(data), loop_time())
-                else:
-                    transport.receive_rtp(rx.unprotect(data), loop_time())
+                    live.flush()
+                    return
+                transport.receive_rtp(rx.unprotect(data), loop_time())
             except pylibsrtp.Error:
                 drops[DropReason.SRTP_ERROR] += 1
                 return
             live.flush()
+            stats.observe_forwarding(clock() - arrival)
 
         connection.data_received = data_received
 

@@ -17,10 +17,6 @@ class KeyframeRequester:
         self._last = float("-inf")
         self._pending = False
 
-    @property
-    def pending(self) -> bool:
-        return self._pending
-
     def request(self, now: float) -> bool:
         """True when a PLI should be sent now."""
         if now - self._last >= self.min_interval:

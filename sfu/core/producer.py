@@ -189,8 +189,7 @@ class Producer:
 
     def _report_block(self, now: float) -> ReportBlock:
         highest = self._seq.highest - 0x10000
-        first = self._first_seq()
-        expected = highest - first + 1
+        expected = highest - (self._seq.first - 0x10000) + 1
         lost = expected - self._received
         expected_interval = expected - self._expected_prior
         received_interval = self._received - self._received_prior
@@ -201,9 +200,6 @@ class Producer:
         lsr = (self._sr_ntp >> 16) & 0xFFFFFFFF
         dlsr = int((now - self._sr_time) * 65536) if self._sr_ntp else 0
         return ReportBlock(self.ssrc or 0, min(fraction, 255), lost, highest, int(self._jitter), lsr, dlsr)
-
-    def _first_seq(self) -> int:
-        return self._seq.first - 0x10000
 
     def target_bitrate(self) -> int:
         """What the publisher may send: its cap, lowered to the weakest subscriber's share."""

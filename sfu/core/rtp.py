@@ -16,11 +16,6 @@ URI_AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 URI_ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 
 
-def is_rtcp(data: bytes) -> bool:
-    """RTCP packet types 192-223 share the second byte's range with RTP payload types (RFC 5761)."""
-    return len(data) >= 2 and 192 <= data[1] <= 223
-
-
 def header_length(data: bytes) -> int:
     """Offset of the payload, or -1 if the header is malformed."""
     size = len(data)

@@ -5,7 +5,11 @@ Incrementing a prometheus counter takes a lock; a per-packet path cannot afford 
 
 from __future__ import annotations
 
+import bisect
 import enum
+
+# Upper bounds, in seconds, of the forwarding-time histogram: one received packet, all its copies sent.
+FORWARDING_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, float("inf"))
 
 
 class DropReason(enum.IntEnum):
@@ -33,6 +37,8 @@ class MediaStats:
         "bytes_forwarded",
         "bytes_received",
         "drops",
+        "forwarding_counts",
+        "forwarding_sum",
         "keyframe_requests_sent",
         "nacks_received",
         "nacks_sent",
@@ -55,6 +61,13 @@ class MediaStats:
         self.nacks_sent = 0
         self.keyframe_requests_sent = 0
         self.drops = [0] * len(DropReason)
+        self.forwarding_counts = [0] * len(FORWARDING_BUCKETS)
+        self.forwarding_sum = 0.0
 
     def drop(self, reason: DropReason, count: int = 1) -> None:
         self.drops[reason] += count
+
+    def observe_forwarding(self, seconds: float) -> None:
+        """Time from a packet's arrival to its last copy sent: the latency the server adds."""
+        self.forwarding_counts[bisect.bisect_left(FORWARDING_BUCKETS, seconds)] += 1
+        self.forwarding_sum += seconds

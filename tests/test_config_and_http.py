@@ -1,0 +1,48 @@
+"""Settings sources, and the plain HTTP endpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from signaling.config import Settings
+
+from .conftest import RunningServer
+
+
+def test_settings_from_file_then_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "classe.toml"
+    config.write_text(
+        "port = 9001\nmedia_port_min = 50000\nmedia_port_max = 50099\n"
+        'ice_servers = [{urls = ["turn:turn.example.org"]}]\n'
+    )
+    monkeypatch.setenv("CLASSE_MEDIA_PORT_MAX", "50199")
+    settings = Settings(config_file=config)
+    assert (settings.port, settings.media_port_min, settings.media_port_max) == (9001, 50000, 50199)
+    assert settings.ice_servers[0].urls == ["turn:turn.example.org"]
+
+
+def test_defaults_contact_no_third_party(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CLASSE_CONFIG_FILE", raising=False)
+    settings = Settings()
+    assert settings.ice_servers == []
+    assert settings.media_addresses == ["127.0.0.1"]
+
+
+async def test_health_metrics_and_dev_tokens(classe: RunningServer) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{classe.url}/healthz") as r:
+            assert r.status == 200 and (await r.json()) == {"status": "ok"}
+        async with http.get(f"{classe.url}/metrics") as r:
+            text = await r.text()
+            assert 'classe_dropped_packets_total{reason="malformed_rtp"} 0.0' in text
+            assert "classe_participants 0.0" in text
+        for bad in ({}, {"class_id": "", "name": "x"}, {"class_id": "c", "name": "x", "role": "admin"}):
+            async with http.post(f"{classe.url}/api/dev/token", json=bad) as r:
+                assert r.status == 400
+        async with http.post(f"{classe.url}/api/dev/token", data=b"\xff") as r:
+            assert r.status == 400
+        async with http.get(f"{classe.url}/") as r:
+            assert r.status == 200 and "Classe" in await r.text()
