@@ -244,24 +244,42 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    colors = {"classe": "tab:blue", "relay": "tab:red", "udp": "tab:green"}
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     for target in ("classe", "relay", "udp"):
         pts = [r for r in rows if r["target"] == target and r["scenario"] == "fanout"]
         if not pts:
             continue
-        ax1.plot([r["subscribers"] for r in pts], [r["forwarded_pps"] for r in pts], "o-", label=target)
-        lat = [
-            (r["subscribers"], r["latency_us"]["p99"] / 1000)
+        n = [r["subscribers"] for r in pts]
+        ax1.plot(
+            n, [r["forwarded_pps"] for r in pts], "o-", color=colors[target], label=f"{target}: forwarded packets/s"
+        )
+        ax1.plot(
+            n,
+            [r["cpu_utilization"] * 1e4 for r in pts],
+            "x--",
+            color=colors[target],
+            label=f"{target}: server CPU x 10^4",
+        )
+        e2e = [(r["subscribers"], r["latency_us"]["p99"] / 1000) for r in pts if (r["latency_us"] or {}).get("p99")]
+        if e2e:
+            ax2.plot(
+                *zip(*e2e, strict=True), "o-", color=colors[target], label=f"{target}: end to end (load generator)"
+            )
+        srv = [
+            (r["subscribers"], r["server_forwarding_us"]["p99"] / 1000)
             for r in pts
-            if r["latency_us"] and r["latency_us"].get("p99")
+            if (r.get("server_forwarding_us") or {}).get("p99")
         ]
-        if lat:
-            ax2.plot(*zip(*lat, strict=True), "o-", label=target)
-    ax1.set(xlabel="subscribers", ylabel="forwarded packets/s", title="Throughput", xscale="log", yscale="log")
-    ax2.set(xlabel="subscribers", ylabel="p99 latency (ms)", title="Added latency, p99", xscale="log")
+        if srv:
+            ax2.plot(
+                *zip(*srv, strict=True), "s--", color=colors[target], label=f"{target}: server in to out (bucket bound)"
+            )
+    ax1.set(xlabel="subscribers", title="Forwarded packets/s and server CPU", xscale="log", yscale="log")
+    ax2.set(xlabel="subscribers", ylabel="p99 latency (ms)", title="p99 latency", xscale="log", yscale="log")
     for ax in (ax1, ax2):
         ax.grid(True, alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
@@ -273,8 +291,14 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=4.0)
     parser.add_argument("--no-class", action="store_true", help="skip the whole-class scenario")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs", help="where benchmarks.md, .json and .png go")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs", help="where benchmarks.json and .png go")
+    parser.add_argument("--replot", type=Path, help="only redraw the table and plot from a saved benchmarks.json")
     args = parser.parse_args()
+    if args.replot:
+        rows = json.loads(args.replot.read_text())["results"]
+        print(table(rows))
+        plot(rows, args.out / "benchmarks.png")
+        return
     sizes = [int(x) for x in args.sizes.split(",")]
     relay_sizes = [int(x) for x in args.relay_sizes.split(",") if x]
     plan = (
