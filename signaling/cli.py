@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> None:
         settings.media_port_min,
         settings.media_port_max,
     )
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
+    # No access log: it would record participants' IP addresses (personal data under the GDPR).
+    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None, access_log=None)
 
 
 if __name__ == "__main__":
