@@ -7,12 +7,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiortc import RTCIceServer, RTCRtpSender, RTCSessionDescription
+from aiortc import RTCIceServer, RTCRtpSender, RTCRtpTransceiver, RTCSessionDescription
 
 from sfu.adapter.ice import MediaNetwork
 from sfu.adapter.live import LiveSession
 from sfu.adapter.peer import PeerTransport
-from sfu.core import MediaStats, Producer
+from sfu.core import Consumer, MediaStats, Producer
 
 from .config import Settings
 from .protocol import ProtocolError, encode
@@ -49,6 +49,8 @@ class Participant:
         self.publisher: PeerTransport | None = None
         self.subscriber = room.new_peer(f"{self.id}:sub", None)
         self.tracks: dict[str, str] = {}  # subscriber mid -> track id
+        self._codecs: dict[str, str] = {}  # subscriber mid -> codec of its track
+        self._free: dict[str, list[tuple[RTCRtpTransceiver, Consumer | None]]] = {}  # inactive sections by codec
         self._answer: asyncio.Future[str] | None = None
         self._dirty = False
         self._negotiation: asyncio.Task[None] | None = None
@@ -128,16 +130,26 @@ class Participant:
                 consumer = peer.consumers.pop(transceiver.mid or "", None)
                 if consumer is not None:
                     self.room.live.session.remove_consumer(consumer)
+                mime = self._codecs.pop(transceiver.mid or "")
+                self._free.setdefault(mime, []).append((transceiver, consumer))
                 del self.tracks[transceiver.mid or ""]
         subscribed = set(self.tracks.values()) | {p.id for p in peer.pending.values()}
         for track_id, producer in wanted.items():
             if track_id in subscribed:
                 continue
-            transceiver = pc.addTransceiver(producer.kind.value, direction="sendonly")
-            capabilities = RTCRtpSender.getCapabilities(producer.kind.value).codecs
-            transceiver.setCodecPreferences(
-                [c for c in capabilities if c.mimeType.lower() in (producer.codec.mime_type.lower(), "video/rtx")]
-            )
+            mime = producer.codec.mime_type.lower()
+            free = self._free.get(mime)
+            if free:
+                # Reuse a section left by a track that went: the SDP does not grow with every join and
+                # leave, and the stream on its SSRC continues where the last one stopped.
+                transceiver, previous = free.pop()
+                transceiver.direction = "sendonly"
+                if previous is not None:
+                    peer.continue_from[transceiver] = previous
+            else:
+                transceiver = pc.addTransceiver(producer.kind.value, direction="sendonly")
+                capabilities = RTCRtpSender.getCapabilities(producer.kind.value).codecs
+                transceiver.setCodecPreferences([c for c in capabilities if c.mimeType.lower() in (mime, "video/rtx")])
             peer.pending[transceiver] = producer
         peer.prepare()
         offer = await pc.createOffer()
@@ -148,6 +160,7 @@ class Participant:
             pending = peer.pending.get(transceiver)
             if pending is not None and mid is not None:
                 self.tracks[mid] = pending.id
+                self._codecs[mid] = pending.codec.mime_type.lower()
             published = wanted.get(self.tracks.get(mid or "", ""))
             if published is not None and transceiver.direction == "sendonly":
                 tracks.append({"mid": mid, **track_info(published)})

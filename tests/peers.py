@@ -123,6 +123,7 @@ class Peer:
         self.events: list[dict[str, Any]] = []
         self.received: dict[str, Received] = {}  # by track id
         self.offer_tracks: dict[str, dict[str, Any]] = {}  # mid -> track info
+        self.by_mid: dict[str, Received] = {}  # what each receiving section currently carries
         self.tasks: set[asyncio.Task[None]] = set()
         self.tracks: list[MediaStreamTrack] = []
         self.rng = random.Random(7)
@@ -212,6 +213,10 @@ class Peer:
             self.sub.on("track", self._on_track)
         for info in offer["tracks"]:
             self.offer_tracks[info["mid"]] = info
+            current = self.by_mid.get(info["mid"])
+            if current is not None and current.info["track_id"] != info["track_id"]:
+                # a section reused for another track: aiortc fires no new "track" event for it
+                self.by_mid[info["mid"]] = self.received[info["track_id"]] = Received(current.kind, info)
         await self.sub.setRemoteDescription(RTCSessionDescription(offer["sdp"], "offer"))
         if self.loss:
             self._make_lossy()
@@ -240,15 +245,16 @@ class Peer:
         mid = next(t.mid for t in self.sub.getTransceivers() if t.receiver.track is track)
         info = self.offer_tracks[mid]
         received = Received(track.kind, info)
-        self.received[info["track_id"]] = received
-        self._spawn(self._consume(track, received))
+        self.received[info["track_id"]] = self.by_mid[mid] = received
+        self._spawn(self._consume(track, mid))
 
-    async def _consume(self, track: MediaStreamTrack, received: Received) -> None:
+    async def _consume(self, track: MediaStreamTrack, mid: str) -> None:
         while True:
             try:
                 frame = await track.recv()
             except Exception:
                 return
+            received = self.by_mid[mid]
             if track.kind == "video":
                 number = decode_number(frame.to_ndarray(format="gray"))
                 if number is None:

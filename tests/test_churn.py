@@ -56,3 +56,25 @@ async def test_fifty_join_leave_cycles_leave_no_tasks_or_sockets(classe: Running
         assert sockets_after <= sockets_before, (sockets_before, sockets_after)
     finally:
         await teacher.close()
+
+
+async def test_sections_of_departed_publishers_are_reused(classe: RunningServer) -> None:
+    teacher = Peer(classe.url, "reuse", "Prof", role="teacher")
+    try:
+        await teacher.join()
+        for cycle in range(4):
+            student = Peer(classe.url, "reuse", f"S{cycle}")
+            await student.join()
+            await student.publish()
+            before = sum(len(r.numbers) for r in teacher.video())
+            await wait_for(lambda b=before: sum(len(r.numbers) for r in teacher.video()) >= b + 10)  # type: ignore[misc]
+            await student.close()
+            await wait_for(lambda: classe.server.census()[1] == 1, 5)
+        await wait_for(
+            lambda: (
+                teacher.sub is not None and all(t.currentDirection == "inactive" for t in teacher.sub.getTransceivers())
+            )
+        )
+        assert teacher.sub is not None and len(teacher.sub.getTransceivers()) == 2  # one audio, one video section
+    finally:
+        await teacher.close()

@@ -195,6 +195,30 @@ def test_pause_and_resume_keep_the_output_continuous() -> None:
     assert abs(((out[2][2] - out[1][2]) & 0xFFFFFFFF) - 0.98 * 48000) < 10
 
 
+def test_a_successor_on_the_same_ssrc_continues_the_numbering() -> None:
+    session, pub, producer, subs = setup_session(OPUS, subscribers=1)
+    sub_t, consumer = subs[0]
+    pub.receive_rtp(rtp_packet(1, 0, 1111, pt=111), 0.0)
+    last = fields(sub_t.outbox[-1])
+    session.remove_consumer(consumer)
+    seq, ts = consumer.successor_start(0.5)
+    successor = session.add_consumer(
+        sub_t,
+        producer,
+        ssrc=consumer.ssrc,
+        payload_type=100,
+        mid="3",
+        extensions=SUB_EXT,
+        initial_seq=seq,
+        initial_ts=ts,
+    )
+    pub.receive_rtp(rtp_packet(2, 960, 1111, pt=111), 0.5)
+    first = fields(sub_t.outbox[-1])
+    assert successor.ssrc == first[3] == last[3]
+    assert (first[1] - last[1]) & 0xFFFF == 1
+    assert (first[2] - last[2]) & 0xFFFFFFFF == 24000
+
+
 def test_receiver_reports_remb_and_translated_sender_reports() -> None:
     session, pub, producer, subs = setup_session(subscribers=1)
     sub_t, consumer = subs[0]

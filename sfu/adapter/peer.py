@@ -71,6 +71,7 @@ class PeerTransport:
         self.max_bitrates = max_bitrates or {}  # video cap by source, sent to the publisher as REMB
         self.sources: dict[str, str] = {}  # mid -> camera / microphone / screen
         self.pending: dict[RTCRtpTransceiver, Producer] = {}  # consumers to create once negotiated
+        self.continue_from: dict[RTCRtpTransceiver, Consumer] = {}  # a reused section's last consumer
         self.consumers: dict[str, Consumer] = {}  # by mid
         self.retired: set[str] = set()  # unpublished mids, never registered again on renegotiation
         self._hooked: set[int] = set()
@@ -125,6 +126,9 @@ class PeerTransport:
             if producer is None or producer.closed or self.closed or transceiver.mid is None:
                 return
             codec = negotiated_codec(parameters)
+            now = self.live.now()
+            previous = self.continue_from.pop(transceiver, None)
+            initial_seq, initial_ts = previous.successor_start(now) if previous is not None else (None, None)
             consumer = self.live.session.add_consumer(
                 self.transport,
                 producer,
@@ -134,7 +138,9 @@ class PeerTransport:
                 rtx_payload_type=codec.rtx_payload_type,
                 mid=transceiver.mid,
                 extensions=negotiated_extensions(parameters),
-                now=self.live.now(),
+                initial_seq=initial_seq,
+                initial_ts=initial_ts,
+                now=now,
             )
             self.consumers[transceiver.mid] = consumer
             self.live.flush()
@@ -197,6 +203,7 @@ class PeerTransport:
             return
         self.closed = True
         self.pending.clear()
+        self.continue_from.clear()
         if not self.transport.closed:
             self.live.session.close_transport(self.transport)
         self.live.peers.pop(self.transport.id, None)

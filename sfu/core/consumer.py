@@ -186,8 +186,7 @@ class Consumer:
     def _start(self, seq: int, ext_seq: int, ts: int, now: float) -> None:
         """Pick offsets so that the output continues where it stopped (or starts fresh)."""
         if self.has_sent:
-            next_seq = (self.last_seq + 1) & 0xFFFF
-            next_ts = self.last_ts + max(1, int((now - self.last_time) * self.clock_rate))
+            next_seq, next_ts = self._continuation(now)
             self._history = [-1] * HISTORY_SIZE
         else:
             next_seq = self.initial_seq
@@ -202,6 +201,15 @@ class Consumer:
         self.started = True
         if self.needs_keyframe:
             self.producer.waiting_for_keyframe -= 1
+
+    def _continuation(self, now: float) -> tuple[int, int]:
+        """The sequence number and timestamp that continue this output without a jump."""
+        elapsed = max(1, int((now - self.last_time) * self.clock_rate))
+        return (self.last_seq + 1) & 0xFFFF, (self.last_ts + elapsed) & 0xFFFFFFFF
+
+    def successor_start(self, now: float) -> tuple[int | None, int | None]:
+        """Where a new stream on this SSRC should start so that the receiver sees no jump."""
+        return self._continuation(now) if self.has_sent else (None, None)
 
     def pause(self) -> None:
         """Stop forwarding (a muted or blocked track); resume() restarts at a keyframe."""

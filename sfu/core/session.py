@@ -105,6 +105,8 @@ class MediaSession:
         extensions: HeaderExtensions,
         rtx_ssrc: int | None = None,
         rtx_payload_type: int | None = None,
+        initial_seq: int | None = None,
+        initial_ts: int | None = None,
         now: float = 0.0,
     ) -> Consumer:
         """Subscribe `transport` to `producer`; video asks the publisher for a keyframe at once."""
@@ -124,6 +126,8 @@ class MediaSession:
             extensions=extensions,
             rtx_ssrc=rtx_ssrc,
             rtx_payload_type=rtx_payload_type,
+            initial_seq=initial_seq,
+            initial_ts=initial_ts,
         )
         transport.consumers[ssrc] = consumer
         if consumer.rtx_ssrc is not None:
