@@ -4,7 +4,8 @@
 forwarded packet for three paths measured in the same run:
   bare   — rewrite the sequence number in a bytearray and SRTP-protect (the floor);
   core   — MediaSession fan-out (rewriting, header extension template, cache, history);
-  core+srtp — the core, then SRTP-protect each output as the adapter does.
+  core + pylibsrtp — the core, then pylibsrtp's Session.protect on each output;
+  core + srtp (adapter) — the core, then the adapter's SrtpProtector, as the server does.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import struct
 import subprocess
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pylibsrtp
 
+from sfu.adapter.srtp import SrtpProtector
 from sfu.core import Codec, HeaderExtensions, MediaSession
 
 from .media import encode_video
@@ -73,9 +76,13 @@ def bench_bare(pkts: list[bytes], n: int, protect: bool) -> float:
     return time.perf_counter() - start
 
 
-def bench_core(pkts: list[bytes], n: int, protect: bool) -> float:
+def bench_core(pkts: list[bytes], n: int, protect: bool, direct: bool = True) -> float:
+    """The core's fan-out, then SRTP through the adapter's protector (`direct`) or pylibsrtp's."""
     session, pub = session_with(n)
-    srtp = {t: pylibsrtp.Session(policy()) for t in session.transports.values()}
+    srtp: dict[object, Any] = {
+        t: SrtpProtector(pylibsrtp.Session(policy())) if direct else pylibsrtp.Session(policy())
+        for t in session.transports.values()
+    }
     now = 0.0
     sent = 0
     start = time.perf_counter()
@@ -120,7 +127,8 @@ def main() -> None:
         ("bare (rewrite only)", lambda: bench_bare(pkts, args.subscribers, False)),
         ("bare + srtp", lambda: bench_bare(pkts, args.subscribers, True)),
         ("core", lambda: bench_core(pkts, args.subscribers, False)),
-        ("core + srtp", lambda: bench_core(pkts, args.subscribers, True)),
+        ("core + pylibsrtp", lambda: bench_core(pkts, args.subscribers, True, direct=False)),
+        ("core + srtp (adapter)", lambda: bench_core(pkts, args.subscribers, True)),
     ]
     for name, run in runs:
         best = min(run() for _ in range(3))

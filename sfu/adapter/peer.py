@@ -21,6 +21,7 @@ from ..core import Codec, Consumer, DropReason, HeaderExtensions, Kind, Producer
 from ..core.rtp import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID
 from .ice import MediaNetwork, use_media_network
 from .live import LiveSession
+from .srtp import SrtpProtector
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ class PeerTransport:
         self.consumers: dict[str, Consumer] = {}  # by mid
         self.retired: set[str] = set()  # unpublished mids, never registered again on renegotiation
         self._hooked: set[int] = set()
-        self._sendto: Any = None
+        self._protector: SrtpProtector | None = None
         self._dtls: Any = None
         self._ice: Any = None
         self.closed = False
@@ -188,15 +189,20 @@ class PeerTransport:
         if tx is None or pair is None or pair.protocol.transport is None:
             self.live.session.stats.drop(DropReason.NOT_CONNECTED, len(rtp) + len(rtcp))
             return
+        protector = self._protector
+        if protector is None or protector.session is not tx:
+            protector = self._protector = SrtpProtector(tx)
         sendto = pair.protocol.transport.sendto
         addr = pair.remote_addr
-        stats = self.live.session.stats
+        protect = protector.protect
+        sent = 0
         for packet in rtp:
-            protected = tx.protect(packet)
-            stats.bytes_forwarded += len(protected)
+            protected = protect(packet)
+            sent += len(protected)
             sendto(protected, addr)
+        self.live.session.stats.bytes_forwarded += sent
         for packet in rtcp:
-            sendto(tx.protect_rtcp(packet), addr)
+            sendto(protector.protect_rtcp(packet), addr)
 
     async def close(self) -> None:
         if self.closed:
