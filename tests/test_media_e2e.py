@@ -6,6 +6,8 @@ import asyncio
 
 import pytest
 
+from sfu.core import DropReason
+
 from .conftest import RunningServer
 from .peers import Peer, Received
 
@@ -94,3 +96,33 @@ async def test_leave_rejoin_and_unpublish(classe: RunningServer) -> None:
         await teacher.close()
         await student.close()
     await wait_for(lambda: classe.server.census() == (0, 0, 0), 5)
+
+
+async def test_garbage_datagrams_on_a_live_connection_are_dropped(classe: RunningServer) -> None:
+    teacher = Peer(classe.url, "junk", "Prof", role="teacher")
+    student = Peer(classe.url, "junk", "Eve")
+    try:
+        await teacher.join()
+        await student.join()
+        await teacher.publish(audio=False)
+        await wait_for(lambda: student.video() and len(student.video()[0].numbers) >= 10)
+        peer = classe.server.rooms["junk"].live.peers[f"{teacher.id}:pub"]
+        receive = peer._ice.data_received  # the adapter's socket callback, as aioice calls it
+        drops = classe.server.stats.drops
+        srtp_before, malformed_before = drops[DropReason.SRTP_ERROR], drops[DropReason.MALFORMED_RTP]
+        for junk in (
+            b"",
+            b"\x80",
+            b"\x00" * 40,
+            b"\x80\x60" + bytes(30),
+            b"\x81\xc9" + bytes(30),
+            bytes(range(128, 256)),
+        ):
+            receive(junk, 1)
+        assert drops[DropReason.MALFORMED_RTP] - malformed_before == 3  # too short, or neither DTLS nor SRTP
+        assert drops[DropReason.SRTP_ERROR] - srtp_before == 3  # SRTP-shaped, but forged
+        before = len(student.video()[0].numbers)
+        await wait_for(lambda: len(student.video()[0].numbers) >= before + 10)  # media still flows
+    finally:
+        await teacher.close()
+        await student.close()

@@ -163,9 +163,17 @@ class PeerTransport:
         clock = time.perf_counter
 
         def data_received(data: bytes, component: int) -> None:
+            # Only DTLS records (RFC 7983: first byte 20-63) and, before keys exist, nothing else
+            # reaches aiortc: its receive loop dies on an empty datagram, taking the connection with it.
+            if len(data) < 2:
+                drops[DropReason.MALFORMED_RTP] += 1
+                return
             rx = dtls._rx_srtp
-            if rx is None or not 127 < data[0] < 192 or len(data) < 2:
+            if rx is None or 19 < data[0] < 64:
                 put((data, component))
+                return
+            if not 127 < data[0] < 192:
+                drops[DropReason.MALFORMED_RTP] += 1
                 return
             arrival = clock()
             try:
