@@ -1,132 +1,37 @@
-"""The aiohttp application: WebSocket signaling, health, metrics, dev tokens and the web client."""
+"""The aiohttp application: pages, the HTTP API, WebSocket signaling, health and metrics."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from string import Template
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from sfu.core import MediaStats
-
+from . import retention
+from .accounts import Accounts
+from .api import Services, setup_api
+from .api.context import SERVICES
+from .classes import Classes
 from .config import Settings
-from .metrics import make_registry
-from .protocol import MAX_MESSAGE_BYTES, ProtocolError, decode, encode, error
-from .room import Participant, Room
-from .tokens import Role, TokenError, mint_join_token, verify_join_token
+from .connection import websocket
+from .mail import Mailer, make_mailer
+from .protocol import MAX_MESSAGE_BYTES
+from .server import ClassServer
+from .store import Database
+from .tokens import Role, mint_join_token
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent.parent / "web_client" / "static"
-SETTINGS = web.AppKey("settings", Settings)
-
-
-class ClassServer:
-    """The live classes of this process."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.stats = MediaStats()
-        self.rooms: dict[str, Room] = {}
-        self.registry = make_registry(self.stats, self.census)
-
-    def census(self) -> tuple[int, int, int]:
-        rooms = list(self.rooms.values())
-        return (
-            len(rooms),
-            sum(len(r.participants) for r in rooms),
-            sum(len(r.live.session.producers) for r in rooms),
-        )
-
-    def room(self, class_id: str) -> Room:
-        room = self.rooms.get(class_id)
-        if room is None:
-            room = self.rooms[class_id] = Room(class_id, self.settings, self.stats, self._forget)
-        return room
-
-    def _forget(self, room: Room) -> None:
-        if self.rooms.get(room.id) is room:
-            del self.rooms[room.id]
-
-    async def close(self) -> None:
-        for room in list(self.rooms.values()):
-            for participant in list(room.participants.values()):
-                await room.leave(participant)
-
-
 SERVER = web.AppKey("server", ClassServer)
 
 
-async def websocket(request: web.Request) -> web.WebSocketResponse:
-    server = request.app[SERVER]
-    ws = web.WebSocketResponse(heartbeat=20, max_msg_size=MAX_MESSAGE_BYTES)
-    await ws.prepare(request)
-    lock = asyncio.Lock()
-
-    async def send(text: str) -> None:
-        if ws.closed:
-            raise ConnectionError("websocket closed")
-        async with lock:
-            await ws.send_str(text)
-
-    participant: Participant | None = None
-    try:
-        async for msg in ws:
-            if msg.type != WSMsgType.TEXT:
-                await send(error(ProtocolError("bad_message", "only text messages are accepted")))
-                continue
-            try:
-                message = decode(msg.data)
-                participant = await handle(server, participant, message, send)
-            except ProtocolError as exc:
-                await send(error(exc))
-                if exc.fatal:
-                    break
-            except (ConnectionError, asyncio.CancelledError):
-                raise
-            except Exception:
-                log.exception("message handling failed")
-                await send(error(ProtocolError("internal_error", "the server could not handle this message")))
-            if participant is not None and participant.closed:
-                break
-    except ConnectionError:
-        pass
-    finally:
-        if participant is not None:
-            await participant.room.leave(participant)
-        await ws.close()
-    return ws
-
-
-async def handle(
-    server: ClassServer, participant: Participant | None, message: dict[str, Any], send: Any
-) -> Participant | None:
-    kind = message["type"]
-    ref = message["id"]
-    if kind == "ping":
-        await send(encode("pong", ref=ref))
-        return participant
-    if kind == "join":
-        if participant is not None:
-            raise ProtocolError("already_joined", "this connection has already joined", ref)
-        try:
-            grant = verify_join_token(server.settings.token_secret, message["token"])
-        except TokenError:
-            raise ProtocolError("invalid_token", "the join token is invalid or expired", ref, fatal=True) from None
-        return await server.room(grant.class_id).join(grant, send)
-    if participant is None:
-        raise ProtocolError("not_joined", "send 'join' first", ref)
-    if kind == "publish":
-        await participant.publish(message["sdp"], message["tracks"], ref)
-    elif kind == "subscribe_answer":
-        participant.on_answer(message["sdp"], ref)
-    elif kind == "unpublish":
-        await participant.unpublish(message["mid"], ref)
-    elif kind == "leave":
-        await participant.room.leave(participant)
-    return participant
+async def ws_handler(request: web.Request) -> web.WebSocketResponse:
+    return await websocket(request, request.app[SERVER])
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -139,8 +44,8 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def dev_token(request: web.Request) -> web.Response:
-    """Mint a join token without an account: only in dev mode, until access control exists."""
-    settings = request.app[SETTINGS]
+    """Mint a join token with no account and no lobby: dev mode only, for load tests."""
+    settings = request.app[SERVICES].settings
     try:
         body = await request.json()
         class_id = str(body["class_id"])[:64]
@@ -150,7 +55,7 @@ async def dev_token(request: web.Request) -> web.Response:
         return web.json_response({"error": "expected JSON with class_id, name and role"}, status=400)
     if not class_id or not name:
         return web.json_response({"error": "class_id and name must not be empty"}, status=400)
-    token = mint_join_token(settings.token_secret, class_id, name, role, settings.token_ttl_seconds)
+    token = mint_join_token(settings.token_secret, f"dev:{class_id}", name, role, settings.token_ttl_seconds)
     return web.json_response({"token": token})
 
 
@@ -158,21 +63,62 @@ async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "index.html")
 
 
-def create_app(settings: Settings) -> web.Application:
+async def privacy(request: web.Request) -> web.Response:
+    """The privacy page, with the retention periods this server actually applies."""
+    s = request.app[SERVICES].settings
+    page = Template((STATIC / "privacy.html").read_text(encoding="utf-8")).substitute(
+        account_retention_days=s.account_retention_days,
+        unverified_account_days=s.unverified_account_days,
+        invitation_days=s.invitation_days,
+        class_link_days=s.class_link_days,
+        report_retention_days=s.report_retention_days,
+        session_days=s.session_days,
+    )
+    return web.Response(text=page, content_type="text/html")
+
+
+async def maintenance(app: web.Application) -> AsyncIterator[None]:
+    """Migrate at start; then, periodically, forget idle classes and apply the retention policy."""
+    svc = app[SERVICES]
+    await svc.db.migrate()
+
+    async def loop() -> None:
+        next_purge = 0.0
+        while True:
+            now = asyncio.get_running_loop().time()
+            svc.server.expire_sessions()
+            if now >= next_purge:
+                next_purge = now + svc.settings.purge_interval_seconds
+                try:
+                    await retention.purge(svc.db, svc.settings)
+                except Exception:
+                    log.exception("retention purge failed; retrying at the next interval")
+            await asyncio.sleep(min(60.0, svc.settings.purge_interval_seconds))
+
+    task = asyncio.create_task(loop())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await svc.server.close()
+    await svc.db.close()
+
+
+def create_app(settings: Settings, mailer: Mailer | None = None) -> web.Application:
     app = web.Application(client_max_size=MAX_MESSAGE_BYTES)
+    db = Database(settings.database)
+    mailer = mailer or make_mailer(settings)
     server = ClassServer(settings)
-    app[SETTINGS] = settings
+    accounts = Accounts(db, settings, mailer)
     app[SERVER] = server
-    app.router.add_get("/ws", websocket)
+    setup_api(app, Services(settings, db, mailer, server, accounts, Classes(db, settings, accounts)))
+    app.router.add_get("/ws", ws_handler)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     if settings.dev_mode:
         app.router.add_post("/api/dev/token", dev_token)
     app.router.add_get("/", index)
+    app.router.add_get("/privacy", privacy)
     app.router.add_static("/static/", STATIC)
-
-    async def shutdown(app: web.Application) -> None:
-        await server.close()
-
-    app.on_shutdown.append(shutdown)
+    app.cleanup_ctx.append(maintenance)
     return app

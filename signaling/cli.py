@@ -1,32 +1,45 @@
-"""The `classe` command."""
+"""The `classe` command: run the server, and the operator's tasks (accounts, purge, reports)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
+import getpass
+import json
 import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import uvloop
 from aiohttp import web
+from sqlalchemy import select
 
+from . import retention
+from .accounts import AccountError, Accounts, iso
 from .app import create_app
 from .config import Settings
+from .mail import make_mailer
+from .store import AccountRole, Database, ProblemReport
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="classe", description="Classe virtual classroom server")
-    sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the web, signaling and media server")
-    serve.add_argument("--config", type=Path, help="TOML settings file (see README)")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
-    args = parser.parse_args(argv)
+def _settings(args: argparse.Namespace) -> Settings:
     overrides = {
-        k: v for k, v in (("config_file", args.config), ("host", args.host), ("port", args.port)) if v is not None
+        k: v
+        for k, v in (
+            ("config_file", args.config),
+            ("host", getattr(args, "host", None)),
+            ("port", getattr(args, "port", None)),
+        )
+        if v is not None
     }
-    settings = Settings(**overrides)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    return Settings(**overrides)
+
+
+def serve(settings: Settings) -> None:
     # aioice and aiortc log candidate addresses at INFO: participants' IP addresses stay out of the logs.
     for name in ("aioice", "aiortc"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -41,6 +54,118 @@ def main(argv: list[str] | None = None) -> None:
     )
     # No access log: it would record participants' IP addresses (personal data under the GDPR).
     web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None, access_log=None)
+
+
+async def _with_db(settings: Settings, task: Callable[[Database], Awaitable[int]]) -> int:
+    db = Database(settings.database)
+    try:
+        await db.migrate()
+        return await task(db)
+    finally:
+        await db.close()
+
+
+def _password() -> str:
+    """From CLASSE_PASSWORD (scripts) or typed twice; never from the command line, which `ps` shows."""
+    password = os.environ.get("CLASSE_PASSWORD")
+    if password:
+        return password
+    first = getpass.getpass("Mot de passe / password: ")
+    if first != getpass.getpass("Encore / again: "):
+        raise SystemExit("the two passwords differ")
+    return first
+
+
+async def create_account(settings: Settings, args: argparse.Namespace, db: Database) -> int:
+    accounts = Accounts(db, settings, make_mailer(settings))
+    try:
+        account = await accounts.create(args.email, args.name, _password(), AccountRole(args.role), verified=True)
+    except AccountError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    print(f"created {account.role} account {account.id}")
+    return 0
+
+
+async def purge(settings: Settings, db: Database) -> int:
+    counts = await retention.purge(db, settings)
+    print(json.dumps(counts))
+    return 0
+
+
+async def reports(args: argparse.Namespace, db: Database) -> int:
+    async with db.sessions() as tx:
+        rows = (await tx.scalars(select(ProblemReport).order_by(ProblemReport.created_at))).all()
+    items: list[dict[str, Any]] = [
+        {
+            "id": r.id,
+            "created_at": iso(r.created_at),
+            "class_id": r.class_id or "",
+            "signed_in": r.account_id is not None,
+            "text": r.text,
+            "diagnostics": json.loads(r.diagnostics),
+        }
+        for r in rows
+    ]
+    out = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout
+    try:
+        if args.reports_command == "list":
+            for item in items:
+                first_line = item["text"].splitlines()[0][:80] if item["text"] else ""
+                print(f"#{item['id']}  {item['created_at']}  class={item['class_id'] or '-'}  {first_line}", file=out)
+        elif args.format == "csv":
+            writer = csv.writer(out)
+            writer.writerow(["id", "created_at", "class_id", "signed_in", "text", "diagnostics"])
+            for item in items:
+                writer.writerow([*list(item.values())[:5], json.dumps(item["diagnostics"], ensure_ascii=False)])
+        else:
+            json.dump(items, out, ensure_ascii=False, indent=2)
+            out.write("\n")
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="classe", description="Classe virtual classroom server")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, help="TOML settings file (see README)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("serve", parents=[common], help="run the web, signaling and media server")
+    run.add_argument("--host")
+    run.add_argument("--port", type=int)
+    sub.add_parser("migrate", parents=[common], help="create or upgrade the database schema")
+    create = sub.add_parser("create-account", parents=[common], help="create a verified teacher or admin account")
+    create.add_argument("--email", required=True)
+    create.add_argument("--name", required=True)
+    create.add_argument("--role", choices=["teacher", "admin"], default="teacher")
+    sub.add_parser("purge", parents=[common], help="apply the retention policy now and print what was deleted")
+    report = sub.add_parser("reports", parents=[common], help="problem reports sent by participants")
+    report_sub = report.add_subparsers(dest="reports_command", required=True)
+    report_sub.add_parser("list")
+    export = report_sub.add_parser("export")
+    export.add_argument("--format", choices=["json", "csv"], default="json")
+    export.add_argument("--output", type=Path)
+    args = parser.parse_args(argv)
+    settings = _settings(args)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if args.command == "serve":
+        serve(settings)
+        return
+    if args.command == "migrate":
+
+        async def nothing(db: Database) -> int:
+            return 0
+
+        task: Callable[[Database], Awaitable[int]] = nothing
+    elif args.command == "create-account":
+        task = lambda db: create_account(settings, args, db)  # noqa: E731
+    elif args.command == "purge":
+        task = lambda db: purge(settings, db)  # noqa: E731
+    else:
+        task = lambda db: reports(args, db)  # noqa: E731
+    raise SystemExit(asyncio.run(_with_db(settings, task)))
 
 
 if __name__ == "__main__":

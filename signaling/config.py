@@ -30,11 +30,40 @@ class Settings(BaseSettings):
     media_announced_address: str | None = None
     # STUN/TURN servers given to the server and to browsers: none by default (no third party).
     ice_servers: list[IceServer] = Field(default_factory=list)
-    # Signs join tokens. Generated per process by default; set it to share tokens across processes.
+    # Signs join tokens and derives participant ids. Generated per process by default; set it to
+    # share tokens across processes.
     token_secret: str = Field(default_factory=lambda: secrets.token_urlsafe(32))
-    token_ttl_seconds: int = 300
-    # Dev mode lets anyone mint a join token at /api/dev/token (until accounts exist).
-    dev_mode: bool = True
+    token_ttl_seconds: int = 120
+    # Dev mode lets anyone mint a join token at /api/dev/token, with no lobby: for load tests only.
+    dev_mode: bool = False
+    # Storage and mail. The embedded defaults keep everything under data_dir: an SQLite file, and an
+    # outbox folder where mail is written instead of sent when no SMTP server is set.
+    data_dir: Path = Path("data")
+    database_url: str | None = None
+    public_url: str | None = None
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = True
+    smtp_tls: bool = False
+    mail_from: str = "Classe <no-reply@localhost>"
+    # Who may hold a teacher account: shell-style patterns matched against the e-mail domain.
+    teacher_domains: list[str] = ["ac-*.fr", "education.gouv.fr"]
+    # Retention (GDPR): what is deleted, after how long.
+    account_retention_days: int = 365
+    unverified_account_days: int = 7
+    invitation_days: int = 30
+    class_link_days: int = 365
+    report_retention_days: int = 90
+    session_days: int = 14
+    purge_interval_seconds: float = 3600.0
+    # A class's live state (who was removed, locks) is forgotten this long after its last participant left.
+    class_idle_seconds: float = 4 * 3600.0
+    # Cookies get the Secure flag when public_url is https, or when this is set.
+    secure_cookies: bool | None = None
+    # Behind a reverse proxy: take the client address from X-Forwarded-For (rate limiting only).
+    trust_forwarded_for: bool = False
     ice_timeout_seconds: float = 30.0
     negotiation_timeout_seconds: float = 15.0
     max_tracks_per_participant: int = 4
@@ -42,6 +71,18 @@ class Settings(BaseSettings):
     camera_max_bitrate: int = 1_500_000
     screen_max_bitrate: int = 2_500_000
     config_file: Path | None = None
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'classe.db'}"
+
+    @property
+    def origin(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def cookies_secure(self) -> bool:
+        return self.secure_cookies if self.secure_cookies is not None else self.origin.startswith("https:")
 
     @classmethod
     def settings_customise_sources(

@@ -12,6 +12,12 @@ from typing import Any
 PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 64 * 1024
 SOURCES = ("camera", "microphone", "screen", "screen_audio")
+MAX_CHAT = 2000
+LOCKABLE = ("microphone", "camera", "screen", "chat")
+# Teacher-only actions; `participant_id` names the target, or `all: true` for the group actions.
+TARGETED_ACTIONS = ("mute", "camera_off", "stop_screen", "remove", "to_lobby", "admit", "refuse")
+GROUP_ACTIONS = ("mute", "camera_off", "admit", "refuse")
+MODERATION_ACTIONS = (*TARGETED_ACTIONS, "lower_hands", "lock", "lock_class", "lobby", "end")
 
 
 class ProtocolError(Exception):
@@ -79,7 +85,47 @@ def decode(text: str | bytes) -> dict[str, Any]:
         return {"type": kind, "id": ref, "mid": _str(message.get("mid"), "mid", 16, ref)}
     if kind in ("leave", "ping"):
         return {"type": kind, "id": ref}
+    if kind == "chat":
+        chat = message.get("text")
+        if not isinstance(chat, str) or not chat.strip() or len(chat) > MAX_CHAT:
+            raise ProtocolError(
+                "bad_message", f"'text' must be a non-empty string of at most {MAX_CHAT} characters", ref
+            )
+        return {"type": kind, "id": ref, "text": chat.strip()}
+    if kind == "hand":
+        return {"type": kind, "id": ref, "raised": _bool(message.get("raised"), "raised", ref)}
+    if kind == "media":
+        source = message.get("source")
+        if source not in ("microphone", "camera"):
+            raise ProtocolError("bad_message", "'source' must be microphone or camera", ref)
+        return {"type": kind, "id": ref, "source": source, "enabled": _bool(message.get("enabled"), "enabled", ref)}
+    if kind == "moderate":
+        return {"type": kind, "id": ref, **_moderation(message, ref)}
     raise ProtocolError("unknown_type", "unknown message type", ref)
+
+
+def _bool(value: Any, name: str, ref: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ProtocolError("bad_message", f"'{name}' must be true or false", ref)
+    return value
+
+
+def _moderation(message: dict[str, Any], ref: Any) -> dict[str, Any]:
+    action = message.get("action")
+    if action not in MODERATION_ACTIONS:
+        raise ProtocolError("bad_message", f"'action' must be one of {', '.join(MODERATION_ACTIONS)}", ref)
+    if action in TARGETED_ACTIONS:
+        if action in GROUP_ACTIONS and message.get("all") is True:
+            return {"action": action, "participant_id": None}
+        return {"action": action, "participant_id": _str(message.get("participant_id"), "participant_id", 64, ref)}
+    if action in ("lock_class", "lobby"):
+        return {"action": action, "value": _bool(message.get("value"), "value", ref)}
+    if action == "lock":
+        locks = message.get("locks")
+        if not isinstance(locks, dict) or not locks or any(k not in LOCKABLE for k in locks):
+            raise ProtocolError("bad_message", f"'locks' must map some of {', '.join(LOCKABLE)} to true or false", ref)
+        return {"action": action, "locks": {k: _bool(v, k, ref) for k, v in locks.items()}}
+    return {"action": action}
 
 
 def encode(message_type: str, /, **fields: Any) -> str:

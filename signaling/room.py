@@ -1,229 +1,50 @@
-"""A live class: its participants, their peer connections and who receives which track."""
+"""A live class on this server: who is in, who waits in the lobby, and who receives which track."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
-from aiortc import RTCIceServer, RTCRtpSender, RTCRtpTransceiver, RTCSessionDescription
+from aiortc import RTCIceServer
 
 from sfu.adapter.ice import MediaNetwork
 from sfu.adapter.live import LiveSession
 from sfu.adapter.peer import PeerTransport
-from sfu.core import Consumer, MediaStats, Producer
+from sfu.core import MediaStats, Producer
 
+from .classroom import Arrival, ClassSession
 from .config import Settings
+from .participant import Participant, owner_of, track_info
 from .protocol import ProtocolError, encode
-from .tokens import JoinGrant
+from .tokens import JoinGrant, Role
+
+if TYPE_CHECKING:
+    from .connection import Connection
 
 log = logging.getLogger(__name__)
-Send = Callable[[str], Awaitable[None]]
-
-
-def owner_of(producer: Producer) -> str:
-    """The participant publishing a track: its transport is named "<participant id>:pub"."""
-    return producer.transport.id.rsplit(":", 1)[0]
-
-
-def track_info(producer: Producer) -> dict[str, str]:
-    return {
-        "track_id": producer.id,
-        "participant_id": owner_of(producer),
-        "kind": producer.kind.value,
-        "source": producer.source,
-    }
-
-
-class Participant:
-    """One person in a live class, with a publishing and a subscribing peer connection."""
-
-    def __init__(self, room: Room, grant: JoinGrant, send: Send) -> None:
-        self.room = room
-        self.id = grant.participant_id
-        self.name = grant.name
-        self.role = grant.role
-        self.token_id = grant.token_id
-        self.send = send
-        self.publisher: PeerTransport | None = None
-        self.subscriber = room.new_peer(f"{self.id}:sub", None)
-        self.tracks: dict[str, str] = {}  # subscriber mid -> track id
-        self._codecs: dict[str, str] = {}  # subscriber mid -> codec of its track
-        self._free: dict[str, list[tuple[RTCRtpTransceiver, Consumer | None]]] = {}  # inactive sections by codec
-        self._answer: asyncio.Future[str] | None = None
-        self._dirty = False
-        self._negotiation: asyncio.Task[None] | None = None
-        self._watchdogs: set[asyncio.Task[None]] = set()
-        self._subscriber_watched = False
-        self.closed = False
-
-    def describe(self) -> dict[str, str]:
-        return {"id": self.id, "name": self.name, "role": self.role.value}
-
-    async def publish(self, sdp: str, tracks: list[dict[str, str]], ref: Any) -> None:
-        limit = self.room.settings.max_tracks_per_participant
-        published = self.publisher.transport.producers_by_mid if self.publisher else {}
-        if len(published) + sum(1 for t in tracks if t["mid"] not in published) > limit:
-            raise ProtocolError("too_many_tracks", f"at most {limit} published tracks", ref)
-        offered = {line[6:].strip() for line in sdp.splitlines() if line.startswith("a=mid:")}
-        if not offered or any(t["mid"] not in offered for t in tracks):
-            raise ProtocolError("bad_sdp", "the offer has no media section for every announced track", ref)
-        if self.publisher is None:
-            self.publisher = self.room.new_peer(f"{self.id}:pub", self.room.on_producer)
-            self._watch_ice(self.publisher)
-        peer = self.publisher
-        peer.sources.update({t["mid"]: t["source"] for t in tracks})
-        try:
-            await peer.pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
-            peer.prepare()
-            answer = await peer.pc.createAnswer()
-            await peer.pc.setLocalDescription(answer)
-        except (ValueError, AttributeError, KeyError, IndexError) as exc:
-            raise ProtocolError("bad_sdp", f"the offer could not be used: {exc}", ref) from None
-        await self.send(encode("publish_answer", sdp=peer.pc.localDescription.sdp, ref=ref))
-
-    async def unpublish(self, mid: str, ref: Any) -> None:
-        producer = self.publisher.transport.producers_by_mid.get(mid) if self.publisher else None
-        if producer is None:
-            raise ProtocolError("unknown_track", "no published track has this mid", ref)
-        assert self.publisher is not None
-        self.publisher.retired.add(mid)
-        await self.room.remove_producer(producer, self.id)
-
-    def on_answer(self, sdp: str, ref: Any) -> None:
-        if self._answer is None or self._answer.done():
-            raise ProtocolError("unexpected_answer", "no subscription offer is waiting for an answer", ref)
-        self._answer.set_result(sdp)
-
-    def renegotiate(self) -> None:
-        """Ask for a new subscription offer; offers are serialized, changes coalesced."""
-        self._dirty = True
-        if self._negotiation is None and not self.closed:
-            self._negotiation = asyncio.create_task(self._negotiate())
-
-    async def _negotiate(self) -> None:
-        try:
-            while self._dirty and not self.closed:
-                self._dirty = False
-                await self._offer_once()
-        except ProtocolError as exc:
-            await self.room.eject(self, exc)
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        except Exception:
-            log.exception("subscription negotiation failed for participant %s", self.id)
-            await self.room.eject(
-                self, ProtocolError("negotiation_failed", "the subscription could not be negotiated", fatal=True)
-            )
-        finally:
-            self._negotiation = None
-
-    async def _offer_once(self) -> None:
-        peer = self.subscriber
-        pc = peer.pc
-        wanted = {p.id: p for p in self.room.live.session.producers.values() if not p.closed and owner_of(p) != self.id}
-        for transceiver in pc.getTransceivers():
-            track_id = self.tracks.get(transceiver.mid or "")
-            if track_id is not None and track_id not in wanted and transceiver.direction != "inactive":
-                transceiver.direction = "inactive"
-                consumer = peer.consumers.pop(transceiver.mid or "", None)
-                if consumer is not None:
-                    self.room.live.session.remove_consumer(consumer)
-                mime = self._codecs.pop(transceiver.mid or "")
-                self._free.setdefault(mime, []).append((transceiver, consumer))
-                del self.tracks[transceiver.mid or ""]
-        subscribed = set(self.tracks.values()) | {p.id for p in peer.pending.values()}
-        for track_id, producer in wanted.items():
-            if track_id in subscribed:
-                continue
-            mime = producer.codec.mime_type.lower()
-            free = self._free.get(mime)
-            if free:
-                # Reuse a section left by a track that went: the SDP does not grow with every join and
-                # leave, and the stream on its SSRC continues where the last one stopped.
-                transceiver, previous = free.pop()
-                transceiver.direction = "sendonly"
-                if previous is not None:
-                    peer.continue_from[transceiver] = previous
-            else:
-                transceiver = pc.addTransceiver(producer.kind.value, direction="sendonly")
-                capabilities = RTCRtpSender.getCapabilities(producer.kind.value).codecs
-                transceiver.setCodecPreferences([c for c in capabilities if c.mimeType.lower() in (mime, "video/rtx")])
-            peer.pending[transceiver] = producer
-        peer.prepare()
-        offer = await pc.createOffer()
-        await pc.setLocalDescription(offer)
-        tracks = []
-        for transceiver in pc.getTransceivers():
-            mid = transceiver.mid
-            pending = peer.pending.get(transceiver)
-            if pending is not None and mid is not None:
-                self.tracks[mid] = pending.id
-                self._codecs[mid] = pending.codec.mime_type.lower()
-            published = wanted.get(self.tracks.get(mid or "", ""))
-            if published is not None and transceiver.direction == "sendonly":
-                tracks.append({"mid": mid, **track_info(published)})
-        self._answer = asyncio.get_running_loop().create_future()
-        await self.send(encode("subscribe_offer", sdp=pc.localDescription.sdp, tracks=tracks))
-        try:
-            sdp = await asyncio.wait_for(self._answer, self.room.settings.negotiation_timeout_seconds)
-        except TimeoutError:
-            raise ProtocolError("negotiation_timeout", "no answer to the subscription offer", fatal=True) from None
-        try:
-            await pc.setRemoteDescription(RTCSessionDescription(sdp, "answer"))
-        except (ValueError, AttributeError, KeyError, IndexError) as exc:
-            raise ProtocolError("bad_sdp", f"the answer could not be used: {exc}", fatal=True) from None
-        if not self._subscriber_watched:
-            self._subscriber_watched = True
-            self._watch_ice(peer)
-
-    def _watch_ice(self, peer: PeerTransport) -> None:
-        """A client that never completes ICE is removed instead of holding ports forever."""
-
-        async def watchdog() -> None:
-            await asyncio.sleep(self.room.settings.ice_timeout_seconds)
-            if peer.pc.connectionState != "connected" and not self.closed:
-                await self.room.eject(
-                    self, ProtocolError("ice_failed", "the media connection could not be established", fatal=True)
-                )
-
-        task = asyncio.create_task(watchdog())
-        self._watchdogs.add(task)
-
-        @peer.pc.on("connectionstatechange")
-        async def on_state() -> None:
-            if peer.pc.connectionState == "failed" and not self.closed:
-                await self.room.eject(
-                    self, ProtocolError("connection_lost", "the media connection was lost", fatal=True)
-                )
-
-    async def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        for task in (*self._watchdogs, self._negotiation):
-            if task is not None and task is not asyncio.current_task():
-                task.cancel()
-        self._watchdogs.clear()
-        if self._answer is not None and not self._answer.done():
-            self._answer.cancel()
-        if self.publisher is not None:
-            for producer in list(self.publisher.transport.producers_by_mid.values()):
-                await self.room.remove_producer(producer, self.id)
-            await self.publisher.close()
-        await self.subscriber.close()
 
 
 class Room:
-    """A live class on this server. Its media session is the isolation boundary for its packets."""
+    """A live class. Its media session is the isolation boundary for its packets."""
 
-    def __init__(self, class_id: str, settings: Settings, stats: MediaStats, on_empty: Callable[[Room], None]) -> None:
-        self.id = class_id
+    def __init__(
+        self,
+        state: ClassSession,
+        settings: Settings,
+        stats: MediaStats,
+        on_empty: Callable[[Room], None],
+    ) -> None:
+        self.id = state.class_id
+        self.state = state
         self.settings = settings
         self.live = LiveSession(stats)
         self.participants: dict[str, Participant] = {}
+        self.connections: dict[str, Connection] = {}  # participant id -> its signaling connection
+        self.lobby: dict[str, tuple[Connection, JoinGrant, Arrival]] = {}
         self.on_empty = on_empty
+        self.ended = False
         self.network = MediaNetwork(
             tuple(settings.media_addresses),
             settings.media_port_min,
@@ -243,17 +64,53 @@ class Room:
             max_bitrates=self.max_bitrates,
         )
 
-    async def join(self, grant: JoinGrant, send: Send) -> Participant:
-        if grant.participant_id in self.participants:
-            raise ProtocolError("already_joined", "this participant is already in the class", fatal=True)
-        if any(p.token_id == grant.token_id for p in self.participants.values()):
-            raise ProtocolError("token_in_use", "this join token is already in use", fatal=True)
-        if len(self.participants) >= self.settings.max_participants_per_class:
+    def teachers(self) -> list[Participant]:
+        return [p for p in self.participants.values() if p.role is Role.TEACHER]
+
+    # Arrivals, the lobby and departures
+
+    async def arrive(self, grant: JoinGrant, conn: Connection) -> None:
+        """A verified join token: let the newcomer in, make them wait, or refuse them."""
+        if self.ended:
+            raise ProtocolError("class_ended", "this class has ended", fatal=True)
+        arrival = self.state.arrival(grant)
+        await self._replace(grant.participant_id)
+        if len(self.participants) + len(self.lobby) >= self.settings.max_participants_per_class:
             raise ProtocolError("class_full", "the class is full", fatal=True)
-        participant = Participant(self, grant, send)
+        if arrival is Arrival.ADMIT:
+            await self._admit(grant, conn)
+        else:
+            await self._wait(grant, conn, arrival)
+
+    async def _replace(self, participant_id: str) -> None:
+        """The same person connecting again (a reload, a network change) takes over from the old connection."""
+        old = self.connections.get(participant_id)
+        waiting = self.lobby.pop(participant_id, None)
+        replaced = ProtocolError("replaced", "this participant connected again from elsewhere", fatal=True)
+        if old is not None:
+            await self.dismiss(old, replaced)
+        if waiting is not None:
+            await waiting[0].end(replaced)
+            await self._lobby_changed()
+
+    async def _wait(self, grant: JoinGrant, conn: Connection, arrival: Arrival) -> None:
+        self.lobby[grant.participant_id] = (conn, grant, arrival)
+        conn.waiting_in = self
+        await conn.send(encode("waiting", reason=arrival.value, class_id=self.id))
+        if arrival is Arrival.WAIT_IN_LOBBY:
+            await self._lobby_changed()
+
+    async def _admit(self, grant: JoinGrant, conn: Connection) -> None:
+        if grant.role is Role.TEACHER and not self.state.opened:
+            self.state.opened = True
+        self.state.emptied_at = None
+        participant = Participant(self, grant, conn.send)
         others = list(self.participants.values())
         self.participants[participant.id] = participant
-        await send(
+        self.connections[participant.id] = conn
+        conn.waiting_in = None
+        conn.participant = participant
+        await conn.send(
             encode(
                 "joined",
                 participant=participant.describe(),
@@ -261,18 +118,149 @@ class Room:
                 participants=[p.describe() for p in others],
                 tracks=[track_info(p) for p in self.live.session.producers.values()],
                 ice_servers=[s.model_dump(exclude_none=True) for s in self.settings.ice_servers],
+                state=self.state.describe(),
+                chat=[m.describe() for m in self.state.chat],
+                lobby=self.lobby_list() if participant.role is Role.TEACHER else None,
             )
         )
         await self.broadcast(encode("participant_joined", participant=participant.describe()), exclude=participant.id)
         if self.live.session.producers:
             participant.renegotiate()
-        return participant
+        if grant.role is Role.TEACHER:
+            await self._reconsider_waiting()
+
+    async def _reconsider_waiting(self) -> None:
+        """A teacher opened the class: those waiting for it come in, or go to the lobby."""
+        for participant_id, (conn, grant, arrival) in list(self.lobby.items()):
+            if arrival is not Arrival.WAIT_FOR_TEACHER:
+                continue
+            del self.lobby[participant_id]
+            try:
+                now = self.state.arrival(grant)
+            except ProtocolError as exc:
+                await conn.end(exc)
+                continue
+            if now is Arrival.ADMIT:
+                await self._admit(grant, conn)
+            else:
+                await self._wait(grant, conn, now)
+        await self._lobby_changed()
+
+    def lobby_list(self) -> list[dict[str, str]]:
+        return [
+            {"id": pid, "name": grant.name}
+            for pid, (_, grant, arrival) in self.lobby.items()
+            if arrival is Arrival.WAIT_IN_LOBBY
+        ]
+
+    async def _lobby_changed(self) -> None:
+        message = encode("lobby", waiting=self.lobby_list())
+        for teacher in self.teachers():
+            await self._send(teacher, message)
+
+    async def admit(self, participant_id: str | None) -> None:
+        """Let one person (or, with None, everyone) in from the lobby."""
+        for pid, (conn, grant, arrival) in list(self.lobby.items()):
+            if arrival is Arrival.WAIT_IN_LOBBY and participant_id in (None, pid):
+                del self.lobby[pid]
+                self.state.admitted.add(pid)
+                await self._admit(grant, conn)
+        await self._lobby_changed()
+
+    async def refuse(self, participant_id: str | None) -> None:
+        for pid, (conn, _, arrival) in list(self.lobby.items()):
+            if arrival is Arrival.WAIT_IN_LOBBY and participant_id in (None, pid):
+                del self.lobby[pid]
+                await conn.end(ProtocolError("refused", "a teacher did not let you in", fatal=True))
+        await self._lobby_changed()
+
+    async def send_to_lobby(self, participant: Participant) -> None:
+        conn = self.connections.get(participant.id)
+        if conn is None:
+            return
+        self.state.admitted.discard(participant.id)
+        await self._depart(participant)
+        conn.participant = None
+        await self._wait(participant.grant, conn, Arrival.WAIT_IN_LOBBY)
+
+    async def leave(self, participant: Participant) -> None:
+        await self._depart(participant)
+        self._check_empty()
+
+    async def _depart(self, participant: Participant) -> None:
+        if self.participants.get(participant.id) is not participant:
+            return
+        del self.participants[participant.id]
+        self.connections.pop(participant.id, None)
+        await participant.close()
+        await self.broadcast(encode("participant_left", participant_id=participant.id))
+
+    async def leave_lobby(self, conn: Connection) -> None:
+        for pid, entry in list(self.lobby.items()):
+            if entry[0] is conn:
+                del self.lobby[pid]
+                if entry[2] is Arrival.WAIT_IN_LOBBY:
+                    await self._lobby_changed()
+        self._check_empty()
+
+    def _check_empty(self) -> None:
+        if not self.participants:
+            # With nobody left the class is no longer open: those who come next wait for a teacher.
+            self.state.opened = False
+            if not self.lobby:
+                self.state.emptied_at = time.monotonic()
+                self.live.close()
+                self.on_empty(self)
+
+    async def dismiss(self, conn: Connection, exc: ProtocolError) -> None:
+        """Tell a participant why they are out, then remove them and close their connection."""
+        participant = conn.participant
+        conn.participant = None
+        if participant is not None:
+            await self._depart(participant)
+        await conn.end(exc)
+
+    async def eject(self, participant: Participant, exc: ProtocolError) -> None:
+        conn = self.connections.get(participant.id)
+        if conn is not None:
+            await self.dismiss(conn, exc)
+        else:
+            await self._depart(participant)
+        self._check_empty()
+
+    async def ban(self, identity: str) -> None:
+        """Remove a person and keep them out for the rest of the class, whatever link or name they use."""
+        self.state.banned.add(identity)
+        removed = ProtocolError("removed", "a teacher removed you from the class", fatal=True)
+        for pid, (conn, grant, _) in list(self.lobby.items()):
+            if grant.identity == identity:
+                del self.lobby[pid]
+                await conn.end(removed)
+        for participant in list(self.participants.values()):
+            if participant.grant.identity == identity:
+                await self.eject(participant, removed)
+        await self._lobby_changed()
+
+    async def end(self) -> None:
+        """End the class for everyone: the live state (chat, removals, locks) goes with it."""
+        self.ended = True
+        ended = ProtocolError("class_ended", "a teacher ended the class", fatal=True)
+        for conn, _, _ in list(self.lobby.values()):
+            await conn.end(ended)
+        self.lobby.clear()
+        for conn in list(self.connections.values()):
+            await self.dismiss(conn, ended)
+        self._check_empty()
+
+    # Tracks
 
     async def on_producer(self, producer: Producer) -> None:
-        owner = owner_of(producer)
+        owner = self.participants.get(owner_of(producer))
+        if owner is not None and not owner.enabled.get(producer.source, True):
+            producer.mute()  # before any await: no packet of a muted participant is ever forwarded
         await self.broadcast(encode("track_published", **track_info(producer)))
         for participant in self.participants.values():
-            if participant.id != owner:
+            if owner is None or participant.id != owner.id:
                 participant.renegotiate()
 
     async def remove_producer(self, producer: Producer, owner: str) -> None:
@@ -282,28 +270,44 @@ class Room:
                 participant.renegotiate()
         await self.broadcast(encode("track_unpublished", track_id=producer.id, participant_id=owner))
 
-    async def leave(self, participant: Participant) -> None:
-        if self.participants.get(participant.id) is not participant:
+    async def set_enabled(self, participant: Participant, source: str, enabled: bool) -> None:
+        """Start or stop forwarding a participant's microphone or camera, in the SFU itself."""
+        if participant.enabled.get(source) == enabled:
             return
-        del self.participants[participant.id]
-        await participant.close()
-        await self.broadcast(encode("participant_left", participant_id=participant.id))
-        if not self.participants:
-            self.live.close()
-            self.on_empty(self)
+        participant.enabled[source] = enabled
+        now = self.live.now()
+        for producer in participant.producers(source):
+            if enabled:
+                producer.unmute(now)
+            else:
+                producer.mute()
+        self.live.flush()
+        await self.participant_updated(participant)
 
-    async def eject(self, participant: Participant, exc: ProtocolError) -> None:
-        """Tell a participant why it is removed, then remove it."""
-        try:
-            await participant.send(encode("error", code=exc.code, message=exc.message, fatal=True))
-        except ConnectionError:
-            pass
-        await self.leave(participant)
+    async def participant_updated(self, participant: Participant) -> None:
+        await self.broadcast(encode("participant_updated", participant=participant.describe()))
+
+    # Messages
 
     async def broadcast(self, message: str, exclude: str | None = None) -> None:
         for participant in list(self.participants.values()):
             if participant.id != exclude and not participant.closed:
-                try:
-                    await participant.send(message)
-                except ConnectionError:
-                    pass
+                await self._send(participant, message)
+
+    async def _send(self, participant: Participant, message: str) -> None:
+        try:
+            await participant.send(message)
+        except ConnectionError:
+            pass
+
+    async def tell(self, participant: Participant, action: str) -> None:
+        """Let a participant know what a teacher did to them, so that their page shows it."""
+        await self._send(participant, encode("moderated", action=action))
+
+    async def close(self) -> None:
+        for conn, _, _ in list(self.lobby.values()):
+            await conn.end(ProtocolError("server_stopping", "the server is stopping", fatal=True))
+        self.lobby.clear()
+        for conn in list(self.connections.values()):
+            await self.dismiss(conn, ProtocolError("server_stopping", "the server is stopping", fatal=True))
+        self._check_empty()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 import time
 from dataclasses import dataclass
@@ -29,17 +31,40 @@ class JoinGrant:
     role: Role
     name: str
     token_id: str
+    # Who is behind the participant (an account, or a guest's browser), as an opaque per-class id:
+    # a removed participant is kept out by this, whatever name or link they come back with.
+    identity: str = ""
+    lobby: bool = False  # wait in the lobby until a teacher admits
+    gated: bool = False  # wait until a teacher has opened the class
+
+
+def opaque_id(secret: str, *parts: str) -> str:
+    """A stable id that reveals nothing of what it is derived from."""
+    return hmac.new(secret.encode(), "\x00".join(parts).encode(), hashlib.sha256).hexdigest()[:16]
 
 
 def mint_join_token(
-    secret: str, class_id: str, name: str, role: Role, ttl: int, participant_id: str | None = None
+    secret: str,
+    class_id: str,
+    name: str,
+    role: Role,
+    ttl: int,
+    participant_id: str | None = None,
+    *,
+    identity: str | None = None,
+    lobby: bool = False,
+    gated: bool = False,
 ) -> str:
     now = int(time.time())
+    sub = participant_id or secrets.token_hex(8)
     claims = {
-        "sub": participant_id or secrets.token_hex(8),
+        "sub": sub,
         "cls": class_id,
         "role": role.value,
         "name": name,
+        "idn": identity or sub,
+        "lobby": lobby,
+        "gated": gated,
         "aud": AUDIENCE,
         "iat": now,
         "exp": now + ttl,
@@ -58,7 +83,14 @@ def verify_join_token(secret: str, token: str) -> JoinGrant:
             options={"require": ["sub", "cls", "role", "name", "exp", "jti"]},
         )
         return JoinGrant(
-            str(claims["sub"]), str(claims["cls"]), Role(claims["role"]), str(claims["name"]), str(claims["jti"])
+            str(claims["sub"]),
+            str(claims["cls"]),
+            Role(claims["role"]),
+            str(claims["name"]),
+            str(claims["jti"]),
+            identity=str(claims.get("idn") or claims["sub"]),
+            lobby=claims.get("lobby") is True,
+            gated=claims.get("gated") is True,
         )
     except (jwt.PyJWTError, ValueError) as exc:
         raise TokenError(str(exc)) from exc

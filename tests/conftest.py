@@ -1,21 +1,28 @@
 from __future__ import annotations
 
+import asyncio
+import glob
+import os
+import shutil
 import socket
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+import subprocess
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.message import Message
+from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
+from aiosmtpd.controller import Controller
 
-from signaling.app import SERVER, ClassServer, create_app
+from signaling.app import SERVER, create_app
+from signaling.api.context import SERVICES, Services
 from signaling.config import Settings
-
-
-@dataclass
-class RunningServer:
-    url: str
-    server: ClassServer
-    settings: Settings
+from signaling.server import ClassServer
 
 
 def free_port() -> int:
@@ -24,14 +31,146 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@dataclass
+class Mailbox:
+    """What a real SMTP server (aiosmtpd, on loopback) received."""
+
+    port: int = 0
+    messages: list[Message] = field(default_factory=list)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 (aiosmtpd's name)
+        self.messages.append(message_from_bytes(envelope.content))
+        return "250 OK"
+
+    async def wait_for(self, to: str, timeout: float = 10.0) -> Message:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            for message in self.messages:
+                if message["To"] == to:
+                    self.messages.remove(message)
+                    return message
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"no mail to {to}")
+            await asyncio.sleep(0.02)
+
+    async def link(self, to: str) -> str:
+        """The secret of the link in the next mail to `to` (the part after '#')."""
+        message = await self.wait_for(to)
+        body = message.get_payload(decode=True)
+        assert isinstance(body, bytes)
+        for word in body.decode().split():
+            if word.startswith("http") and "#" in word:
+                return word.split("#", 1)[1]
+        raise AssertionError("no link in the mail")
+
+
 @pytest.fixture
-async def classe() -> AsyncIterator[RunningServer]:
-    """A real server on loopback (HTTP on a free port, media on a UDP range)."""
-    settings = Settings(port=free_port(), media_port_min=42000, media_port_max=42999, ice_timeout_seconds=10)
+def mailbox() -> Iterator[Mailbox]:
+    box = Mailbox(port=free_port())
+    controller = Controller(box, hostname="127.0.0.1", port=box.port)
+    controller.start()
+    yield box
+    controller.stop()
+
+
+@dataclass
+class Postgres:
+    bindir: str
+    port: int
+    socket_dir: str
+
+    def create_database(self) -> str:
+        name = f"t{uuid.uuid4().hex[:12]}"
+        subprocess.run(
+            [f"{self.bindir}/createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "classe", name],
+            check=True,
+            capture_output=True,
+        )
+        return f"postgresql+asyncpg://classe@127.0.0.1:{self.port}/{name}"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """A real PostgreSQL server for the session, in a temporary folder (Debian's package; as root, run as postgres)."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    initdb = found[-1] if found else shutil.which("initdb")
+    if initdb is None:
+        pytest.fail("PostgreSQL is not installed: `./dev test` installs it (apt-get install postgresql)")
+    bindir = os.path.dirname(initdb)
+    root = tempfile.mkdtemp(prefix="classe-pg-")
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        shutil.chown(root, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data = f"{root}/data"
+    port = free_port()
+    subprocess.run(
+        [*as_user, f"{bindir}/initdb", "-D", data, "-A", "trust", "-U", "classe", "-E", "UTF8", "--no-sync"],
+        check=True,
+        capture_output=True,
+    )
+    options = f"-p {port} -k {root} -h 127.0.0.1 -F"
+    subprocess.run(
+        [*as_user, f"{bindir}/pg_ctl", "-D", data, "-l", f"{root}/log", "-o", options, "-w", "start"],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield Postgres(bindir, port, root)
+    finally:
+        subprocess.run([*as_user, f"{bindir}/pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """SQLite by default; tests that prove storage parametrize it with both backends."""
+    if request.param == "postgresql":
+        pg: Postgres = request.getfixturevalue("postgres")
+        return pg.create_database()
+    return f"sqlite+aiosqlite:///{tmp_path / 'classe.db'}"
+
+
+both_databases = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+
+
+@dataclass
+class RunningServer:
+    url: str
+    server: ClassServer
+    settings: Settings
+    services: Services
+    mailbox: Mailbox
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    return {}
+
+
+@pytest.fixture
+async def classe(
+    tmp_path: Path, mailbox: Mailbox, database_url: str, settings_overrides: dict[str, Any]
+) -> AsyncIterator[RunningServer]:
+    """A real server on loopback: HTTP on a free port, media on a UDP range, mail to a real SMTP server."""
+    port = free_port()
+    settings = Settings(
+        port=port,
+        media_port_min=42000,
+        media_port_max=42999,
+        ice_timeout_seconds=10,
+        dev_mode=True,
+        data_dir=tmp_path,
+        database_url=database_url,
+        smtp_host="127.0.0.1",
+        smtp_port=mailbox.port,
+        smtp_starttls=False,
+        **settings_overrides,
+    )
     app = create_app(settings)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", settings.port)
     await site.start()
-    yield RunningServer(f"http://127.0.0.1:{settings.port}", app[SERVER], settings)
+    yield RunningServer(f"http://127.0.0.1:{settings.port}", app[SERVER], settings, app[SERVICES], mailbox)
     await runner.cleanup()

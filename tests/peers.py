@@ -135,11 +135,17 @@ class Peer:
         ) as resp:
             return str((await resp.json())["token"])
 
-    async def join(self, token: str | None = None) -> dict[str, Any]:
+    async def join(self, token: str | None = None, until: str = "joined") -> dict[str, Any]:
+        """Connect and join; `until` is the reply to wait for ("waiting" for a lobby, "error" for a refusal)."""
         self.ws = await self.http.ws_connect(f"{self.base_url}/ws")
         self._spawn(self._read())
         await self.send({"type": "join", "protocol": 1, "token": token or await self.token()})
-        joined = await self.expect("joined")
+        if until == "joined":
+            return await self.admitted()
+        return await self.expect(until)
+
+    async def admitted(self, timeout: float = 10) -> dict[str, Any]:
+        joined = await self.expect("joined", timeout)
         self.id = joined["participant"]["id"]
         return joined
 

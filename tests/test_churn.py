@@ -48,7 +48,7 @@ async def test_fifty_join_leave_cycles_leave_no_tasks_or_sockets(classe: Running
             # else: the websocket just drops, as when a browser tab crashes
             await student.close()
             await wait_for(lambda: classe.server.census()[1] == 1, 5)
-        room = classe.server.rooms["churn"]
+        room = classe.server.rooms["dev:churn"]
         assert len(room.live.peers) == 2 and len(room.live.session.transports) == 2  # the teacher's two
         assert not room.live.session.producers[next(iter(room.live.session.producers))].consumers
         tasks_after, sockets_after = await settle()

@@ -106,7 +106,7 @@ async def test_garbage_datagrams_on_a_live_connection_are_dropped(classe: Runnin
         await student.join()
         await teacher.publish(audio=False)
         await wait_for(lambda: student.video() and len(student.video()[0].numbers) >= 10)
-        peer = classe.server.rooms["junk"].live.peers[f"{teacher.id}:pub"]
+        peer = classe.server.rooms["dev:junk"].live.peers[f"{teacher.id}:pub"]
         receive = peer._ice.data_received  # the adapter's socket callback, as aioice calls it
         drops = classe.server.stats.drops
         srtp_before, malformed_before = drops[DropReason.SRTP_ERROR], drops[DropReason.MALFORMED_RTP]

@@ -131,14 +131,18 @@ async def test_joined_participant_survives_bad_messages_and_bad_sdp(classe: Runn
         await other.close()
 
 
-async def test_a_token_cannot_be_used_twice_at_once(classe: RunningServer) -> None:
+async def test_a_second_connection_of_the_same_participant_replaces_the_first(classe: RunningServer) -> None:
+    """A reload or a network change: the new connection takes over, the class never holds two copies."""
     first = Peer(classe.url, "c", "Ana")
     second = Peer(classe.url, "c", "Ana")
     try:
         token = await first.token()
         await first.join(token)
-        with pytest.raises(AssertionError, match=r"token_in_use|already_joined"):
-            await second.join(token)
+        await second.join(token)
+        with pytest.raises(AssertionError, match="replaced"):
+            await first.expect("never", timeout=5)
+        assert second.id == first.id
+        assert classe.server.census()[1] == 1
     finally:
         await first.close()
         await second.close()

@@ -47,6 +47,7 @@ class Producer:
         "kind",
         "max_bitrate",
         "mid",
+        "muted",
         "nack",
         "report_interval",
         "rtx_ssrc",
@@ -86,6 +87,7 @@ class Producer:
         self.keyframes = KeyframeRequester()
         self.waiting_for_keyframe = 0
         self.closed = False
+        self.muted = False
         name = codec.name
         self._is_keyframe = is_vp8_keyframe if name == "VP8" else is_h264_keyframe if name == "H264" else None
         self._seq = SeqExtender()
@@ -102,6 +104,10 @@ class Producer:
 
     def receive(self, data: bytes, hdr_len: int, seq: int, ts: int, now: float) -> None:
         """One media packet from the publisher (already routed to this track by SSRC)."""
+        if self.muted:
+            # Not even cached: a NACK must not be able to fetch what a muted participant said.
+            self._stats.drops[DropReason.MUTED] += 1
+            return
         if data[1] & 0x7F != self.codec.payload_type:
             self._stats.drops[DropReason.UNEXPECTED_PAYLOAD_TYPE] += 1
             return
@@ -154,6 +160,20 @@ class Producer:
         for consumer in consumers:
             consumer.forward(data, payload, seq, ext_seq, ts, keyframe, ast, level, now)
         self._stats.rtp_forwarded += len(consumers)
+
+    def mute(self) -> None:
+        """Stop forwarding this track at all (a muted or blocked participant)."""
+        if not self.muted:
+            self.muted = True
+            for consumer in self.consumers:
+                consumer.pause()
+
+    def unmute(self, now: float) -> None:
+        """Forward again: audio continues without a jump, video restarts at a keyframe."""
+        if self.muted:
+            self.muted = False
+            for consumer in self.consumers:
+                consumer.resume(now)
 
     def request_keyframe(self, now: float) -> None:
         if self.kind is Kind.VIDEO and self.keyframes.request(now) and self.ssrc is not None:

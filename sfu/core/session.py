@@ -133,7 +133,9 @@ class MediaSession:
         if consumer.rtx_ssrc is not None:
             transport.consumers[consumer.rtx_ssrc] = consumer
         producer.consumers.append(consumer)
-        if consumer.needs_keyframe:
+        if producer.muted:
+            consumer.paused = True  # resumed, at a keyframe for video, when the producer is unmuted
+        elif consumer.needs_keyframe:
             producer.waiting_for_keyframe += 1
             producer.request_keyframe(now)
         return consumer

@@ -28,6 +28,7 @@ class DropReason(enum.IntEnum):
     PADDING_ONLY = 10
     NACK_CACHE_MISS = 11
     PAUSED = 12
+    MUTED = 13
 
 
 class MediaStats:

@@ -1,0 +1,329 @@
+"""Accounts: sign-up on an academic address, verification, sign-in sessions, reset, deletion, export."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import secrets
+from datetime import datetime, timedelta
+from fnmatch import fnmatchcase
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import delete, select
+
+from . import mail
+from .config import Settings
+from .mail import Mailer
+from .store import (
+    Account,
+    AccountRole,
+    Classroom,
+    CoTeacher,
+    Database,
+    EmailToken,
+    LoginSession,
+    ProblemReport,
+    RosterEntry,
+    TokenPurpose,
+    utcnow,
+)
+
+_EMAIL = re.compile(
+    r"^[^@\s\x00-\x1f]{1,64}@([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+)$"
+)
+MIN_PASSWORD = 10
+MAX_PASSWORD = 256  # argon2 hashes any length: a cap keeps a huge password from being a cheap attack
+RESET_TTL = timedelta(hours=1)
+VERIFY_TTL = timedelta(days=2)
+_hasher = PasswordHasher()
+# Verified against when the address is unknown, so that timing does not tell which addresses exist.
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+class AccountError(Exception):
+    """A refusal to show the user: a stable code, a message and the HTTP status."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def normalize_email(value: str) -> str:
+    email = value.strip().lower()
+    if len(email) > 254 or not _EMAIL.match(email):
+        raise AccountError(400, "invalid_email", "Adresse e-mail invalide.")
+    return email
+
+
+def domain_allowed(email: str, patterns: list[str]) -> bool:
+    domain = email.rsplit("@", 1)[1]
+    return any(fnmatchcase(domain, pattern.lower()) for pattern in patterns)
+
+
+def check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD:
+        raise AccountError(400, "weak_password", f"Le mot de passe doit compter au moins {MIN_PASSWORD} caractères.")
+    if len(password) > MAX_PASSWORD:
+        raise AccountError(400, "weak_password", f"Le mot de passe doit compter au plus {MAX_PASSWORD} caractères.")
+
+
+def digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+async def hash_password(password: str) -> str:
+    return await asyncio.to_thread(_hasher.hash, password)  # ~50 ms of CPU: keep it off the event loop
+
+
+async def password_matches(stored: str, password: str) -> bool:
+    def verify() -> bool:
+        try:
+            return _hasher.verify(stored, password)
+        except (VerificationError, InvalidHashError):
+            return False
+
+    return await asyncio.to_thread(verify)
+
+
+class Accounts:
+    def __init__(self, db: Database, settings: Settings, mailer: Mailer) -> None:
+        self.db = db
+        self.settings = settings
+        self.mailer = mailer
+
+    def link(self, path: str, secret: str) -> str:
+        # The secret goes in the fragment: browsers never send it to a server or in a Referer.
+        return f"{self.settings.origin}{path}#{secret}"
+
+    async def _issue(self, purpose: TokenPurpose, email: str, account_id: str | None, ttl: timedelta) -> str:
+        secret = secrets.token_urlsafe(32)
+        async with self.db.transaction() as tx:
+            if purpose is not TokenPurpose.INVITE:  # one live link per purpose: a new one revokes the last
+                await tx.execute(
+                    delete(EmailToken).where(EmailToken.purpose == purpose.value, EmailToken.email == email)
+                )
+            tx.add(
+                EmailToken(
+                    token_hash=digest(secret),
+                    purpose=purpose.value,
+                    email=email,
+                    account_id=account_id,
+                    expires_at=utcnow() + ttl,
+                )
+            )
+        return secret
+
+    async def _redeem(self, purpose: TokenPurpose, secret: str) -> EmailToken:
+        async with self.db.transaction() as tx:
+            token = await tx.get(EmailToken, digest(secret))
+            if token is None or token.purpose != purpose.value or token.expires_at < utcnow():
+                raise AccountError(400, "invalid_link", "Ce lien n'est pas valide ou a expiré.")
+            await tx.delete(token)
+        return token
+
+    async def create(self, email: str, name: str, password: str, role: AccountRole, verified: bool) -> Account:
+        email = normalize_email(email)
+        check_password(password)
+        now = utcnow()
+        account = Account(
+            id=secrets.token_hex(16),
+            email=email,
+            name=name.strip()[:80] or email.split("@")[0],
+            role=role.value,
+            password_hash=await hash_password(password),
+            verified=verified,
+            created_at=now,
+            last_active_at=now,
+        )
+        async with self.db.transaction() as tx:
+            if await tx.scalar(select(Account.id).where(Account.email == email)) is not None:
+                raise AccountError(409, "email_taken", "Un compte existe déjà avec cette adresse.")
+            tx.add(account)
+        return account
+
+    async def sign_up_teacher(self, email: str, name: str, password: str) -> None:
+        """Same answer whether or not the address has an account: sign-up does not reveal who is registered."""
+        email = normalize_email(email)
+        if not domain_allowed(email, self.settings.teacher_domains):
+            raise AccountError(
+                403, "domain_not_allowed", "Les comptes enseignants sont réservés aux adresses académiques."
+            )
+        check_password(password)
+        try:
+            account = await self.create(email, name, password, AccountRole.TEACHER, verified=False)
+        except AccountError as exc:
+            if exc.code != "email_taken":
+                raise
+            secret = await self._issue(TokenPurpose.RESET, email, None, RESET_TTL)
+            await self.mailer.send(mail.already_registered(self.settings, email, self.link("/reset", secret)))
+            return
+        secret = await self._issue(TokenPurpose.VERIFY, email, account.id, VERIFY_TTL)
+        await self.mailer.send(mail.verification(self.settings, email, self.link("/verify", secret)))
+
+    async def verify(self, secret: str) -> None:
+        token = await self._redeem(TokenPurpose.VERIFY, secret)
+        async with self.db.transaction() as tx:
+            account = await tx.get(Account, token.account_id) if token.account_id else None
+            if account is None:
+                raise AccountError(400, "invalid_link", "Ce lien n'est pas valide ou a expiré.")
+            account.verified = True
+            account.last_active_at = utcnow()
+
+    async def authenticate(self, email: str, password: str) -> Account:
+        refused = AccountError(401, "invalid_credentials", "Adresse ou mot de passe incorrect.")
+        try:
+            email = normalize_email(email)
+        except AccountError:
+            raise refused from None
+        async with self.db.sessions() as tx:
+            account = await tx.scalar(select(Account).where(Account.email == email))
+        if not await password_matches(account.password_hash if account else _DUMMY_HASH, password) or not account:
+            raise refused
+        if not account.verified:
+            raise AccountError(
+                403, "email_not_verified", "Confirmez d'abord votre adresse avec le lien reçu par e-mail."
+            )
+        return account
+
+    async def start_session(self, account: Account) -> str:
+        secret = secrets.token_urlsafe(32)
+        now = utcnow()
+        async with self.db.transaction() as tx:
+            tx.add(
+                LoginSession(
+                    id_hash=digest(secret),
+                    account_id=account.id,
+                    expires_at=now + timedelta(days=self.settings.session_days),
+                )
+            )
+            stored = await tx.get(Account, account.id)
+            if stored is not None:
+                stored.last_active_at = now
+        return secret
+
+    async def session_account(self, secret: str) -> Account | None:
+        now = utcnow()
+        async with self.db.sessions() as tx:
+            session = await tx.get(LoginSession, digest(secret))
+            if session is None or session.expires_at < now:
+                return None
+            account = await tx.get(Account, session.account_id)
+            if account is not None and account.last_active_at < now - timedelta(days=1):
+                account.last_active_at = now
+                await tx.commit()
+            return account
+
+    async def end_session(self, secret: str) -> None:
+        async with self.db.transaction() as tx:
+            await tx.execute(delete(LoginSession).where(LoginSession.id_hash == digest(secret)))
+
+    async def request_reset(self, email: str) -> None:
+        try:
+            email = normalize_email(email)
+        except AccountError:
+            return
+        async with self.db.sessions() as tx:
+            account_id = await tx.scalar(select(Account.id).where(Account.email == email))
+        if account_id is None:
+            return
+        secret = await self._issue(TokenPurpose.RESET, email, account_id, RESET_TTL)
+        await self.mailer.send(mail.password_reset(self.settings, email, self.link("/reset", secret)))
+
+    async def reset_password(self, secret: str, password: str) -> None:
+        check_password(password)
+        token = await self._redeem(TokenPurpose.RESET, secret)
+        password_hash = await hash_password(password)
+        async with self.db.transaction() as tx:
+            account = await tx.scalar(select(Account).where(Account.email == token.email))
+            if account is None:
+                raise AccountError(400, "invalid_link", "Ce lien n'est pas valide ou a expiré.")
+            account.password_hash = password_hash
+            account.verified = True  # the link proved the address
+            await tx.execute(delete(LoginSession).where(LoginSession.account_id == account.id))
+
+    async def invite(self, email: str, class_title: str) -> None:
+        """A roster address: an invitation to create an account, or a notice if it has one."""
+        async with self.db.sessions() as tx:
+            exists = await tx.scalar(select(Account.id).where(Account.email == email)) is not None
+        if exists:
+            await self.mailer.send(mail.roster_notice(self.settings, email, class_title, f"{self.settings.origin}/"))
+            return
+        secret = await self._issue(TokenPurpose.INVITE, email, None, timedelta(days=self.settings.invitation_days))
+        await self.mailer.send(mail.invitation(self.settings, email, class_title, self.link("/invitation", secret)))
+
+    async def accept_invitation(self, secret: str, name: str, password: str) -> Account:
+        check_password(password)
+        token = await self._redeem(TokenPurpose.INVITE, secret)
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                delete(EmailToken).where(
+                    EmailToken.purpose == TokenPurpose.INVITE.value, EmailToken.email == token.email
+                )
+            )
+        return await self.create(token.email, name, password, AccountRole.STUDENT, verified=True)
+
+    async def delete(self, account_id: str) -> None:
+        """The account and everything attached to it: classes, rosters, sessions, links, reports."""
+        async with self.db.transaction() as tx:
+            await tx.execute(delete(Account).where(Account.id == account_id))
+
+    async def export(self, account: Account) -> dict[str, Any]:
+        """Everything stored about the account, for the right of access."""
+        async with self.db.sessions() as tx:
+            owned = (await tx.scalars(select(Classroom).where(Classroom.owner_id == account.id))).all()
+            co_taught = (
+                await tx.scalars(
+                    select(Classroom)
+                    .join(CoTeacher, CoTeacher.class_id == Classroom.id)
+                    .where(CoTeacher.account_id == account.id)
+                )
+            ).all()
+            rosters = (
+                await tx.scalars(
+                    select(Classroom)
+                    .join(RosterEntry, RosterEntry.class_id == Classroom.id)
+                    .where(RosterEntry.email == account.email)
+                )
+            ).all()
+            reports = (await tx.scalars(select(ProblemReport).where(ProblemReport.account_id == account.id))).all()
+            classes = []
+            for c in owned:
+                roster = (await tx.scalars(select(RosterEntry.email).where(RosterEntry.class_id == c.id))).all()
+                classes.append({**class_export(c), "roster": list(roster)})
+        return {
+            "account": {
+                "email": account.email,
+                "name": account.name,
+                "role": account.role,
+                "created_at": iso(account.created_at),
+                "last_active_at": iso(account.last_active_at),
+            },
+            "classes_owned": classes,
+            "classes_co_taught": [{"id": c.id, "title": c.title} for c in co_taught],
+            "classes_on_roster": [{"id": c.id, "title": c.title} for c in rosters],
+            "problem_reports": [
+                {"created_at": iso(r.created_at), "class_id": r.class_id, "text": r.text, "diagnostics": r.diagnostics}
+                for r in reports
+            ],
+        }
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat(timespec="seconds") + "Z" if value else None
+
+
+def class_export(c: Classroom) -> dict[str, Any]:
+    return {
+        "id": c.id,
+        "title": c.title,
+        "access": c.access,
+        "lobby": c.lobby,
+        "starts_at": iso(c.starts_at),
+        "duration_minutes": c.duration_minutes,
+        "created_at": iso(c.created_at),
+    }

@@ -1,0 +1,203 @@
+"""Sign-up, verification, sign-in, password reset, invitations; a user's own data and its deletion."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, Field
+
+from ..accounts import password_matches
+from ..store import Account
+from .context import (
+    SESSION_COOKIE,
+    body,
+    clear_session_cookie,
+    client_address,
+    current_account,
+    ensure_csrf_cookie,
+    fail,
+    limit,
+    require_account,
+    services,
+    set_session_cookie,
+    spend,
+)
+
+
+class SignUp(BaseModel):
+    email: str = Field(max_length=254)
+    name: str = Field(min_length=1, max_length=80)
+    password: str = Field(max_length=1024)
+
+
+class Credentials(BaseModel):
+    email: str = Field(max_length=254)
+    password: str = Field(max_length=1024)
+
+
+class Secret(BaseModel):
+    token: str = Field(min_length=10, max_length=100)
+
+
+class Email(BaseModel):
+    email: str = Field(max_length=254)
+
+
+class NewPassword(BaseModel):
+    token: str = Field(min_length=10, max_length=100)
+    password: str = Field(max_length=1024)
+
+
+class Invitation(BaseModel):
+    token: str = Field(min_length=10, max_length=100)
+    name: str = Field(min_length=1, max_length=80)
+    password: str = Field(max_length=1024)
+
+
+class Confirmation(BaseModel):
+    password: str = Field(max_length=1024)
+
+
+def describe(account: Account) -> dict[str, Any]:
+    return {"id": account.id, "email": account.email, "name": account.name, "role": account.role}
+
+
+async def session(request: web.Request) -> web.Response:
+    """Who is signed in, and the CSRF token the page sends back with every change."""
+    account = await current_account(request)
+    response = web.json_response({})
+    csrf = ensure_csrf_cookie(request, response)
+    response.text = json.dumps({"account": describe(account) if account else None, "csrf": csrf})
+    return response
+
+
+async def sign_up(request: web.Request) -> web.Response:
+    svc = services(request)
+    form = await body(request, SignUp)
+    address = client_address(request)
+    limit(request, svc.limits.mail, address)
+    spend(request, svc.limits.mail, address)  # each sign-up sends a mail: counted whatever the outcome
+    await svc.accounts.sign_up_teacher(form.email, form.name, form.password)
+    return web.json_response({"status": "verification_sent"}, status=202)
+
+
+async def verify(request: web.Request) -> web.Response:
+    svc = services(request)
+    form = await body(request, Secret)
+    address = client_address(request)
+    limit(request, svc.limits.links, address)
+    try:
+        await svc.accounts.verify(form.token)
+    except Exception:
+        spend(request, svc.limits.links, address)
+        raise
+    return web.json_response({"status": "verified"})
+
+
+async def sign_in(request: web.Request) -> web.Response:
+    svc = services(request)
+    form = await body(request, Credentials)
+    address = client_address(request)
+    account_key = form.email.strip().lower()
+    limit(request, svc.limits.login_by_address, address)
+    limit(request, svc.limits.login_by_account, account_key)
+    try:
+        account = await svc.accounts.authenticate(form.email, form.password)
+    except Exception:
+        spend(request, svc.limits.login_by_address, address)
+        spend(request, svc.limits.login_by_account, account_key)
+        raise
+    secret = await svc.accounts.start_session(account)
+    response = web.json_response({"account": describe(account)})
+    set_session_cookie(request, response, secret)
+    return response
+
+
+async def sign_out(request: web.Request) -> web.Response:
+    secret = request.cookies.get(SESSION_COOKIE)
+    if secret:
+        await services(request).accounts.end_session(secret)
+    response = web.json_response({"status": "signed_out"})
+    clear_session_cookie(response)
+    return response
+
+
+async def forgot_password(request: web.Request) -> web.Response:
+    svc = services(request)
+    form = await body(request, Email)
+    address = client_address(request)
+    limit(request, svc.limits.mail, address)
+    spend(request, svc.limits.mail, address)
+    await svc.accounts.request_reset(form.email)
+    # The same answer for every address: this page does not tell who has an account.
+    return web.json_response({"status": "reset_sent_if_registered"}, status=202)
+
+
+async def reset_password(request: web.Request) -> web.Response:
+    svc = services(request)
+    form = await body(request, NewPassword)
+    address = client_address(request)
+    limit(request, svc.limits.links, address)
+    try:
+        await svc.accounts.reset_password(form.token, form.password)
+    except Exception:
+        spend(request, svc.limits.links, address)
+        raise
+    return web.json_response({"status": "password_changed"})
+
+
+async def accept_invitation(request: web.Request) -> web.Response:
+    svc = services(request)
+    form = await body(request, Invitation)
+    address = client_address(request)
+    limit(request, svc.limits.links, address)
+    try:
+        account = await svc.accounts.accept_invitation(form.token, form.name, form.password)
+    except Exception:
+        spend(request, svc.limits.links, address)
+        raise
+    secret = await svc.accounts.start_session(account)
+    response = web.json_response({"account": describe(account)}, status=201)
+    set_session_cookie(request, response, secret)
+    return response
+
+
+async def export(request: web.Request) -> web.Response:
+    account = await require_account(request)
+    data = await services(request).accounts.export(account)
+    return web.json_response(
+        data,
+        headers={"Content-Disposition": 'attachment; filename="classe-mes-donnees.json"'},
+        dumps=lambda d: json.dumps(d, ensure_ascii=False, indent=2),
+    )
+
+
+async def delete_account(request: web.Request) -> web.Response:
+    account = await require_account(request)
+    form = await body(request, Confirmation)
+    if not await password_matches(account.password_hash, form.password):
+        raise fail(403, "invalid_credentials", "Mot de passe incorrect.")
+    svc = services(request)
+    for classroom in await svc.classes.for_teacher(account):
+        if classroom.owner_id == account.id:
+            await svc.server.end(classroom.id)
+    await svc.accounts.delete(account.id)
+    response = web.json_response({"status": "deleted"})
+    clear_session_cookie(response)
+    return response
+
+
+ROUTES = [
+    ("GET", "/api/session", session),
+    ("POST", "/api/signup", sign_up),
+    ("POST", "/api/verify", verify),
+    ("POST", "/api/login", sign_in),
+    ("POST", "/api/logout", sign_out),
+    ("POST", "/api/password/forgot", forgot_password),
+    ("POST", "/api/password/reset", reset_password),
+    ("POST", "/api/invitation", accept_invitation),
+    ("GET", "/api/account/export", export),
+    ("DELETE", "/api/account", delete_account),
+]

@@ -1,0 +1,193 @@
+"""What every handler needs, the security middleware, and the route table."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from ..accounts import AccountError, Accounts
+from ..classes import Classes
+from ..config import Settings
+from ..mail import Mailer
+from ..ratelimit import RateLimiter
+from ..server import ClassServer
+from ..store import Account, Database
+
+SESSION_COOKIE = "classe_session"
+CSRF_COOKIE = "classe_csrf"
+CSRF_HEADER = "X-CSRF-Token"
+# The browser may only talk to this server: no CDN, no font, no analytics, no third-party anything.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "media-src 'self' blob:; connect-src 'self'; font-src 'self'; object-src 'none'; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+Model = TypeVar("Model", bound=BaseModel)
+
+
+@dataclass
+class Limits:
+    """Attempts that fail (a wrong password, an unknown link) spend from these buckets."""
+
+    login_by_address: RateLimiter = field(default_factory=lambda: RateLimiter(burst=30, window=900))
+    login_by_account: RateLimiter = field(default_factory=lambda: RateLimiter(burst=10, window=900))
+    links: RateLimiter = field(default_factory=lambda: RateLimiter(burst=20, window=600))
+    mail: RateLimiter = field(default_factory=lambda: RateLimiter(burst=10, window=3600))
+    reports: RateLimiter = field(default_factory=lambda: RateLimiter(burst=10, window=3600))
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    mailer: Mailer
+    server: ClassServer
+    accounts: Accounts
+    classes: Classes
+    limits: Limits = field(default_factory=Limits)
+    clock: Callable[[], float] = time.monotonic
+
+
+SERVICES = web.AppKey("services", Services)
+_ACCOUNT = "classe.account"
+
+
+def services(request: web.Request) -> Services:
+    return request.app[SERVICES]
+
+
+def fail(status: int, code: str, message: str) -> AccountError:
+    return AccountError(status, code, message)
+
+
+def client_address(request: web.Request) -> str:
+    """For rate limiting only: kept in memory for minutes, never logged or stored."""
+    if services(request).settings.trust_forwarded_for:
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        if forwarded:
+            return forwarded.split(",")[-1].strip()
+    return request.remote or "unknown"
+
+
+def limit(request: web.Request, limiter: RateLimiter, key: str) -> None:
+    now = services(request).clock()
+    if not limiter.allowed(key, now):
+        raise web.HTTPTooManyRequests(
+            text='{"error":"rate_limited","message":"Trop de tentatives : réessayez dans quelques minutes."}',
+            content_type="application/json",
+            headers={"Retry-After": str(int(limiter.retry_after(key, now)) + 1)},
+        )
+
+
+def spend(request: web.Request, limiter: RateLimiter, key: str) -> None:
+    limiter.spend(key, services(request).clock())
+
+
+async def body(request: web.Request, model: type[Model]) -> Model:
+    try:
+        data = await request.json()
+    except ValueError:
+        raise fail(400, "bad_request", "Le corps de la requête doit être du JSON.") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        fields = ", ".join(".".join(str(p) for p in e["loc"]) or "body" for e in exc.errors()[:5])
+        raise fail(400, "bad_request", f"Champs invalides : {fields}.") from None
+
+
+async def current_account(request: web.Request) -> Account | None:
+    if _ACCOUNT not in request:
+        secret = request.cookies.get(SESSION_COOKIE)
+        request[_ACCOUNT] = await services(request).accounts.session_account(secret) if secret else None
+    account: Account | None = request[_ACCOUNT]
+    return account
+
+
+async def require_account(request: web.Request, *roles: str) -> Account:
+    account = await current_account(request)
+    if account is None:
+        raise fail(401, "not_signed_in", "Connectez-vous d'abord.")
+    if roles and account.role not in roles:
+        raise fail(403, "forbidden", "Ce compte ne peut pas faire cela.")
+    return account
+
+
+def set_session_cookie(request: web.Request, response: web.StreamResponse, secret: str) -> None:
+    s = services(request).settings
+    response.set_cookie(
+        SESSION_COOKIE,
+        secret,
+        max_age=s.session_days * 86400,
+        httponly=True,
+        samesite="Lax",
+        secure=s.cookies_secure,
+        path="/",
+    )
+
+
+def clear_session_cookie(response: web.StreamResponse) -> None:
+    response.del_cookie(SESSION_COOKIE, path="/")
+
+
+def ensure_csrf_cookie(request: web.Request, response: web.StreamResponse) -> str:
+    token = request.cookies.get(CSRF_COOKIE)
+    if not token or len(token) != 43:
+        token = secrets.token_urlsafe(32)
+        response.set_cookie(
+            CSRF_COOKIE,
+            token,
+            samesite="Strict",
+            secure=services(request).settings.cookies_secure,
+            path="/",
+        )
+    return token
+
+
+def _csrf_ok(request: web.Request) -> bool:
+    """Double submit: the page's script copies the cookie into a header, which another site cannot do."""
+    origin = request.headers.get("Origin")
+    if origin is not None and origin not in (services(request).settings.origin, f"{request.scheme}://{request.host}"):
+        return False
+    cookie = request.cookies.get(CSRF_COOKIE, "")
+    header = request.headers.get(CSRF_HEADER, "")
+    return bool(cookie) and hmac.compare_digest(cookie.encode(), header.encode())
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def security(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        # /api/dev/ exists only in dev mode, for load generators that hold no cookie.
+        unsafe = request.method not in ("GET", "HEAD", "OPTIONS")
+        if unsafe and request.path.startswith("/api/") and not request.path.startswith("/api/dev/"):
+            if not _csrf_ok(request):
+                raise fail(403, "csrf", "Requête refusée : rechargez la page et réessayez.")
+        response = await handler(request)
+    except AccountError as exc:
+        response = web.json_response({"error": exc.code, "message": exc.message}, status=exc.status)
+    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    response.headers.setdefault("Permissions-Policy", "camera=(self), microphone=(self), display-capture=(self)")
+    if request.path.startswith("/api/"):
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def setup_api(app: web.Application, svc: Services) -> None:
+    from . import auth, joining, teaching
+
+    app[SERVICES] = svc
+    app.middlewares.append(security)
+    routes: list[tuple[str, str, Any]] = [*auth.ROUTES, *teaching.ROUTES, *joining.ROUTES]
+    for method, path, handler in routes:
+        app.router.add_route(method, path, handler)

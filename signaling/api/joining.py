@@ -1,0 +1,144 @@
+"""Getting into a class: the class address, the checks, the join token; and problem reports."""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, Field
+
+from ..store import ClassAccess, Classroom, ProblemReport, utcnow
+from ..tokens import Role, mint_join_token, opaque_id
+from .context import body, client_address, current_account, fail, limit, services, spend
+
+GUEST_COOKIE = "classe_guest"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class JoinRequest(BaseModel):
+    code: str = Field(min_length=1, max_length=64)
+    name: str | None = Field(default=None, max_length=60)
+
+
+class ReportForm(BaseModel):
+    text: str = Field(min_length=1, max_length=4000)
+    diagnostics: dict[str, Any] = Field(default_factory=dict)
+    class_id: str | None = Field(default=None, max_length=32)
+
+
+async def _class_by_code(request: web.Request, code: str) -> Classroom:
+    """Unknown codes spend from the guessing budget of the address that sent them."""
+    svc = services(request)
+    address = client_address(request)
+    limit(request, svc.limits.links, address)
+    classroom = await svc.classes.by_code(code)
+    if classroom is None:
+        spend(request, svc.limits.links, address)
+        raise fail(404, "unknown_link", "Ce lien de classe n'est pas valide ou a expiré.")
+    return classroom
+
+
+async def class_info(request: web.Request) -> web.Response:
+    """What the pre-join page shows: the class's title and how to get in."""
+    classroom = await _class_by_code(request, request.match_info["code"])
+    return web.json_response({"title": classroom.title, "access": classroom.access, "lobby": classroom.lobby})
+
+
+def _display_name(value: str | None) -> str:
+    name = _CONTROL.sub("", value or "").strip()
+    if not name:
+        raise fail(400, "name_required", "Indiquez votre nom pour rejoindre la classe.")
+    return name[:60]
+
+
+async def join(request: web.Request) -> web.Response:
+    """All the checks, then a short-lived join token bound to one participant, class and role."""
+    svc = services(request)
+    form = await body(request, JoinRequest)
+    classroom = await _class_by_code(request, form.code)
+    account = await current_account(request)
+    secret = svc.settings.token_secret
+    response = web.json_response({})
+    if account is not None and await svc.classes.is_teacher(account, classroom):
+        role = Role.TEACHER
+        identity = opaque_id(secret, classroom.id, "account", account.id)
+        name = account.name
+        participant_id = identity
+    else:
+        role = Role.STUDENT
+        if classroom.access == ClassAccess.ACCOUNT.value:
+            if account is None:
+                raise fail(
+                    401, "sign_in_required", "Cette classe est réservée aux élèves inscrits : connectez-vous d'abord."
+                )
+            if not await svc.classes.on_roster(account, classroom):
+                raise fail(
+                    403, "not_on_roster", "Ce compte n'est pas inscrit dans cette classe. Demandez à l'enseignant."
+                )
+        if account is not None:
+            identity = opaque_id(secret, classroom.id, "account", account.id)
+            name = _display_name(form.name or account.name)
+        else:
+            guest = request.cookies.get(GUEST_COOKIE) or ""
+            if len(guest) != 43:
+                guest = secrets.token_urlsafe(32)
+                response.set_cookie(
+                    GUEST_COOKIE,
+                    guest,
+                    max_age=24 * 3600,
+                    httponly=True,
+                    samesite="Lax",
+                    secure=svc.settings.cookies_secure,
+                    path="/",
+                )
+            identity = opaque_id(secret, classroom.id, "guest", guest)
+            name = _display_name(form.name)
+        # One address may stand for several children: each name is a participant, the address one identity.
+        participant_id = opaque_id(secret, classroom.id, identity, name)
+    token = mint_join_token(
+        secret,
+        classroom.id,
+        name,
+        role,
+        svc.settings.token_ttl_seconds,
+        participant_id,
+        identity=identity,
+        lobby=classroom.lobby,
+        gated=True,
+    )
+    response.text = json.dumps(
+        {"token": token, "class_id": classroom.id, "title": classroom.title, "role": role.value, "name": name}
+    )
+    return response
+
+
+async def report_problem(request: web.Request) -> web.Response:
+    svc = services(request)
+    form = await body(request, ReportForm)
+    address = client_address(request)
+    limit(request, svc.limits.reports, address)
+    spend(request, svc.limits.reports, address)
+    diagnostics = json.dumps(form.diagnostics, ensure_ascii=False)
+    if len(diagnostics) > 16_000:
+        raise fail(400, "bad_request", "Diagnostics trop volumineux.")
+    account = await current_account(request)
+    async with svc.db.transaction() as tx:
+        report = ProblemReport(
+            created_at=utcnow(),
+            account_id=account.id if account else None,
+            class_id=form.class_id,
+            text=form.text,
+            diagnostics=diagnostics,
+        )
+        tx.add(report)
+    return web.json_response({"status": "received", "id": report.id}, status=201)
+
+
+ROUTES = [
+    ("GET", "/api/join/{code}", class_info),
+    ("POST", "/api/join", join),
+    ("POST", "/api/reports", report_problem),
+]

@@ -1,0 +1,123 @@
+"""The teacher's side: classes, their access mode and link, co-teachers and the roster."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, Field
+
+from ..accounts import class_export, iso
+from ..classes import ClassDraft
+from ..store import Account, AccountRole, ClassAccess, Classroom
+from .context import body, require_account, services
+
+TEACHING_ROLES = (AccountRole.TEACHER.value, AccountRole.ADMIN.value)
+
+
+class ClassForm(BaseModel):
+    title: str = Field(min_length=1, max_length=120)
+    access: ClassAccess = ClassAccess.LINK
+    lobby: bool | None = None
+    starts_at: datetime | None = None
+    duration_minutes: int | None = Field(default=None, ge=1, le=24 * 60)
+    co_teachers: list[str] = Field(default_factory=list, max_length=10)
+
+    def draft(self) -> ClassDraft:
+        starts_at = self.starts_at
+        if starts_at is not None and starts_at.tzinfo is not None:
+            starts_at = starts_at.astimezone(UTC).replace(tzinfo=None)
+        return ClassDraft(
+            self.title.strip(),
+            self.access,
+            self.lobby,
+            starts_at,
+            self.duration_minutes,
+            tuple(self.co_teachers),
+        )
+
+
+class Roster(BaseModel):
+    emails: list[str] = Field(max_length=500)
+
+
+async def describe(request: web.Request, account: Account, classroom: Classroom) -> dict[str, Any]:
+    svc = services(request)
+    live = svc.server.rooms.get(classroom.id)
+    return {
+        **class_export(classroom),
+        "owner": classroom.owner_id == account.id,
+        "link": f"{svc.settings.origin}/c/{classroom.link_code}",
+        "link_expires_at": iso(classroom.link_expires_at),
+        "co_teachers": await svc.classes.co_teacher_emails(classroom),
+        "live": live is not None and bool(live.participants),
+    }
+
+
+async def list_classes(request: web.Request) -> web.Response:
+    account = await require_account(request, *TEACHING_ROLES)
+    classes = await services(request).classes.for_teacher(account)
+    return web.json_response({"classes": [await describe(request, account, c) for c in classes]})
+
+
+async def create_class(request: web.Request) -> web.Response:
+    account = await require_account(request, *TEACHING_ROLES)
+    form = await body(request, ClassForm)
+    classroom = await services(request).classes.create(account, form.draft())
+    return web.json_response(await describe(request, account, classroom), status=201)
+
+
+async def get_class(request: web.Request) -> web.Response:
+    account = await require_account(request, *TEACHING_ROLES)
+    classroom = await services(request).classes.get(account, request.match_info["class_id"])
+    return web.json_response(await describe(request, account, classroom))
+
+
+async def update_class(request: web.Request) -> web.Response:
+    account = await require_account(request, *TEACHING_ROLES)
+    form = await body(request, ClassForm)
+    classroom = await services(request).classes.update(account, request.match_info["class_id"], form.draft())
+    return web.json_response(await describe(request, account, classroom))
+
+
+async def delete_class(request: web.Request) -> web.Response:
+    account = await require_account(request, *TEACHING_ROLES)
+    svc = services(request)
+    class_id = request.match_info["class_id"]
+    await svc.classes.delete(account, class_id)
+    await svc.server.end(class_id)
+    return web.json_response({"status": "deleted"})
+
+
+async def regenerate_link(request: web.Request) -> web.Response:
+    account = await require_account(request, *TEACHING_ROLES)
+    classroom = await services(request).classes.regenerate_link(account, request.match_info["class_id"])
+    return web.json_response(await describe(request, account, classroom))
+
+
+async def get_roster(request: web.Request) -> web.Response:
+    account = await require_account(request, *TEACHING_ROLES)
+    svc = services(request)
+    classroom = await svc.classes.get(account, request.match_info["class_id"])
+    entries = await svc.classes.roster(classroom)
+    return web.json_response({"roster": [{"email": e.email, "invited_at": iso(e.invited_at)} for e in entries]})
+
+
+async def set_roster(request: web.Request) -> web.Response:
+    account = await require_account(request, *TEACHING_ROLES)
+    form = await body(request, Roster)
+    entries = await services(request).classes.set_roster(account, request.match_info["class_id"], form.emails)
+    return web.json_response({"roster": [{"email": e.email, "invited_at": iso(e.invited_at)} for e in entries]})
+
+
+ROUTES = [
+    ("GET", "/api/classes", list_classes),
+    ("POST", "/api/classes", create_class),
+    ("GET", "/api/classes/{class_id}", get_class),
+    ("PUT", "/api/classes/{class_id}", update_class),
+    ("DELETE", "/api/classes/{class_id}", delete_class),
+    ("POST", "/api/classes/{class_id}/link", regenerate_link),
+    ("GET", "/api/classes/{class_id}/roster", get_roster),
+    ("PUT", "/api/classes/{class_id}/roster", set_roster),
+]

@@ -1,0 +1,129 @@
+"""One signaling WebSocket: the message loop, and what the server does with each message."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from . import moderation
+from .participant import Participant
+from .protocol import MAX_MESSAGE_BYTES, ProtocolError, decode, encode, error
+from .room import Room
+from .server import ClassServer
+from .tokens import TokenError, verify_join_token
+
+log = logging.getLogger(__name__)
+
+
+class Connection:
+    """A client's WebSocket: waiting (for the teacher, in the lobby) or carrying a participant."""
+
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self.ws = ws
+        self.participant: Participant | None = None
+        self.waiting_in: Room | None = None
+        self.ended = False
+        self._lock = asyncio.Lock()
+        self._closing: asyncio.Task[Any] | None = None
+
+    async def send(self, text: str) -> None:
+        if self.ws.closed:
+            raise ConnectionError("websocket closed")
+        async with self._lock:
+            await self.ws.send_str(text)
+
+    async def end(self, exc: ProtocolError) -> None:
+        """Tell the client why, then close: the message loop ends on its own."""
+        if self.ended:
+            return
+        self.ended = True
+        self.participant = None
+        self.waiting_in = None
+        try:
+            await self.send(error(exc))
+        except ConnectionError:
+            pass
+        self._closing = asyncio.create_task(self.ws.close())
+
+
+async def websocket(request: web.Request, server: ClassServer) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse(heartbeat=20, max_msg_size=MAX_MESSAGE_BYTES)
+    await ws.prepare(request)
+    conn = Connection(ws)
+    try:
+        async for msg in ws:
+            if msg.type != WSMsgType.TEXT:
+                await conn.send(error(ProtocolError("bad_message", "only text messages are accepted")))
+                continue
+            try:
+                await handle(server, conn, decode(msg.data))
+            except ProtocolError as exc:
+                if exc.fatal:
+                    await conn.end(exc)
+                    break
+                await conn.send(error(exc))
+            except (ConnectionError, asyncio.CancelledError):
+                raise
+            except Exception:
+                log.exception("message handling failed")
+                await conn.send(error(ProtocolError("internal_error", "the server could not handle this message")))
+            if conn.ended:
+                break
+    except ConnectionError:
+        pass
+    finally:
+        if conn.participant is not None:
+            await conn.participant.room.leave(conn.participant)
+        elif conn.waiting_in is not None:
+            await conn.waiting_in.leave_lobby(conn)
+        conn.participant = None
+        conn.waiting_in = None
+        await ws.close()
+    return ws
+
+
+async def handle(server: ClassServer, conn: Connection, message: dict[str, Any]) -> None:
+    kind = message["type"]
+    ref = message["id"]
+    if kind == "ping":
+        await conn.send(encode("pong", ref=ref))
+        return
+    if kind == "join":
+        if conn.participant is not None or conn.waiting_in is not None:
+            raise ProtocolError("already_joined", "this connection has already joined", ref)
+        try:
+            grant = verify_join_token(server.settings.token_secret, message["token"])
+        except TokenError:
+            raise ProtocolError("invalid_token", "the join token is invalid or expired", ref, fatal=True) from None
+        await server.room(grant.class_id).arrive(grant, conn)
+        return
+    participant = conn.participant
+    if participant is None:
+        if conn.waiting_in is not None and kind == "leave":
+            await conn.waiting_in.leave_lobby(conn)
+            conn.waiting_in = None
+            conn.ended = True
+            return
+        hint = "wait until a teacher lets you in" if conn.waiting_in is not None else "send 'join' first"
+        raise ProtocolError("not_joined", hint, ref)
+    if kind == "publish":
+        await participant.publish(message["sdp"], message["tracks"], ref)
+    elif kind == "subscribe_answer":
+        participant.on_answer(message["sdp"], ref)
+    elif kind == "unpublish":
+        await participant.unpublish(message["mid"], ref)
+    elif kind == "leave":
+        conn.participant = None
+        conn.ended = True
+        await participant.room.leave(participant)
+    elif kind == "chat":
+        await moderation.chat(participant, message["text"], ref)
+    elif kind == "hand":
+        await moderation.raise_hand(participant, message["raised"])
+    elif kind == "media":
+        await moderation.set_media(participant, message["source"], message["enabled"], ref)
+    elif kind == "moderate":
+        await moderation.moderate(participant, message)

@@ -1,0 +1,121 @@
+"""What participants do in class besides media: chat, raised hands, mute, and the teacher's controls.
+
+Every rule is enforced here, on the server: a student's client cannot unmute under a lock, chat
+when chat is locked, or use a teacher's action, whatever it sends.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .classroom import ChatMessage
+from .participant import Participant
+from .protocol import ProtocolError, encode
+from .tokens import Role
+
+
+async def chat(participant: Participant, text: str, ref: Any) -> None:
+    room = participant.room
+    if not room.state.may_enable(participant.role, "chat"):
+        raise ProtocolError("locked", "a teacher has locked the chat", ref)
+    now = time.monotonic()
+    if not participant.chat_limit.allowed("chat", now):
+        raise ProtocolError("rate_limited", "too many messages: wait a few seconds", ref)
+    participant.chat_limit.spend("chat", now)
+    message = ChatMessage(participant.id, participant.name, text, int(time.time() * 1000))
+    room.state.chat.append(message)
+    await room.broadcast(encode("chat", **message.describe()))
+
+
+async def raise_hand(participant: Participant, raised: bool) -> None:
+    if participant.hand != raised:
+        participant.hand = raised
+        await participant.room.participant_updated(participant)
+
+
+async def set_media(participant: Participant, source: str, enabled: bool, ref: Any) -> None:
+    """A participant turns their own microphone or camera on or off; turning on may be locked."""
+    if enabled and not participant.room.state.may_enable(participant.role, source):
+        raise ProtocolError("locked", f"a teacher has locked the {source}", ref)
+    await participant.room.set_enabled(participant, source, enabled)
+
+
+async def moderate(teacher: Participant, message: dict[str, Any]) -> None:
+    room = teacher.room
+    ref = message["id"]
+    if teacher.role is not Role.TEACHER:
+        raise ProtocolError("forbidden", "only a teacher can do this", ref)
+    action = message["action"]
+    if action in ("admit", "refuse"):
+        if message["participant_id"] is not None and message["participant_id"] not in room.lobby:
+            raise ProtocolError("unknown_participant", "nobody with this id is waiting", ref)
+        await (room.admit if action == "admit" else room.refuse)(message["participant_id"])
+        return
+    if action in ("mute", "camera_off", "stop_screen", "remove", "to_lobby"):
+        for target in _targets(teacher, message.get("participant_id"), ref):
+            await _act_on(target, action)
+        return
+    if action == "lower_hands":
+        for participant in list(room.participants.values()):
+            if participant.hand:
+                participant.hand = False
+                await room.participant_updated(participant)
+    elif action == "lock":
+        for name, locked in message["locks"].items():
+            (room.state.locks.add if locked else room.state.locks.discard)(name)
+        if message["locks"].get("screen"):
+            for participant in list(room.participants.values()):
+                if participant.role is Role.STUDENT:
+                    await _stop_screen(participant)
+    elif action == "lock_class":
+        room.state.locked = message["value"]
+    elif action == "lobby":
+        room.state.lobby = message["value"]
+        if not message["value"]:
+            await room.admit(None)
+    elif action == "end":
+        await room.end()
+        return
+    await room.broadcast(encode("class_state", state=room.state.describe()))
+
+
+def _targets(teacher: Participant, participant_id: str | None, ref: Any) -> list[Participant]:
+    """One participant, or with `all`, every student: a teacher never mutes or removes a co-teacher's class."""
+    room = teacher.room
+    if participant_id is None:
+        return [p for p in room.participants.values() if p.role is Role.STUDENT]
+    target = room.participants.get(participant_id)
+    if target is None:
+        raise ProtocolError("unknown_participant", "no participant has this id", ref)
+    if target.role is Role.TEACHER and target is not teacher:
+        raise ProtocolError("forbidden", "a teacher cannot act on another teacher", ref)
+    return [target]
+
+
+async def _act_on(target: Participant, action: str) -> None:
+    room = target.room
+    if action == "mute":
+        if target.enabled["microphone"]:
+            await room.set_enabled(target, "microphone", False)
+            await room.tell(target, "mute")
+    elif action == "camera_off":
+        if target.enabled["camera"]:
+            await room.set_enabled(target, "camera", False)
+            await room.tell(target, "camera_off")
+    elif action == "stop_screen":
+        await _stop_screen(target)
+    elif action == "remove":
+        await room.ban(target.grant.identity)
+    elif action == "to_lobby":
+        await room.send_to_lobby(target)
+
+
+async def _stop_screen(target: Participant) -> None:
+    producers = target.producers("screen", "screen_audio")
+    if not producers or target.publisher is None:
+        return
+    for producer in producers:
+        target.publisher.retired.add(producer.mid)
+        await target.room.remove_producer(producer, target.id)
+    await target.room.tell(target, "stop_screen")

@@ -1,0 +1,231 @@
+"""A participant's media: its publishing and subscribing peer connections and what they carry."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from aiortc import RTCRtpSender, RTCRtpTransceiver, RTCSessionDescription
+
+from sfu.adapter.peer import PeerTransport
+from sfu.core import Consumer, Producer
+
+from .protocol import ProtocolError, encode
+from .ratelimit import RateLimiter
+from .tokens import JoinGrant
+
+if TYPE_CHECKING:
+    from .room import Room
+
+log = logging.getLogger(__name__)
+Send = Callable[[str], Awaitable[None]]
+
+
+def owner_of(producer: Producer) -> str:
+    """The participant publishing a track: its transport is named "<participant id>:pub"."""
+    return producer.transport.id.rsplit(":", 1)[0]
+
+
+def track_info(producer: Producer) -> dict[str, str]:
+    return {
+        "track_id": producer.id,
+        "participant_id": owner_of(producer),
+        "kind": producer.kind.value,
+        "source": producer.source,
+    }
+
+
+class Participant:
+    """One person in a live class, with a publishing and a subscribing peer connection."""
+
+    def __init__(self, room: Room, grant: JoinGrant, send: Send) -> None:
+        self.room = room
+        self.grant = grant
+        self.id = grant.participant_id
+        self.name = grant.name
+        self.role = grant.role
+        self.token_id = grant.token_id
+        self.send = send
+        # Whether the SFU forwards this participant's microphone and camera: the participant's own
+        # choice, or a teacher's (mute, camera off); locks keep a student from turning them back on.
+        self.enabled = {source: room.state.may_enable(grant.role, source) for source in ("microphone", "camera")}
+        self.hand = False
+        self.chat_limit = RateLimiter(burst=5, window=10.0)
+        self.publisher: PeerTransport | None = None
+        self.subscriber = room.new_peer(f"{self.id}:sub", None)
+        self.tracks: dict[str, str] = {}  # subscriber mid -> track id
+        self._codecs: dict[str, str] = {}  # subscriber mid -> codec of its track
+        self._free: dict[str, list[tuple[RTCRtpTransceiver, Consumer | None]]] = {}  # inactive sections by codec
+        self._answer: asyncio.Future[str] | None = None
+        self._dirty = False
+        self._negotiation: asyncio.Task[None] | None = None
+        self._watchdogs: set[asyncio.Task[None]] = set()
+        self._subscriber_watched = False
+        self.closed = False
+
+    def describe(self) -> dict[str, object]:
+        return {"id": self.id, "name": self.name, "role": self.role.value, "hand": self.hand, **self.enabled}
+
+    def producers(self, *sources: str) -> list[Producer]:
+        if self.publisher is None:
+            return []
+        return [p for p in self.publisher.transport.producers_by_mid.values() if p.source in sources]
+
+    async def publish(self, sdp: str, tracks: list[dict[str, str]], ref: Any) -> None:
+        limit = self.room.settings.max_tracks_per_participant
+        published = self.publisher.transport.producers_by_mid if self.publisher else {}
+        if len(published) + sum(1 for t in tracks if t["mid"] not in published) > limit:
+            raise ProtocolError("too_many_tracks", f"at most {limit} published tracks", ref)
+        if any(t["source"].startswith("screen") for t in tracks) and not self.room.state.may_enable(
+            self.role, "screen"
+        ):
+            raise ProtocolError("locked", "a teacher has locked screen sharing", ref)
+        offered = {line[6:].strip() for line in sdp.splitlines() if line.startswith("a=mid:")}
+        if not offered or any(t["mid"] not in offered for t in tracks):
+            raise ProtocolError("bad_sdp", "the offer has no media section for every announced track", ref)
+        if self.publisher is None:
+            self.publisher = self.room.new_peer(f"{self.id}:pub", self.room.on_producer)
+            self._watch_ice(self.publisher)
+        peer = self.publisher
+        peer.sources.update({t["mid"]: t["source"] for t in tracks})
+        try:
+            await peer.pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
+            peer.prepare()
+            answer = await peer.pc.createAnswer()
+            await peer.pc.setLocalDescription(answer)
+        except (ValueError, AttributeError, KeyError, IndexError) as exc:
+            raise ProtocolError("bad_sdp", f"the offer could not be used: {exc}", ref) from None
+        await self.send(encode("publish_answer", sdp=peer.pc.localDescription.sdp, ref=ref))
+
+    async def unpublish(self, mid: str, ref: Any) -> None:
+        producer = self.publisher.transport.producers_by_mid.get(mid) if self.publisher else None
+        if producer is None:
+            raise ProtocolError("unknown_track", "no published track has this mid", ref)
+        assert self.publisher is not None
+        self.publisher.retired.add(mid)
+        await self.room.remove_producer(producer, self.id)
+
+    def on_answer(self, sdp: str, ref: Any) -> None:
+        if self._answer is None or self._answer.done():
+            raise ProtocolError("unexpected_answer", "no subscription offer is waiting for an answer", ref)
+        self._answer.set_result(sdp)
+
+    def renegotiate(self) -> None:
+        """Ask for a new subscription offer; offers are serialized, changes coalesced."""
+        self._dirty = True
+        if self._negotiation is None and not self.closed:
+            self._negotiation = asyncio.create_task(self._negotiate())
+
+    async def _negotiate(self) -> None:
+        try:
+            while self._dirty and not self.closed:
+                self._dirty = False
+                await self._offer_once()
+        except ProtocolError as exc:
+            await self.room.eject(self, exc)
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        except Exception:
+            log.exception("subscription negotiation failed for participant %s", self.id)
+            await self.room.eject(
+                self, ProtocolError("negotiation_failed", "the subscription could not be negotiated", fatal=True)
+            )
+        finally:
+            self._negotiation = None
+
+    async def _offer_once(self) -> None:
+        peer = self.subscriber
+        pc = peer.pc
+        wanted = {p.id: p for p in self.room.live.session.producers.values() if not p.closed and owner_of(p) != self.id}
+        for transceiver in pc.getTransceivers():
+            track_id = self.tracks.get(transceiver.mid or "")
+            if track_id is not None and track_id not in wanted and transceiver.direction != "inactive":
+                transceiver.direction = "inactive"
+                consumer = peer.consumers.pop(transceiver.mid or "", None)
+                if consumer is not None:
+                    self.room.live.session.remove_consumer(consumer)
+                mime = self._codecs.pop(transceiver.mid or "")
+                self._free.setdefault(mime, []).append((transceiver, consumer))
+                del self.tracks[transceiver.mid or ""]
+        subscribed = set(self.tracks.values()) | {p.id for p in peer.pending.values()}
+        for track_id, producer in wanted.items():
+            if track_id in subscribed:
+                continue
+            mime = producer.codec.mime_type.lower()
+            free = self._free.get(mime)
+            if free:
+                # Reuse a section left by a track that went: the SDP does not grow with every join and
+                # leave, and the stream on its SSRC continues where the last one stopped.
+                transceiver, previous = free.pop()
+                transceiver.direction = "sendonly"
+                if previous is not None:
+                    peer.continue_from[transceiver] = previous
+            else:
+                transceiver = pc.addTransceiver(producer.kind.value, direction="sendonly")
+                capabilities = RTCRtpSender.getCapabilities(producer.kind.value).codecs
+                transceiver.setCodecPreferences([c for c in capabilities if c.mimeType.lower() in (mime, "video/rtx")])
+            peer.pending[transceiver] = producer
+        peer.prepare()
+        offer = await pc.createOffer()
+        await pc.setLocalDescription(offer)
+        tracks = []
+        for transceiver in pc.getTransceivers():
+            mid = transceiver.mid
+            pending = peer.pending.get(transceiver)
+            if pending is not None and mid is not None:
+                self.tracks[mid] = pending.id
+                self._codecs[mid] = pending.codec.mime_type.lower()
+            published = wanted.get(self.tracks.get(mid or "", ""))
+            if published is not None and transceiver.direction == "sendonly":
+                tracks.append({"mid": mid, **track_info(published)})
+        self._answer = asyncio.get_running_loop().create_future()
+        await self.send(encode("subscribe_offer", sdp=pc.localDescription.sdp, tracks=tracks))
+        try:
+            sdp = await asyncio.wait_for(self._answer, self.room.settings.negotiation_timeout_seconds)
+        except TimeoutError:
+            raise ProtocolError("negotiation_timeout", "no answer to the subscription offer", fatal=True) from None
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp, "answer"))
+        except (ValueError, AttributeError, KeyError, IndexError) as exc:
+            raise ProtocolError("bad_sdp", f"the answer could not be used: {exc}", fatal=True) from None
+        if not self._subscriber_watched:
+            self._subscriber_watched = True
+            self._watch_ice(peer)
+
+    def _watch_ice(self, peer: PeerTransport) -> None:
+        """A client that never completes ICE is removed instead of holding ports forever."""
+
+        async def watchdog() -> None:
+            await asyncio.sleep(self.room.settings.ice_timeout_seconds)
+            if peer.pc.connectionState != "connected" and not self.closed:
+                await self.room.eject(
+                    self, ProtocolError("ice_failed", "the media connection could not be established", fatal=True)
+                )
+
+        task = asyncio.create_task(watchdog())
+        self._watchdogs.add(task)
+
+        @peer.pc.on("connectionstatechange")
+        async def on_state() -> None:
+            if peer.pc.connectionState == "failed" and not self.closed:
+                await self.room.eject(
+                    self, ProtocolError("connection_lost", "the media connection was lost", fatal=True)
+                )
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for task in (*self._watchdogs, self._negotiation):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+        self._watchdogs.clear()
+        if self._answer is not None and not self._answer.done():
+            self._answer.cancel()
+        if self.publisher is not None:
+            for producer in list(self.publisher.transport.producers_by_mid.values()):
+                await self.room.remove_producer(producer, self.id)
+            await self.publisher.close()
+        await self.subscriber.close()

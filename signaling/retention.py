@@ -1,0 +1,44 @@
+"""The retention policy (GDPR): what has outlived its purpose is deleted, and the counts logged."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete
+from sqlalchemy.sql.dml import Delete
+
+from .config import Settings
+from .store import Account, Database, EmailToken, LoginSession, ProblemReport, utcnow
+
+log = logging.getLogger(__name__)
+
+
+def _rules(settings: Settings, now: datetime) -> dict[str, Delete]:
+    return {
+        # Deleting an account deletes, by cascade, its classes (with rosters and co-teachers),
+        # sessions, e-mail links and problem reports.
+        "idle_accounts": delete(Account).where(
+            Account.last_active_at < now - timedelta(days=settings.account_retention_days)
+        ),
+        "unverified_accounts": delete(Account).where(
+            Account.verified.is_(False), Account.created_at < now - timedelta(days=settings.unverified_account_days)
+        ),
+        "expired_sessions": delete(LoginSession).where(LoginSession.expires_at < now),
+        "expired_links": delete(EmailToken).where(EmailToken.expires_at < now),
+        "old_problem_reports": delete(ProblemReport).where(
+            ProblemReport.created_at < now - timedelta(days=settings.report_retention_days)
+        ),
+    }
+
+
+async def purge(db: Database, settings: Settings, now: datetime | None = None) -> dict[str, int]:
+    """Apply the policy once; returns how many rows each rule removed (counts only, never names)."""
+    now = now or utcnow()
+    counts: dict[str, int] = {}
+    async with db.transaction() as tx:
+        for name, statement in _rules(settings, now).items():
+            result = await tx.execute(statement.execution_options(synchronize_session=False))
+            counts[name] = int(getattr(result, "rowcount", 0) or 0)
+    log.info("retention purge: %s", ", ".join(f"{k}={v}" for k, v in counts.items()))
+    return counts

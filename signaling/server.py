@@ -1,0 +1,69 @@
+"""The live classes of this process, and what each remembers between its participants' visits."""
+
+from __future__ import annotations
+
+import time
+
+from sfu.core import MediaStats
+
+from .classroom import ClassSession
+from .config import Settings
+from .metrics import make_registry
+from .room import Room
+
+
+class ClassServer:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stats = MediaStats()
+        self.rooms: dict[str, Room] = {}
+        # Outlives a room that empties for a moment, so that a removed student stays out; dropped when
+        # the class ends or has been empty for class_idle_seconds.
+        self.sessions: dict[str, ClassSession] = {}
+        self.registry = make_registry(self.stats, self.census)
+
+    def census(self) -> tuple[int, int, int]:
+        rooms = list(self.rooms.values())
+        return (
+            len(rooms),
+            sum(len(r.participants) for r in rooms),
+            sum(len(r.live.session.producers) for r in rooms),
+        )
+
+    def room(self, class_id: str) -> Room:
+        room = self.rooms.get(class_id)
+        if room is None:
+            state = self.sessions.get(class_id)
+            if state is None:
+                state = self.sessions[class_id] = ClassSession(class_id)
+            room = self.rooms[class_id] = Room(state, self.settings, self.stats, self._forget)
+        return room
+
+    def _forget(self, room: Room) -> None:
+        if self.rooms.get(room.id) is room:
+            del self.rooms[room.id]
+        if room.ended:
+            self.sessions.pop(room.id, None)
+
+    def expire_sessions(self, now: float | None = None) -> int:
+        now = time.monotonic() if now is None else now
+        idle = [
+            class_id
+            for class_id, state in self.sessions.items()
+            if class_id not in self.rooms
+            and state.emptied_at is not None
+            and now - state.emptied_at > self.settings.class_idle_seconds
+        ]
+        for class_id in idle:
+            del self.sessions[class_id]
+        return len(idle)
+
+    async def end(self, class_id: str) -> None:
+        room = self.rooms.get(class_id)
+        if room is not None:
+            await room.end()
+        self.sessions.pop(class_id, None)
+
+    async def close(self) -> None:
+        for room in list(self.rooms.values()):
+            await room.close()
