@@ -107,13 +107,14 @@ async def reports(args: argparse.Namespace, db: Database) -> int:
         }
         for r in rows
     ]
-    out = open(args.output, "w", encoding="utf-8", newline="") if args.output else sys.stdout
+    output = getattr(args, "output", None)
+    out = open(output, "w", encoding="utf-8", newline="") if output else sys.stdout
     try:
         if args.reports_command == "list":
             for item in items:
                 first_line = item["text"].splitlines()[0][:80] if item["text"] else ""
                 print(f"#{item['id']}  {item['created_at']}  class={item['class_id'] or '-'}  {first_line}", file=out)
-        elif args.format == "csv":
+        elif getattr(args, "format", "json") == "csv":
             writer = csv.writer(out)
             writer.writerow(["id", "created_at", "class_id", "signed_in", "text", "diagnostics"])
             for item in items:
@@ -141,10 +142,10 @@ def main(argv: list[str] | None = None) -> None:
     create.add_argument("--name", required=True)
     create.add_argument("--role", choices=["teacher", "admin"], default="teacher")
     sub.add_parser("purge", parents=[common], help="apply the retention policy now and print what was deleted")
-    report = sub.add_parser("reports", parents=[common], help="problem reports sent by participants")
+    report = sub.add_parser("reports", help="problem reports sent by participants")
     report_sub = report.add_subparsers(dest="reports_command", required=True)
-    report_sub.add_parser("list")
-    export = report_sub.add_parser("export")
+    report_sub.add_parser("list", parents=[common])
+    export = report_sub.add_parser("export", parents=[common])
     export.add_argument("--format", choices=["json", "csv"], default="json")
     export.add_argument("--output", type=Path)
     args = parser.parse_args(argv)

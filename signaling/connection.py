@@ -36,12 +36,10 @@ class Connection:
             await self.ws.send_str(text)
 
     async def end(self, exc: ProtocolError) -> None:
-        """Tell the client why, then close: the message loop ends on its own."""
+        """Tell the client why, then close: the message loop ends, and its cleanup takes the participant out."""
         if self.ended:
             return
         self.ended = True
-        self.participant = None
-        self.waiting_in = None
         try:
             await self.send(error(exc))
         except ConnectionError:

@@ -45,6 +45,7 @@ class Room:
         self.lobby: dict[str, tuple[Connection, JoinGrant, Arrival]] = {}
         self.on_empty = on_empty
         self.ended = False
+        self.detached = False
         self.network = MediaNetwork(
             tuple(settings.media_addresses),
             settings.media_port_min,
@@ -204,13 +205,20 @@ class Room:
         self._check_empty()
 
     def _check_empty(self) -> None:
-        if not self.participants:
-            # With nobody left the class is no longer open: those who come next wait for a teacher.
-            self.state.opened = False
-            if not self.lobby:
-                self.state.emptied_at = time.monotonic()
-                self.live.close()
-                self.on_empty(self)
+        if self.detached or self.participants:
+            return
+        # With nobody left the class is no longer open: those who come next wait for a teacher.
+        self.state.opened = False
+        if not self.lobby:
+            self.state.emptied_at = time.monotonic()
+            self._detach()
+
+    def _detach(self) -> None:
+        """Leave the server's list of live classes; a late departure must not touch a newer room's state."""
+        if not self.detached:
+            self.detached = True
+            self.live.close()
+            self.on_empty(self)
 
     async def dismiss(self, conn: Connection, exc: ProtocolError) -> None:
         """Tell a participant why they are out, then remove them and close their connection."""
@@ -244,6 +252,7 @@ class Room:
     async def end(self) -> None:
         """End the class for everyone: the live state (chat, removals, locks) goes with it."""
         self.ended = True
+        self._detach()  # at once: whoever arrives from now on finds a new, unopened class
         ended = ProtocolError("class_ended", "a teacher ended the class", fatal=True)
         for conn, _, _ in list(self.lobby.values()):
             await conn.end(ended)

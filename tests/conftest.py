@@ -10,7 +10,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from email import message_from_bytes
+from email import message_from_bytes, policy
 from email.message import Message
 from pathlib import Path
 from typing import Any
@@ -19,8 +19,8 @@ import pytest
 from aiohttp import web
 from aiosmtpd.controller import Controller
 
-from signaling.app import SERVER, create_app
 from signaling.api.context import SERVICES, Services
+from signaling.app import SERVER, create_app
 from signaling.config import Settings
 from signaling.server import ClassServer
 
@@ -38,8 +38,8 @@ class Mailbox:
     port: int = 0
     messages: list[Message] = field(default_factory=list)
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 (aiosmtpd's name)
-        self.messages.append(message_from_bytes(envelope.content))
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(message_from_bytes(envelope.content, policy=policy.default))
         return "250 OK"
 
     async def wait_for(self, to: str, timeout: float = 10.0) -> Message:

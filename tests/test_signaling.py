@@ -9,19 +9,20 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from signaling.protocol import ProtocolError, decode
+from signaling.protocol import MODERATION_ACTIONS, ProtocolError, decode
 from signaling.tokens import Role, TokenError, mint_join_token, verify_join_token
 
 from .conftest import RunningServer
 from .peers import Peer
 
+ACCEPTED = ("join", "publish", "subscribe_answer", "unpublish", "leave", "ping", "chat", "hand", "media", "moderate")
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=12,
 )
 messages = st.fixed_dictionaries(
-    {"type": st.sampled_from(["join", "publish", "subscribe_answer", "unpublish", "leave", "ping", "x"])},
+    {"type": st.sampled_from([*ACCEPTED, "x"])},
     optional={
         "protocol": json_values,
         "token": json_values,
@@ -29,6 +30,15 @@ messages = st.fixed_dictionaries(
         "tracks": json_values,
         "mid": json_values,
         "id": json_values,
+        "text": json_values,
+        "raised": json_values,
+        "source": st.sampled_from(["microphone", "camera", "screen"]) | json_values,
+        "enabled": json_values,
+        "action": st.sampled_from(MODERATION_ACTIONS) | json_values,
+        "participant_id": json_values,
+        "all": json_values,
+        "value": json_values,
+        "locks": st.dictionaries(st.sampled_from(["microphone", "chat", "x"]), json_values, max_size=3) | json_values,
     },
 )
 
@@ -40,7 +50,7 @@ def test_decode_accepts_or_refuses_cleanly(text: str) -> None:
     except ProtocolError as exc:
         assert exc.code in {"bad_message", "unknown_type", "unsupported_version"}
     else:
-        assert message["type"] in {"join", "publish", "subscribe_answer", "unpublish", "leave", "ping"}
+        assert message["type"] in ACCEPTED
 
 
 SECRET = "a test secret of at least 32 bytes"

@@ -56,7 +56,7 @@ class Services:
 
 
 SERVICES = web.AppKey("services", Services)
-_ACCOUNT = "classe.account"
+_ACCOUNT = web.RequestKey("account", object)
 
 
 def services(request: web.Request) -> Services:
@@ -106,7 +106,8 @@ async def current_account(request: web.Request) -> Account | None:
     if _ACCOUNT not in request:
         secret = request.cookies.get(SESSION_COOKIE)
         request[_ACCOUNT] = await services(request).accounts.session_account(secret) if secret else None
-    account: Account | None = request[_ACCOUNT]
+    account = request[_ACCOUNT]
+    assert account is None or isinstance(account, Account)
     return account
 
 
@@ -174,6 +175,12 @@ async def security(request: web.Request, handler: Handler) -> web.StreamResponse
         response = await handler(request)
     except AccountError as exc:
         response = web.json_response({"error": exc.code, "message": exc.message}, status=exc.status)
+    except web.HTTPException as exc:
+        if not request.path.startswith("/api/") or exc.status < 400 or exc.content_type == "application/json":
+            raise
+        # The router's own refusals (no such route, wrong method) answer in the API's JSON shape too.
+        code = exc.reason.lower().replace(" ", "_")
+        response = web.json_response({"error": code, "message": exc.reason}, status=exc.status)
     response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "no-referrer")

@@ -1,0 +1,281 @@
+"""Property tests: hostile HTTP requests and signaling messages get clear errors, never a crash or a change."""
+
+from __future__ import annotations
+
+import asyncio
+import http.cookiejar
+import json
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import func, select
+
+from signaling.accounts import AccountError
+from signaling.api.context import SERVICES, Services
+from signaling.app import SERVER, create_app
+from signaling.config import Settings
+from signaling.protocol import MODERATION_ACTIONS
+from signaling.server import ClassServer
+from signaling.store import AccountRole
+from signaling.store.models import Base
+
+from .conftest import free_port
+from .test_signaling import json_values
+from .web import PASSWORD
+
+
+class ThreadedServer:
+    """A real server on its own event loop in a thread, so that hypothesis can drive it example by example."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.settings = Settings(
+            port=free_port(), data_dir=data_dir, dev_mode=True, media_port_min=43000, media_port_max=43999
+        )
+        self.url = f"http://127.0.0.1:{self.settings.port}"
+        self.loop = asyncio.new_event_loop()
+        self.started = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        self.started.wait(30)
+        self.cookies = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.cookies))
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        app = create_app(self.settings)
+        self.runner = web.AppRunner(app)
+        self.loop.run_until_complete(self.runner.setup())
+        self.loop.run_until_complete(web.TCPSite(self.runner, "127.0.0.1", self.settings.port).start())
+        self.services: Services = app[SERVICES]
+        self.server: ClassServer = app[SERVER]
+        self.started.set()
+        self.loop.run_forever()
+
+    def run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
+
+    def request(self, method: str, path: str, data: bytes | None) -> tuple[int, Any]:
+        csrf = next((c.value for c in self.cookies if c.name == "classe_csrf"), "")
+        request = urllib.request.Request(
+            self.url + path,
+            data=data,
+            method=method,
+            headers={"X-CSRF-Token": csrf, "Content-Type": "application/json"},
+        )
+        try:
+            with self.opener.open(request, timeout=30) as response:
+                return response.status, json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"null")
+
+    def counts(self) -> dict[str, int]:
+        async def count() -> dict[str, int]:
+            async with self.services.db.sessions() as tx:
+                return {
+                    t.name: int(await tx.scalar(select(func.count()).select_from(t)) or 0)
+                    for t in Base.metadata.sorted_tables
+                }
+
+        return dict(self.run(count()))
+
+    def stop(self) -> None:
+        self.run(self.runner.cleanup())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedServer]:
+    s = ThreadedServer(tmp_path_factory.mktemp("hostile"))
+
+    async def seed() -> str:
+        accounts = s.services.accounts
+        await accounts.create("prof@ac-lyon.fr", "Prof", PASSWORD, AccountRole.TEACHER, verified=True)
+        try:
+            await accounts.create("prof@ac-lyon.fr", "Prof", PASSWORD, AccountRole.TEACHER, verified=True)
+        except AccountError:
+            pass
+        return "ok"
+
+    s.run(seed())
+    s.request("GET", "/api/session", None)
+    assert (
+        s.request("POST", "/api/login", json.dumps({"email": "prof@ac-lyon.fr", "password": PASSWORD}).encode())[0]
+        == 200
+    )
+    status, classroom = s.request("POST", "/api/classes", json.dumps({"title": "Cible", "access": "account"}).encode())
+    assert status == 201
+    s.class_id = classroom["id"]  # type: ignore[attr-defined]
+    s.code = classroom["link"].rsplit("/", 1)[1]  # type: ignore[attr-defined]
+    yield s
+    s.stop()
+
+
+ROUTES = [
+    ("POST", "/api/signup"),
+    ("POST", "/api/verify"),
+    ("POST", "/api/password/forgot"),
+    ("POST", "/api/password/reset"),
+    ("POST", "/api/invitation"),
+    ("POST", "/api/classes"),
+    ("PUT", "/api/classes/{class_id}"),
+    ("PUT", "/api/classes/{class_id}/roster"),
+    ("POST", "/api/join"),
+    ("POST", "/api/reports"),
+    ("DELETE", "/api/account"),
+    ("GET", "/api/join/{text}"),
+    ("DELETE", "/api/classes/{text}"),
+    ("POST", "/api/classes/{text}/link"),
+]
+bodies = st.one_of(
+    json_values.map(lambda v: json.dumps(v).encode()),
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "email",
+                "name",
+                "password",
+                "token",
+                "title",
+                "access",
+                "emails",
+                "code",
+                "text",
+                "diagnostics",
+                "starts_at",
+                "duration_minutes",
+                "co_teachers",
+                "lobby",
+            ]
+        ),
+        json_values,
+        max_size=5,
+    ).map(lambda v: json.dumps(v).encode()),
+    st.binary(max_size=64),
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(route=st.sampled_from(ROUTES), body=bodies, text=st.text(min_size=1, max_size=40))
+def test_hostile_http_requests_get_clear_errors_and_change_nothing(
+    server: ThreadedServer, route: tuple[str, str], body: bytes, text: str
+) -> None:
+    method, template = route
+    path = template.format(class_id=server.class_id, text=urllib.request.quote(text, safe=""))  # type: ignore[attr-defined]
+    before = server.counts()
+    status, reply = server.request(method, path, body)
+    assert status < 500, reply
+    if status >= 400:
+        assert isinstance(reply, dict) and isinstance(reply.get("error"), str) and reply.get("message")
+        assert server.counts() == before
+    server.services.limits.links._buckets.clear()  # keep exercising the handlers, not only the rate limiter
+    server.services.limits.mail._buckets.clear()
+    server.services.limits.reports._buckets.clear()
+    assert server.request("GET", f"/api/classes/{server.class_id}", None)[0] == 200  # type: ignore[attr-defined]
+
+
+messages = st.fixed_dictionaries(
+    {
+        "type": st.sampled_from(
+            ["chat", "hand", "media", "moderate", "publish", "unpublish", "subscribe_answer", "join"]
+        )
+    },
+    optional={
+        "id": st.integers(0, 99),
+        "text": json_values,
+        "raised": json_values,
+        "source": st.sampled_from(["microphone", "camera"]) | json_values,
+        "enabled": json_values,
+        "action": st.sampled_from(MODERATION_ACTIONS) | json_values,
+        "participant_id": json_values,
+        "all": st.booleans(),
+        "value": json_values,
+        "locks": st.dictionaries(st.sampled_from(["microphone", "camera", "screen", "chat"]), json_values)
+        | json_values,
+        "sdp": json_values,
+        "mid": json_values,
+        "tracks": json_values,
+        "token": json_values,
+    },
+)
+
+
+def snapshot(server: ThreadedServer) -> Any:
+    room = server.server.rooms.get("dev:fuzz")
+    if room is None:
+        return None
+    return (
+        sorted(room.participants),
+        room.state.locked,
+        room.state.lobby,
+        sorted(room.state.locks),
+        sorted(room.state.banned),
+        len(room.state.chat),
+        sorted((p.id, p.hand, tuple(p.enabled.items())) for p in room.participants.values()),
+    )
+
+
+async def exchange(url: str, role: str, message: dict[str, Any]) -> list[dict[str, Any]]:
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{url}/api/dev/token", json={"class_id": "fuzz", "name": role, "role": role}) as r:
+            token = (await r.json())["token"]
+        async with http.ws_connect(f"{url}/ws") as ws:
+            await ws.send_json({"type": "join", "protocol": 1, "token": token})
+            joined = await ws.receive_json(timeout=10)
+            assert joined["type"] == "joined", joined
+            await ws.send_json(message)
+            await ws.send_json({"type": "ping", "id": "end"})
+            replies = []
+            while True:
+                msg = await ws.receive(timeout=10)
+                if msg.type != aiohttp.WSMsgType.TEXT:  # closed after a fatal error
+                    assert replies and replies[-1].get("fatal") is True, replies
+                    return replies
+                reply = json.loads(msg.data)
+                if reply["type"] == "pong" and reply.get("ref") == "end":
+                    return replies
+                replies.append(reply)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(message=messages, role=st.sampled_from(["student", "teacher"]))
+def test_hostile_signaling_messages_get_clear_errors_and_change_nothing(
+    server: ThreadedServer, message: dict[str, Any], role: str
+) -> None:
+    before = server.run(_snapshot(server))
+    replies = asyncio.run(exchange(server.url, role, message))
+    errors = [r for r in replies if r["type"] == "error"]
+    assert all(e["code"] != "internal_error" for e in errors), errors
+    if errors:
+        assert all(isinstance(e["message"], str) and e["message"] for e in errors)
+        if role == "student":
+            # The connection under test has left again: what remains must be exactly as before.
+            assert server.run(_settled(server, before)) == before
+    server.run(_reset(server))
+
+
+async def _snapshot(server: ThreadedServer) -> Any:
+    return snapshot(server)
+
+
+async def _settled(server: ThreadedServer, expected: Any) -> Any:
+    """The state once the closed connection's cleanup has run (it may take a few loop turns)."""
+    for _ in range(60):
+        if snapshot(server) == expected:
+            break
+        await asyncio.sleep(0.05)
+    return snapshot(server)
+
+
+async def _reset(server: ThreadedServer) -> None:
+    """Examples are independent: forget the fuzz class between them."""
+    await server.server.end("dev:fuzz")
