@@ -16,6 +16,7 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -67,6 +68,9 @@ def start_server(target: str, port: int) -> subprocess.Popen[bytes]:
             "CLASSE_MEDIA_PORT_MIN": "43000",
             "CLASSE_MEDIA_PORT_MAX": "44999",
             "CLASSE_MAX_PARTICIPANTS_PER_CLASS": "1000",
+            # Load clients take dev tokens: no accounts, no lobby. Its SQLite file goes to a throwaway folder.
+            "CLASSE_DEV_MODE": "true",
+            "CLASSE_DATA_DIR": tempfile.mkdtemp(prefix="classe-bench-"),
         }
         cmd = [PY, "-m", "signaling.cli", "serve", "--port", str(port)]
     elif target == "relay":
