@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import re
 import secrets
 from datetime import datetime, timedelta
+from email.message import EmailMessage
 from fnmatch import fnmatchcase
 from typing import Any
 
+import aiosmtplib
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, select
@@ -31,6 +34,7 @@ from .store import (
     utcnow,
 )
 
+log = logging.getLogger(__name__)
 _EMAIL = re.compile(
     r"^[^@\s\x00-\x1f]{1,64}@([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+)$"
 )
@@ -96,6 +100,15 @@ class Accounts:
         self.settings = settings
         self.mailer = mailer
 
+    async def _send(self, message: EmailMessage) -> bool:
+        """A mail server that is down must not fail the request: the user can ask again."""
+        try:
+            await self.mailer.send(message)
+        except (OSError, aiosmtplib.SMTPException) as exc:
+            log.error("mail not sent (%s): the user will have to ask again", type(exc).__name__)
+            return False
+        return True
+
     def link(self, path: str, secret: str) -> str:
         # The secret goes in the fragment: browsers never send it to a server or in a Referer.
         return f"{self.settings.origin}{path}#{secret}"
@@ -160,10 +173,10 @@ class Accounts:
             if exc.code != "email_taken":
                 raise
             secret = await self._issue(TokenPurpose.RESET, email, None, RESET_TTL)
-            await self.mailer.send(mail.already_registered(self.settings, email, self.link("/reset", secret)))
+            await self._send(mail.already_registered(self.settings, email, self.link("/reset", secret)))
             return
         secret = await self._issue(TokenPurpose.VERIFY, email, account.id, VERIFY_TTL)
-        await self.mailer.send(mail.verification(self.settings, email, self.link("/verify", secret)))
+        await self._send(mail.verification(self.settings, email, self.link("/verify", secret)))
 
     async def verify(self, secret: str) -> None:
         token = await self._redeem(TokenPurpose.VERIFY, secret)
@@ -232,7 +245,7 @@ class Accounts:
         if account_id is None:
             return
         secret = await self._issue(TokenPurpose.RESET, email, account_id, RESET_TTL)
-        await self.mailer.send(mail.password_reset(self.settings, email, self.link("/reset", secret)))
+        await self._send(mail.password_reset(self.settings, email, self.link("/reset", secret)))
 
     async def reset_password(self, secret: str, password: str) -> None:
         check_password(password)
@@ -246,15 +259,14 @@ class Accounts:
             account.verified = True  # the link proved the address
             await tx.execute(delete(LoginSession).where(LoginSession.account_id == account.id))
 
-    async def invite(self, email: str, class_title: str) -> None:
+    async def invite(self, email: str, class_title: str) -> bool:
         """A roster address: an invitation to create an account, or a notice if it has one."""
         async with self.db.sessions() as tx:
             exists = await tx.scalar(select(Account.id).where(Account.email == email)) is not None
         if exists:
-            await self.mailer.send(mail.roster_notice(self.settings, email, class_title, f"{self.settings.origin}/"))
-            return
+            return await self._send(mail.roster_notice(self.settings, email, class_title, f"{self.settings.origin}/"))
         secret = await self._issue(TokenPurpose.INVITE, email, None, timedelta(days=self.settings.invitation_days))
-        await self.mailer.send(mail.invitation(self.settings, email, class_title, self.link("/invitation", secret)))
+        return await self._send(mail.invitation(self.settings, email, class_title, self.link("/invitation", secret)))
 
     async def accept_invitation(self, secret: str, name: str, password: str) -> Account:
         check_password(password)

@@ -160,8 +160,11 @@ class Classes:
             )
             return list(rows.all())
 
-    async def set_roster(self, account: Account, class_id: str, emails: list[str]) -> list[RosterEntry]:
-        """Replace the roster; new addresses get an invitation (or a notice, if they have an account)."""
+    async def set_roster(self, account: Account, class_id: str, emails: list[str]) -> tuple[list[RosterEntry], int]:
+        """Replace the roster; new addresses get an invitation (or a notice, if they have an account).
+
+        Returns the roster and how many of those mails could not be sent.
+        """
         classroom = await self.get(account, class_id)
         if len(emails) > MAX_ROSTER:
             raise AccountError(400, "roster_too_long", f"Au plus {MAX_ROSTER} adresses.")
@@ -178,9 +181,10 @@ class Classes:
                 )
             added = sorted(wanted - current)
             tx.add_all(RosterEntry(class_id=classroom.id, email=e, invited_at=now) for e in added)
+        unsent = 0
         for email in added:
-            await self.accounts.invite(email, classroom.title)
-        return await self.roster(classroom)
+            unsent += not await self.accounts.invite(email, classroom.title)
+        return await self.roster(classroom), unsent
 
     async def by_code(self, code: str) -> Classroom | None:
         if not code or len(code) > 64:

@@ -43,20 +43,16 @@ class SmtpMailer:
 
     async def send(self, message: EmailMessage) -> None:
         s = self.settings
-        try:
-            await aiosmtplib.send(
-                message,
-                hostname=s.smtp_host,
-                port=s.smtp_port,
-                username=s.smtp_username,
-                password=s.smtp_password,
-                start_tls=s.smtp_starttls and not s.smtp_tls,
-                use_tls=s.smtp_tls,
-                timeout=30,
-            )
-        except aiosmtplib.SMTPException as exc:
-            log.error("mail could not be sent: %s", type(exc).__name__)
-            raise
+        await aiosmtplib.send(
+            message,
+            hostname=s.smtp_host,
+            port=s.smtp_port,
+            username=s.smtp_username,
+            password=s.smtp_password,
+            start_tls=s.smtp_starttls and not s.smtp_tls,
+            use_tls=s.smtp_tls,
+            timeout=30,
+        )
 
 
 def make_mailer(settings: Settings) -> Mailer:

@@ -190,3 +190,15 @@ async def test_expired_class_links_are_refused(classe: RunningServer) -> None:
         classroom = await new_class(t)
         status, data = await t.call("GET", f"/api/join/{code_of(classroom)}")
         assert (status, data["error"]) == (404, "unknown_link")
+
+
+async def test_a_mail_server_that_is_down_fails_no_request(classe: RunningServer) -> None:
+    from .conftest import free_port
+
+    async with await teacher(classe) as t:
+        classroom = await new_class(t, "account")
+        classe.settings.smtp_port = free_port()  # nothing listens there any more
+        reply = await t.ok("PUT", f"/api/classes/{classroom['id']}/roster", {"emails": ["a@example.org"]})
+        assert reply["roster"][0]["email"] == "a@example.org" and reply["invitations_unsent"] == 1
+        status, _ = await t.call("POST", "/api/password/forgot", {"email": "prof@ac-lyon.fr"})
+        assert status == 202

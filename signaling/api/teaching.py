@@ -107,8 +107,9 @@ async def get_roster(request: web.Request) -> web.Response:
 async def set_roster(request: web.Request) -> web.Response:
     account = await require_account(request, *TEACHING_ROLES)
     form = await body(request, Roster)
-    entries = await services(request).classes.set_roster(account, request.match_info["class_id"], form.emails)
-    return web.json_response({"roster": [{"email": e.email, "invited_at": iso(e.invited_at)} for e in entries]})
+    entries, unsent = await services(request).classes.set_roster(account, request.match_info["class_id"], form.emails)
+    roster = [{"email": e.email, "invited_at": iso(e.invited_at)} for e in entries]
+    return web.json_response({"roster": roster, "invitations_unsent": unsent})
 
 
 ROUTES = [
