@@ -13,16 +13,16 @@ from ..store import Account
 from .context import (
     SESSION_COOKIE,
     body,
+    charge,
     clear_session_cookie,
     client_address,
     current_account,
     ensure_csrf_cookie,
     fail,
-    limit,
+    failures_limited,
     require_account,
     services,
     set_session_cookie,
-    spend,
 )
 
 
@@ -77,8 +77,7 @@ async def sign_up(request: web.Request) -> web.Response:
     svc = services(request)
     form = await body(request, SignUp)
     address = client_address(request)
-    limit(request, svc.limits.mail, address)
-    spend(request, svc.limits.mail, address)  # each sign-up sends a mail: counted whatever the outcome
+    charge(request, svc.limits.mail, address)  # each sign-up sends a mail: counted whatever the outcome
     await svc.accounts.sign_up_teacher(form.email, form.name, form.password)
     return web.json_response({"status": "verification_sent"}, status=202)
 
@@ -87,12 +86,8 @@ async def verify(request: web.Request) -> web.Response:
     svc = services(request)
     form = await body(request, Secret)
     address = client_address(request)
-    limit(request, svc.limits.links, address)
-    try:
+    with failures_limited(request, (svc.limits.links, address)):
         await svc.accounts.verify(form.token)
-    except Exception:
-        spend(request, svc.limits.links, address)
-        raise
     return web.json_response({"status": "verified"})
 
 
@@ -101,14 +96,9 @@ async def sign_in(request: web.Request) -> web.Response:
     form = await body(request, Credentials)
     address = client_address(request)
     account_key = form.email.strip().lower()
-    limit(request, svc.limits.login_by_address, address)
-    limit(request, svc.limits.login_by_account, account_key)
-    try:
+    buckets = (svc.limits.login_by_address, address), (svc.limits.login_by_account, account_key)
+    with failures_limited(request, *buckets):
         account = await svc.accounts.authenticate(form.email, form.password)
-    except Exception:
-        spend(request, svc.limits.login_by_address, address)
-        spend(request, svc.limits.login_by_account, account_key)
-        raise
     secret = await svc.accounts.start_session(account)
     response = web.json_response({"account": describe(account)})
     set_session_cookie(request, response, secret)
@@ -128,8 +118,7 @@ async def forgot_password(request: web.Request) -> web.Response:
     svc = services(request)
     form = await body(request, Email)
     address = client_address(request)
-    limit(request, svc.limits.mail, address)
-    spend(request, svc.limits.mail, address)
+    charge(request, svc.limits.mail, address)
     await svc.accounts.request_reset(form.email)
     # The same answer for every address: this page does not tell who has an account.
     return web.json_response({"status": "reset_sent_if_registered"}, status=202)
@@ -139,12 +128,8 @@ async def reset_password(request: web.Request) -> web.Response:
     svc = services(request)
     form = await body(request, NewPassword)
     address = client_address(request)
-    limit(request, svc.limits.links, address)
-    try:
+    with failures_limited(request, (svc.limits.links, address)):
         await svc.accounts.reset_password(form.token, form.password)
-    except Exception:
-        spend(request, svc.limits.links, address)
-        raise
     return web.json_response({"status": "password_changed"})
 
 
@@ -152,12 +137,8 @@ async def accept_invitation(request: web.Request) -> web.Response:
     svc = services(request)
     form = await body(request, Invitation)
     address = client_address(request)
-    limit(request, svc.limits.links, address)
-    try:
+    with failures_limited(request, (svc.limits.links, address)):
         account = await svc.accounts.accept_invitation(form.token, form.name, form.password)
-    except Exception:
-        spend(request, svc.limits.links, address)
-        raise
     secret = await svc.accounts.start_session(account)
     response = web.json_response({"account": describe(account)}, status=201)
     set_session_cookie(request, response, secret)

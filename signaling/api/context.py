@@ -5,7 +5,8 @@ from __future__ import annotations
 import hmac
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -76,7 +77,7 @@ def client_address(request: web.Request) -> str:
     return request.remote or "unknown"
 
 
-def limit(request: web.Request, limiter: RateLimiter, key: str) -> None:
+def _check(request: web.Request, limiter: RateLimiter, key: str) -> None:
     now = services(request).clock()
     if not limiter.allowed(key, now):
         raise web.HTTPTooManyRequests(
@@ -86,7 +87,23 @@ def limit(request: web.Request, limiter: RateLimiter, key: str) -> None:
         )
 
 
-def spend(request: web.Request, limiter: RateLimiter, key: str) -> None:
+@contextmanager
+def failures_limited(request: web.Request, *buckets: tuple[RateLimiter, str]) -> Iterator[None]:
+    """Refuse while a bucket is empty; an attempt that fails inside the block spends from each."""
+    for limiter, key in buckets:
+        _check(request, limiter, key)
+    try:
+        yield
+    except Exception:
+        now = services(request).clock()
+        for limiter, key in buckets:
+            limiter.spend(key, now)
+        raise
+
+
+def charge(request: web.Request, limiter: RateLimiter, key: str) -> None:
+    """For attempts that cost whatever their outcome (each sends a mail, or stores a report)."""
+    _check(request, limiter, key)
     limiter.spend(key, services(request).clock())
 
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from ..store import ClassAccess, Classroom, ProblemReport, utcnow
 from ..tokens import Role, mint_join_token, opaque_id
-from .context import body, client_address, current_account, fail, limit, services, spend
+from .context import body, charge, client_address, current_account, fail, failures_limited, services
 
 GUEST_COOKIE = "classe_guest"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -32,12 +32,10 @@ class ReportForm(BaseModel):
 async def _class_by_code(request: web.Request, code: str) -> Classroom:
     """Unknown codes spend from the guessing budget of the address that sent them."""
     svc = services(request)
-    address = client_address(request)
-    limit(request, svc.limits.links, address)
-    classroom = await svc.classes.by_code(code)
-    if classroom is None:
-        spend(request, svc.limits.links, address)
-        raise fail(404, "unknown_link", "Ce lien de classe n'est pas valide ou a expiré.")
+    with failures_limited(request, (svc.limits.links, client_address(request))):
+        classroom = await svc.classes.by_code(code)
+        if classroom is None:
+            raise fail(404, "unknown_link", "Ce lien de classe n'est pas valide ou a expiré.")
     return classroom
 
 
@@ -118,9 +116,7 @@ async def join(request: web.Request) -> web.Response:
 async def report_problem(request: web.Request) -> web.Response:
     svc = services(request)
     form = await body(request, ReportForm)
-    address = client_address(request)
-    limit(request, svc.limits.reports, address)
-    spend(request, svc.limits.reports, address)
+    charge(request, svc.limits.reports, client_address(request))
     diagnostics = json.dumps(form.diagnostics, ensure_ascii=False)
     if len(diagnostics) > 16_000:
         raise fail(400, "bad_request", "Diagnostics trop volumineux.")

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from ..accounts import class_export, iso
 from ..classes import ClassDraft
-from ..store import Account, AccountRole, ClassAccess, Classroom
+from ..store import Account, AccountRole, ClassAccess, Classroom, RosterEntry
 from .context import body, require_account, services
 
 TEACHING_ROLES = (AccountRole.TEACHER.value, AccountRole.ADMIN.value)
@@ -53,6 +53,10 @@ async def describe(request: web.Request, account: Account, classroom: Classroom)
         "co_teachers": await svc.classes.co_teacher_emails(classroom),
         "live": live is not None and bool(live.participants),
     }
+
+
+def roster_entries(entries: list[RosterEntry]) -> list[dict[str, str | None]]:
+    return [{"email": e.email, "invited_at": iso(e.invited_at)} for e in entries]
 
 
 async def list_classes(request: web.Request) -> web.Response:
@@ -100,16 +104,14 @@ async def get_roster(request: web.Request) -> web.Response:
     account = await require_account(request, *TEACHING_ROLES)
     svc = services(request)
     classroom = await svc.classes.get(account, request.match_info["class_id"])
-    entries = await svc.classes.roster(classroom)
-    return web.json_response({"roster": [{"email": e.email, "invited_at": iso(e.invited_at)} for e in entries]})
+    return web.json_response({"roster": roster_entries(await svc.classes.roster(classroom))})
 
 
 async def set_roster(request: web.Request) -> web.Response:
     account = await require_account(request, *TEACHING_ROLES)
     form = await body(request, Roster)
     entries, unsent = await services(request).classes.set_roster(account, request.match_info["class_id"], form.emails)
-    roster = [{"email": e.email, "invited_at": iso(e.invited_at)} for e in entries]
-    return web.json_response({"roster": roster, "invitations_unsent": unsent})
+    return web.json_response({"roster": roster_entries(entries), "invitations_unsent": unsent})
 
 
 ROUTES = [
