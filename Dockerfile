@@ -4,7 +4,7 @@
 #     -e CLASSE_HOST=0.0.0.0 -e CLASSE_MEDIA_ADDRESSES='["0.0.0.0"]' -e CLASSE_MEDIA_ANNOUNCED_ADDRESS=203.0.113.7 classe
 FROM python:3.11-slim-bookworm
 
-RUN useradd --create-home --uid 10001 classe
+RUN useradd --create-home --uid 10001 classe && mkdir /data && chown classe /data
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY sfu sfu
@@ -13,7 +13,9 @@ COPY web_client web_client
 RUN pip install --no-cache-dir .
 
 USER classe
-ENV CLASSE_HOST=0.0.0.0
+ENV CLASSE_HOST=0.0.0.0 CLASSE_DATA_DIR=/data
+# The SQLite database and the mail outbox (when no database_url / smtp_host is set).
+VOLUME /data
 EXPOSE 8080 40000-40999/udp
 HEALTHCHECK CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz')"
 CMD ["classe", "serve"]
