@@ -81,7 +81,7 @@ async def moderate(teacher: Participant, message: dict[str, Any]) -> None:
 
 
 def _targets(teacher: Participant, participant_id: str | None, ref: Any) -> list[Participant]:
-    """One participant, or with `all`, every student: a teacher never mutes or removes a co-teacher's class."""
+    """One participant, or with `all`, every student: a teacher never mutes or removes another teacher."""
     room = teacher.room
     if participant_id is None:
         return [p for p in room.participants.values() if p.role is Role.STUDENT]

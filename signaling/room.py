@@ -94,11 +94,11 @@ class Room:
             await waiting[0].end(replaced)
             await self._lobby_changed()
 
-    async def _wait(self, grant: JoinGrant, conn: Connection, arrival: Arrival) -> None:
+    async def _wait(self, grant: JoinGrant, conn: Connection, arrival: Arrival, notify: bool = True) -> None:
         self.lobby[grant.participant_id] = (conn, grant, arrival)
         conn.waiting_in = self
         await conn.send(encode("waiting", reason=arrival.value, class_id=self.id))
-        if arrival is Arrival.WAIT_IN_LOBBY:
+        if notify and arrival is Arrival.WAIT_IN_LOBBY:
             await self._lobby_changed()
 
     async def _admit(self, grant: JoinGrant, conn: Connection) -> None:
@@ -144,8 +144,8 @@ class Room:
             if now is Arrival.ADMIT:
                 await self._admit(grant, conn)
             else:
-                await self._wait(grant, conn, now)
-        await self._lobby_changed()
+                await self._wait(grant, conn, now, notify=False)
+        await self._lobby_changed()  # once, with everyone who moved to the lobby
 
     def lobby_list(self) -> list[dict[str, str]]:
         return [
