@@ -44,6 +44,8 @@ class ClassSession:
     locks: set[str] = field(default_factory=set)
     banned: set[str] = field(default_factory=set)  # identities removed for the rest of the class
     admitted: set[str] = field(default_factory=set)  # participant ids let in from the lobby
+    # Sources a teacher turned off for one student, who may not turn them back on until allowed.
+    held: dict[str, set[str]] = field(default_factory=dict)
     chat: deque[ChatMessage] = field(default_factory=lambda: deque(maxlen=CHAT_HISTORY))
     emptied_at: float | None = None
 
@@ -63,8 +65,16 @@ class ClassSession:
             return Arrival.WAIT_IN_LOBBY
         return Arrival.ADMIT
 
-    def may_enable(self, role: Role, source: str) -> bool:
-        return role is Role.TEACHER or source not in self.locks
+    def may_enable(self, role: Role, source: str, participant_id: str) -> bool:
+        return role is Role.TEACHER or (source not in self.locks and source not in self.held.get(participant_id, ()))
+
+    def hold(self, participant_id: str, source: str, held: bool) -> bool:
+        """Hold or release one student's source; whether that changed anything."""
+        sources = self.held.setdefault(participant_id, set())
+        if (source in sources) == held:
+            return False
+        (sources.add if held else sources.discard)(source)
+        return True
 
     def describe(self) -> dict[str, object]:
         return {

@@ -17,7 +17,7 @@ from .tokens import Role
 
 async def chat(participant: Participant, text: str, ref: Any) -> None:
     room = participant.room
-    if not room.state.may_enable(participant.role, "chat"):
+    if not room.state.may_enable(participant.role, "chat", participant.id):
         raise ProtocolError("locked", "a teacher has locked the chat", ref)
     now = time.monotonic()
     if not participant.chat_limit.allowed("chat", now):
@@ -36,8 +36,8 @@ async def raise_hand(participant: Participant, raised: bool) -> None:
 
 async def set_media(participant: Participant, source: str, enabled: bool, ref: Any) -> None:
     """A participant turns their own microphone or camera on or off; turning on may be locked."""
-    if enabled and not participant.room.state.may_enable(participant.role, source):
-        raise ProtocolError("locked", f"a teacher has locked the {source}", ref)
+    if enabled and not participant.room.state.may_enable(participant.role, source, participant.id):
+        raise ProtocolError("locked", f"a teacher has turned off your {source}", ref)
     await participant.room.set_enabled(participant, source, enabled)
 
 
@@ -52,9 +52,10 @@ async def moderate(teacher: Participant, message: dict[str, Any]) -> None:
             raise ProtocolError("unknown_participant", "nobody with this id is waiting", ref)
         await (room.admit if action == "admit" else room.refuse)(message["participant_id"])
         return
-    if action in ("mute", "camera_off", "stop_screen", "remove", "to_lobby"):
-        for target in _targets(teacher, message.get("participant_id"), ref):
-            await _act_on(target, action)
+    if action in ("mute", "camera_off", "allow", "stop_screen", "remove", "to_lobby"):
+        single = message["participant_id"] is not None
+        for target in _targets(teacher, message["participant_id"], ref):
+            await _act_on(target, action, single, message.get("source", ""))
         return
     if action == "lower_hands":
         for participant in list(room.participants.values()):
@@ -93,16 +94,20 @@ def _targets(teacher: Participant, participant_id: str | None, ref: Any) -> list
     return [target]
 
 
-async def _act_on(target: Participant, action: str) -> None:
+async def _act_on(target: Participant, action: str, single: bool, source: str) -> None:
+    """`single`: the teacher named this student, whose source is then held off (not so for `all`)."""
     room = target.room
-    if action == "mute":
-        if target.enabled["microphone"]:
-            await room.set_enabled(target, "microphone", False)
-            await room.tell(target, "mute")
-    elif action == "camera_off":
-        if target.enabled["camera"]:
-            await room.set_enabled(target, "camera", False)
-            await room.tell(target, "camera_off")
+    if action in ("mute", "camera_off"):
+        source = "microphone" if action == "mute" else "camera"
+        held = single and target.role is Role.STUDENT and room.state.hold(target.id, source, True)
+        if target.enabled[source]:
+            await room.set_enabled(target, source, False)
+            await room.tell(target, action)
+        elif held:
+            await room.participant_updated(target)
+    elif action == "allow":
+        if room.state.hold(target.id, source, False):
+            await room.participant_updated(target)
     elif action == "stop_screen":
         await _stop_screen(target)
     elif action == "remove":

@@ -49,8 +49,10 @@ class Participant:
         self.token_id = grant.token_id
         self.send = send
         # Whether the SFU forwards this participant's microphone and camera: the participant's own
-        # choice, or a teacher's (mute, camera off); locks keep a student from turning them back on.
-        self.enabled = {source: room.state.may_enable(grant.role, source) for source in ("microphone", "camera")}
+        # choice, or a teacher's (mute, camera off); locks and holds keep a student from turning them back on.
+        self.enabled = {
+            source: room.state.may_enable(grant.role, source, grant.participant_id) for source in ("microphone", "camera")
+        }
         self.hand = False
         self.chat_limit = RateLimiter(burst=5, window=10.0)
         self.publisher: PeerTransport | None = None
@@ -66,7 +68,8 @@ class Participant:
         self.closed = False
 
     def describe(self) -> dict[str, object]:
-        return {"id": self.id, "name": self.name, "role": self.role.value, "hand": self.hand, **self.enabled}
+        held = sorted(self.room.state.held.get(self.id, ()))
+        return {"id": self.id, "name": self.name, "role": self.role.value, "hand": self.hand, **self.enabled, "held": held}
 
     def producers(self, *sources: str) -> list[Producer]:
         if self.publisher is None:
@@ -79,7 +82,7 @@ class Participant:
         if len(published) + sum(1 for t in tracks if t["mid"] not in published) > limit:
             raise ProtocolError("too_many_tracks", f"at most {limit} published tracks", ref)
         if any(t["source"].startswith("screen") for t in tracks) and not self.room.state.may_enable(
-            self.role, "screen"
+            self.role, "screen", self.id
         ):
             raise ProtocolError("locked", "a teacher has locked screen sharing", ref)
         offered = {line[6:].strip() for line in sdp.splitlines() if line.startswith("a=mid:")}

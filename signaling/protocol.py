@@ -15,7 +15,7 @@ SOURCES = ("camera", "microphone", "screen", "screen_audio")
 MAX_CHAT = 2000
 LOCKABLE = ("microphone", "camera", "screen", "chat")
 # Teacher-only actions; `participant_id` names the target, or `all: true` for the group actions.
-TARGETED_ACTIONS = ("mute", "camera_off", "stop_screen", "remove", "to_lobby", "admit", "refuse")
+TARGETED_ACTIONS = ("mute", "camera_off", "allow", "stop_screen", "remove", "to_lobby", "admit", "refuse")
 GROUP_ACTIONS = ("mute", "camera_off", "admit", "refuse")
 MODERATION_ACTIONS = (*TARGETED_ACTIONS, "lower_hands", "lock", "lock_class", "lobby", "end")
 
@@ -117,7 +117,12 @@ def _moderation(message: dict[str, Any], ref: Any) -> dict[str, Any]:
     if action in TARGETED_ACTIONS:
         if action in GROUP_ACTIONS and message.get("all") is True:
             return {"action": action, "participant_id": None}
-        return {"action": action, "participant_id": _str(message.get("participant_id"), "participant_id", 64, ref)}
+        target = {"action": action, "participant_id": _str(message.get("participant_id"), "participant_id", 64, ref)}
+        if action == "allow":
+            if message.get("source") not in ("microphone", "camera"):
+                raise ProtocolError("bad_message", "'source' must be microphone or camera", ref)
+            target["source"] = message["source"]
+        return target
     if action in ("lock_class", "lobby"):
         return {"action": action, "value": _bool(message.get("value"), "value", ref)}
     if action == "lock":

@@ -57,7 +57,7 @@ async def test_a_muted_students_audio_reaches_nobody(classe: RunningServer, live
     await prof.send({"type": "moderate", "action": "mute", "participant_id": leo.id})
     assert (await leo.expect("moderated"))["action"] == "mute"
     update = await ines.expect("participant_updated")
-    assert update["participant"] == {**update["participant"], "id": leo.id, "microphone": False}
+    assert update["participant"] == {**update["participant"], "id": leo.id, "microphone": False, "held": ["microphone"]}
     await asyncio.sleep(0.5)  # what was already in flight
     before = (frames(prof), frames(ines))
     dropped = classe.server.stats.drops[DropReason.MUTED]
@@ -72,9 +72,15 @@ async def test_a_muted_students_audio_reaches_nobody(classe: RunningServer, live
     await asyncio.sleep(1.0)
     assert (frames(prof), frames(ines)) == before
 
-    # Unlocked, he can.
+    # Unlocked, he still cannot: the teacher muted him by name, which holds his microphone off.
     await prof.send({"type": "moderate", "action": "lock", "locks": {"microphone": False}})
     await leo.expect("class_state")
+    await leo.send({"type": "media", "id": 8, "source": "microphone", "enabled": True})
+    assert ((await leo.expect("error"))["code"]) == "locked"
+
+    # Once the teacher gives him the floor, he can.
+    await prof.send({"type": "moderate", "action": "allow", "participant_id": leo.id, "source": "microphone"})
+    assert (await leo.expect("participant_updated"))["participant"]["held"] == []
     await leo.send({"type": "media", "source": "microphone", "enabled": True})
     await wait_for(lambda: frames(prof) > before[0] + 50 and frames(ines) > before[1] + 50, 10)
 
