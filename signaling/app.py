@@ -59,14 +59,38 @@ async def dev_token(request: web.Request) -> web.Response:
     return web.json_response({"token": token})
 
 
-async def index(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(STATIC / "index.html")
+# The pages of the app, by path; each is static HTML filled by its script from the message catalogues.
+PAGES = {
+    "/": "index.html",
+    "/signup": "signup.html",
+    "/verify": "verify.html",
+    "/login": "login.html",
+    "/forgot": "forgot.html",
+    "/reset": "reset.html",
+    "/invitation": "invitation.html",
+    "/classes": "classes.html",
+    "/account": "account.html",
+    "/c/{code}": "class.html",
+    "/help": "help-teacher.html",
+    "/help/students": "help-student.html",
+    "/help/faq": "help-faq.html",
+    "/report": "report.html",
+}
+
+
+def page(name: str) -> web.Handler:
+    path = STATIC / "pages" / name
+
+    async def handler(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
+
+    return handler
 
 
 async def privacy(request: web.Request) -> web.Response:
     """The privacy page, with the retention periods this server actually applies."""
     s = request.app[SERVICES].settings
-    page = Template((STATIC / "privacy.html").read_text(encoding="utf-8")).substitute(
+    page = Template((STATIC / "pages" / "privacy.html").read_text(encoding="utf-8")).substitute(
         account_retention_days=s.account_retention_days,
         unverified_account_days=s.unverified_account_days,
         invitation_days=s.invitation_days,
@@ -74,7 +98,7 @@ async def privacy(request: web.Request) -> web.Response:
         report_retention_days=s.report_retention_days,
         session_days=s.session_days,
     )
-    return web.Response(text=page, content_type="text/html")
+    return web.Response(text=page, content_type="text/html", headers={"Cache-Control": "no-cache"})
 
 
 async def maintenance(app: web.Application) -> AsyncIterator[None]:
@@ -117,7 +141,8 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> web.Applicat
     app.router.add_get("/metrics", metrics)
     if settings.dev_mode:
         app.router.add_post("/api/dev/token", dev_token)
-    app.router.add_get("/", index)
+    for route, name in PAGES.items():
+        app.router.add_get(route, page(name))
     app.router.add_get("/privacy", privacy)
     app.router.add_static("/static/", STATIC)
     app.cleanup_ctx.append(maintenance)

@@ -93,6 +93,17 @@ class Classes:
             )
             return list(rows.all())
 
+    async def for_student(self, account: Account) -> list[Classroom]:
+        """The account-mode classes whose roster holds this account's address."""
+        async with self.db.sessions() as tx:
+            listed = select(RosterEntry.class_id).where(RosterEntry.email == account.email)
+            rows = await tx.scalars(
+                select(Classroom)
+                .where(Classroom.id.in_(listed), Classroom.access == ClassAccess.ACCOUNT.value)
+                .order_by(Classroom.created_at)
+            )
+            return list(rows.all())
+
     async def is_teacher(self, account: Account, classroom: Classroom) -> bool:
         if account.role not in (AccountRole.TEACHER.value, AccountRole.ADMIN.value):
             return False

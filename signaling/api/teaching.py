@@ -65,6 +65,27 @@ async def list_classes(request: web.Request) -> web.Response:
     return web.json_response({"classes": [await describe(request, account, c) for c in classes]})
 
 
+async def my_classes(request: web.Request) -> web.Response:
+    """A student's (or parent's) classes: what the page needs to join them, and nothing else."""
+    account = await require_account(request)
+    svc = services(request)
+    classes = await svc.classes.for_student(account)
+    return web.json_response(
+        {
+            "classes": [
+                {
+                    "title": c.title,
+                    "starts_at": iso(c.starts_at),
+                    "duration_minutes": c.duration_minutes,
+                    "link": f"{svc.settings.origin}/c/{c.link_code}",
+                    "live": c.id in svc.server.rooms and bool(svc.server.rooms[c.id].participants),
+                }
+                for c in classes
+            ]
+        }
+    )
+
+
 async def create_class(request: web.Request) -> web.Response:
     account = await require_account(request, *TEACHING_ROLES)
     form = await body(request, ClassForm)
@@ -116,6 +137,7 @@ async def set_roster(request: web.Request) -> web.Response:
 
 ROUTES = [
     ("GET", "/api/classes", list_classes),
+    ("GET", "/api/my/classes", my_classes),
     ("POST", "/api/classes", create_class),
     ("GET", "/api/classes/{class_id}", get_class),
     ("PUT", "/api/classes/{class_id}", update_class),

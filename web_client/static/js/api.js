@@ -1,0 +1,57 @@
+// The server's HTTP API: JSON in and out, the CSRF token sent back on every change.
+import { has, t } from "./i18n.js";
+
+let csrf = null;
+let current = null;
+
+export class ApiError extends Error {
+  constructor(status, code, message, retryAfter) {
+    super(message || code);
+    this.status = status;
+    this.code = code;
+    this.retryAfter = retryAfter;
+  }
+}
+
+/** The signed-in account (or null) and the CSRF token; asked once per page. */
+export function session() {
+  current ??= fetch("/api/session", { credentials: "same-origin" })
+    .then((response) => response.json())
+    .then((data) => {
+      csrf = data.csrf;
+      return data;
+    });
+  return current;
+}
+
+export async function api(method, path, body) {
+  const headers = {};
+  if (method !== "GET") {
+    await session();
+    headers["X-CSRF-Token"] = csrf;
+  }
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  let response;
+  try {
+    response = await fetch(path, {
+      method,
+      headers,
+      credentials: "same-origin",
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch {
+    throw new ApiError(0, "network", "");
+  }
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    throw new ApiError(response.status, data.error || "server", data.message, response.headers.get("Retry-After"));
+  }
+  return data;
+}
+
+/** What to tell the user about a refusal: our catalogue's words, else the server's. */
+export function errorText(error) {
+  const key = `error.${error.code}`;
+  if (has(key)) return t(key, { seconds: error.retryAfter || 60 });
+  return error.message || t("error.generic");
+}

@@ -1,0 +1,321 @@
+// The class room: the grid, the toolbar, the panels, the active speaker and the connection quality.
+import { api, errorText } from "../api.js";
+import { browserDiagnostics } from "../diagnostics.js";
+import { el } from "../dom.js";
+import { label, t } from "../i18n.js";
+import { openScreen } from "./devices.js";
+import { bindClassControls, chatItem, renderClassState, renderLobby, renderPeople } from "./panels.js";
+import { QualityProbe } from "./quality.js";
+import { Grid } from "./tiles.js";
+
+const $ = (id) => document.getElementById(id);
+const SPEAKING_LEVEL = 0.02; // audioLevel is linear, 0 to 1; speech sits well above this
+const PANELS = { "open-chat": "panel-chat", "open-people": "panel-people", "open-lobby": "panel-lobby", "open-class": "panel-class" };
+
+export class RoomView {
+  constructor(session, { title, classId }) {
+    this.session = session;
+    this.classId = classId;
+    this.grid = new Grid($("stage"), $("grid"));
+    this.grid.onChange = () => this.render();
+    this.probe = new QualityProbe();
+    this.unread = 0;
+    this.lastQuality = null;
+    $("room-title").textContent = title;
+    this.bindToolbar();
+    this.bindChat();
+    this.bindReport();
+    bindClassControls(session);
+    const on = (type, handler) => session.addEventListener(type, handler);
+    on("participants", () => this.render());
+    on("media", () => this.render());
+    on("local", () => this.render());
+    on("lobby", () => this.renderLobby());
+    on("state", () => this.renderState());
+    on("chat", (event) => this.addChat(event.detail));
+    on("moderated", (event) => this.announce(`moderated.${event.detail.action}`));
+    on("refused", (event) => this.refused(event.detail));
+    on("reconnecting", () => this.banner("room.reconnecting"));
+    on("joined", (event) => this.joined(event.detail));
+    document.addEventListener("classe:language", () => this.render());
+    this.timers = [setInterval(() => this.findSpeaker(), 300), setInterval(() => this.measure(), 2000)];
+  }
+
+  joined({ again }) {
+    const teacher = this.session.me.role === "teacher";
+    for (const element of document.querySelectorAll(".teacher-only")) element.hidden = !teacher;
+    if (again) this.banner("room.reconnected", 4000);
+    else this.banner(null);
+    $("messages").replaceChildren(...this.session.chat.map((m) => chatItem(m, this.session.me)));
+    this.renderLobby();
+    this.renderState();
+    this.render();
+  }
+
+  stop() {
+    for (const timer of this.timers) clearInterval(timer);
+  }
+
+  // Drawing
+
+  render() {
+    const s = this.session;
+    if (!s.me) return;
+    const me = s.me;
+    const entries = [];
+    const videos = new Map();
+    for (const m of s.receivedMedia()) {
+      if (m.kind === "video") videos.set(m.source === "screen" ? `${m.participant_id}:screen` : m.participant_id, m.track);
+    }
+    const audio = s.receivedMedia().filter((m) => m.kind === "audio");
+    this.renderAudio(audio);
+    const people = [...s.participants.values()].sort(
+      (a, b) => (b.role === "teacher") - (a.role === "teacher") || (b.id === me.id) - (a.id === me.id) || a.name.localeCompare(b.name),
+    );
+    let screenKey = null;
+    for (const p of people) {
+      const mine = p.id === me.id;
+      const camera = mine ? (s.wanted.camera && s.local.get("camera")?.track) || null : p.camera ? videos.get(p.id) || null : null;
+      entries.push({ key: p.id, participant: p, track: camera, screen: false, me: mine });
+      const screen = mine ? s.local.get("screen")?.track : videos.get(`${p.id}:screen`);
+      if (screen) {
+        entries.push({ key: `${p.id}:screen`, participant: p, track: screen, screen: true, me: mine });
+        if (!mine || !screenKey) screenKey = `${p.id}:screen`;
+      }
+    }
+    // Pinned unless the person chose otherwise: a screen share, else (for students) the teacher.
+    const teacher = people.find((p) => p.role === "teacher" && p.id !== me.id);
+    this.grid.render(entries, screenKey || (me.role === "student" && teacher ? teacher.id : null));
+    label($("people-count"), "room.count", { count: people.length });
+    renderPeople(s, $("people"));
+    this.renderToolbar();
+  }
+
+  renderAudio(audio) {
+    const box = $("audio");
+    const wanted = new Set(audio.map((m) => m.mid));
+    for (const element of [...box.children]) if (!wanted.has(element.dataset.mid)) element.remove();
+    for (const m of audio) {
+      let element = box.querySelector(`[data-mid="${CSS.escape(m.mid)}"]`);
+      if (!element) {
+        element = el("audio", { attrs: { autoplay: true, "data-mid": m.mid } });
+        box.append(element);
+      }
+      if (element.srcObject?.getTracks()[0] !== m.track) {
+        element.srcObject = new MediaStream([m.track]);
+        element.play().catch(() => {});
+      }
+    }
+  }
+
+  renderToolbar() {
+    const s = this.session;
+    const me = s.me;
+    for (const source of ["microphone", "camera"]) {
+      const button = $(`toggle-${source}`);
+      const available = Boolean(s.local.get(source)?.track);
+      const on = available && s.wanted[source] && me[source];
+      button.setAttribute("aria-pressed", String(on));
+      button.disabled = !available;
+      const held = me.role === "student" && ((me.held || []).includes(source) || s.classState?.locks[source]);
+      button.classList.toggle("held", Boolean(held) && !on);
+      label(button.querySelector("span"), !available ? `room.no_${source}` : on ? `room.${source}_off` : `room.${source}_on`);
+    }
+    const sharing = s.local.has("screen");
+    $("toggle-screen").setAttribute("aria-pressed", String(sharing));
+    $("toggle-screen").hidden = !navigator.mediaDevices?.getDisplayMedia;
+    label($("toggle-screen").querySelector("span"), sharing ? "room.stop_screen" : "room.share_screen");
+    $("toggle-hand").setAttribute("aria-pressed", String(me.hand));
+    label($("toggle-hand").querySelector("span"), me.hand ? "room.lower_hand" : "room.raise_hand");
+  }
+
+  renderLobby() {
+    renderLobby(this.session, $("lobby-list"));
+    const count = this.session.lobby.length;
+    const badge = $("open-lobby").querySelector(".badge");
+    badge.hidden = !count;
+    badge.textContent = String(count);
+    if (count > (this.lobbyCount || 0) && this.session.me?.role === "teacher") this.announce("room.someone_waits", { count });
+    this.lobbyCount = count;
+  }
+
+  renderState() {
+    const state = this.session.classState;
+    if (!state) return;
+    renderClassState(state);
+    const chatLocked = this.session.me.role === "student" && state.locks.chat;
+    $("chat-form").hidden = chatLocked;
+    $("chat-locked").hidden = !chatLocked;
+    this.render();
+  }
+
+  // Toolbar
+
+  bindToolbar() {
+    const s = this.session;
+    for (const source of ["microphone", "camera"]) {
+      $(`toggle-${source}`).addEventListener("click", async () => {
+        const on = !(s.wanted[source] && s.me[source]);
+        if (!(await s.setMedia(source, on))) this.announce(`room.${source}_held`);
+        this.render();
+      });
+    }
+    $("toggle-screen").addEventListener("click", async () => {
+      if (s.local.has("screen")) {
+        s.dropSource("screen");
+        return;
+      }
+      if (s.me.role === "student" && s.classState?.locks.screen) {
+        this.announce("refused.locked_screen");
+        return;
+      }
+      const { track, error } = await openScreen();
+      if (!track) {
+        if (error !== "cancelled") this.announce(`screen.${error}`);
+        return;
+      }
+      track.addEventListener("ended", () => s.dropSource("screen")); // the browser's own "stop sharing"
+      await s.setSource("screen", track);
+    });
+    $("toggle-hand").addEventListener("click", () => s.raiseHand(!s.me.hand));
+    for (const [button, panel] of Object.entries(PANELS)) $(button).addEventListener("click", () => this.openPanel(panel));
+    $("leave").addEventListener("click", () => s.leave());
+  }
+
+  openPanel(id) {
+    const open = $(id).hidden;
+    for (const [button, panel] of Object.entries(PANELS)) {
+      $(panel).hidden = !(open && panel === id);
+      $(button).setAttribute("aria-expanded", String(open && panel === id));
+    }
+    $("side").hidden = !open;
+    if (id === "panel-chat" && open) {
+      this.unread = 0;
+      $("open-chat").querySelector(".badge").hidden = true;
+      $("chat-input").focus();
+    } else if (open) {
+      $(id).querySelector("h2").setAttribute("tabindex", "-1");
+      $(id).querySelector("h2").focus();
+    }
+  }
+
+  // Chat
+
+  bindChat() {
+    $("chat-form").addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const input = $("chat-input");
+      const text = input.value.trim();
+      if (!text) return;
+      input.value = "";
+      await this.session.sendChat(text).catch(() => {
+        input.value = text;
+      });
+    });
+  }
+
+  addChat(message) {
+    const list = $("messages");
+    list.append(chatItem(message, this.session.me));
+    list.scrollTop = list.scrollHeight;
+    if ($("panel-chat").hidden) {
+      this.unread += 1;
+      const badge = $("open-chat").querySelector(".badge");
+      badge.hidden = false;
+      badge.textContent = String(this.unread);
+    }
+  }
+
+  // What the server refused, and what happens on the page
+
+  refused(message) {
+    if (message.code === "locked") this.announce("refused.locked");
+    else if (message.code === "rate_limited") this.announce("refused.rate_limited");
+    else if (message.code === "too_many_tracks") this.announce("refused.too_many_tracks");
+  }
+
+  announce(key, vars) {
+    const text = t(key, vars);
+    $("announcer").textContent = text;
+    const toast = el("p", { className: "toast", text, attrs: { "aria-hidden": "true" } });
+    document.body.append(toast);
+    setTimeout(() => toast.remove(), 5000);
+  }
+
+  banner(key, hideAfter) {
+    const banner = $("banner");
+    clearTimeout(this.bannerTimer);
+    banner.hidden = !key;
+    if (key) label(banner, key);
+    banner.classList.toggle("warning", key === "room.reconnecting");
+    if (hideAfter) this.bannerTimer = setTimeout(() => (banner.hidden = true), hideAfter);
+  }
+
+  // Measured things
+
+  findSpeaker() {
+    let loudest = null;
+    let level = SPEAKING_LEVEL;
+    for (const m of this.session.receivedMedia()) {
+      if (m.kind !== "audio") continue;
+      for (const source of m.receiver.getSynchronizationSources()) {
+        // Browsers disagree on the clock of `timestamp` (page time or wall time): accept either.
+        const age = Math.min(Math.abs(performance.now() - source.timestamp), Math.abs(Date.now() - source.timestamp));
+        if (source.audioLevel > level && age < 1000) {
+          level = source.audioLevel;
+          loudest = m.participant_id;
+        }
+      }
+    }
+    const now = Date.now();
+    if (loudest) this.speakerSince = now;
+    // Hold the highlight a moment so that it does not flicker between words.
+    const speaker = loudest || (now - (this.speakerSince || 0) < 1500 ? this.grid.speaker : null);
+    if (speaker !== this.grid.speaker) {
+      this.grid.speaker = speaker;
+      this.render();
+    }
+  }
+
+  async measure() {
+    if (this.session.status !== "joined" && this.session.status !== "reconnecting") return;
+    this.quality = await this.probe.measure(this.session);
+    const indicator = $("quality");
+    if (this.quality.level === this.lastQuality) return;
+    this.lastQuality = this.quality.level;
+    indicator.dataset.level = this.quality.level;
+    indicator.dataset.i18nAttr = `aria-label=quality.${this.quality.level},title=quality.${this.quality.level}`;
+    indicator.setAttribute("aria-label", t(`quality.${this.quality.level}`));
+    indicator.setAttribute("title", t(`quality.${this.quality.level}`));
+  }
+
+  // Report a problem, with what the page measured
+
+  bindReport() {
+    const dialog = $("report-dialog");
+    const form = $("report-form");
+    $("open-report").addEventListener("click", () => dialog.showModal());
+    form.querySelector("button[value=cancel]").addEventListener("click", () => dialog.close());
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const alert = form.querySelector("[role=alert]");
+      const s = this.session;
+      const diagnostics = {
+        ...browserDiagnostics(),
+        status: s.status,
+        quality: this.quality || null,
+        participants: s.participants.size,
+        received_tracks: s.received.size,
+        sending: [...s.local.keys()],
+      };
+      try {
+        await api("POST", "/api/reports", { text: $("report-text").value, diagnostics, class_id: this.classId });
+        dialog.close();
+        $("report-text").value = "";
+        this.announce("report.sent");
+      } catch (error) {
+        alert.textContent = errorText(error);
+      }
+    });
+  }
+}

@@ -1,0 +1,413 @@
+// One participant's link to a live class: the WebSocket, the publishing and the subscribing peer
+// connections, and reconnection. No DOM here: the page listens to the events it dispatches.
+//
+// Events: waiting, joined, reconnecting, ended, participants, lobby, state, chat, media,
+// moderated, refused (a request was refused: {code, ref}).
+
+const PROTOCOL = 1;
+const PING_EVERY_MS = 10_000;
+const SILENCE_LIMIT_MS = 25_000; // no message for this long: the link is dead, rejoin
+// Fatal errors after which coming back makes sense: the network or the server failed, not a person.
+const RETRY_AFTER = new Set([
+  "server_stopping",
+  "ice_failed",
+  "connection_lost",
+  "negotiation_timeout",
+  "negotiation_failed",
+  "invalid_token",
+]);
+
+function gathered(pc) {
+  // The server takes no trickled candidates: wait for all of ours (host candidates only: quick).
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const check = () => {
+      if (pc.iceGatheringState === "complete") {
+        pc.removeEventListener("icegatheringstatechange", check);
+        resolve();
+      }
+    };
+    pc.addEventListener("icegatheringstatechange", check);
+    setTimeout(resolve, 3000);
+  });
+}
+
+export class ClassSession extends EventTarget {
+  /** `getToken()` asks the server for a fresh join token (POST /api/join): called on every (re)join. */
+  constructor(getToken) {
+    super();
+    this.getToken = getToken;
+    this.status = "idle"; // idle, connecting, waiting, joined, reconnecting, ended
+    this.attempts = 0;
+    this.everJoined = false;
+    this.me = null;
+    this.participants = new Map();
+    this.tracks = new Map(); // track_id -> info
+    this.received = new Map(); // subscriber mid -> track info
+    this.chat = [];
+    this.lobby = [];
+    this.classState = null;
+    this.local = new Map(); // source -> {track, transceiver}
+    this.wanted = { microphone: true, camera: true };
+    this.nextId = 1;
+    this.replies = new Map(); // message id -> {resolve, reject}
+    this.messages = Promise.resolve();
+    this.rtt = null;
+  }
+
+  emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  start() {
+    this.status = "connecting";
+    this.connect();
+  }
+
+  async connect() {
+    let token;
+    try {
+      token = await this.getToken();
+    } catch (error) {
+      // The link was withdrawn, the class deleted, the account removed: say so. Otherwise retry.
+      if (error.status >= 400 && error.status < 500 && error.status !== 429) this.finish(error.code, error);
+      else this.lost();
+      return;
+    }
+    if (this.status === "ended") return;
+    this.status = "connecting";
+    const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
+    this.ws = ws;
+    this.heard = Date.now();
+    ws.addEventListener("open", () => this.send({ type: "join", protocol: PROTOCOL, token }));
+    ws.addEventListener("message", (event) => {
+      this.heard = Date.now();
+      const message = JSON.parse(event.data);
+      this.messages = this.messages.then(() => this.handle(message)).catch((error) => this.broken(error));
+    });
+    ws.addEventListener("close", () => {
+      if (this.ws === ws) this.lost();
+    });
+    clearInterval(this.pinger);
+    this.pinger = setInterval(() => this.ping(), PING_EVERY_MS);
+  }
+
+  ping() {
+    if (this.ws?.readyState !== WebSocket.OPEN) return;
+    if (Date.now() - this.heard > SILENCE_LIMIT_MS) {
+      this.lost();
+      return;
+    }
+    this.pingSentAt = performance.now();
+    this.send({ type: "ping" });
+  }
+
+  send(message) {
+    if (this.ws?.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(message));
+  }
+
+  /** Send a message with an id; resolves with the reply that names it, rejects on its error. */
+  request(message, timeoutMs = 10_000) {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.replies.delete(id);
+        reject(Object.assign(new Error("timeout"), { code: "timeout" }));
+      }, timeoutMs);
+      this.replies.set(id, {
+        resolve: (value) => (clearTimeout(timer), resolve(value)),
+        reject: (error) => (clearTimeout(timer), reject(error)),
+      });
+      this.send({ ...message, id });
+    });
+  }
+
+  async handle(message) {
+    const reply = message.ref !== undefined ? this.replies.get(message.ref) : undefined;
+    switch (message.type) {
+      case "waiting":
+        this.status = "waiting";
+        this.closePeers();
+        this.emit("waiting", message);
+        break;
+      case "joined":
+        await this.joined(message);
+        break;
+      case "publish_answer":
+        reply?.resolve(message);
+        break;
+      case "subscribe_offer":
+        await this.answer(message);
+        break;
+      case "participant_joined":
+      case "participant_updated":
+        this.participants.set(message.participant.id, message.participant);
+        if (message.participant.id === this.me?.id) this.me = message.participant;
+        this.emit("participants", message);
+        break;
+      case "participant_left":
+        this.participants.delete(message.participant_id);
+        this.emit("participants", message);
+        break;
+      case "chat":
+        this.chat.push(message);
+        this.emit("chat", message);
+        break;
+      case "lobby":
+        this.lobby = message.waiting;
+        this.emit("lobby");
+        break;
+      case "class_state":
+        this.classState = message.state;
+        this.emit("state");
+        break;
+      case "moderated":
+        if (message.action === "mute") this.wanted.microphone = false;
+        if (message.action === "camera_off") this.wanted.camera = false;
+        if (message.action === "stop_screen") this.dropSource("screen");
+        this.syncLocalTracks();
+        this.emit("moderated", message);
+        break;
+      case "track_published":
+        this.tracks.set(message.track_id, message);
+        break;
+      case "track_unpublished":
+        this.tracks.delete(message.track_id);
+        break;
+      case "pong":
+        if (this.pingSentAt) this.rtt = performance.now() - this.pingSentAt;
+        break;
+      case "error":
+        this.refused(message, reply);
+        break;
+      default:
+        break; // fields and messages of later versions are ignored
+    }
+    if (reply && message.type !== "error" && message.type !== "pong") this.replies.delete(message.ref);
+  }
+
+  refused(message, reply) {
+    if (reply) {
+      this.replies.delete(message.ref);
+      reply.reject(Object.assign(new Error(message.message), { code: message.code }));
+    }
+    if (message.fatal) {
+      if (RETRY_AFTER.has(message.code) && this.everJoined) this.lost();
+      else this.finish(message.code);
+      return;
+    }
+    this.emit("refused", message);
+  }
+
+  async joined(message) {
+    const again = this.everJoined;
+    this.status = "joined";
+    this.everJoined = true;
+    this.attempts = 0;
+    this.me = message.participant;
+    this.participants = new Map(message.participants.map((p) => [p.id, p]));
+    this.participants.set(this.me.id, this.me);
+    this.tracks = new Map(message.tracks.map((t) => [t.track_id, t]));
+    this.classState = message.state;
+    this.chat = message.chat;
+    this.lobby = message.lobby || [];
+    this.received = new Map();
+    this.closePeers();
+    const config = { iceServers: message.ice_servers, bundlePolicy: "max-bundle" };
+    this.pub = new RTCPeerConnection(config);
+    this.sub = new RTCPeerConnection(config);
+    for (const pc of [this.pub, this.sub]) {
+      pc.addEventListener("connectionstatechange", () => {
+        if (pc.connectionState === "failed" && (pc === this.pub || pc === this.sub)) this.lost();
+      });
+    }
+    for (const entry of this.local.values()) entry.transceiver = null;
+    this.emit("joined", { again, message });
+    // Say the wanted state of microphone and camera before any packet flows.
+    for (const source of ["microphone", "camera"]) {
+      if (this.me[source] !== this.wanted[source]) this.send({ type: "media", source, enabled: this.wanted[source] });
+    }
+    this.syncLocalTracks();
+    if (this.local.size) this.republish();
+  }
+
+  async answer(message) {
+    const pc = this.sub;
+    if (!pc) return;
+    await pc.setRemoteDescription({ type: "offer", sdp: message.sdp });
+    await pc.setLocalDescription(await pc.createAnswer());
+    await gathered(pc);
+    this.send({ type: "subscribe_answer", sdp: pc.localDescription.sdp });
+    // A section may carry another participant's track after a renegotiation: map by mid, anew.
+    this.received = new Map(message.tracks.map((t) => [t.mid, t]));
+    this.emit("media");
+  }
+
+  /** What is being received: one entry per active section, with its MediaStreamTrack. */
+  receivedMedia() {
+    const media = [];
+    for (const transceiver of this.sub?.getTransceivers() || []) {
+      const info = this.received.get(transceiver.mid);
+      if (info) media.push({ ...info, track: transceiver.receiver.track, receiver: transceiver.receiver });
+    }
+    return media;
+  }
+
+  // Publishing
+
+  /** Use `track` for `source` (camera, microphone, screen); a device change replaces the track in place. */
+  async setSource(source, track) {
+    const entry = this.local.get(source);
+    if (entry?.transceiver) {
+      entry.track = track;
+      await entry.transceiver.sender.replaceTrack(track);
+      this.syncLocalTracks();
+      return;
+    }
+    this.local.set(source, { track, transceiver: null });
+    this.syncLocalTracks();
+    if (this.status === "joined") await this.republish();
+  }
+
+  /** Stop sending a source for good (a screen share that ended). */
+  dropSource(source) {
+    const entry = this.local.get(source);
+    if (!entry) return;
+    this.local.delete(source);
+    entry.track?.stop();
+    if (entry.transceiver) {
+      this.send({ type: "unpublish", mid: entry.transceiver.mid });
+      entry.transceiver.sender.replaceTrack(null);
+    }
+    this.emit("local");
+  }
+
+  republish() {
+    this.publishing = (this.publishing || Promise.resolve()).then(() => this.negotiate()).catch((error) => {
+      if (error.code === "locked" || error.code === "too_many_tracks") {
+        this.dropSource("screen");
+        this.emit("refused", { code: error.code });
+      } else if (this.status === "joined") {
+        this.broken(error);
+      }
+    });
+    return this.publishing;
+  }
+
+  async negotiate() {
+    const pc = this.pub;
+    const fresh = [];
+    for (const [source, entry] of this.local) {
+      if (!entry.transceiver) {
+        entry.transceiver = pc.addTransceiver(entry.track, { direction: "sendonly" });
+        fresh.push(source);
+      }
+    }
+    if (!fresh.length) return;
+    await pc.setLocalDescription(await pc.createOffer());
+    await gathered(pc);
+    const tracks = [...this.local].map(([source, entry]) => ({ mid: entry.transceiver.mid, source }));
+    const answer = await this.request({ type: "publish", sdp: pc.localDescription.sdp, tracks });
+    await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+  }
+
+  /** A disabled track sends silence or black frames: the server drops them anyway, this spares the uplink. */
+  syncLocalTracks() {
+    for (const source of ["microphone", "camera"]) {
+      const track = this.local.get(source)?.track;
+      if (track) track.enabled = this.wanted[source];
+    }
+    this.emit("local");
+  }
+
+  /** Turn one's microphone or camera on or off; resolves false if a teacher's lock or hold refuses it. */
+  async setMedia(source, enabled) {
+    this.wanted[source] = enabled;
+    if (this.status !== "joined") {
+      this.syncLocalTracks();
+      return true;
+    }
+    if (!enabled) this.syncLocalTracks(); // silence at once, before the server hears of it
+    try {
+      await Promise.race([
+        this.request({ type: "media", source, enabled }),
+        new Promise((resolve) => setTimeout(resolve, 1500)), // success has no reply of its own
+      ]);
+    } catch (error) {
+      if (error.code !== "locked") throw error;
+      this.wanted[source] = false;
+      this.syncLocalTracks();
+      return false;
+    }
+    this.syncLocalTracks();
+    return true;
+  }
+
+  // Class actions
+
+  sendChat(text) {
+    return this.request({ type: "chat", text }, 3000).catch((error) => {
+      if (error.code !== "timeout") throw error; // the chat broadcast is the answer; it has no ref
+    });
+  }
+
+  raiseHand(raised) {
+    this.send({ type: "hand", raised });
+  }
+
+  moderate(action, fields = {}) {
+    this.send({ type: "moderate", action, id: this.nextId++, ...fields });
+  }
+
+  // Life and death
+
+  closePeers() {
+    for (const pc of [this.pub, this.sub]) pc?.close();
+    this.pub = this.sub = null;
+  }
+
+  broken(error) {
+    console.error("class session", error);
+    this.lost();
+  }
+
+  /** The link broke (network, server restart): come back with a fresh token, keeping local tracks. */
+  lost() {
+    if (this.status === "ended" || this.retryTimer) return;
+    const ws = this.ws;
+    this.ws = null;
+    ws?.close();
+    this.closePeers();
+    for (const reply of this.replies.values()) reply.reject(Object.assign(new Error("lost"), { code: "lost" }));
+    this.replies.clear();
+    this.status = "reconnecting";
+    this.emit("reconnecting", { attempt: this.attempts });
+    const delay = Math.min(1000 * 2 ** this.attempts, 10_000) * (0.75 + Math.random() / 2);
+    this.attempts += 1;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      if (this.status !== "reconnecting") return;
+      if (navigator.onLine) this.connect();
+      else window.addEventListener("online", () => this.connect(), { once: true });
+    }, delay);
+  }
+
+  /** The end of this visit: left, removed, refused, class ended... `code` says which. */
+  finish(code, detail) {
+    if (this.status === "ended") return;
+    this.status = "ended";
+    clearInterval(this.pinger);
+    clearTimeout(this.retryTimer);
+    const ws = this.ws;
+    this.ws = null;
+    ws?.close();
+    this.closePeers();
+    for (const entry of this.local.values()) entry.track?.stop();
+    this.emit("ended", { code, detail });
+  }
+
+  leave() {
+    this.send({ type: "leave" });
+    this.finish("left");
+  }
+}

@@ -1,0 +1,82 @@
+// Message catalogues: French by default, English on request. The markup holds no text: elements
+// name a key (data-i18n, data-i18n-attr) and are filled here, so a language switch re-fills them.
+const LANGUAGES = ["fr", "en"];
+const STORAGE_KEY = "classe.lang";
+let catalogue = {};
+export let language = "fr";
+
+export function t(key, vars = {}) {
+  const text = Object.hasOwn(catalogue, key) ? catalogue[key] : key;
+  return text.replace(/\{(\w+)\}/g, (match, name) => (name in vars ? String(vars[name]) : match));
+}
+
+/** A structured entry of the catalogue (the help pages' sections), as it is. */
+export function entry(key) {
+  return catalogue[key];
+}
+
+export function has(key) {
+  return Object.hasOwn(catalogue, key);
+}
+
+function varsOf(element) {
+  return element.dataset.i18nVars ? JSON.parse(element.dataset.i18nVars) : {};
+}
+
+export function translate(root = document) {
+  const scope = root.querySelectorAll ? root : document;
+  const elements = [...scope.querySelectorAll("[data-i18n], [data-i18n-attr]")];
+  if (root instanceof Element) elements.push(root);
+  for (const element of elements) {
+    if (element.dataset.i18n) element.textContent = t(element.dataset.i18n, varsOf(element));
+    if (element.dataset.i18nAttr) {
+      for (const pair of element.dataset.i18nAttr.split(",")) {
+        const [attribute, key] = pair.split("=").map((s) => s.trim());
+        element.setAttribute(attribute, t(key, varsOf(element)));
+      }
+    }
+  }
+}
+
+/** Set an element's text by key; kept on the element so that a language switch updates it. */
+export function label(element, key, vars) {
+  element.dataset.i18n = key;
+  if (vars) element.dataset.i18nVars = JSON.stringify(vars);
+  else delete element.dataset.i18nVars;
+  element.textContent = t(key, vars || {});
+  return element;
+}
+
+async function load(wanted) {
+  const response = await fetch(`/static/i18n/${wanted}.json`);
+  catalogue = await response.json();
+  language = wanted;
+  document.documentElement.lang = wanted;
+  translate();
+  document.documentElement.classList.add("i18n-ready");
+}
+
+export async function loadLanguage() {
+  const asked = new URLSearchParams(location.search).get("lang");
+  if (LANGUAGES.includes(asked)) localStorage.setItem(STORAGE_KEY, asked);
+  const stored = localStorage.getItem(STORAGE_KEY);
+  await load(LANGUAGES.includes(stored) ? stored : "fr");
+}
+
+export async function setLanguage(wanted) {
+  localStorage.setItem(STORAGE_KEY, wanted);
+  await load(wanted);
+  document.dispatchEvent(new Event("classe:language"));
+}
+
+export function otherLanguage() {
+  return language === "fr" ? "en" : "fr";
+}
+
+export function formatTime(ms) {
+  return new Intl.DateTimeFormat(language, { hour: "2-digit", minute: "2-digit" }).format(new Date(ms));
+}
+
+export function formatDateTime(iso) {
+  return new Intl.DateTimeFormat(language, { dateStyle: "full", timeStyle: "short" }).format(new Date(iso));
+}

@@ -1,0 +1,9 @@
+import { browserDiagnostics } from "../diagnostics.js";
+import { api, bindForm, boot, done } from "../shell.js";
+
+await boot();
+const form = document.getElementById("report");
+bindForm(form, async (values) => {
+  await api("POST", "/api/reports", { text: values.text, diagnostics: browserDiagnostics() });
+  done(form, "report.sent");
+});

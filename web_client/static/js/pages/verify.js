@@ -1,0 +1,17 @@
+import { api, errorText } from "../api.js";
+import { label } from "../i18n.js";
+import { boot } from "../shell.js";
+
+await boot();
+const token = location.hash.slice(1);
+history.replaceState(null, "", location.pathname);
+const status = document.getElementById("verify-status");
+try {
+  await api("POST", "/api/verify", { token });
+  label(status, "verify.done");
+  document.getElementById("verify-next").hidden = false;
+} catch (error) {
+  delete status.dataset.i18n;
+  status.textContent = errorText(error);
+  status.classList.add("error");
+}

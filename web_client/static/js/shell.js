@@ -1,0 +1,87 @@
+// What every page shares: language, header with the account's links, footer, form handling.
+import { api, ApiError, errorText, session } from "./api.js";
+import { el } from "./dom.js";
+import { label, loadLanguage, otherLanguage, setLanguage } from "./i18n.js";
+
+function header(account) {
+  const links = [];
+  if (account?.role === "teacher" || account?.role === "admin") links.push(["/classes", "nav.classes"]);
+  if (account) links.push(["/account", "nav.account"]);
+  else links.push(["/login", "nav.login"], ["/signup", "nav.signup"]);
+  links.push(["/help", "nav.help"]);
+  const switcher = el("button", {
+    className: "link",
+    attrs: { type: "button", id: "language" },
+    on: { click: () => setLanguage(otherLanguage()) },
+  });
+  const refresh = () => {
+    label(switcher, "nav.other_language");
+    switcher.lang = otherLanguage();
+  };
+  refresh();
+  document.addEventListener("classe:language", refresh);
+  return el("nav", { attrs: { "aria-label": "Classe" } }, [
+    el("a", { className: "brand", i18n: "app.name", attrs: { href: "/" } }),
+    el(
+      "ul",
+      {},
+      links.map(([href, key]) => el("li", {}, [el("a", { i18n: key, attrs: { href } })])),
+    ),
+    switcher,
+  ]);
+}
+
+function footer() {
+  return el("ul", {}, [
+    ["/privacy", "nav.privacy"],
+    ["/help/faq", "nav.faq"],
+    ["/report", "nav.report"],
+  ].map(([href, key]) => el("li", {}, [el("a", { i18n: key, attrs: { href } })])));
+}
+
+/** Load the language and the session, draw the header and footer; the page's script goes on. */
+export async function boot() {
+  await loadLanguage();
+  const state = await session();
+  document.getElementById("shell")?.replaceChildren(header(state.account));
+  document.getElementById("footer")?.replaceChildren(footer());
+  return state;
+}
+
+/** Where to go after signing in: a same-site path only, so that a crafted link cannot send people away. */
+export function nextPath(fallback) {
+  const next = new URLSearchParams(location.search).get("next") || "";
+  return next.startsWith("/") && !next.startsWith("//") ? next : fallback;
+}
+
+/**
+ * Submit a form through `action(values)`; its errors go to the form's alert element. The
+ * button stays disabled while the request runs, so a double click sends one request.
+ */
+export function bindForm(form, action) {
+  const alert = form.querySelector("[role=alert]");
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const button = form.querySelector("button[type=submit]");
+    if (alert) alert.textContent = "";
+    button.disabled = true;
+    try {
+      await action(Object.fromEntries(new FormData(form)));
+    } catch (error) {
+      if (!(error instanceof ApiError)) throw error;
+      if (alert) alert.textContent = errorText(error);
+      form.querySelector("[aria-invalid=true], input, textarea")?.focus();
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
+/** Swap a form for a message once it has done its work; focus moves to the message for screen readers. */
+export function done(form, key, vars) {
+  const message = el("p", { className: "notice", i18n: key, vars, attrs: { role: "status", tabindex: "-1" } });
+  form.replaceWith(message);
+  message.focus();
+}
+
+export { api };
