@@ -7,7 +7,11 @@ function header(account) {
   const links = [];
   if (account?.role === "teacher" || account?.role === "admin") links.push(["/classes", "nav.classes"]);
   if (account) links.push(["/account", "nav.account"]);
-  else links.push(["/login", "nav.login"], ["/signup", "nav.signup"]);
+  else {
+    // Back to this page once signed in (a class link, typically).
+    const here = ["/", "/login", "/signup"].includes(location.pathname) ? "" : `?next=${encodeURIComponent(location.pathname)}`;
+    links.push([`/login${here}`, "nav.login"], ["/signup", "nav.signup"]);
+  }
   links.push(["/help", "nav.help"]);
   const switcher = el("button", {
     className: "link",

@@ -63,9 +63,11 @@ export class LevelMeter {
     this.context.createMediaStreamSource(new MediaStream([track])).connect(this.analyser);
     this.samples = new Float32Array(this.analyser.fftSize);
     // A page may not start audio before the person interacts with it: resume on the first gesture.
-    const resume = () => this.context.resume();
-    document.addEventListener("pointerdown", resume, { once: true });
-    document.addEventListener("keydown", resume, { once: true });
+    this.resume = () => {
+      if (this.context.state === "suspended") this.context.resume();
+    };
+    document.addEventListener("pointerdown", this.resume);
+    document.addEventListener("keydown", this.resume);
     this.timer = setInterval(() => onLevel(this.level()), 100);
   }
 
@@ -78,6 +80,8 @@ export class LevelMeter {
 
   stop() {
     clearInterval(this.timer);
+    document.removeEventListener("pointerdown", this.resume);
+    document.removeEventListener("keydown", this.resume);
     this.context.close();
   }
 }

@@ -8,6 +8,7 @@ export class PreJoin {
   constructor() {
     this.tracks = { camera: null, microphone: null };
     this.errors = { camera: null, microphone: null };
+    this.opening = {};
     this.preview = document.getElementById("preview");
     this.meter = document.getElementById("meter");
     this.selects = { camera: document.getElementById("camera-select"), microphone: document.getElementById("microphone-select") };
@@ -23,7 +24,13 @@ export class PreJoin {
     await Promise.all(SOURCES.map((source) => this.use(source, localStorage.getItem(`classe.${source}`))));
   }
 
-  async use(source, deviceId) {
+  use(source, deviceId) {
+    // Remembered so that joining waits for a device still opening.
+    this.opening[source] = (this.opening[source] || Promise.resolve()).then(() => this.open(source, deviceId));
+    return this.opening[source];
+  }
+
+  async open(source, deviceId) {
     this.tracks[source]?.stop();
     const { track, error } = await open(source, deviceId);
     this.tracks[source] = track || null;
@@ -82,7 +89,8 @@ export class PreJoin {
   }
 
   /** What to join with: the tracks, and whether each starts on. The pre-join page lets go of them. */
-  choices() {
+  async choices() {
+    await Promise.all(Object.values(this.opening));
     this.level?.stop();
     this.preview.srcObject = null;
     return {

@@ -69,11 +69,11 @@ $("join-form").addEventListener("submit", async (event) => {
     return;
   }
   if (name) localStorage.setItem("classe.name", name);
-  join(first);
+  await join(first);
 });
 
-function join(first) {
-  const { tracks, enabled } = prejoin.choices();
+async function join(first) {
+  const { tracks, enabled } = await prejoin.choices();
   let token = first;
   // The first token came with the click; each rejoin asks for a fresh one (they live two minutes).
   const session = new ClassSession(async () => {
