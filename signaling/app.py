@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from string import Template
 
@@ -78,7 +78,7 @@ PAGES = {
 }
 
 
-def page(name: str) -> web.Handler:
+def page(name: str) -> Callable[[web.Request], Awaitable[web.FileResponse]]:
     path = STATIC / "pages" / name
 
     async def handler(request: web.Request) -> web.FileResponse:

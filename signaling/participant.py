@@ -51,7 +51,8 @@ class Participant:
         # Whether the SFU forwards this participant's microphone and camera: the participant's own
         # choice, or a teacher's (mute, camera off); locks and holds keep a student from turning them back on.
         self.enabled = {
-            source: room.state.may_enable(grant.role, source, grant.participant_id) for source in ("microphone", "camera")
+            source: room.state.may_enable(grant.role, source, grant.participant_id)
+            for source in ("microphone", "camera")
         }
         self.hand = False
         self.chat_limit = RateLimiter(burst=5, window=10.0)
@@ -69,7 +70,14 @@ class Participant:
 
     def describe(self) -> dict[str, object]:
         held = sorted(self.room.state.held.get(self.id, ()))
-        return {"id": self.id, "name": self.name, "role": self.role.value, "hand": self.hand, **self.enabled, "held": held}
+        return {
+            "id": self.id,
+            "name": self.name,
+            "role": self.role.value,
+            "hand": self.hand,
+            **self.enabled,
+            "held": held,
+        }
 
     def producers(self, *sources: str) -> list[Producer]:
         if self.publisher is None:

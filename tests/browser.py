@@ -55,7 +55,9 @@ class Chromium:
         self.errors: list[str] = []
 
     async def context(self, name: str, *, init_script: str = "") -> BrowserContext:
-        context: BrowserContext = await self.browser.new_context(viewport={"width": 1280, "height": 800}, locale="fr-FR")
+        context: BrowserContext = await self.browser.new_context(
+            viewport={"width": 1280, "height": 800}, locale="fr-FR"
+        )
         await context.add_init_script(WATCH_PEERS + init_script)
         context.on("request", lambda request: self.requests.append(request.url))
         context.on("page", lambda page: self._watch(page, name))

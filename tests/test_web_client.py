@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 from playwright.async_api import Page, expect
 
+from signaling.participant import Participant
+
 from .browser import Chromium, chromium, screenshot
 from .conftest import RunningServer
 from .peers import Peer
 from .test_access import new_class
 from .web import PASSWORD, Browser, code_of, teacher
-
 
 PLAYBACK = """(selector) => {
   const video = document.querySelector(selector);
@@ -90,6 +91,10 @@ async def join(page: Page, name: str | None = None) -> None:
     await page.get_by_role("button", name="Rejoindre la classe").click()
 
 
+def participant(classe: RunningServer, name: str) -> Participant:
+    return next(p for room in classe.server.rooms.values() for p in room.participants.values() if p.name == name)
+
+
 def no_foreign_requests(browser: Chromium) -> None:
     assert browser.requests, "no request was recorded"
     assert browser.foreign_requests() == []
@@ -147,7 +152,7 @@ async def test_a_link_class_from_sign_in_to_screen_share(classe: RunningServer) 
         await expect(leo.locator("#announcer")).to_contain_text("Levez la main")
         await asyncio.sleep(1.0)
         await expect(microphone).to_have_attribute("aria-pressed", "false")
-        student = next(p for room in classe.server.rooms.values() for p in room.participants.values() if p.name == "Léo Martin")
+        student = participant(classe, "Léo Martin")
         assert student.enabled["microphone"] is False
         await expect(prof.get_by_role("button", name="Autoriser Léo Martin à rallumer son micro")).to_be_visible()
         await screenshot(prof, "05-teacher-moderation")
@@ -180,6 +185,9 @@ async def test_a_student_signs_in_and_joins_an_account_class(classe: RunningServ
             await prof.publish()
 
             ines = await browser.page("ines")
+            await ines.goto(classe.url + "/privacy")
+            days = classe.settings.account_retention_days
+            await expect(ines.get_by_text(f"Un compte inutilisé pendant {days} jours", exact=False)).to_be_visible()
             await ines.goto(classroom["link"])
             await expect(ines.get_by_text("Cette classe est réservée aux élèves inscrits.")).to_be_visible()
             await ines.get_by_role("main").get_by_role("link", name="Se connecter").click()
@@ -195,3 +203,77 @@ async def test_a_student_signs_in_and_joins_an_account_class(classe: RunningServ
             no_foreign_requests(browser)
         finally:
             await prof.close()
+
+
+@pytest.fixture
+async def open_class(classe: RunningServer) -> Any:
+    """A link class with no lobby, opened by a teacher (a real aiortc peer) who publishes."""
+    async with await teacher(classe) as t:
+        classroom = await new_class(t, lobby=False, title="Sciences 5e")
+        prof = Peer(classe.url, "", "Mme Durand")
+        try:
+            await prof.join(await t.join_token(code_of(classroom)))
+            await prof.publish()
+            yield classroom, prof
+        finally:
+            await prof.close()
+
+
+async def test_a_dropped_connection_comes_back_and_a_removed_student_sees_why(
+    classe: RunningServer, open_class: Any
+) -> None:
+    classroom, prof = open_class
+    async with chromium(classe.url) as browser:
+        leo = await browser.page("leo")
+        await leo.goto(classroom["link"])
+        await join(leo, "Léo")
+        await video_plays(leo, "#stage .tile video")
+
+        # The network drops: the page says so, rejoins by itself, and the video plays again.
+        student = participant(classe, "Léo")
+        await leo.context.set_offline(True)
+        await expect(leo.locator("#banner")).to_have_text("Connexion perdue. Reconnexion en cours…", timeout=40_000)
+        await screenshot(leo, "08-student-reconnecting")
+        await leo.context.set_offline(False)
+        await expect(leo.locator("#banner")).to_have_text("Vous êtes de nouveau connecté.", timeout=30_000)
+        await video_plays(leo, "#stage .tile video")
+        rejoined = participant(classe, "Léo")
+        assert rejoined is not student and rejoined.id == student.id
+
+        # Removed by the teacher: the page says why, and offers no way back in.
+        await prof.send({"type": "moderate", "action": "remove", "participant_id": rejoined.id})
+        await expect(leo.get_by_role("heading", name="Vous avez été exclu du cours")).to_be_visible()
+        await expect(leo.get_by_role("button", name="Revenir dans la classe")).to_be_hidden()
+        await screenshot(leo, "09-student-removed")
+        no_foreign_requests(browser)
+
+
+REFUSE_DEVICES = """
+if (navigator.mediaDevices) {
+  navigator.mediaDevices.getUserMedia = () => Promise.reject(new DOMException('refused', 'NotAllowedError'));
+}
+"""
+
+
+async def test_refused_devices_are_explained_and_the_class_still_opens_in_english(
+    classe: RunningServer, open_class: Any
+) -> None:
+    classroom, _ = open_class
+    async with chromium(classe.url) as browser:
+        ines = await browser.page("ines", init_script=REFUSE_DEVICES)
+        await ines.goto(classroom["link"])
+        await expect(ines.get_by_text("Vous avez refusé l'accès à la caméra.", exact=False)).to_be_visible()
+        await expect(ines.get_by_text("Vous avez refusé l'accès au micro.", exact=False)).to_be_visible()
+        await ines.get_by_role("button", name="English").click()
+        await expect(ines.get_by_role("button", name="Join the class")).to_be_visible()
+        await expect(ines.get_by_text("You refused access to the camera.", exact=False)).to_be_visible()
+        await expect(ines.get_by_label("Camera on")).to_be_disabled()
+        await screenshot(ines, "10-refused-devices-english")
+        await ines.get_by_label("Your name").fill("Inès")
+        await ines.get_by_role("button", name="Join the class").click()
+        await expect(ines.locator("#room")).to_be_visible()
+        await expect(ines.locator("#toggle-microphone")).to_be_disabled()
+        await expect(ines.locator("#toggle-microphone")).to_have_text("No microphone")
+        await video_plays(ines, "#stage .tile video")  # she still sees and hears the class
+        await audio_arrives(ines)
+        no_foreign_requests(browser)
