@@ -45,4 +45,4 @@ async def test_health_metrics_and_dev_tokens(classe: RunningServer) -> None:
         async with http.post(f"{classe.url}/api/dev/token", data=b"\xff") as r:
             assert r.status == 400
         async with http.get(f"{classe.url}/") as r:
-            assert r.status == 200 and "Classe" in await r.text()
+            assert r.status == 200 and "/static/js/pages/home.js" in await r.text()

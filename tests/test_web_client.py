@@ -91,6 +91,10 @@ async def join(page: Page, name: str | None = None) -> None:
     await page.get_by_role("button", name="Rejoindre la classe").click()
 
 
+async def _true(value: bool) -> bool:
+    return value
+
+
 def participant(classe: RunningServer, name: str) -> Participant:
     return next(p for room in classe.server.rooms.values() for p in room.participants.values() if p.name == name)
 
@@ -156,6 +160,16 @@ async def test_a_link_class_from_sign_in_to_screen_share(classe: RunningServer) 
         assert student.enabled["microphone"] is False
         await expect(prof.get_by_role("button", name="Autoriser Léo Martin à rallumer son micro")).to_be_visible()
         await screenshot(prof, "05-teacher-moderation")
+
+        # He raises his hand; she sees it and gives him the floor back.
+        await leo.get_by_role("button", name="Lever la main").click()
+        await expect(prof.locator("#announcer")).to_have_text("Léo Martin lève la main.")
+        await expect(prof.locator("#people")).to_contain_text("Main levée")
+        await prof.get_by_role("button", name="Autoriser Léo Martin à rallumer son micro").click()
+        await expect(leo.locator("#announcer")).to_have_text("L'enseignant vous autorise à rallumer votre micro.")
+        await microphone.click()
+        await expect(microphone).to_have_attribute("aria-pressed", "true")
+        await until(lambda: _true(student.enabled["microphone"]))
 
         # A chat message goes from him to her.
         await leo.locator("#open-chat").click()

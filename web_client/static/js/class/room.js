@@ -27,7 +27,7 @@ export class RoomView {
     this.bindReport();
     bindClassControls(session);
     const on = (type, handler) => session.addEventListener(type, handler);
-    on("participants", () => this.render());
+    on("participants", (event) => this.changed(event.detail));
     on("media", () => this.render());
     on("local", () => this.render());
     on("lobby", () => this.renderLobby());
@@ -46,6 +46,7 @@ export class RoomView {
     for (const element of document.querySelectorAll(".teacher-only")) element.hidden = !teacher;
     if (again) this.banner("room.reconnected", 4000);
     else this.banner(null);
+    this.known = new Map([...this.session.participants].map(([id, q]) => [id, { hand: q.hand, held: q.held }]));
     $("messages").replaceChildren(...this.session.chat.map((m) => chatItem(m, this.session.me)));
     this.renderLobby();
     this.renderState();
@@ -54,6 +55,21 @@ export class RoomView {
 
   stop() {
     for (const timer of this.timers) clearInterval(timer);
+  }
+
+  /** Say what needs saying about a participant's change: a raised hand (to teachers), a hold released. */
+  changed(message) {
+    const p = message.participant;
+    const before = p && this.known?.get(p.id);
+    const me = this.session.me;
+    if (p && before && message.type === "participant_updated") {
+      if (p.hand && !before.hand && me.role === "teacher" && p.id !== me.id) this.announce("room.hand_raised", { name: p.name });
+      if (p.id === me.id) {
+        for (const source of before.held || []) if (!(p.held || []).includes(source)) this.announce(`room.${source}_allowed`);
+      }
+    }
+    this.known = new Map([...this.session.participants].map(([id, q]) => [id, { hand: q.hand, held: q.held }]));
+    this.render();
   }
 
   // Drawing
