@@ -7,12 +7,15 @@ and check what they would see and hear: video frames that advance, audio packets
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
 from playwright.async_api import Page, expect
+from sqlalchemy import select
 
 from signaling.participant import Participant
+from signaling.store import ProblemReport
 
 from .browser import Chromium, chromium, screenshot
 from .conftest import RunningServer
@@ -144,6 +147,8 @@ async def test_a_link_class_from_sign_in_to_screen_share(classe: RunningServer) 
         await video_plays(leo, "#stage .tile video")
         await audio_arrives(leo)
         await video_plays(prof, "#grid .tile:not(.me) video")
+        await expect(leo.locator("#stage .tile.speaking")).to_be_visible()  # the fake microphone beeps
+        await expect(leo.locator("#quality")).to_have_attribute("aria-label", "Connexion : bonne")
         await screenshot(leo, "04-student-room")
 
         # The teacher mutes him; he cannot unmute himself, and the server forwards nothing.
@@ -183,6 +188,26 @@ async def test_a_link_class_from_sign_in_to_screen_share(classe: RunningServer) 
         await expect(leo.locator("#stage .tile.screen")).to_contain_text("Écran de Mme Durand")
         await video_plays(leo, "#stage .tile.screen video")
         await screenshot(leo, "06-student-sees-screen-share")
+
+        # He reports a problem from the room: what the page measured goes with it.
+        await leo.get_by_role("button", name="Signaler un problème").click()
+        await leo.get_by_label("Votre message").fill("Le son coupe parfois")
+        await leo.get_by_role("dialog").get_by_role("button", name="Envoyer").click()
+        await expect(leo.locator("#announcer")).to_have_text("Merci, votre signalement a été envoyé.")
+        async with classe.services.db.sessions() as tx:
+            report = (await tx.scalars(select(ProblemReport))).one()
+        diagnostics = json.loads(report.diagnostics)
+        assert report.text == "Le son coupe parfois" and report.class_id == student.room.id
+        assert diagnostics["status"] == "joined" and diagnostics["quality"]["rtt_ms"] is not None
+        assert "Léo" not in report.diagnostics  # no name, nothing said in class
+
+        # She ends the class: he is told, and everything stops.
+        await prof.locator("#open-class").click()
+        await prof.get_by_role("button", name="Terminer le cours pour tous").click()
+        await prof.get_by_role("dialog").get_by_role("button", name="Terminer le cours pour tous").click()
+        await expect(leo.get_by_role("heading", name="Le cours est terminé")).to_be_visible()
+        await expect(prof.get_by_role("heading", name="Le cours est terminé")).to_be_visible()
+        assert not classe.server.rooms or not any(r.participants for r in classe.server.rooms.values())
 
         no_foreign_requests(browser)
 
@@ -290,4 +315,66 @@ async def test_refused_devices_are_explained_and_the_class_still_opens_in_englis
         await expect(ines.locator("#toggle-microphone")).to_have_text("No microphone")
         await video_plays(ines, "#stage .tile video")  # she still sees and hears the class
         await audio_arrives(ines)
+        no_foreign_requests(browser)
+
+
+async def test_a_teacher_signs_up_resets_the_password_and_manages_a_class(classe: RunningServer) -> None:
+    email = "nouvelle.prof@ac-lyon.fr"
+    async with chromium(classe.url) as browser:
+        page = await browser.page("prof")
+        await page.goto(classe.url + "/")
+        await page.get_by_role("main").get_by_role("link", name="Créer un compte enseignant").click()
+        await page.get_by_label("Adresse e-mail académique").fill(email)
+        await page.get_by_label("Nom affiché").fill("M. Bernard")
+        await page.get_by_label("Nouveau mot de passe").fill(PASSWORD)
+        await page.get_by_label("Nouveau mot de passe").press("Enter")  # the keyboard submits too
+        await expect(page.get_by_role("status")).to_contain_text(email)
+
+        await page.goto(classe.url + "/verify#" + await classe.mailbox.link(email))
+        await expect(page.get_by_text("Votre adresse est confirmée.")).to_be_visible()
+        assert "#" not in page.url  # the secret leaves the address bar
+
+        # Forgotten password: the mailed link sets a new one.
+        await page.goto(classe.url + "/login")
+        await page.get_by_role("link", name="Mot de passe oublié ?").click()
+        await page.get_by_label("Adresse e-mail").fill(email)
+        await page.get_by_role("button", name="Envoyer le lien").click()
+        await expect(page.get_by_role("status")).to_contain_text("Si un compte existe")
+        await page.goto(classe.url + "/reset#" + await classe.mailbox.link(email))
+        await page.get_by_label("Nouveau mot de passe").fill(PASSWORD)
+        await page.get_by_role("button", name="Changer le mot de passe").click()
+        await expect(page.get_by_role("status")).to_contain_text("Votre mot de passe est changé")
+
+        await page.goto(classe.url + "/login")
+        await page.get_by_label("Adresse e-mail").fill(email)
+        await page.get_by_label("Mot de passe").fill("mauvais mot de passe")
+        await page.get_by_role("button", name="Se connecter").click()
+        await expect(page.get_by_role("alert")).to_have_text("Adresse ou mot de passe incorrect.")
+        await sign_in(page, classe.url, email)
+        await page.wait_for_url("**/classes")
+        await expect(page.get_by_text("Vous n'avez pas encore de classe.", exact=False)).to_be_visible()
+
+        # A class in account mode, with its roster: the invitations go out.
+        await page.get_by_role("button", name="Nouvelle classe").click()
+        await page.get_by_label("Nom de la classe").fill("Anglais 6e")
+        await page.get_by_label("Avec un compte élève").check()
+        await expect(page.get_by_label("Salle d'attente")).not_to_be_checked()
+        await page.get_by_role("button", name="Enregistrer").click()
+        card = page.locator(".class", has_text="Anglais 6e")
+        await expect(card.get_by_text("Avec un compte élève")).to_be_visible()
+        await card.get_by_role("button", name="Élèves").click()
+        await page.get_by_label("Adresses e-mail").fill("eleve1@example.org\nparent2@example.org")
+        await page.get_by_role("button", name="Enregistrer et inviter").click()
+        await expect(page.locator("#roster-status")).to_have_text("2 adresse(s) dans la liste. Les invitations sont parties.")
+        assert await classe.mailbox.link("parent2@example.org")
+        await screenshot(page, "11-teacher-roster")
+        await page.keyboard.press("Escape")
+
+        # A new link: the old one stops working, and its page says so.
+        old = await card.get_by_label("Lien de la classe").input_value()
+        await card.get_by_role("button", name="Nouveau lien").click()
+        await page.get_by_role("dialog").get_by_role("button", name="Nouveau lien").click()
+        await expect(card.get_by_label("Lien de la classe")).not_to_have_value(old)
+        await page.goto(old)
+        await expect(page.get_by_role("heading", name="Lien non valide")).to_be_visible()
         no_foreign_requests(browser)

@@ -52,6 +52,7 @@ export class ClassSession extends EventTarget {
     this.nextId = 1;
     this.replies = new Map(); // message id -> {resolve, reject}
     this.messages = Promise.resolve();
+    this.generation = 0;
     this.rtt = null;
   }
 
@@ -80,10 +81,19 @@ export class ClassSession extends EventTarget {
     this.ws = ws;
     this.heard = Date.now();
     ws.addEventListener("open", () => this.send({ type: "join", protocol: PROTOCOL, token }));
+    const generation = this.generation;
     ws.addEventListener("message", (event) => {
       this.heard = Date.now();
       const message = JSON.parse(event.data);
-      this.messages = this.messages.then(() => this.handle(message)).catch((error) => this.broken(error));
+      if (message.type === "error" && message.fatal) {
+        // At once, not behind a negotiation in progress: the socket closes right after it.
+        this.refused(message, this.replies.get(message.ref));
+        return;
+      }
+      // In order (offers and answers must not cross), on this connection's own chain.
+      this.messages = this.messages
+        .then(() => generation === this.generation && this.handle(message))
+        .catch((error) => this.broken(error));
     });
     ws.addEventListener("close", () => {
       if (this.ws === ws) this.lost();
@@ -378,6 +388,9 @@ export class ClassSession extends EventTarget {
     this.ws = null;
     ws?.close();
     this.closePeers();
+    // A closed peer connection never settles what was pending on it: start a fresh chain.
+    this.generation += 1;
+    this.messages = Promise.resolve();
     for (const reply of this.replies.values()) reply.reject(Object.assign(new Error("lost"), { code: "lost" }));
     this.replies.clear();
     this.status = "reconnecting";
