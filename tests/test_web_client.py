@@ -94,6 +94,10 @@ async def join(page: Page, name: str | None = None) -> None:
     await page.get_by_role("button", name="Rejoindre la classe").click()
 
 
+async def _louder_than_zero(meter: Any) -> bool:
+    return int(await meter.get_attribute("aria-valuenow") or 0) > 0
+
+
 async def _true(value: bool) -> bool:
     return value
 
@@ -131,6 +135,8 @@ async def test_a_link_class_from_sign_in_to_screen_share(classe: RunningServer) 
         leo = await browser.page("leo")
         await leo.goto(link)
         await expect(leo.get_by_role("heading", name="Maths 4e B")).to_be_visible()
+        meter = leo.get_by_role("meter")
+        await until(lambda: _louder_than_zero(meter))  # the fake microphone beeps: the level moves
         await screenshot(leo, "02-student-prejoin")
         await join(leo, "Léo Martin")
         await expect(leo.get_by_role("heading", name="Salle d'attente")).to_be_visible()

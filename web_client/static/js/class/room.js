@@ -9,7 +9,7 @@ import { QualityProbe } from "./quality.js";
 import { Grid } from "./tiles.js";
 
 const $ = (id) => document.getElementById(id);
-const SPEAKING_LEVEL = 0.02; // audioLevel is linear, 0 to 1; speech sits well above this
+const SPEAKING_LEVEL = 0.02; // root mean square of samples in [-1, 1]; speech sits well above this
 const PANELS = { "open-chat": "panel-chat", "open-people": "panel-people", "open-lobby": "panel-lobby", "open-class": "panel-class" };
 
 export class RoomView {
@@ -38,7 +38,7 @@ export class RoomView {
     on("reconnecting", () => this.banner("room.reconnecting"));
     on("joined", (event) => this.joined(event.detail));
     document.addEventListener("classe:language", () => this.render());
-    this.timers = [setInterval(() => this.findSpeaker(), 300), setInterval(() => this.measure(), 2000)];
+    this.timers = [setInterval(() => this.poll("findSpeaker"), 400), setInterval(() => this.poll("measure"), 2000)];
   }
 
   joined({ again }) {
@@ -55,6 +55,20 @@ export class RoomView {
 
   stop() {
     for (const timer of this.timers) clearInterval(timer);
+  }
+
+  /** Run a periodic measure unless the previous one still runs; a connection closing under it is no error. */
+  async poll(name) {
+    if (this.polling?.has(name)) return;
+    this.polling ??= new Set();
+    this.polling.add(name);
+    try {
+      await this[name]();
+    } catch {
+      // the peer connection closed during the measure: the next one starts afresh
+    } finally {
+      this.polling.delete(name);
+    }
   }
 
   /** Say what needs saying about a participant's change: a raised hand (to teachers), a hold released. */
@@ -269,20 +283,30 @@ export class RoomView {
 
   // Measured things
 
-  findSpeaker() {
+  /**
+   * The loudest participant over the last moment, from the audio energy the browser integrates
+   * for each received track (getStats): no decoding of our own, and a short word is not missed.
+   */
+  async findSpeaker() {
     let loudest = null;
     let level = SPEAKING_LEVEL;
+    const energy = new Map();
     for (const m of this.session.receivedMedia()) {
       if (m.kind !== "audio") continue;
-      for (const source of m.receiver.getSynchronizationSources()) {
-        // Browsers disagree on the clock of `timestamp` (page time or wall time): accept either.
-        const age = Math.min(Math.abs(performance.now() - source.timestamp), Math.abs(Date.now() - source.timestamp));
-        if (source.audioLevel > level && age < 1000) {
-          level = source.audioLevel;
+      for (const report of (await m.receiver.getStats()).values()) {
+        if (report.type !== "inbound-rtp" || report.totalSamplesDuration === undefined) continue;
+        const now = { energy: report.totalAudioEnergy, duration: report.totalSamplesDuration };
+        const before = this.energy?.get(m.mid);
+        energy.set(m.mid, now);
+        const seconds = before ? now.duration - before.duration : 0;
+        const rms = seconds > 0 ? Math.sqrt(Math.max(0, now.energy - before.energy) / seconds) : 0;
+        if (rms > level) {
+          level = rms;
           loudest = m.participant_id;
         }
       }
     }
+    this.energy = energy;
     const now = Date.now();
     if (loudest) this.speakerSince = now;
     // Hold the highlight a moment so that it does not flicker between words.
