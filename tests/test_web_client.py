@@ -28,6 +28,8 @@ PLAYBACK = """(selector) => {
   if (!video) return null;
   return {width: video.videoWidth, frames: video.getVideoPlaybackQuality().totalVideoFrames, paused: video.paused};
 }"""
+CAMERAS_LIVE = """() => window.__peers.flatMap((pc) => pc.getSenders())
+  .filter((s) => s.track && s.track.kind === 'video' && s.track.readyState === 'live').length"""
 AUDIO_RECEIVED = """async () => {
   let packets = 0;
   for (const pc of window.__peers) {
@@ -87,8 +89,7 @@ async def sign_in(page: Page, origin: str, email: str, path: str = "/login") -> 
 
 
 async def join(page: Page, name: str | None = None) -> None:
-    """On the pre-join page: a name if asked, then join, once the devices are open."""
-    await expect(page.locator("#preview")).to_be_visible()
+    """On the pre-join page: a name if asked, then join (the page waits for devices still opening)."""
     if name is not None:
         await page.get_by_label("Votre nom").fill(name)
     await page.get_by_role("button", name="Rejoindre la classe").click()
@@ -135,6 +136,7 @@ async def test_a_link_class_from_sign_in_to_screen_share(classe: RunningServer) 
         leo = await browser.page("leo")
         await leo.goto(link)
         await expect(leo.get_by_role("heading", name="Maths 4e B")).to_be_visible()
+        await video_plays(leo, "#preview")  # he sees himself
         meter = leo.get_by_role("meter")
         await until(lambda: _louder_than_zero(meter))  # the fake microphone beeps: the level moves
         await screenshot(leo, "02-student-prejoin")
@@ -240,10 +242,21 @@ async def test_a_student_signs_in_and_joins_an_account_class(classe: RunningServ
             await ines.get_by_label("Mot de passe").fill(PASSWORD)
             await ines.get_by_role("button", name="Se connecter").click()
             await ines.wait_for_url(classroom["link"])
+            await ines.get_by_label("Caméra allumée").uncheck()  # she joins with her camera off
             await join(ines)
             await expect(ines.locator("#room")).to_be_visible()
             await video_plays(ines, "#stage .tile video")
             await audio_arrives(ines)
+            camera = ines.locator("#toggle-camera")
+            await expect(camera).to_have_attribute("aria-pressed", "false")
+            assert participant(classe, "Inès Petit").enabled["camera"] is False
+            assert await ines.evaluate(CAMERAS_LIVE) == 0  # stopped, its light off
+
+            await camera.click()
+            await expect(camera).to_have_attribute("aria-pressed", "true")
+            await video_plays(ines, "#grid .tile.me video")
+            assert participant(classe, "Inès Petit").enabled["camera"] is True
+            await until(lambda: _true(len(prof.video()) == 1 and len(prof.video()[0].numbers) > 10))
             await screenshot(ines, "07-account-student-room")
             no_foreign_requests(browser)
         finally:

@@ -143,7 +143,7 @@ export class RoomView {
     const me = s.me;
     for (const source of ["microphone", "camera"]) {
       const button = $(`toggle-${source}`);
-      const available = Boolean(s.local.get(source)?.track);
+      const available = s.local.has(source);
       const on = available && s.wanted[source] && me[source];
       button.setAttribute("aria-pressed", String(on));
       button.disabled = !available;
@@ -186,7 +186,9 @@ export class RoomView {
     for (const source of ["microphone", "camera"]) {
       $(`toggle-${source}`).addEventListener("click", async () => {
         const on = !(s.wanted[source] && s.me[source]);
-        if (!(await s.setMedia(source, on))) this.announce(`room.${source}_held`);
+        const result = await s.setMedia(source, on);
+        if (result === "held") this.announce(`room.${source}_held`);
+        else if (result === "device") this.announce(`device.${source}_failed`);
         this.render();
       });
     }

@@ -47,7 +47,8 @@ export class ClassSession extends EventTarget {
     this.chat = [];
     this.lobby = [];
     this.classState = null;
-    this.local = new Map(); // source -> {track, transceiver}
+    this.local = new Map(); // source -> {track, transceiver, kind}
+    this.reopen = null; // (source) => a new track for a stopped device, set by the page
     this.wanted = { microphone: true, camera: true };
     this.nextId = 1;
     this.replies = new Map(); // message id -> {resolve, reject}
@@ -274,7 +275,7 @@ export class ClassSession extends EventTarget {
       this.syncLocalTracks();
       return;
     }
-    this.local.set(source, { track, transceiver: null });
+    this.local.set(source, { track, transceiver: null, kind: track.kind });
     this.syncLocalTracks();
     if (this.status === "joined") await this.republish();
   }
@@ -309,7 +310,8 @@ export class ClassSession extends EventTarget {
     const fresh = [];
     for (const [source, entry] of this.local) {
       if (!entry.transceiver) {
-        entry.transceiver = pc.addTransceiver(entry.track, { direction: "sendonly" });
+        // A stopped camera still gets its section, so that turning it on needs no renegotiation.
+        entry.transceiver = pc.addTransceiver(entry.track || entry.kind, { direction: "sendonly" });
         fresh.push(source);
       }
     }
@@ -321,36 +323,64 @@ export class ClassSession extends EventTarget {
     await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
   }
 
-  /** A disabled track sends silence or black frames: the server drops them anyway, this spares the uplink. */
+  /**
+   * Match the local tracks to the wanted state. A microphone that is off sends silence (the
+   * server drops it anyway); a camera that is off is stopped, so that its light goes out.
+   */
   syncLocalTracks() {
     for (const source of ["microphone", "camera"]) {
-      const track = this.local.get(source)?.track;
-      if (track) track.enabled = this.wanted[source];
+      const entry = this.local.get(source);
+      if (!entry?.track) continue;
+      if (source === "camera" && !this.wanted.camera && this.reopen) {
+        entry.track.stop();
+        entry.track = null;
+        entry.transceiver?.sender.replaceTrack(null);
+      } else {
+        entry.track.enabled = this.wanted[source];
+      }
     }
     this.emit("local");
   }
 
-  /** Turn one's microphone or camera on or off; resolves false if a teacher's lock or hold refuses it. */
+  /** Open again a device that was stopped; false if it cannot be. */
+  async restore(source) {
+    const entry = this.local.get(source);
+    if (!entry || entry.track) return Boolean(entry);
+    const track = this.reopen && (await this.reopen(source));
+    if (!track) return false;
+    entry.track = track;
+    if (entry.transceiver) await entry.transceiver.sender.replaceTrack(track);
+    return true;
+  }
+
+  /**
+   * Turn one's microphone or camera on or off. Resolves "ok", "held" (a teacher's lock or hold
+   * refuses it) or "device" (the device would not open again).
+   */
   async setMedia(source, enabled) {
     this.wanted[source] = enabled;
-    if (this.status !== "joined") {
-      this.syncLocalTracks();
-      return true;
-    }
     if (!enabled) this.syncLocalTracks(); // silence at once, before the server hears of it
-    try {
-      await Promise.race([
-        this.request({ type: "media", source, enabled }),
-        new Promise((resolve) => setTimeout(resolve, 1500)), // success has no reply of its own
-      ]);
-    } catch (error) {
-      if (error.code !== "locked") throw error;
+    if (this.status === "joined") {
+      try {
+        await Promise.race([
+          this.request({ type: "media", source, enabled }),
+          new Promise((resolve) => setTimeout(resolve, 1500)), // success has no reply of its own
+        ]);
+      } catch (error) {
+        if (error.code !== "locked") throw error;
+        this.wanted[source] = false;
+        this.syncLocalTracks();
+        return "held";
+      }
+    }
+    if (enabled && !(await this.restore(source))) {
       this.wanted[source] = false;
+      if (this.status === "joined") this.send({ type: "media", source, enabled: false });
       this.syncLocalTracks();
-      return false;
+      return "device";
     }
     this.syncLocalTracks();
-    return true;
+    return "ok";
   }
 
   // Class actions

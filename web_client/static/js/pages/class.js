@@ -1,6 +1,7 @@
 // The class page (/c/<code>): before joining, waiting, the room, and why it ended.
 import { api, ApiError, errorText } from "../api.js";
 import { label } from "../i18n.js";
+import { open } from "../class/devices.js";
 import { ClassSession } from "../class/session.js";
 import { PreJoin } from "../class/prejoin.js";
 import { RoomView } from "../class/room.js";
@@ -82,7 +83,10 @@ async function join(first) {
     return grant.token;
   });
   session.wanted = { ...enabled };
-  for (const source of ["microphone", "camera"]) if (tracks[source]) session.local.set(source, { track: tracks[source], transceiver: null });
+  for (const source of ["microphone", "camera"]) {
+    if (tracks[source]) session.local.set(source, { track: tracks[source], transceiver: null, kind: tracks[source].kind });
+  }
+  session.reopen = async (source) => (await open(source, localStorage.getItem(`classe.${source}`))).track;
   const room = new RoomView(session, { title: first.title, classId: first.class_id });
   session.addEventListener("waiting", (event) => {
     const reason = event.detail.reason === "lobby" ? "lobby" : "not_started";
