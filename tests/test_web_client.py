@@ -242,8 +242,20 @@ async def test_a_student_signs_in_and_joins_an_account_class(classe: RunningServ
             await ines.get_by_label("Mot de passe").fill(PASSWORD)
             await ines.get_by_role("button", name="Se connecter").click()
             await ines.wait_for_url(classroom["link"])
-            await ines.get_by_label("Caméra allumée").uncheck()  # she joins with her camera off
-            await join(ines)
+            # By keyboard alone, in the order the page reads: name, devices, switches, join.
+            await ines.get_by_label("Votre nom").focus()
+            order = []
+            for _ in range(5):
+                await ines.keyboard.press("Tab")
+                order.append(await ines.evaluate("document.activeElement.id"))
+            assert order == ["camera-select", "microphone-select", "join-camera", "join-microphone", "join-button"]
+            await ines.keyboard.press("Shift+Tab")
+            await ines.keyboard.press("Shift+Tab")
+            await ines.keyboard.press("Space")  # she joins with her camera off
+            await expect(ines.get_by_label("Caméra allumée")).not_to_be_checked()
+            await ines.keyboard.press("Tab")
+            await ines.keyboard.press("Tab")
+            await ines.keyboard.press("Enter")
             await expect(ines.locator("#room")).to_be_visible()
             await video_plays(ines, "#stage .tile video")
             await audio_arrives(ines)

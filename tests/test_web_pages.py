@@ -108,6 +108,40 @@ def test_a_page_holds_no_words_of_its_own_and_no_foreign_address(page: Path) -> 
     assert set(markup.fields) <= markup.labelled, "every field has a label"
 
 
+def luminance(color: str) -> float:
+    channels = [int(color[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def contrast(a: str, b: str) -> float:
+    high, low = sorted((luminance(a), luminance(b)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+# Text on background, as the style sheet pairs them; WCAG AA asks 4.5:1 for body text.
+PAIRS = [
+    ("--ink", "--paper"),
+    ("--ink", "--wash"),
+    ("--muted", "--paper"),
+    ("--muted", "--wash"),
+    ("--brand", "--paper"),
+    ("--brand", "--wash"),
+    ("--brand-ink", "--brand"),
+    ("--danger", "--paper"),
+    ("--danger", "--wash"),
+    ("--room-ink", "--room"),
+    ("--room-ink", "--room-panel"),
+]
+
+
+def test_colours_meet_the_contrast_of_wcag_aa() -> None:
+    css = (STATIC / "css" / "classe.css").read_text(encoding="utf-8")
+    colours = dict(re.findall(r"(--[\w-]+): (#[0-9a-fA-F]{6});", css))
+    for ink, background in PAIRS:
+        assert contrast(colours[ink], colours[background]) >= 4.5, (ink, background)
+
+
 def test_every_key_the_scripts_name_exists() -> None:
     keys = catalogue("fr").keys()
     named = set()
