@@ -270,6 +270,14 @@ async def test_a_student_signs_in_and_joins_an_account_class(classe: RunningServ
             assert participant(classe, "Inès Petit").enabled["camera"] is True
             await until(lambda: _true(len(prof.video()) == 1 and len(prof.video()[0].numbers) > 10))
             await screenshot(ines, "07-account-student-room")
+
+            # Her home page lists her classes, live ones marked.
+            await ines.goto(classe.url + "/")
+            card = ines.locator("#my-classes li", has_text="Histoire 3e A")
+            await expect(card.get_by_text("En cours")).to_be_visible()
+            await expect(card.get_by_role("link", name="Rejoindre")).to_have_attribute(
+                "href", classroom["link"].removeprefix(classe.url)
+            )
             no_foreign_requests(browser)
         finally:
             await prof.close()
@@ -396,7 +404,8 @@ async def test_a_teacher_signs_up_resets_the_password_and_manages_a_class(classe
         await card.get_by_role("button", name="Élèves").click()
         await page.get_by_label("Adresses e-mail").fill("eleve1@example.org\nparent2@example.org")
         await page.get_by_role("button", name="Enregistrer et inviter").click()
-        await expect(page.locator("#roster-status")).to_have_text("2 adresse(s) dans la liste. Les invitations sont parties.")
+        status = page.locator("#roster-status")
+        await expect(status).to_have_text("2 adresse(s) dans la liste. Les invitations sont parties.")
         assert await classe.mailbox.link("parent2@example.org")
         await screenshot(page, "11-teacher-roster")
         await page.keyboard.press("Escape")

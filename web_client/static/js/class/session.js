@@ -234,8 +234,11 @@ export class ClassSession extends EventTarget {
     }
     for (const entry of this.local.values()) entry.transceiver = null;
     this.emit("joined", { again, message });
-    // Say the wanted state of microphone and camera before any packet flows.
+    // Say the wanted state of microphone and camera before any packet flows; what a teacher
+    // holds or locks for this student stays off.
     for (const source of ["microphone", "camera"]) {
+      const refused = (this.me.held || []).includes(source) || (this.me.role === "student" && this.classState.locks[source]);
+      if (refused) this.wanted[source] = false;
       if (this.me[source] !== this.wanted[source]) this.send({ type: "media", source, enabled: this.wanted[source] });
     }
     this.syncLocalTracks();
