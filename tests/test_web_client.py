@@ -150,6 +150,14 @@ async def test_a_link_class_from_sign_in_to_screen_share(classe: RunningServer) 
         await prof.get_by_role("button", name="Faire entrer Léo Martin").click()
         await expect(leo.locator("#room")).to_be_visible()
 
+        # Someone she does not expect is turned away, and told so.
+        intruder = await browser.page("intruder")
+        await intruder.goto(link)
+        await join(intruder, "Intrus")
+        await prof.get_by_role("button", name="Refuser Intrus").click()
+        await expect(intruder.get_by_role("heading", name="Entrée refusée")).to_be_visible()
+        await intruder.close()
+
         # He sees the teacher, pinned large, and her video plays; her sound arrives.
         await expect(leo.locator("#stage .tile")).to_contain_text("Mme Durand")
         await video_plays(leo, "#stage .tile video")
@@ -417,4 +425,20 @@ async def test_a_teacher_signs_up_resets_the_password_and_manages_a_class(classe
         await expect(card.get_by_label("Lien de la classe")).not_to_have_value(old)
         await page.goto(old)
         await expect(page.get_by_role("heading", name="Lien non valide")).to_be_visible()
+
+        # The guides, the FAQ (opened from the keyboard) and the report form are pages of the app.
+        await page.get_by_role("link", name="Aide").click()
+        await expect(page.get_by_role("heading", name="Guide de l'enseignant")).to_be_visible()
+        await expect(page.get_by_role("heading", name="Pendant le cours")).to_be_visible()
+        await page.get_by_role("link", name="Guide de l'élève").click()
+        await expect(page.get_by_role("heading", name="Si ça ne marche pas")).to_be_visible()
+        await page.get_by_role("contentinfo").get_by_role("link", name="Questions fréquentes").click()
+        question = page.get_by_text("Le cours est-il enregistré ?")
+        await question.focus()
+        await page.keyboard.press("Enter")
+        await expect(page.get_by_text("ne sont jamais enregistrés", exact=False)).to_be_visible()
+        await page.get_by_role("contentinfo").get_by_role("link", name="Signaler un problème").click()
+        await page.get_by_label("Votre message").fill("Le lien de ma classe ne marche plus")
+        await page.get_by_role("button", name="Envoyer").click()
+        await expect(page.get_by_role("status")).to_have_text("Merci, votre signalement a été envoyé.")
         no_foreign_requests(browser)
