@@ -427,6 +427,8 @@ export class ClassSession extends EventTarget {
     for (const reply of this.replies.values()) reply.reject(Object.assign(new Error("lost"), { code: "lost" }));
     this.replies.clear();
     this.status = "reconnecting";
+    this.received = new Map();
+    this.emit("media"); // the tiles show names, not the last frame, until media flows again
     this.emit("reconnecting", { attempt: this.attempts });
     const delay = Math.min(1000 * 2 ** this.attempts, 10_000) * (0.75 + Math.random() / 2);
     this.attempts += 1;
