@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -71,11 +73,10 @@ PAGES = {
     "/classes": "classes.html",
     "/account": "account.html",
     "/c/{code}": "class.html",
-    "/help": "help-teacher.html",
-    "/help/students": "help-student.html",
-    "/help/faq": "help-faq.html",
     "/report": "report.html",
 }
+# The guides and the privacy page: one page that shows a document of the catalogues.
+DOCUMENTS = {"/help": "doc.help", "/help/students": "doc.student", "/help/faq": "doc.faq", "/privacy": "doc.privacy"}
 
 
 def page(name: str) -> Callable[[web.Request], Awaitable[web.FileResponse]]:
@@ -87,18 +88,27 @@ def page(name: str) -> Callable[[web.Request], Awaitable[web.FileResponse]]:
     return handler
 
 
-async def privacy(request: web.Request) -> web.Response:
-    """The privacy page, with the retention periods this server actually applies."""
-    s = request.app[SERVICES].settings
-    page = Template((STATIC / "pages" / "privacy.html").read_text(encoding="utf-8")).substitute(
-        account_retention_days=s.account_retention_days,
-        unverified_account_days=s.unverified_account_days,
-        invitation_days=s.invitation_days,
-        class_link_days=s.class_link_days,
-        report_retention_days=s.report_retention_days,
-        session_days=s.session_days,
-    )
-    return web.Response(text=page, content_type="text/html", headers={"Cache-Control": "no-cache"})
+def document(key: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    template = Template((STATIC / "pages" / "document.html").read_text(encoding="utf-8"))
+
+    async def handler(request: web.Request) -> web.Response:
+        figures = retention_figures(request.app[SERVICES].settings) if key == "doc.privacy" else {}
+        text = template.substitute(document=key, figures=html.escape(json.dumps(figures)))
+        return web.Response(text=text, content_type="text/html", headers={"Cache-Control": "no-cache"})
+
+    return handler
+
+
+def retention_figures(s: Settings) -> dict[str, int]:
+    """What the privacy page states: the periods this server actually applies."""
+    return {
+        "account_retention_days": s.account_retention_days,
+        "unverified_account_days": s.unverified_account_days,
+        "invitation_days": s.invitation_days,
+        "class_link_days": s.class_link_days,
+        "report_retention_days": s.report_retention_days,
+        "session_days": s.session_days,
+    }
 
 
 async def maintenance(app: web.Application) -> AsyncIterator[None]:
@@ -143,7 +153,8 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> web.Applicat
         app.router.add_post("/api/dev/token", dev_token)
     for route, name in PAGES.items():
         app.router.add_get(route, page(name))
-    app.router.add_get("/privacy", privacy)
+    for route, key in DOCUMENTS.items():
+        app.router.add_get(route, document(key))
     app.router.add_static("/static/", STATIC)
     app.cleanup_ctx.append(maintenance)
     return app

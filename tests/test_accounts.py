@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import os
@@ -193,5 +194,6 @@ async def test_the_privacy_page_states_the_retention_periods(classe: RunningServ
         status, page = await b.call("GET", "/privacy")
     assert status == 200
     # The page's script writes the words (test_web_client reads them); the server gives the figures.
-    assert f'"account_retention_days": {classe.settings.account_retention_days},' in page and "$" not in page
+    figures = f'"account_retention_days": {classe.settings.account_retention_days},'
+    assert figures in html.unescape(page) and "$" not in page
     assert "http" not in page.replace('href="/"', "")  # no third-party resource
