@@ -94,11 +94,11 @@ export class RoomView {
     const me = s.me;
     const entries = [];
     const videos = new Map();
-    for (const m of s.receivedMedia()) {
+    const received = s.receivedMedia();
+    for (const m of received) {
       if (m.kind === "video") videos.set(m.source === "screen" ? `${m.participant_id}:screen` : m.participant_id, m.track);
     }
-    const audio = s.receivedMedia().filter((m) => m.kind === "audio");
-    this.renderAudio(audio);
+    this.renderAudio(received.filter((m) => m.kind === "audio"));
     const people = [...s.participants.values()].sort(
       (a, b) => (b.role === "teacher") - (a.role === "teacher") || (b.id === me.id) - (a.id === me.id) || a.name.localeCompare(b.name),
     );

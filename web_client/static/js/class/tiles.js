@@ -19,8 +19,14 @@ class Tile {
     this.avatar = el("span", { className: "avatar", attrs: { "aria-hidden": "true" } });
     this.name = el("span", { className: "name" });
     this.role = el("span", { className: "role", i18n: "room.teacher_badge", attrs: { hidden: true } });
-    this.muted = el("span", { className: "state muted", attrs: { hidden: true } }, [icon("microphone-off")]);
-    this.hand = el("span", { className: "state hand", attrs: { hidden: true } }, [icon("hand")]);
+    this.muted = el("span", { className: "state muted", attrs: { hidden: true } }, [
+      icon("microphone-off"),
+      el("span", { className: "visually-hidden", i18n: "room.muted_badge" }),
+    ]);
+    this.hand = el("span", { className: "state hand", attrs: { hidden: true } }, [
+      icon("hand"),
+      el("span", { className: "visually-hidden", i18n: "people.hand_raised" }),
+    ]);
     this.pin = el("button", { className: "pin", attrs: { type: "button", "aria-pressed": "false" }, on: { click: () => onPin(key) } }, [
       icon("pin"),
     ]);
@@ -44,8 +50,6 @@ class Tile {
     label(this.name, nameKey, { name: participant.name });
     this.role.hidden = participant.role !== "teacher" || screen;
     this.muted.hidden = screen || participant.microphone;
-    label(this.muted, "room.muted_badge");
-    this.muted.prepend(icon("microphone-off"));
     this.hand.hidden = screen || !participant.hand;
     this.pin.setAttribute("aria-pressed", String(pinned));
     this.pin.dataset.i18nAttr = `aria-label=${pinned ? "room.unpin" : "room.pin"}`;
