@@ -18,7 +18,7 @@ from playwright.async_api import BrowserContext, Page, async_playwright
 
 ARTIFACTS = Path(os.environ.get("CLASSE_ARTIFACTS", Path(__file__).resolve().parent.parent / "artifacts" / "browser"))
 CHROMIUM_FLAGS = [
-    "--use-fake-device-for-media-stream",
+    "--use-fake-device-for-media-stream=device-count=2",  # two cameras, three microphones: a choice to make
     "--use-fake-ui-for-media-stream",
     "--no-sandbox",
     "--auto-select-desktop-capture-source=Entire screen",

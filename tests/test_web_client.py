@@ -30,6 +30,8 @@ PLAYBACK = """(selector) => {
 }"""
 CAMERAS_LIVE = """() => window.__peers.flatMap((pc) => pc.getSenders())
   .filter((s) => s.track && s.track.kind === 'video' && s.track.readyState === 'live').length"""
+SENT_DEVICES = """() => window.__peers.flatMap((pc) => pc.getSenders())
+  .filter((s) => s.track && s.track.readyState === 'live').map((s) => s.track.label)"""
 AUDIO_RECEIVED = """async () => {
   let packets = 0;
   for (const pc of window.__peers) {
@@ -95,6 +97,11 @@ async def join(page: Page, name: str | None = None) -> None:
     await page.get_by_role("button", name="Rejoindre la classe").click()
 
 
+async def _preview_from(page: Page, label: str) -> bool:
+    shown = await page.evaluate("document.querySelector('#preview').srcObject?.getTracks()[0].label")
+    return bool(shown == label)
+
+
 async def _louder_than_zero(meter: Any) -> bool:
     return int(await meter.get_attribute("aria-valuenow") or 0) > 0
 
@@ -137,6 +144,15 @@ async def test_a_link_class_from_sign_in_to_screen_share(classe: RunningServer) 
         await leo.goto(link)
         await expect(leo.get_by_role("heading", name="Maths 4e B")).to_be_visible()
         await video_plays(leo, "#preview")  # he sees himself
+        # He tries the other camera and comes back (Chromium's second fake camera shows in a
+        # video element but never feeds an encoder), and picks another microphone.
+        camera_choice = leo.get_by_label("Caméra", exact=True)
+        await camera_choice.select_option(label="fake_device_1")
+        await until(lambda: _preview_from(leo, "fake_device_1"))
+        await video_plays(leo, "#preview")
+        await camera_choice.select_option(label="fake_device_0")
+        await until(lambda: _preview_from(leo, "fake_device_0"))
+        await leo.get_by_label("Micro", exact=True).select_option(label="Fake Audio Input 1")
         meter = leo.get_by_role("meter")
         await until(lambda: _louder_than_zero(meter))  # the fake microphone beeps: the level moves
         await screenshot(leo, "02-student-prejoin")
@@ -163,6 +179,7 @@ async def test_a_link_class_from_sign_in_to_screen_share(classe: RunningServer) 
         await video_plays(leo, "#stage .tile video")
         await audio_arrives(leo)
         await video_plays(prof, "#grid .tile:not(.me) video")
+        assert sorted(await leo.evaluate(SENT_DEVICES)) == ["Fake Audio Input 1", "fake_device_0"]  # his choice
         await expect(leo.locator("#stage .tile.speaking")).to_be_visible()  # the fake microphone beeps
         await expect(leo.locator("#quality")).to_have_attribute("aria-label", "Connexion : bonne")
         await screenshot(leo, "04-student-room")
