@@ -233,6 +233,7 @@ export class ClassSession extends EventTarget {
       });
     }
     for (const entry of this.local.values()) entry.transceiver = null;
+    this.publishing = null; // a negotiation left on the closed connection never settles
     this.emit("joined", { again, message });
     // Say the wanted state of microphone and camera before any packet flows; what a teacher
     // holds or locks for this student stays off.
