@@ -16,12 +16,8 @@ export function el(tag, options = {}, children = []) {
   return element;
 }
 
-export function $(selector, root = document) {
-  return root.querySelector(selector);
-}
-
-export function show(element, visible = true) {
-  element.hidden = !visible;
+export function $(id) {
+  return document.getElementById(id);
 }
 
 /** Ask before doing something that cannot be undone; resolves true if confirmed. */

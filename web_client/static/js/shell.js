@@ -52,6 +52,16 @@ export async function boot() {
   return state;
 }
 
+/**
+ * The secret of a mailed link (after '#', so that it never reaches a server log), taken out of
+ * the address bar at once.
+ */
+export function linkSecret() {
+  const secret = location.hash.slice(1);
+  history.replaceState(null, "", location.pathname);
+  return secret;
+}
+
 /** Where to go after signing in: a same-site path only, so that a crafted link cannot send people away. */
 export function nextPath(fallback) {
   const next = new URLSearchParams(location.search).get("next") || "";

@@ -1,14 +1,13 @@
 // The class room: the grid, the toolbar, the panels, the active speaker and the connection quality.
 import { api, errorText } from "../api.js";
 import { browserDiagnostics } from "../diagnostics.js";
-import { el } from "../dom.js";
+import { $, el } from "../dom.js";
 import { label, t } from "../i18n.js";
 import { openScreen } from "./devices.js";
 import { bindClassControls, chatItem, renderClassState, renderLobby, renderPeople } from "./panels.js";
 import { QualityProbe } from "./quality.js";
 import { Grid } from "./tiles.js";
 
-const $ = (id) => document.getElementById(id);
 const SPEAKING_LEVEL = 0.02; // root mean square of samples in [-1, 1]; speech sits well above this
 const PANELS = { "open-chat": "panel-chat", "open-people": "panel-people", "open-lobby": "panel-lobby", "open-class": "panel-class" };
 

@@ -405,6 +405,14 @@ export class ClassSession extends EventTarget {
 
   // Life and death
 
+  /** Close the socket (its close event is then ignored) and both peer connections. */
+  disconnect() {
+    const ws = this.ws;
+    this.ws = null;
+    ws?.close();
+    this.closePeers();
+  }
+
   closePeers() {
     for (const pc of [this.pub, this.sub]) pc?.close();
     this.pub = this.sub = null;
@@ -418,10 +426,7 @@ export class ClassSession extends EventTarget {
   /** The link broke (network, server restart): come back with a fresh token, keeping local tracks. */
   lost() {
     if (this.status === "ended" || this.retryTimer) return;
-    const ws = this.ws;
-    this.ws = null;
-    ws?.close();
-    this.closePeers();
+    this.disconnect();
     // A closed peer connection never settles what was pending on it: start a fresh chain.
     this.generation += 1;
     this.messages = Promise.resolve();
@@ -447,10 +452,7 @@ export class ClassSession extends EventTarget {
     this.status = "ended";
     clearInterval(this.pinger);
     clearTimeout(this.retryTimer);
-    const ws = this.ws;
-    this.ws = null;
-    ws?.close();
-    this.closePeers();
+    this.disconnect();
     for (const entry of this.local.values()) entry.track?.stop();
     this.emit("ended", { code, detail });
   }

@@ -1,5 +1,6 @@
 // The class page (/c/<code>): before joining, waiting, the room, and why it ended.
 import { api, ApiError, errorText } from "../api.js";
+import { $ } from "../dom.js";
 import { label } from "../i18n.js";
 import { open } from "../class/devices.js";
 import { ClassSession } from "../class/session.js";
@@ -7,7 +8,6 @@ import { PreJoin } from "../class/prejoin.js";
 import { RoomView } from "../class/room.js";
 import { boot } from "../shell.js";
 
-const $ = (id) => document.getElementById(id);
 const SCREENS = ["loading", "prejoin", "waiting", "room", "ended"];
 const code = decodeURIComponent(location.pathname.split("/").pop());
 const prejoin = new PreJoin();

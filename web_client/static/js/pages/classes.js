@@ -1,10 +1,9 @@
 // The teacher's dashboard: classes, their access mode, link and roster.
 import { api } from "../api.js";
-import { confirmDialog, el } from "../dom.js";
+import { $, confirmDialog, el } from "../dom.js";
 import { formatDateTime, label, t } from "../i18n.js";
 import { bindForm, boot } from "../shell.js";
 
-const $ = (id) => document.getElementById(id);
 const { account } = await boot();
 if (!account) location.replace(`/login?next=${encodeURIComponent("/classes")}`);
 else if (account.role === "student") location.replace("/");

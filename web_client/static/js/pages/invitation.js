@@ -1,8 +1,7 @@
-import { api, bindForm, boot } from "../shell.js";
+import { api, bindForm, boot, linkSecret } from "../shell.js";
 
 await boot();
-const token = location.hash.slice(1);
-history.replaceState(null, "", location.pathname);
+const token = linkSecret();
 bindForm(document.getElementById("invitation"), async (values) => {
   await api("POST", "/api/invitation", { token, name: values.name, password: values.password });
   location.assign("/");

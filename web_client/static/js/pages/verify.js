@@ -1,10 +1,9 @@
 import { api, errorText } from "../api.js";
 import { label } from "../i18n.js";
-import { boot } from "../shell.js";
+import { boot, linkSecret } from "../shell.js";
 
 await boot();
-const token = location.hash.slice(1);
-history.replaceState(null, "", location.pathname);
+const token = linkSecret();
 const status = document.getElementById("verify-status");
 try {
   await api("POST", "/api/verify", { token });
