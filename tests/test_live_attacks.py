@@ -47,10 +47,12 @@ async def mint(attacker: Browser, code: str, name: str, guest: str | None = None
 async def park(
     http: aiohttp.ClientSession, url: str, token: str, address: str
 ) -> tuple[aiohttp.ClientWebSocketResponse, dict[str, Any]]:
-    """One raw WebSocket that joins with `token` from `address`; its first reply."""
+    """One raw WebSocket that joins with `token` from `address`; its first reply (closed after a refusal)."""
     ws = await http.ws_connect(f"{url}/ws", headers={"X-Forwarded-For": address})
     await ws.send_json({"type": "join", "protocol": 1, "token": token})
     reply: dict[str, Any] = await ws.receive_json(timeout=10)
+    if reply.get("fatal"):
+        await ws.close()  # the server closes it: answering its close frame frees the address's share at once
     return ws, reply
 
 
