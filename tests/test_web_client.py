@@ -459,3 +459,25 @@ async def test_a_teacher_signs_up_resets_the_password_and_manages_a_class(classe
         await page.get_by_role("button", name="Envoyer").click()
         await expect(page.get_by_role("status")).to_have_text("Merci, votre signalement a été envoyé.")
         no_foreign_requests(browser)
+
+
+# `next` values that a string test takes for a path of this site, and a browser for another host.
+HOSTILE_NEXT = ["/\\evil.example/", "/%09/evil.example/", "/%0A/evil.example/", "//evil.example/", "https://evil.example/"]
+
+
+async def test_sign_in_never_sends_the_browser_to_another_origin(classe: RunningServer) -> None:
+    async with await teacher(classe), chromium(classe.url) as browser:
+        page = await browser.page("prof")
+        # Signing in through a crafted link: she lands on her dashboard, not on the other host.
+        for hostile in HOSTILE_NEXT[:3]:
+            await page.context.clear_cookies()
+            await sign_in(page, classe.url, "prof@ac-lyon.fr", f"/login?next={hostile}")
+            await page.wait_for_url(classe.url + "/classes")
+        # Already signed in, the login page leaves at once, with no click: still to her dashboard.
+        for hostile in HOSTILE_NEXT:
+            await page.goto(f"{classe.url}/login?next={hostile}")
+            await page.wait_for_url(classe.url + "/classes")
+        # A page of the site is still where `next` says.
+        await page.goto(f"{classe.url}/login?next=/account%3Fx%3D1")
+        await page.wait_for_url(classe.url + "/account?x=1")
+        no_foreign_requests(browser)

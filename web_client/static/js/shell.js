@@ -62,10 +62,22 @@ export function linkSecret() {
   return secret;
 }
 
-/** Where to go after signing in: a same-site path only, so that a crafted link cannot send people away. */
+/**
+ * Where to go after signing in: a page of this origin only, so that a crafted link cannot send
+ * people away. The browser's own parser decides (it reads "/\host" and "/<tab>/host" as
+ * "//host"), not a test of the string's first characters.
+ */
 export function nextPath(fallback) {
-  const next = new URLSearchParams(location.search).get("next") || "";
-  return next.startsWith("/") && !next.startsWith("//") ? next : fallback;
+  const next = new URLSearchParams(location.search).get("next");
+  if (!next) return fallback;
+  let target;
+  try {
+    target = new URL(next, location.origin);
+  } catch {
+    return fallback;
+  }
+  if (target.origin !== location.origin) return fallback;
+  return target.pathname + target.search + target.hash;
 }
 
 /**
