@@ -10,7 +10,9 @@ function header(account) {
   else {
     // Back to this page once signed in (a class link, typically).
     const here = ["/", "/login", "/signup"].includes(location.pathname) ? "" : `?next=${encodeURIComponent(location.pathname)}`;
-    links.push([`/login${here}`, "nav.login"], ["/signup", "nav.signup"]);
+    links.push([`/login${here}`, "nav.login"]);
+    // A class page is where pupils land: an invitation to open a teacher's account is not for them.
+    if (!location.pathname.startsWith("/c/")) links.push(["/signup", "nav.signup"]);
   }
   links.push(["/help", "nav.help"]);
   const switcher = el("button", {

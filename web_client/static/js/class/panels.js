@@ -58,7 +58,7 @@ export function renderLobby(session, list) {
   list.replaceChildren(
     ...session.lobby.map((w) =>
       el("li", { attrs: { "data-participant": w.id } }, [
-        el("span", { className: "name", text: w.name }),
+        el("span", { className: "name", text: w.name, attrs: { dir: "auto" } }),
         el("div", { className: "controls" }, [
           action("lobby.admit", w.name, () => session.moderate("admit", { participant_id: w.id }), "small"),
           action("lobby.refuse", w.name, () => session.moderate("refuse", { participant_id: w.id })),
@@ -71,10 +71,10 @@ export function renderLobby(session, list) {
 export function chatItem(message, me) {
   return el("li", { className: message.participant_id === me.id ? "mine" : "" }, [
     el("span", { className: "meta" }, [
-      el("b", { text: message.name }),
+      el("b", { text: message.name, attrs: { dir: "auto" } }),
       el("time", { text: formatTime(message.at), attrs: { datetime: new Date(message.at).toISOString() } }),
     ]),
-    el("span", { className: "text", text: message.text }),
+    el("span", { className: "text", text: message.text, attrs: { dir: "auto" } }),
   ]);
 }
 

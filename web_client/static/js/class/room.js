@@ -188,6 +188,7 @@ export class RoomView {
         const result = await s.setMedia(source, on);
         if (result === "held") this.announce(`room.${source}_held`);
         else if (result === "device") this.announce(`device.${source}_failed`);
+        else if (result !== "ok") this.refused({ code: result });
         this.render();
       });
     }
@@ -239,8 +240,9 @@ export class RoomView {
       const text = input.value.trim();
       if (!text) return;
       input.value = "";
-      await this.session.sendChat(text).catch(() => {
+      await this.session.sendChat(text).catch((error) => {
         input.value = text;
+        this.refused(error);
       });
     });
   }
@@ -260,15 +262,14 @@ export class RoomView {
   // What the server refused, and what happens on the page
 
   refused(message) {
-    if (message.code === "locked") this.announce("refused.locked");
+    if (message.code === "locked") this.announce(message.source === "screen" ? "refused.locked_screen" : "refused.locked");
     else if (message.code === "rate_limited") this.announce("refused.rate_limited");
     else if (message.code === "too_many_tracks") this.announce("refused.too_many_tracks");
   }
 
   announce(key, vars) {
-    const text = t(key, vars);
-    $("announcer").textContent = text;
-    const toast = el("p", { className: "toast", text, attrs: { "aria-hidden": "true" } });
+    $("announcer").textContent = t(key, vars);
+    const toast = el("p", { className: "toast", i18n: key, vars, attrs: { "aria-hidden": "true" } });
     document.body.append(toast);
     setTimeout(() => toast.remove(), 5000);
   }

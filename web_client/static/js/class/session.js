@@ -207,7 +207,8 @@ export class ClassSession extends EventTarget {
       else this.finish(message.code);
       return;
     }
-    this.emit("refused", message);
+    // The refusal of a request is explained once, by the code that made it; others by the page.
+    if (!reply) this.emit("refused", message);
   }
 
   async joined(message) {
@@ -301,7 +302,7 @@ export class ClassSession extends EventTarget {
     this.publishing = (this.publishing || Promise.resolve()).then(() => this.negotiate()).catch((error) => {
       if (error.code === "locked" || error.code === "too_many_tracks") {
         this.dropSource("screen");
-        this.emit("refused", { code: error.code });
+        this.emit("refused", { code: error.code, source: "screen" });
       } else if (this.status === "joined") {
         this.broken(error);
       }
@@ -359,7 +360,8 @@ export class ClassSession extends EventTarget {
 
   /**
    * Turn one's microphone or camera on or off. Resolves "ok", "held" (a teacher's lock or hold
-   * refuses it) or "device" (the device would not open again).
+   * refuses it), "device" (the device would not open again) or the code of another refusal
+   * (rate_limited); the source is then off.
    */
   async setMedia(source, enabled) {
     this.wanted[source] = enabled;
@@ -371,10 +373,9 @@ export class ClassSession extends EventTarget {
           new Promise((resolve) => setTimeout(resolve, 1500)), // success has no reply of its own
         ]);
       } catch (error) {
-        if (error.code !== "locked") throw error;
         this.wanted[source] = false;
         this.syncLocalTracks();
-        return "held";
+        return error.code === "locked" ? "held" : error.code;
       }
     }
     if (enabled && !(await this.restore(source))) {
