@@ -32,7 +32,7 @@ STATIC = Path(__file__).resolve().parent.parent / "web_client" / "static"
 SERVER = web.AppKey("server", ClassServer)
 
 
-async def ws_handler(request: web.Request) -> web.WebSocketResponse:
+async def ws_handler(request: web.Request) -> web.StreamResponse:
     return await websocket(request, request.app[SERVER])
 
 

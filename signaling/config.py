@@ -62,12 +62,20 @@ class Settings(BaseSettings):
     class_idle_seconds: float = 4 * 3600.0
     # Cookies get the Secure flag when public_url is https, or when this is set.
     secure_cookies: bool | None = None
-    # Behind a reverse proxy: take the client address from X-Forwarded-For (rate limiting only).
+    # Behind a reverse proxy: take the client address from X-Forwarded-For (rate limits and limits per address).
     trust_forwarded_for: bool = False
     ice_timeout_seconds: float = 30.0
     negotiation_timeout_seconds: float = 15.0
     max_tracks_per_participant: int = 4
     max_participants_per_class: int = 300
+    # The lobby: people waiting do not count against the class size, but one link holder cannot fill it.
+    max_lobby: int = 100
+    max_lobby_per_address: int = 30  # one class behind one school NAT
+    # A lesson whose last teacher left ends for everyone (error no_teacher) after this long without one.
+    teacher_absence_seconds: float = 600.0
+    # A WebSocket that has not sent `join` by then is closed; open WebSockets per client address.
+    join_timeout_seconds: float = 10.0
+    max_connections_per_address: int = 200
     camera_max_bitrate: int = 1_500_000
     screen_max_bitrate: int = 2_500_000
     config_file: Path | None = None

@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from . import moderation
+from .api.context import client_address
 from .participant import Participant
 from .protocol import MAX_MESSAGE_BYTES, ProtocolError, decode, encode, error
 from .room import Room
@@ -21,8 +22,9 @@ log = logging.getLogger(__name__)
 class Connection:
     """A client's WebSocket: waiting (for the teacher, in the lobby) or carrying a participant."""
 
-    def __init__(self, ws: web.WebSocketResponse) -> None:
+    def __init__(self, ws: web.WebSocketResponse, address: str = "") -> None:
         self.ws = ws
+        self.address = address  # the client's address: for the limits per address only, never logged
         self.participant: Participant | None = None
         self.waiting_in: Room | None = None
         self.ended = False
@@ -47,10 +49,17 @@ class Connection:
         self._closing = asyncio.create_task(self.ws.close())
 
 
-async def websocket(request: web.Request, server: ClassServer) -> web.WebSocketResponse:
+async def websocket(request: web.Request, server: ClassServer) -> web.StreamResponse:
+    address = client_address(request)
+    if server.sockets[address] >= server.settings.max_connections_per_address:
+        return web.json_response(
+            {"error": "too_many_connections", "message": "too many open connections from this address"}, status=429
+        )
     ws = web.WebSocketResponse(heartbeat=20, max_msg_size=MAX_MESSAGE_BYTES)
     await ws.prepare(request)
-    conn = Connection(ws)
+    conn = Connection(ws, address)
+    server.sockets[address] += 1
+    deadline = asyncio.create_task(_join_deadline(conn, server.settings.join_timeout_seconds))
     try:
         async for msg in ws:
             if msg.type != WSMsgType.TEXT:
@@ -73,6 +82,10 @@ async def websocket(request: web.Request, server: ClassServer) -> web.WebSocketR
     except ConnectionError:
         pass
     finally:
+        deadline.cancel()
+        server.sockets[address] -= 1
+        if not server.sockets[address]:
+            del server.sockets[address]
         if conn.participant is not None:
             await conn.participant.room.leave(conn.participant)
         elif conn.waiting_in is not None:
@@ -81,6 +94,13 @@ async def websocket(request: web.Request, server: ClassServer) -> web.WebSocketR
         conn.waiting_in = None
         await ws.close()
     return ws
+
+
+async def _join_deadline(conn: Connection, seconds: float) -> None:
+    """A socket that never joins would hold a file descriptor forever: it gets `join_timeout` seconds."""
+    await asyncio.sleep(seconds)
+    if conn.participant is None and conn.waiting_in is None:
+        await conn.end(ProtocolError("join_timeout", f"no 'join' within {seconds:g} seconds", fatal=True))
 
 
 async def handle(server: ClassServer, conn: Connection, message: dict[str, Any]) -> None:
@@ -120,7 +140,7 @@ async def handle(server: ClassServer, conn: Connection, message: dict[str, Any])
     elif kind == "chat":
         await moderation.chat(participant, message["text"], ref)
     elif kind == "hand":
-        await moderation.raise_hand(participant, message["raised"])
+        await moderation.raise_hand(participant, message["raised"], ref)
     elif kind == "media":
         await moderation.set_media(participant, message["source"], message["enabled"], ref)
     elif kind == "moderate":

@@ -19,16 +19,22 @@ async def chat(participant: Participant, text: str, ref: Any) -> None:
     room = participant.room
     if not room.state.may_enable(participant.role, "chat", participant.id):
         raise ProtocolError("locked", "a teacher has locked the chat", ref)
-    now = time.monotonic()
-    if not participant.chat_limit.allowed("chat", now):
-        raise ProtocolError("rate_limited", "too many messages: wait a few seconds", ref)
-    participant.chat_limit.spend("chat", now)
+    _spend(participant, "chat", ref)
     message = ChatMessage(participant.id, participant.name, text, int(time.time() * 1000))
     room.state.chat.append(message)
     await room.broadcast(encode("chat", **message.describe()))
 
 
-async def raise_hand(participant: Participant, raised: bool) -> None:
+def _spend(participant: Participant, kind: str, ref: Any) -> None:
+    """Every chat, hand or media message is broadcast to the class: each kind has a budget per participant."""
+    now = time.monotonic()
+    if not participant.limits.allowed(kind, now):
+        raise ProtocolError("rate_limited", "too many messages: wait a few seconds", ref)
+    participant.limits.spend(kind, now)
+
+
+async def raise_hand(participant: Participant, raised: bool, ref: Any) -> None:
+    _spend(participant, "hand", ref)
     if participant.hand != raised:
         participant.hand = raised
         await participant.room.participant_updated(participant)
@@ -36,6 +42,7 @@ async def raise_hand(participant: Participant, raised: bool) -> None:
 
 async def set_media(participant: Participant, source: str, enabled: bool, ref: Any) -> None:
     """A participant turns their own microphone or camera on or off; turning on may be locked."""
+    _spend(participant, "media", ref)
     if enabled and not participant.room.state.may_enable(participant.role, source, participant.id):
         raise ProtocolError("locked", f"a teacher has turned off your {source}", ref)
     await participant.room.set_enabled(participant, source, enabled)
@@ -47,10 +54,16 @@ async def moderate(teacher: Participant, message: dict[str, Any]) -> None:
     if teacher.role is not Role.TEACHER:
         raise ProtocolError("forbidden", "only a teacher can do this", ref)
     action = message["action"]
-    if action in ("admit", "refuse"):
+    if action == "admit" or action == "refuse":
         if message["participant_id"] is not None and message["participant_id"] not in room.lobby:
             raise ProtocolError("unknown_participant", "nobody with this id is waiting", ref)
-        await (room.admit if action == "admit" else room.refuse)(message["participant_id"])
+        if action == "refuse":
+            await room.refuse(message["participant_id"])
+        else:
+            _still_waiting(await room.admit(message["participant_id"]), ref)
+        return
+    if action == "lobby":
+        _still_waiting(await room.set_lobby(message["value"]), ref)
         return
     if action in ("mute", "camera_off", "allow", "stop_screen", "remove", "to_lobby"):
         single = message["participant_id"] is not None
@@ -67,18 +80,22 @@ async def moderate(teacher: Participant, message: dict[str, Any]) -> None:
             (room.state.locks.add if locked else room.state.locks.discard)(name)
         if message["locks"].get("screen"):
             for participant in list(room.participants.values()):
-                if participant.role is Role.STUDENT:
-                    await _stop_screen(participant)
+                if not room.state.may_enable(participant.role, "screen", participant.id):
+                    await _stop_screen(participant)  # students the teacher allowed one by one keep sharing
     elif action == "lock_class":
         room.state.locked = message["value"]
-    elif action == "lobby":
-        room.state.lobby = message["value"]
-        if not message["value"]:
-            await room.admit(None)
+    elif action == "lock_lobby":
+        room.state.lobby_locked = message["value"]
     elif action == "end":
         await room.end()
         return
-    await room.broadcast(encode("class_state", state=room.state.describe()))
+    await room.broadcast(encode("class_state", state=room.describe_state()))
+
+
+def _still_waiting(full: int, ref: Any) -> None:
+    """Tell the teacher that some could not be let in: the class is full (they stay in the lobby)."""
+    if full:
+        raise ProtocolError("class_full", f"the class is full: {full} still waiting in the lobby", ref)
 
 
 def _targets(teacher: Participant, participant_id: str | None, ref: Any) -> list[Participant]:
@@ -106,10 +123,16 @@ async def _act_on(target: Participant, action: str, single: bool, source: str) -
         elif held:
             await room.participant_updated(target)
     elif action == "allow":
-        if room.state.hold(target.id, source, False):
+        if source == "screen":
+            changed = room.state.allow_screen(target.id, True)
+        else:
+            changed = room.state.hold(target.id, source, False)
+        if changed:
             await room.participant_updated(target)
     elif action == "stop_screen":
         await _stop_screen(target)
+        if single and room.state.allow_screen(target.id, False):
+            await room.participant_updated(target)  # the permission goes with the share
     elif action == "remove":
         await room.ban(target.grant.identity)
     elif action == "to_lobby":

@@ -14,7 +14,7 @@ from sfu.core import Consumer, Producer
 
 from .protocol import ProtocolError, encode
 from .ratelimit import RateLimiter
-from .tokens import JoinGrant
+from .tokens import JoinGrant, Role
 
 if TYPE_CHECKING:
     from .room import Room
@@ -55,7 +55,7 @@ class Participant:
             for source in ("microphone", "camera")
         }
         self.hand = False
-        self.chat_limit = RateLimiter(burst=5, window=10.0)
+        self.limits = RateLimiter(burst=5, window=10.0)  # chat, hand and media messages: one bucket each
         self.publisher: PeerTransport | None = None
         self.subscriber = room.new_peer(f"{self.id}:sub", None)
         self.tracks: dict[str, str] = {}  # subscriber mid -> track id
@@ -77,6 +77,7 @@ class Participant:
             "hand": self.hand,
             **self.enabled,
             "held": held,
+            "screen_allowed": self.role is Role.TEACHER or self.id in self.room.state.screen_allowed,
         }
 
     def producers(self, *sources: str) -> list[Producer]:

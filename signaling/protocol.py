@@ -7,6 +7,7 @@ Pure functions: the WebSocket loop decodes with `decode`, answers with `encode`,
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 PROTOCOL_VERSION = 1
@@ -17,7 +18,9 @@ LOCKABLE = ("microphone", "camera", "screen", "chat")
 # Teacher-only actions; `participant_id` names the target, or `all: true` for the group actions.
 TARGETED_ACTIONS = ("mute", "camera_off", "allow", "stop_screen", "remove", "to_lobby", "admit", "refuse")
 GROUP_ACTIONS = ("mute", "camera_off", "admit", "refuse")
-MODERATION_ACTIONS = (*TARGETED_ACTIONS, "lower_hands", "lock", "lock_class", "lobby", "end")
+MODERATION_ACTIONS = (*TARGETED_ACTIONS, "lower_hands", "lock", "lock_class", "lobby", "lock_lobby", "end")
+# Control characters, and the bidi embeddings, overrides and isolates that would reorder what others read.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 class ProtocolError(Exception):
@@ -87,11 +90,13 @@ def decode(text: str | bytes) -> dict[str, Any]:
         return {"type": kind, "id": ref}
     if kind == "chat":
         chat = message.get("text")
-        if not isinstance(chat, str) or not chat.strip() or len(chat) > MAX_CHAT:
+        if isinstance(chat, str):
+            chat = _CONTROL.sub(lambda m: " " if m.group() in "\t\n\r" else "", chat).strip()
+        if not isinstance(chat, str) or not chat or len(chat) > MAX_CHAT:
             raise ProtocolError(
                 "bad_message", f"'text' must be a non-empty string of at most {MAX_CHAT} characters", ref
             )
-        return {"type": kind, "id": ref, "text": chat.strip()}
+        return {"type": kind, "id": ref, "text": chat}
     if kind == "hand":
         return {"type": kind, "id": ref, "raised": _bool(message.get("raised"), "raised", ref)}
     if kind == "media":
@@ -119,11 +124,11 @@ def _moderation(message: dict[str, Any], ref: Any) -> dict[str, Any]:
             return {"action": action, "participant_id": None}
         target = {"action": action, "participant_id": _str(message.get("participant_id"), "participant_id", 64, ref)}
         if action == "allow":
-            if message.get("source") not in ("microphone", "camera"):
-                raise ProtocolError("bad_message", "'source' must be microphone or camera", ref)
+            if message.get("source") not in ("microphone", "camera", "screen"):
+                raise ProtocolError("bad_message", "'source' must be microphone, camera or screen", ref)
             target["source"] = message["source"]
         return target
-    if action in ("lock_class", "lobby"):
+    if action in ("lock_class", "lobby", "lock_lobby"):
         return {"action": action, "value": _bool(message.get("value"), "value", ref)}
     if action == "lock":
         locks = message.get("locks")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -45,6 +46,7 @@ class Room:
         self.lobby: dict[str, tuple[Connection, JoinGrant, Arrival]] = {}
         self.on_empty = on_empty
         self.ended = False
+        self._teacher_away: asyncio.Task[None] | None = None
         self.detached = False
         self.network = MediaNetwork(
             tuple(settings.media_addresses),
@@ -75,21 +77,25 @@ class Room:
         if self.ended:
             raise ProtocolError("class_ended", "this class has ended", fatal=True)
         arrival = self.state.arrival(grant)
-        await self._replace(grant.participant_id)
-        if len(self.participants) + len(self.lobby) >= self.settings.max_participants_per_class:
-            raise ProtocolError("class_full", "the class is full", fatal=True)
+        await self._replace(grant)
         if arrival is Arrival.ADMIT:
+            self.state.check_room(grant.role, len(self.participants), self.settings.max_participants_per_class)
             await self._admit(grant, conn)
         else:
+            same_address = sum(1 for c, _, _ in self.lobby.values() if c.address == conn.address)
+            self.state.check_lobby_space(
+                len(self.lobby), same_address, self.settings.max_lobby, self.settings.max_lobby_per_address
+            )
             await self._wait(grant, conn, arrival)
 
-    async def _replace(self, participant_id: str) -> None:
+    async def _replace(self, grant: JoinGrant) -> None:
         """The same person connecting again (a reload, a network change) takes over from the old connection."""
-        old = self.connections.get(participant_id)
-        waiting = self.lobby.pop(participant_id, None)
+        old = self.connections.get(grant.participant_id)
+        waiting = self.lobby.pop(grant.participant_id, None)
         replaced = ProtocolError("replaced", "this participant connected again from elsewhere", fatal=True)
         if old is not None:
-            await self.dismiss(old, replaced)
+            # A teacher reloading the page is not a teacher leaving: the class is not told they are away.
+            await self.dismiss(old, replaced, returning=grant.role is Role.TEACHER)
         if waiting is not None:
             await waiting[0].end(replaced)
             await self._lobby_changed()
@@ -102,8 +108,12 @@ class Room:
             await self._lobby_changed()
 
     async def _admit(self, grant: JoinGrant, conn: Connection) -> None:
-        if grant.role is Role.TEACHER and not self.state.opened:
+        if grant.role is Role.TEACHER:
+            if not self.state.lesson:
+                self.state.start_lesson(grant.lobby)  # the teacher's token is fresh: the class's current setting
             self.state.opened = True
+        teacher_back = grant.role is Role.TEACHER and self._stop_teacher_away()
+        self.state.let_in(grant)
         self.state.emptied_at = None
         participant = Participant(self, grant, conn.send)
         others = list(self.participants.values())
@@ -119,7 +129,7 @@ class Room:
                 participants=[p.describe() for p in others],
                 tracks=[track_info(p) for p in self.live.session.producers.values()],
                 ice_servers=[s.model_dump(exclude_none=True) for s in self.settings.ice_servers],
-                state=self.state.describe(),
+                state=self.describe_state(),
                 chat=[m.describe() for m in self.state.chat],
                 lobby=self.lobby_list() if participant.role is Role.TEACHER else None,
             )
@@ -127,6 +137,8 @@ class Room:
         await self.broadcast(encode("participant_joined", participant=participant.describe()), exclude=participant.id)
         if self.live.session.producers:
             participant.renegotiate()
+        if teacher_back:
+            await self.broadcast(encode("teacher_back"), exclude=participant.id)
         if grant.role is Role.TEACHER:
             await self._reconsider_waiting()
 
@@ -142,6 +154,11 @@ class Room:
                 await conn.end(exc)
                 continue
             if now is Arrival.ADMIT:
+                try:
+                    self.state.check_room(grant.role, len(self.participants), self.settings.max_participants_per_class)
+                except ProtocolError as exc:
+                    await conn.end(exc)
+                    continue
                 await self._admit(grant, conn)
             else:
                 await self._wait(grant, conn, now, notify=False)
@@ -159,21 +176,37 @@ class Room:
         for teacher in self.teachers():
             await self._send(teacher, message)
 
-    async def admit(self, participant_id: str | None) -> None:
-        """Let one person (or, with None, everyone) in from the lobby."""
+    async def admit(self, participant_id: str | None) -> int:
+        """Let one person (or, with None, everyone) in from the lobby, while the class has room; how many stay."""
+        full = 0
+        for pid, (conn, grant, arrival) in list(self.lobby.items()):
+            if arrival is Arrival.WAIT_IN_LOBBY and participant_id in (None, pid):
+                if len(self.participants) >= self.settings.max_participants_per_class:
+                    full += 1
+                    continue
+                del self.lobby[pid]
+                await self._admit(grant, conn)
+        await self._lobby_changed()
+        return full
+
+    async def refuse(self, participant_id: str | None) -> None:
+        """Turn away one person (or everyone) waiting; they cannot come straight back during this lesson."""
         for pid, (conn, grant, arrival) in list(self.lobby.items()):
             if arrival is Arrival.WAIT_IN_LOBBY and participant_id in (None, pid):
                 del self.lobby[pid]
-                self.state.admitted.add(pid)
-                await self._admit(grant, conn)
-        await self._lobby_changed()
-
-    async def refuse(self, participant_id: str | None) -> None:
-        for pid, (conn, _, arrival) in list(self.lobby.items()):
-            if arrival is Arrival.WAIT_IN_LOBBY and participant_id in (None, pid):
-                del self.lobby[pid]
+                self.state.refused.add(grant.identity)
                 await conn.end(ProtocolError("refused", "a teacher did not let you in", fatal=True))
         await self._lobby_changed()
+
+    async def set_lobby(self, on: bool) -> int:
+        """The lobby on or off for this lesson (a teacher's switch, or the class's setting); off lets everyone in."""
+        self.state.lobby = on
+        full = 0 if on else await self.admit(None)
+        await self.broadcast(encode("class_state", state=self.describe_state()))
+        return full
+
+    def describe_state(self) -> dict[str, object]:
+        return self.state.describe(time.monotonic())
 
     async def send_to_lobby(self, participant: Participant) -> None:
         conn = self.connections.get(participant.id)
@@ -188,13 +221,45 @@ class Room:
         await self._depart(participant)
         self._check_empty()
 
-    async def _depart(self, participant: Participant) -> None:
+    async def _depart(self, participant: Participant, returning: bool = False) -> None:
         if self.participants.get(participant.id) is not participant:
             return
         del self.participants[participant.id]
         self.connections.pop(participant.id, None)
         await participant.close()
         await self.broadcast(encode("participant_left", participant_id=participant.id))
+        if participant.role is Role.TEACHER and not returning and not self.teachers():
+            await self._teacher_left()
+
+    # The teacher away: the students are told, and the lesson ends if no teacher comes back in time
+
+    async def _teacher_left(self) -> None:
+        if self.ended or not self.state.lesson or not (self.participants or self.lobby):
+            return
+        seconds = self.settings.teacher_absence_seconds
+        self._stop_teacher_away()
+        self.state.teacher_away_until = time.monotonic() + seconds
+        self._teacher_away = asyncio.create_task(self._end_without_teacher(seconds))
+        await self.broadcast(encode("teacher_away", ends_in=round(seconds)))
+
+    def _stop_teacher_away(self) -> bool:
+        """A teacher is in again: no more deadline; whether the class was waiting for one."""
+        away = self.state.teacher_away_until is not None
+        self.state.teacher_away_until = None
+        self._cancel_teacher_away()
+        return away
+
+    def _cancel_teacher_away(self) -> None:
+        if self._teacher_away is not None and self._teacher_away is not asyncio.current_task():
+            self._teacher_away.cancel()
+        self._teacher_away = None
+
+    async def _end_without_teacher(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        self._teacher_away = None
+        if self.teachers() or self.detached:
+            return
+        await self._end_for_all(ProtocolError("no_teacher", "no teacher came back: the lesson has ended", fatal=True))
 
     async def leave_lobby(self, conn: Connection) -> None:
         for pid, entry in list(self.lobby.items()):
@@ -210,6 +275,7 @@ class Room:
         # With nobody left the class is no longer open: those who come next wait for a teacher.
         self.state.opened = False
         if not self.lobby:
+            self.state.end_lesson()  # left empty: the next lesson starts afresh
             self.state.emptied_at = time.monotonic()
             self._detach()
 
@@ -217,15 +283,16 @@ class Room:
         """Leave the server's list of live classes; a late departure must not touch a newer room's state."""
         if not self.detached:
             self.detached = True
+            self._cancel_teacher_away()
             self.live.close()
             self.on_empty(self)
 
-    async def dismiss(self, conn: Connection, exc: ProtocolError) -> None:
+    async def dismiss(self, conn: Connection, exc: ProtocolError, returning: bool = False) -> None:
         """Tell a participant why they are out, then remove them and close their connection."""
         participant = conn.participant
         conn.participant = None
         if participant is not None:
-            await self._depart(participant)
+            await self._depart(participant, returning)
         await conn.end(exc)
 
     async def eject(self, participant: Participant, exc: ProtocolError) -> None:
@@ -253,12 +320,14 @@ class Room:
         """End the class for everyone: the live state (chat, removals, locks) goes with it."""
         self.ended = True
         self._detach()  # at once: whoever arrives from now on finds a new, unopened class
-        ended = ProtocolError("class_ended", "a teacher ended the class", fatal=True)
+        await self._end_for_all(ProtocolError("class_ended", "a teacher ended the class", fatal=True))
+
+    async def _end_for_all(self, exc: ProtocolError) -> None:
         for conn, _, _ in list(self.lobby.values()):
-            await conn.end(ended)
+            await conn.end(exc)
         self.lobby.clear()
         for conn in list(self.connections.values()):
-            await self.dismiss(conn, ended)
+            await self.dismiss(conn, exc, returning=True)
         self._check_empty()
 
     # Tracks
@@ -314,9 +383,4 @@ class Room:
         await self._send(participant, encode("moderated", action=action))
 
     async def close(self) -> None:
-        for conn, _, _ in list(self.lobby.values()):
-            await conn.end(ProtocolError("server_stopping", "the server is stopping", fatal=True))
-        self.lobby.clear()
-        for conn in list(self.connections.values()):
-            await self.dismiss(conn, ProtocolError("server_stopping", "the server is stopping", fatal=True))
-        self._check_empty()
+        await self._end_for_all(ProtocolError("server_stopping", "the server is stopping", fatal=True))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 from sfu.core import MediaStats
 
@@ -21,6 +22,13 @@ class ClassServer:
         # the class ends or has been empty for class_idle_seconds.
         self.sessions: dict[str, ClassSession] = {}
         self.registry = make_registry(self.stats, self.census)
+        self.sockets: Counter[str] = Counter()  # open signaling WebSockets by client address
+
+    async def apply_lobby(self, class_id: str, lobby: bool) -> None:
+        """The class's lobby setting changed in the dashboard: a live lesson follows it at once."""
+        room = self.rooms.get(class_id)
+        if room is not None and room.state.lesson and room.state.lobby != lobby:
+            await room.set_lobby(lobby)
 
     def census(self) -> tuple[int, int, int]:
         rooms = list(self.rooms.values())

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
+from aiortc import RTCPeerConnection
 
 from sfu.core import DropReason
 
@@ -85,11 +86,40 @@ async def test_a_muted_students_audio_reaches_nobody(classe: RunningServer, live
     await wait_for(lambda: frames(prof) > before[0] + 50 and frames(ines) > before[1] + 50, 10)
 
 
+async def screen_refused(peer: Peer) -> bool:
+    """Whether a screen share offered by this student is refused with `locked`."""
+    pc = RTCPeerConnection()
+    try:
+        pc.addTransceiver("video", direction="sendonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        mid = pc.getTransceivers()[0].mid
+        await peer.send(
+            {"type": "publish", "id": "s", "sdp": pc.localDescription.sdp, "tracks": [{"mid": mid, "source": "screen"}]}
+        )
+        reply = await peer.messages.get()
+        while reply["type"] not in ("error", "publish_answer"):
+            reply = await peer.messages.get()
+        return (reply["type"], reply.get("code"), reply.get("ref")) == ("error", "locked", "s")
+    finally:
+        await pc.close()
+
+
 async def test_camera_off_and_stop_screen(classe: RunningServer, live_class: Class) -> None:
     prof, (leo, ines) = live_class.prof, live_class.students
     await leo.publish(audio=False)
+    # Students' screen sharing is off until a teacher allows it, for one student or for all.
+    assert await screen_refused(leo)
+    await prof.send({"type": "moderate", "action": "allow", "participant_id": leo.id, "source": "screen"})
+    allowed = await ines.expect("participant_updated")
+    assert (allowed["participant"]["id"], allowed["participant"]["screen_allowed"]) == (leo.id, True)
+    assert await screen_refused(ines)  # Léo alone was allowed
     await leo.publish(audio=False, screen=True)
-    await wait_for(lambda: len(ines.video()) == 2 and all(len(v.numbers) > 10 for v in ines.video()), 30)
+    shared = await prof.expect("track_published")
+    while shared["source"] != "screen":
+        shared = await prof.expect("track_published")
+    assert shared["participant_id"] == leo.id  # the teacher is told who shares
+    await wait_for(lambda: any(v.info["source"] == "screen" and len(v.numbers) > 10 for v in ines.video()), 30)
+    await wait_for(lambda: any(v.info["source"] == "camera" and len(v.numbers) > 10 for v in ines.video()), 30)
     camera = next(v for v in ines.video() if v.info["source"] == "camera")
 
     await prof.send({"type": "moderate", "action": "camera_off", "all": True})
@@ -99,18 +129,22 @@ async def test_camera_off_and_stop_screen(classe: RunningServer, live_class: Cla
     await asyncio.sleep(1.5)
     assert len(camera.numbers) == shown
 
+    # Stopping one student's share also takes back the permission: a new share is refused.
     await prof.send({"type": "moderate", "action": "stop_screen", "participant_id": leo.id})
     assert (await leo.expect("moderated"))["action"] == "stop_screen"
     gone = await ines.expect("track_unpublished")
     assert gone["participant_id"] == leo.id
-    assert [p.source for p in classe.server.rooms[next(iter(classe.server.rooms))].live.session.producers.values()] == [
-        "camera"
-    ]
-    # Screen sharing locked: a new share is refused.
-    await prof.send({"type": "moderate", "action": "lock", "locks": {"screen": True}})
-    await leo.expect("class_state")
-    with pytest.raises(AssertionError, match="locked"):
-        await leo.publish(video_codec="video/VP8", audio=False, screen=True)
+    withdrawn = await ines.expect("participant_updated")
+    assert (withdrawn["participant"]["id"], withdrawn["participant"]["screen_allowed"]) == (leo.id, False)
+    room = classe.server.rooms[next(iter(classe.server.rooms))]
+    assert [p.source for p in room.live.session.producers.values()] == ["camera"]
+    assert await screen_refused(leo)
+
+    # Unlocked for the whole class, any student may share.
+    await prof.send({"type": "moderate", "action": "lock", "locks": {"screen": False}})
+    assert (await ines.expect("class_state"))["state"]["locks"]["screen"] is False
+    await ines.publish(audio=False, screen=True)
+    await wait_for(lambda: any(v.info["source"] == "screen" for v in leo.video()), 30)
 
 
 async def test_chat_hands_and_locks(classe: RunningServer, live_class: Class) -> None:

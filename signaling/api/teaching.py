@@ -103,6 +103,7 @@ async def update_class(request: web.Request) -> web.Response:
     account = await require_account(request, *TEACHING_ROLES)
     form = await body(request, ClassForm)
     classroom = await services(request).classes.update(account, request.match_info["class_id"], form.draft())
+    await services(request).server.apply_lobby(classroom.id, classroom.lobby)
     return web.json_response(await describe(request, account, classroom))
 
 
