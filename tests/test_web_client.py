@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
 
 import pytest
@@ -608,3 +609,179 @@ async def test_a_name_with_a_direction_override_does_not_reverse_the_sentence_ar
             assert name and after and after[0] >= name[1] - 0.5, drawn  # the rest of the sentence follows the name
         assert drawn["chat"] == [True, True], drawn
         no_foreign_requests(browser)
+
+
+async def teacher_in_room(browser: Chromium, classe: RunningServer, link: str) -> Page:
+    """The teacher (signed up by `teacher()`) signs in in Chromium and opens her class."""
+    prof = await browser.page("prof")
+    await sign_in(prof, classe.url, "prof@ac-lyon.fr")
+    await prof.wait_for_url("**/classes")
+    await prof.goto(link)
+    await join(prof)
+    await expect(prof.locator("#room")).to_be_visible()
+    return prof
+
+
+async def test_a_student_shares_the_screen_only_once_the_teacher_allows_it(classe: RunningServer) -> None:
+    async with await teacher(classe) as t, chromium(classe.url) as browser:
+        classroom = await new_class(t, lobby=False, title="Techno 4e")
+        prof = await teacher_in_room(browser, classe, classroom["link"])
+        leo = await browser.page("leo")
+        await leo.goto(classroom["link"])
+        await join(leo, "Léo")
+        await expect(leo.locator("#room")).to_be_visible()
+
+        # Closed when the lesson starts: his button says why, and clicking it publishes nothing.
+        share = leo.locator("#toggle-screen")
+        await expect(share).to_be_disabled()
+        await expect(share).to_have_attribute("title", re.compile("doit d'abord vous le permettre"))
+        await share.click(force=True)
+        await expect(leo.locator("#announcer")).to_contain_text("Le partage d'écran est fermé")
+        await asyncio.sleep(0.5)
+        assert participant(classe, "Léo").producers("screen") == []
+
+        # The teacher allows him by name; he is told, and shares.
+        await prof.locator("#open-people").click()
+        await prof.get_by_role("button", name="Autoriser Léo à partager son écran").click()
+        await expect(leo.locator("#announcer")).to_have_text("Vous pouvez maintenant partager votre écran.")
+        await expect(prof.locator("#people")).to_contain_text("Partage d'écran permis")
+        await expect(share).to_be_enabled()
+        await share.click()
+
+        # She is told at once, with a stop button, and sees his screen large.
+        notice = prof.locator("#screen-notices li")
+        await expect(notice).to_contain_text("Léo partage son écran.")
+        await expect(prof.locator("#announcer")).to_have_text("Léo partage son écran.")
+        await expect(prof.locator("#stage .tile.screen")).to_contain_text("Écran de Léo")
+        await video_plays(prof, "#stage .tile.screen video")
+        await screenshot(prof, "14-teacher-told-of-a-student-share")
+        await notice.get_by_role("button", name="Arrêter le partage d'écran de Léo").click()
+        await expect(leo.locator("#announcer")).to_have_text("L'enseignant a arrêté votre partage d'écran.")
+        await expect(notice).to_have_count(0)
+        # The permission went with the share.
+        await expect(share).to_be_disabled()
+        await expect(prof.get_by_role("button", name="Autoriser Léo à partager son écran")).to_be_visible()
+        assert participant(classe, "Léo").producers("screen") == []
+        no_foreign_requests(browser)
+
+
+async def test_the_teacher_empties_a_flooded_lobby_and_closes_it_in_one_click(classe: RunningServer) -> None:
+    async with await teacher(classe) as t, chromium(classe.url) as browser:
+        classroom = await new_class(t, lobby=True, title="Maths 3e")
+        code = code_of(classroom)
+        prof = await teacher_in_room(browser, classe, classroom["link"])
+        flood: list[Peer] = []
+        try:
+            for n in range(3):
+                async with Browser(classe) as guest:
+                    peer = Peer(classe.url, "", f"Robot {n}")
+                    flood.append(peer)
+                    await peer.join(await guest.join_token(code, f"Robot {n}"), until="waiting")
+            intruder = await browser.page("intruder")
+            await intruder.goto(classroom["link"])
+            await join(intruder, "Intrus")
+            await expect(intruder.get_by_role("heading", name="Salle d'attente")).to_be_visible()
+            await expect(prof.locator("#open-lobby .badge")).to_have_text("4")
+
+            # One click: everyone waiting is refused, and newcomers are refused without waiting.
+            await prof.locator("#open-lobby").click()
+            await prof.get_by_role("button", name="Refuser tout le monde et fermer aux nouveaux venus").click()
+            await expect(intruder.get_by_role("heading", name="Entrée refusée")).to_be_visible()
+            for peer in flood:
+                assert (await peer.expect("error"))["code"] == "refused"
+            await expect(prof.locator("#lobby-locked")).to_contain_text("Fermé aux nouveaux venus")
+            await screenshot(prof, "15-lobby-closed-to-newcomers")
+            newcomer = await browser.page("newcomer")
+            await newcomer.goto(classroom["link"])
+            await join(newcomer, "Nouvelle")
+            await expect(newcomer.get_by_role("heading", name="Entrée fermée")).to_be_visible()
+            await expect(newcomer.get_by_role("button", name="Revenir dans la classe")).to_be_hidden()
+
+            # Reopened: a newcomer waits again, but whoever was refused is refused at once on return.
+            await prof.get_by_role("button", name="Rouvrir aux nouveaux venus").click()
+            await expect(prof.locator("#lobby-locked")).to_be_hidden()
+            await newcomer.reload()
+            await join(newcomer, "Nouvelle")
+            await expect(newcomer.get_by_role("heading", name="Salle d'attente")).to_be_visible()
+            await intruder.reload()
+            await join(intruder, "Intrus")
+            await expect(intruder.get_by_role("heading", name="Entrée refusée")).to_be_visible()
+            await expect(prof.locator("#lobby-list")).to_contain_text("Nouvelle")
+            await expect(prof.locator("#lobby-list")).not_to_contain_text("Intrus")
+            no_foreign_requests(browser)
+        finally:
+            for peer in flood:
+                await peer.close()
+
+
+@pytest.mark.parametrize("settings_overrides", [{"teacher_absence_seconds": 6}])
+async def test_pupils_are_told_when_the_teacher_leaves_and_the_lesson_ends_without_one(
+    classe: RunningServer,
+) -> None:
+    async with await teacher(classe) as t, chromium(classe.url) as browser:
+        classroom = await new_class(t, lobby=False, title="Anglais 5e")
+        prof = Peer(classe.url, "", "Mme Durand")
+        try:
+            await prof.join(await t.join_token(code_of(classroom)))
+            leo = await browser.page("leo")
+            await leo.goto(classroom["link"])
+            await join(leo, "Léo")
+            await expect(leo.locator("#room")).to_be_visible()
+            away = leo.locator("#teacher-away")
+            await expect(away).to_be_hidden()
+
+            # She leaves: a banner says so, with the time left; she comes back, it goes.
+            await prof.close()
+            await expect(away).to_contain_text("L'enseignant·e a quitté le cours.")
+            await expect(away).to_contain_text(re.compile(r"dans 0:0[1-6]"))
+            await screenshot(leo, "16-student-teacher-away")
+            prof = Peer(classe.url, "", "Mme Durand")
+            await prof.join(await t.join_token(code_of(classroom)))
+            await expect(away).to_be_hidden()
+            await expect(leo.locator("#announcer")).to_have_text("L'enseignant·e est de retour.")
+
+            # She leaves for good: the lesson ends, and the page says why.
+            await prof.close()
+            await expect(away).to_be_visible()
+            await expect(leo.get_by_role("heading", name="Le cours est terminé")).to_be_visible(timeout=15_000)
+            await expect(leo.locator("#ended-text")).to_contain_text("Aucun·e enseignant·e n'est revenu·e à temps")
+            no_foreign_requests(browser)
+        finally:
+            await prof.close()
+
+
+# Test instrumentation: the page's first `join` never leaves, as on a connection that stalls.
+SWALLOW_JOIN = """
+const send = WebSocket.prototype.send;
+let swallowed = false;
+WebSocket.prototype.send = function (data) {
+  if (!swallowed && String(data).includes('"type":"join"')) { swallowed = true; return; }
+  return send.call(this, data);
+};
+"""
+
+
+@pytest.mark.parametrize("settings_overrides", [{"max_lobby": 1, "join_timeout_seconds": 1}])
+async def test_a_full_lobby_and_a_join_too_slow_each_have_their_end_screen(classe: RunningServer) -> None:
+    async with await teacher(classe) as t, Browser(classe) as guest, chromium(classe.url) as browser:
+        classroom = await new_class(t, lobby=True, title="SVT 6e")
+        prof = Peer(classe.url, "", "Mme Durand")
+        waiting = Peer(classe.url, "", "Inès")
+        try:
+            await prof.join(await t.join_token(code_of(classroom)))
+            await waiting.join(await guest.join_token(code_of(classroom), "Inès"), until="waiting")
+            leo = await browser.page("leo")
+            await leo.goto(classroom["link"])
+            await join(leo, "Léo")
+            await expect(leo.get_by_role("heading", name="La salle d'attente est pleine")).to_be_visible()
+            await expect(leo.get_by_role("button", name="Revenir dans la classe")).to_be_visible()
+
+            slow = await browser.page("slow", init_script=SWALLOW_JOIN)
+            await slow.goto(classroom["link"])
+            await join(slow, "Lent")
+            await expect(slow.get_by_role("heading", name="Connexion trop lente")).to_be_visible()
+            await expect(slow.get_by_role("button", name="Revenir dans la classe")).to_be_visible()
+            no_foreign_requests(browser)
+        finally:
+            await waiting.close()
+            await prof.close()

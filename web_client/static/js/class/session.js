@@ -2,7 +2,8 @@
 // connections, and reconnection. No DOM here: the page listens to the events it dispatches.
 //
 // Events: waiting, joined, reconnecting, ended, participants, lobby, state, chat, media,
-// moderated, refused (a request was refused: {code, ref}).
+// moderated, tracks (one appeared or went), away (the teacher left, or came back),
+// refused (a request was refused: {code, ref}).
 
 const PROTOCOL = 1;
 const PING_EVERY_MS = 10_000;
@@ -15,6 +16,7 @@ const RETRY_AFTER = new Set([
   "negotiation_timeout",
   "negotiation_failed",
   "invalid_token",
+  "join_timeout",
 ]);
 
 function gathered(pc) {
@@ -181,9 +183,17 @@ export class ClassSession extends EventTarget {
         break;
       case "track_published":
         this.tracks.set(message.track_id, message);
+        this.emit("tracks", message);
         break;
       case "track_unpublished":
         this.tracks.delete(message.track_id);
+        this.emit("tracks", message);
+        break;
+      case "teacher_away":
+      case "teacher_back":
+        // The lesson ends without a teacher: the state keeps the deadline for a later render.
+        if (this.classState) this.classState.teacher_away_ends_in = message.type === "teacher_away" ? message.ends_in : null;
+        this.emit("away", message);
         break;
       case "pong":
         if (this.pingSentAt) this.rtt = performance.now() - this.pingSentAt;
@@ -267,6 +277,12 @@ export class ClassSession extends EventTarget {
       if (info) media.push({ ...info, track: transceiver.receiver.track, receiver: transceiver.receiver });
     }
     return media;
+  }
+
+  /** Whether this participant may share their screen now: a teacher, or a student the lock or a teacher lets. */
+  mayShareScreen() {
+    if (!this.me || this.me.role === "teacher") return true;
+    return !this.classState?.locks.screen || Boolean(this.me.screen_allowed);
   }
 
   // Publishing

@@ -21,7 +21,22 @@ function showScreen(name) {
 
 /** Why the visit ended; a teacher reads words of their own where a pupil's would not fit. */
 function ended(code, detail, role) {
-  const known = ["left", "class_ended", "removed", "refused", "class_locked", "class_full", "replaced", "unknown_link", "not_on_roster", "sign_in_required"];
+  const known = [
+    "left",
+    "class_ended",
+    "no_teacher",
+    "removed",
+    "refused",
+    "lobby_locked",
+    "lobby_full",
+    "class_locked",
+    "class_full",
+    "replaced",
+    "join_timeout",
+    "unknown_link",
+    "not_on_roster",
+    "sign_in_required",
+  ];
   const key = known.includes(code) ? code : "other";
   label($("ended-title"), `ended.${key}.title`);
   if (detail instanceof ApiError && key === "other") {
@@ -30,7 +45,7 @@ function ended(code, detail, role) {
   } else {
     label($("ended-text"), role === "teacher" && has(`ended.${key}.text_teacher`) ? `ended.${key}.text_teacher` : `ended.${key}.text`);
   }
-  $("rejoin").hidden = !["left", "replaced", "other"].includes(key);
+  $("rejoin").hidden = !["left", "replaced", "join_timeout", "lobby_full", "other"].includes(key);
   showScreen("ended");
 }
 
