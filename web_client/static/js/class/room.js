@@ -344,6 +344,7 @@ export class RoomView {
     if (message.code === "locked") this.announce(message.source === "screen" ? "room.screen_not_allowed" : "refused.locked");
     else if (message.code === "rate_limited") this.announce("refused.rate_limited");
     else if (message.code === "too_many_tracks") this.announce("refused.too_many_tracks");
+    else if (message.code === "class_full") this.announce("refused.class_full"); // a teacher's admit beyond the limit
   }
 
   announce(key, vars) {
