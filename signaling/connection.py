@@ -50,15 +50,26 @@ class Connection:
 
 
 async def websocket(request: web.Request, server: ClassServer) -> web.StreamResponse:
+    """One signaling WebSocket, counted against its client address's share while it is open."""
     address = client_address(request)
     if server.sockets[address] >= server.settings.max_connections_per_address:
         return web.json_response(
             {"error": "too_many_connections", "message": "too many open connections from this address"}, status=429
         )
-    ws = web.WebSocketResponse(heartbeat=20, max_msg_size=MAX_MESSAGE_BYTES)
-    await ws.prepare(request)
-    conn = Connection(ws, address)
-    server.sockets[address] += 1
+    server.sockets[address] += 1  # before any await: simultaneous upgrades cannot all slip under the cap
+    try:
+        ws = web.WebSocketResponse(heartbeat=20, max_msg_size=MAX_MESSAGE_BYTES)
+        await ws.prepare(request)
+        await _serve(server, Connection(ws, address))
+        return ws
+    finally:
+        server.sockets[address] -= 1
+        if not server.sockets[address]:
+            del server.sockets[address]
+
+
+async def _serve(server: ClassServer, conn: Connection) -> None:
+    ws = conn.ws
     deadline = asyncio.create_task(_join_deadline(conn, server.settings.join_timeout_seconds))
     try:
         async for msg in ws:
@@ -83,9 +94,6 @@ async def websocket(request: web.Request, server: ClassServer) -> web.StreamResp
         pass
     finally:
         deadline.cancel()
-        server.sockets[address] -= 1
-        if not server.sockets[address]:
-            del server.sockets[address]
         if conn.participant is not None:
             await conn.participant.room.leave(conn.participant)
         elif conn.waiting_in is not None:
@@ -93,7 +101,6 @@ async def websocket(request: web.Request, server: ClassServer) -> web.StreamResp
         conn.participant = None
         conn.waiting_in = None
         await ws.close()
-    return ws
 
 
 async def _join_deadline(conn: Connection, seconds: float) -> None:

@@ -42,9 +42,9 @@ async def raise_hand(participant: Participant, raised: bool, ref: Any) -> None:
 
 async def set_media(participant: Participant, source: str, enabled: bool, ref: Any) -> None:
     """A participant turns their own microphone or camera on or off; turning on may be locked."""
-    _spend(participant, "media", ref)
     if enabled and not participant.room.state.may_enable(participant.role, source, participant.id):
         raise ProtocolError("locked", f"a teacher has turned off your {source}", ref)
+    _spend(participant, "media", ref)  # a refusal broadcasts nothing: only what reaches the class is counted
     await participant.room.set_enabled(participant, source, enabled)
 
 
