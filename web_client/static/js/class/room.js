@@ -9,13 +9,13 @@ import { QualityProbe } from "./quality.js";
 import { Grid } from "./tiles.js";
 
 const SPEAKING_LEVEL = 0.02; // root mean square of samples in [-1, 1]; speech sits well above this
+const PANELS = { "open-chat": "panel-chat", "open-people": "panel-people", "open-lobby": "panel-lobby", "open-class": "panel-class" };
+
 /** Minutes and seconds, "9:05", for a countdown. */
 function clock(seconds) {
   const whole = Math.ceil(seconds);
   return `${Math.floor(whole / 60)}:${String(whole % 60).padStart(2, "0")}`;
 }
-
-const PANELS = { "open-chat": "panel-chat", "open-people": "panel-people", "open-lobby": "panel-lobby", "open-class": "panel-class" };
 
 export class RoomView {
   constructor(session, { title, classId }) {
