@@ -635,6 +635,7 @@ async def test_a_student_shares_the_screen_only_once_the_teacher_allows_it(class
         share = leo.locator("#toggle-screen")
         await expect(share).to_be_disabled()
         await expect(share).to_have_attribute("title", re.compile("doit d'abord vous le permettre"))
+        await expect(share).to_have_accessible_description(re.compile("doit d'abord vous le permettre"))
         await share.click(force=True)
         await expect(leo.locator("#announcer")).to_contain_text("Le partage d'écran est fermé")
         await asyncio.sleep(0.5)
@@ -646,6 +647,7 @@ async def test_a_student_shares_the_screen_only_once_the_teacher_allows_it(class
         await expect(leo.locator("#announcer")).to_have_text("Vous pouvez maintenant partager votre écran.")
         await expect(prof.locator("#people")).to_contain_text("Partage d'écran permis")
         await expect(share).to_be_enabled()
+        await expect(share).not_to_have_attribute("title", re.compile("."))
         await share.click()
 
         # She is told at once, with a stop button, and sees his screen large.

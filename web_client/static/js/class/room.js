@@ -230,8 +230,13 @@ export class RoomView {
     // Until a teacher allows it, a student's button says why it does nothing (and stays focusable).
     const closed = !sharing && !s.mayShareScreen();
     screen.setAttribute("aria-disabled", String(closed));
-    if (closed) screen.setAttribute("title", t("room.screen_not_allowed"));
-    else screen.removeAttribute("title");
+    if (closed) {
+      screen.setAttribute("title", t("room.screen_not_allowed"));
+      screen.setAttribute("aria-describedby", "screen-hint");
+    } else {
+      screen.removeAttribute("title");
+      screen.removeAttribute("aria-describedby");
+    }
     $("toggle-hand").setAttribute("aria-pressed", String(me.hand));
     label($("toggle-hand").querySelector("span"), me.hand ? "room.lower_hand" : "room.raise_hand");
   }
