@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
 
 import pytest
@@ -143,6 +144,9 @@ async def test_a_link_class_from_sign_in_to_screen_share(classe: RunningServer) 
         leo = await browser.page("leo")
         await leo.goto(link)
         await expect(leo.get_by_role("heading", name="Maths 4e B")).to_be_visible()
+        # A pupil's class page does not offer to open a teacher's account.
+        await expect(leo.get_by_role("link", name="Se connecter")).to_be_visible()
+        await expect(leo.get_by_role("link", name="Créer un compte enseignant")).to_have_count(0)
         await video_plays(leo, "#preview")  # he sees himself
         # He tries the other camera and comes back (Chromium's second fake camera shows in a
         # video element but never feeds an encoder), and picks another microphone.
@@ -192,6 +196,9 @@ async def test_a_link_class_from_sign_in_to_screen_share(classe: RunningServer) 
         await expect(leo.locator("#announcer")).to_contain_text("coupé votre micro")
         await microphone.click()
         await expect(leo.locator("#announcer")).to_contain_text("Levez la main")
+        # One message for one click: the refusal is not said a second time in other words.
+        await expect(leo.locator(".toast", has_text="Levez la main")).to_have_count(1)
+        await expect(leo.locator(".toast", has_text="ne permet pas")).to_have_count(0)
         await asyncio.sleep(1.0)
         await expect(microphone).to_have_attribute("aria-pressed", "false")
         student = participant(classe, "Léo Martin")
@@ -338,14 +345,14 @@ async def test_a_dropped_connection_comes_back_and_a_removed_student_sees_why(
         await expect(leo.locator("#banner")).to_have_text("Connexion perdue. Reconnexion en cours…", timeout=40_000)
         await screenshot(leo, "08-student-reconnecting")
         await leo.context.set_offline(False)
-        await expect(leo.locator("#banner")).to_have_text("Vous êtes de nouveau connecté.", timeout=30_000)
+        await expect(leo.locator("#banner")).to_have_text("La connexion est rétablie.", timeout=30_000)
         await video_plays(leo, "#stage .tile video")
         rejoined = participant(classe, "Léo")
         assert rejoined is not student and rejoined.id == student.id
 
         # Removed by the teacher: the page says why, and offers no way back in.
         await prof.send({"type": "moderate", "action": "remove", "participant_id": rejoined.id})
-        await expect(leo.get_by_role("heading", name="Vous avez été exclu du cours")).to_be_visible()
+        await expect(leo.get_by_role("heading", name="Vous ne participez plus à ce cours")).to_be_visible()
         await expect(leo.get_by_role("button", name="Revenir dans la classe")).to_be_hidden()
         await screenshot(leo, "09-student-removed")
         no_foreign_requests(browser)
@@ -430,7 +437,7 @@ async def test_a_teacher_signs_up_resets_the_password_and_manages_a_class(classe
         await page.get_by_label("Adresses e-mail").fill("eleve1@example.org\nparent2@example.org")
         await page.get_by_role("button", name="Enregistrer et inviter").click()
         status = page.locator("#roster-status")
-        await expect(status).to_have_text("2 adresse(s) dans la liste. Les invitations sont parties.")
+        await expect(status).to_have_text("2 adresses dans la liste. Les invitations sont parties.")
         assert await classe.mailbox.link("parent2@example.org")
         await screenshot(page, "11-teacher-roster")
         await page.keyboard.press("Escape")
@@ -459,3 +466,324 @@ async def test_a_teacher_signs_up_resets_the_password_and_manages_a_class(classe
         await page.get_by_role("button", name="Envoyer").click()
         await expect(page.get_by_role("status")).to_have_text("Merci, votre signalement a été envoyé.")
         no_foreign_requests(browser)
+
+
+# `next` values that a string test takes for a path of this site, and a browser for another host.
+HOSTILE_NEXT = [
+    "/\\evil.example/",
+    "/%09/evil.example/",
+    "/%0A/evil.example/",
+    "//evil.example/",
+    "https://evil.example/",
+]
+
+
+async def test_sign_in_never_sends_the_browser_to_another_origin(classe: RunningServer) -> None:
+    async with await teacher(classe), chromium(classe.url) as browser:
+        page = await browser.page("prof")
+        # Signing in through a crafted link: she lands on her dashboard, not on the other host.
+        for hostile in HOSTILE_NEXT[:3]:
+            await page.context.clear_cookies()
+            await sign_in(page, classe.url, "prof@ac-lyon.fr", f"/login?next={hostile}")
+            await page.wait_for_url(classe.url + "/classes")
+        # Already signed in, the login page leaves at once, with no click: still to her dashboard.
+        for hostile in HOSTILE_NEXT:
+            await page.goto(f"{classe.url}/login?next={hostile}")
+            await page.wait_for_url(classe.url + "/classes")
+        # A page of the site is still where `next` says.
+        await page.goto(f"{classe.url}/login?next=/account%3Fx%3D1")
+        await page.wait_for_url(classe.url + "/account?x=1")
+        no_foreign_requests(browser)
+
+
+# Whether a control is on screen and not covered: the element at its centre is the control.
+IN_SIGHT = """(element) => {
+  const box = element.getBoundingClientRect();
+  const x = box.left + box.width / 2, y = box.top + box.height / 2;
+  return box.top >= 0 && box.bottom <= innerHeight && element.contains(document.elementFromPoint(x, y));
+}"""
+
+
+async def in_sight(page: Page, locator: Any) -> bool:
+    return bool(await locator.evaluate(IN_SIGHT))
+
+
+@pytest.mark.parametrize("height", [800, 650])
+async def test_dialog_and_panel_buttons_stay_in_sight_on_a_laptop_screen(classe: RunningServer, height: int) -> None:
+    """1280 x 800, and the same screen less the browser's bars: save and end are never cut off."""
+    async with await teacher(classe) as t, chromium(classe.url) as browser:
+        classroom = await new_class(t, access="account", title="Physique 2de")
+        page = await browser.page("prof")
+        await page.set_viewport_size({"width": 1280, "height": height})
+        await sign_in(page, classe.url, "prof@ac-lyon.fr")
+        await page.wait_for_url("**/classes")
+        await page.get_by_role("button", name="Nouvelle classe").click()
+        dialog = page.get_by_role("dialog")
+        assert await in_sight(page, dialog.get_by_role("button", name="Enregistrer"))
+        assert await in_sight(page, dialog.get_by_role("button", name="Annuler"))
+        await screenshot(page, f"12-new-class-dialog-{height}")
+        await page.keyboard.press("Escape")
+
+        # The roster dialog names the address the server refused (400 invalid_address).
+        refusal = {"error": "invalid_address", "message": "Adresse e-mail invalide.", "address": "pas-une-adresse"}
+        await page.route(
+            "**/roster",
+            lambda route: (
+                route.fulfill(status=400, json=refusal) if route.request.method == "PUT" else route.continue_()
+            ),
+        )
+        await page.locator(".class", has_text="Physique 2de").get_by_role("button", name="Élèves").click()
+        await page.get_by_label("Adresses e-mail").fill("eleve1@example.org\npas-une-adresse")
+        save = dialog.get_by_role("button", name="Enregistrer et inviter")
+        assert await in_sight(page, save)
+        await save.click()
+        await expect(dialog.get_by_role("alert")).to_have_text("Cette adresse n'est pas valide : pas-une-adresse")
+        await page.keyboard.press("Escape")
+
+        # In the room, the class controls scroll; "end the class for everyone" stays in sight.
+        await page.goto(classroom["link"])
+        await expect(page.get_by_label("Votre nom")).to_have_value("Mme Durand")
+        await expect(page.get_by_text("c'est ainsi que les élèves vous voient", exact=False)).to_be_visible()
+        await join(page)
+        await expect(page.locator("#room")).to_be_visible()
+        await page.locator("#open-class").click()
+        end = page.get_by_role("button", name="Terminer le cours pour tous")
+        assert await in_sight(page, end)
+        await screenshot(page, f"13-class-controls-{height}")
+        await end.click()
+        await page.get_by_role("dialog").get_by_role("button", name="Terminer le cours pour tous").click()
+        await expect(page.get_by_role("heading", name="Le cours est terminé")).to_be_visible()
+        # Her words, not the pupils' thanks for taking part.
+        ended = page.locator("#ended-text")
+        await expect(ended).to_have_text("Le cours est terminé pour tout le monde ; la discussion est effacée.")
+        no_foreign_requests(browser)
+
+
+# A name that starts with U+202E (right-to-left override), drawn by the page's own modules; where
+# each piece of a sentence lands on screen, found by the characters' rectangles.
+BIDI = """async () => {
+  const { label } = await import('/static/js/i18n.js');
+  const { chatItem } = await import('/static/js/class/panels.js');
+  const name = '\\u202eAli';
+  const box = document.createElement('div');
+  document.body.append(box);
+  function place(element, word) {
+    const walker = document.createTreeWalker(element, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+      const at = node.data.indexOf(word);
+      if (at < 0) continue;
+      const range = document.createRange();
+      range.setStart(node, at);
+      range.setEnd(node, at + word.length);
+      const r = range.getBoundingClientRect();
+      return [r.left, r.right];
+    }
+    return null;
+  }
+  const tile = document.createElement('span');
+  box.append(tile);
+  label(tile, 'room.you', { name });
+  const hand = document.createElement('p');
+  box.append(hand);
+  label(hand, 'room.hand_raised', { name });
+  const chat = chatItem({ participant_id: 'b2', name, text: '\\u202eBonjour', at: Date.now() }, { id: 'a1' });
+  box.append(chat);
+  const isolated = (element) => getComputedStyle(element).unicodeBidi === 'isolate';
+  return {
+    you: [place(tile, 'Ali'), place(tile, '(vous)')],
+    hand: [place(hand, 'Ali'), place(hand, 'lève la main')],
+    chat: [isolated(chat.querySelector('b')), isolated(chat.querySelector('.text'))],
+  };
+}"""
+
+
+async def test_a_name_with_a_direction_override_does_not_reverse_the_sentence_around_it(
+    classe: RunningServer,
+) -> None:
+    async with chromium(classe.url) as browser:
+        page = await browser.page("leo")
+        await page.goto(classe.url + "/c/any-code")
+        await expect(page.get_by_role("heading", name="Lien non valide")).to_be_visible()
+        drawn = await page.evaluate(BIDI)
+        for name, after in (drawn["you"], drawn["hand"]):
+            assert name and after and after[0] >= name[1] - 0.5, drawn  # the rest of the sentence follows the name
+        assert drawn["chat"] == [True, True], drawn
+        no_foreign_requests(browser)
+
+
+async def teacher_in_room(browser: Chromium, classe: RunningServer, link: str) -> Page:
+    """The teacher (signed up by `teacher()`) signs in in Chromium and opens her class."""
+    prof = await browser.page("prof")
+    await sign_in(prof, classe.url, "prof@ac-lyon.fr")
+    await prof.wait_for_url("**/classes")
+    await prof.goto(link)
+    await join(prof)
+    await expect(prof.locator("#room")).to_be_visible()
+    return prof
+
+
+async def test_a_student_shares_the_screen_only_once_the_teacher_allows_it(classe: RunningServer) -> None:
+    async with await teacher(classe) as t, chromium(classe.url) as browser:
+        classroom = await new_class(t, lobby=False, title="Techno 4e")
+        prof = await teacher_in_room(browser, classe, classroom["link"])
+        leo = await browser.page("leo")
+        await leo.goto(classroom["link"])
+        await join(leo, "Léo")
+        await expect(leo.locator("#room")).to_be_visible()
+
+        # Closed when the lesson starts: his button says why, and clicking it publishes nothing.
+        share = leo.locator("#toggle-screen")
+        await expect(share).to_be_disabled()
+        await expect(share).to_have_attribute("title", re.compile("doit d'abord vous le permettre"))
+        await expect(share).to_have_accessible_description(re.compile("doit d'abord vous le permettre"))
+        await share.click(force=True)
+        await expect(leo.locator("#announcer")).to_contain_text("Le partage d'écran est fermé")
+        await asyncio.sleep(0.5)
+        assert participant(classe, "Léo").producers("screen") == []
+
+        # The teacher allows him by name; he is told, and shares.
+        await prof.locator("#open-people").click()
+        await prof.get_by_role("button", name="Autoriser Léo à partager son écran").click()
+        await expect(leo.locator("#announcer")).to_have_text("Vous pouvez maintenant partager votre écran.")
+        await expect(prof.locator("#people")).to_contain_text("Partage d'écran permis")
+        await expect(share).to_be_enabled()
+        await expect(share).not_to_have_attribute("title", re.compile("."))
+        await share.click()
+
+        # She is told at once, with a stop button, and sees his screen large.
+        notice = prof.locator("#screen-notices li")
+        await expect(notice).to_contain_text("Léo partage son écran.")
+        await expect(prof.locator("#announcer")).to_have_text("Léo partage son écran.")
+        await expect(prof.locator("#stage .tile.screen")).to_contain_text("Écran de Léo")
+        await video_plays(prof, "#stage .tile.screen video")
+        await screenshot(prof, "14-teacher-told-of-a-student-share")
+        await notice.get_by_role("button", name="Arrêter le partage d'écran de Léo").click()
+        await expect(leo.locator("#announcer")).to_have_text("L'enseignant a arrêté votre partage d'écran.")
+        await expect(notice).to_have_count(0)
+        # The permission went with the share.
+        await expect(share).to_be_disabled()
+        await expect(prof.get_by_role("button", name="Autoriser Léo à partager son écran")).to_be_visible()
+        assert participant(classe, "Léo").producers("screen") == []
+        no_foreign_requests(browser)
+
+
+async def test_the_teacher_empties_a_flooded_lobby_and_closes_it_in_one_click(classe: RunningServer) -> None:
+    async with await teacher(classe) as t, chromium(classe.url) as browser:
+        classroom = await new_class(t, lobby=True, title="Maths 3e")
+        code = code_of(classroom)
+        prof = await teacher_in_room(browser, classe, classroom["link"])
+        flood: list[Peer] = []
+        try:
+            for n in range(3):
+                async with Browser(classe) as guest:
+                    peer = Peer(classe.url, "", f"Robot {n}")
+                    flood.append(peer)
+                    await peer.join(await guest.join_token(code, f"Robot {n}"), until="waiting")
+            intruder = await browser.page("intruder")
+            await intruder.goto(classroom["link"])
+            await join(intruder, "Intrus")
+            await expect(intruder.get_by_role("heading", name="Salle d'attente")).to_be_visible()
+            await expect(prof.locator("#open-lobby .badge")).to_have_text("4")
+
+            # One click: everyone waiting is refused, and newcomers are refused without waiting.
+            await prof.locator("#open-lobby").click()
+            await prof.get_by_role("button", name="Refuser tout le monde et fermer aux nouveaux venus").click()
+            await expect(intruder.get_by_role("heading", name="Entrée refusée")).to_be_visible()
+            for peer in flood:
+                assert (await peer.expect("error"))["code"] == "refused"
+            await expect(prof.locator("#lobby-locked")).to_contain_text("Fermé aux nouveaux venus")
+            await screenshot(prof, "15-lobby-closed-to-newcomers")
+            newcomer = await browser.page("newcomer")
+            await newcomer.goto(classroom["link"])
+            await join(newcomer, "Nouvelle")
+            await expect(newcomer.get_by_role("heading", name="Entrée fermée")).to_be_visible()
+            await expect(newcomer.get_by_role("button", name="Revenir dans la classe")).to_be_hidden()
+
+            # Reopened: a newcomer waits again, but whoever was refused is refused at once on return.
+            await prof.get_by_role("button", name="Rouvrir aux nouveaux venus").click()
+            await expect(prof.locator("#lobby-locked")).to_be_hidden()
+            await newcomer.reload()
+            await join(newcomer, "Nouvelle")
+            await expect(newcomer.get_by_role("heading", name="Salle d'attente")).to_be_visible()
+            await intruder.reload()
+            await join(intruder, "Intrus")
+            await expect(intruder.get_by_role("heading", name="Entrée refusée")).to_be_visible()
+            await expect(prof.locator("#lobby-list")).to_contain_text("Nouvelle")
+            await expect(prof.locator("#lobby-list")).not_to_contain_text("Intrus")
+            no_foreign_requests(browser)
+        finally:
+            for peer in flood:
+                await peer.close()
+
+
+@pytest.mark.parametrize("settings_overrides", [{"teacher_absence_seconds": 6}])
+async def test_pupils_are_told_when_the_teacher_leaves_and_the_lesson_ends_without_one(
+    classe: RunningServer,
+) -> None:
+    async with await teacher(classe) as t, chromium(classe.url) as browser:
+        classroom = await new_class(t, lobby=False, title="Anglais 5e")
+        prof = Peer(classe.url, "", "Mme Durand")
+        try:
+            await prof.join(await t.join_token(code_of(classroom)))
+            leo = await browser.page("leo")
+            await leo.goto(classroom["link"])
+            await join(leo, "Léo")
+            await expect(leo.locator("#room")).to_be_visible()
+            away = leo.locator("#teacher-away")
+            await expect(away).to_be_hidden()
+
+            # She leaves: a banner says so, with the time left; she comes back, it goes.
+            await prof.close()
+            await expect(away).to_contain_text("L'enseignant·e a quitté le cours.")
+            await expect(away).to_contain_text(re.compile(r"dans 0:0[1-6]"))
+            await screenshot(leo, "16-student-teacher-away")
+            prof = Peer(classe.url, "", "Mme Durand")
+            await prof.join(await t.join_token(code_of(classroom)))
+            await expect(away).to_be_hidden()
+            await expect(leo.locator("#announcer")).to_have_text("L'enseignant·e est de retour.")
+
+            # She leaves for good: the lesson ends, and the page says why.
+            await prof.close()
+            await expect(away).to_be_visible()
+            await expect(leo.get_by_role("heading", name="Le cours est terminé")).to_be_visible(timeout=15_000)
+            await expect(leo.locator("#ended-text")).to_contain_text("Aucun·e enseignant·e n'est revenu·e à temps")
+            no_foreign_requests(browser)
+        finally:
+            await prof.close()
+
+
+# Test instrumentation: the page's first `join` never leaves, as on a connection that stalls.
+SWALLOW_JOIN = """
+const send = WebSocket.prototype.send;
+let swallowed = false;
+WebSocket.prototype.send = function (data) {
+  if (!swallowed && String(data).includes('"type":"join"')) { swallowed = true; return; }
+  return send.call(this, data);
+};
+"""
+
+
+@pytest.mark.parametrize("settings_overrides", [{"max_lobby": 1, "join_timeout_seconds": 1}])
+async def test_a_full_lobby_and_a_join_too_slow_each_have_their_end_screen(classe: RunningServer) -> None:
+    async with await teacher(classe) as t, Browser(classe) as guest, chromium(classe.url) as browser:
+        classroom = await new_class(t, lobby=True, title="SVT 6e")
+        prof = Peer(classe.url, "", "Mme Durand")
+        waiting = Peer(classe.url, "", "Inès")
+        try:
+            await prof.join(await t.join_token(code_of(classroom)))
+            await waiting.join(await guest.join_token(code_of(classroom), "Inès"), until="waiting")
+            leo = await browser.page("leo")
+            await leo.goto(classroom["link"])
+            await join(leo, "Léo")
+            await expect(leo.get_by_role("heading", name="La salle d'attente est pleine")).to_be_visible()
+            await expect(leo.get_by_role("button", name="Revenir dans la classe")).to_be_visible()
+
+            slow = await browser.page("slow", init_script=SWALLOW_JOIN)
+            await slow.goto(classroom["link"])
+            await join(slow, "Lent")
+            await expect(slow.get_by_role("heading", name="Connexion trop lente")).to_be_visible()
+            await expect(slow.get_by_role("button", name="Revenir dans la classe")).to_be_visible()
+            no_foreign_requests(browser)
+        finally:
+            await waiting.close()
+            await prof.close()

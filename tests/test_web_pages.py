@@ -95,6 +95,24 @@ def test_both_catalogues_say_the_same_things() -> None:
         assert fr[key] and en[key], key
 
 
+def strings(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in strings(v)]
+    return [value]
+
+
+@pytest.mark.parametrize("language", ["fr", "en"])
+def test_counts_are_said_with_real_plurals(language: str) -> None:
+    """No "participant(s)": a sentence with a count has its forms, chosen by Intl.PluralRules."""
+    for key, value in catalogue(language).items():
+        for text in strings(value):
+            assert not re.search(r"\w\((s|es|x)\)", text), (key, text)
+        if "{count}" in json.dumps(value) and not key.startswith("doc."):
+            assert isinstance(value, dict) and set(value) == {"one", "other"}, key
+
+
 @pytest.mark.parametrize("page", HTML, ids=lambda p: p.name)
 def test_a_page_holds_no_words_of_its_own_and_no_foreign_address(page: Path) -> None:
     markup = parse(page)

@@ -5,11 +5,12 @@ let csrf = null;
 let current = null;
 
 export class ApiError extends Error {
-  constructor(status, code, message, retryAfter) {
+  constructor(status, code, message, retryAfter, details = {}) {
     super(message || code);
     this.status = status;
     this.code = code;
     this.retryAfter = retryAfter;
+    this.details = details; // the other fields of the answer: the invalid address, for one
   }
 }
 
@@ -44,14 +45,18 @@ export async function api(method, path, body) {
   }
   const data = await response.json().catch(() => ({}));
   if (!response.ok) {
-    throw new ApiError(response.status, data.error || "server", data.message, response.headers.get("Retry-After"));
+    throw new ApiError(response.status, data.error || "server", data.message, response.headers.get("Retry-After"), data);
   }
   return data;
 }
 
-/** What to tell the user about a refusal: our catalogue's words, else the server's. */
+/**
+ * What to tell the user about a refusal: our catalogue's words, filled with the answer's fields
+ * (the address a roster refused, for one), else the server's words.
+ */
 export function errorText(error) {
   const key = `error.${error.code}`;
-  if (has(key)) return t(key, { seconds: error.retryAfter || 60 });
+  const text = has(key) ? t(key, { seconds: error.retryAfter || 60, ...error.details }) : null;
+  if (text && !/\{\w+\}/.test(text)) return text;
   return error.message || t("error.generic");
 }

@@ -5,9 +5,38 @@ const STORAGE_KEY = "classe.lang";
 let catalogue = {};
 export let language = "fr";
 
+/**
+ * The text of a key before its placeholders are filled. An entry with plural forms
+ * ({"one": …, "other": …}) is chosen by the language's rules for `vars.count` (in French 0 and
+ * 1 are singular, in English only 1); a form the catalogue lacks falls back to "other".
+ */
+function template(key, vars) {
+  if (!Object.hasOwn(catalogue, key)) return key;
+  const entry = catalogue[key];
+  if (typeof entry === "string") return entry;
+  const form = new Intl.PluralRules(language).select(Number(vars.count));
+  return entry[form] ?? entry.other;
+}
+
 export function t(key, vars = {}) {
-  const text = Object.hasOwn(catalogue, key) ? catalogue[key] : key;
-  return text.replace(/\{(\w+)\}/g, (match, name) => (name in vars ? String(vars[name]) : match));
+  return template(key, vars).replace(/\{(\w+)\}/g, (match, name) => (name in vars ? String(vars[name]) : match));
+}
+
+/**
+ * Fill an element with a key's text; each value put in is a <bdi>, so that a name written
+ * right to left (or carrying a direction override) cannot reorder the sentence around it.
+ */
+function fill(element, key, vars) {
+  const parts = template(key, vars).split(/(\{\w+\})/);
+  element.replaceChildren(
+    ...parts.filter(Boolean).map((part) => {
+      const name = /^\{(\w+)\}$/.exec(part)?.[1];
+      if (!name || !(name in vars)) return part;
+      const isolated = document.createElement("bdi");
+      isolated.textContent = String(vars[name]);
+      return isolated;
+    }),
+  );
 }
 
 /** A structured entry of the catalogue (the help pages' sections), as it is. */
@@ -28,7 +57,7 @@ export function translate(root = document) {
   const elements = [...scope.querySelectorAll("[data-i18n], [data-i18n-attr]")];
   if (root instanceof Element) elements.push(root);
   for (const element of elements) {
-    if (element.dataset.i18n) element.textContent = t(element.dataset.i18n, varsOf(element));
+    if (element.dataset.i18n) fill(element, element.dataset.i18n, varsOf(element));
     if (element.dataset.i18nAttr) {
       for (const pair of element.dataset.i18nAttr.split(",")) {
         const [attribute, key] = pair.split("=").map((s) => s.trim());
@@ -43,7 +72,7 @@ export function label(element, key, vars) {
   element.dataset.i18n = key;
   if (vars) element.dataset.i18nVars = JSON.stringify(vars);
   else delete element.dataset.i18nVars;
-  element.textContent = t(key, vars || {});
+  fill(element, key, vars || {});
   return element;
 }
 

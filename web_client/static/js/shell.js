@@ -10,7 +10,9 @@ function header(account) {
   else {
     // Back to this page once signed in (a class link, typically).
     const here = ["/", "/login", "/signup"].includes(location.pathname) ? "" : `?next=${encodeURIComponent(location.pathname)}`;
-    links.push([`/login${here}`, "nav.login"], ["/signup", "nav.signup"]);
+    links.push([`/login${here}`, "nav.login"]);
+    // A class page is where pupils land: an invitation to open a teacher's account is not for them.
+    if (!location.pathname.startsWith("/c/")) links.push(["/signup", "nav.signup"]);
   }
   links.push(["/help", "nav.help"]);
   const switcher = el("button", {
@@ -62,10 +64,22 @@ export function linkSecret() {
   return secret;
 }
 
-/** Where to go after signing in: a same-site path only, so that a crafted link cannot send people away. */
+/**
+ * Where to go after signing in: a page of this origin only, so that a crafted link cannot send
+ * people away. The browser's own parser decides (it reads "/\host" and "/<tab>/host" as
+ * "//host"), not a test of the string's first characters.
+ */
 export function nextPath(fallback) {
-  const next = new URLSearchParams(location.search).get("next") || "";
-  return next.startsWith("/") && !next.startsWith("//") ? next : fallback;
+  const next = new URLSearchParams(location.search).get("next");
+  if (!next) return fallback;
+  let target;
+  try {
+    target = new URL(next, location.origin);
+  } catch {
+    return fallback;
+  }
+  if (target.origin !== location.origin) return fallback;
+  return target.pathname + target.search + target.hash;
 }
 
 /**

@@ -4,12 +4,18 @@ import { browserDiagnostics } from "../diagnostics.js";
 import { $, el } from "../dom.js";
 import { label, t } from "../i18n.js";
 import { openScreen } from "./devices.js";
-import { bindClassControls, chatItem, renderClassState, renderLobby, renderPeople } from "./panels.js";
+import { bindClassControls, chatItem, renderClassState, renderLobby, renderPeople, stopScreenButton } from "./panels.js";
 import { QualityProbe } from "./quality.js";
 import { Grid } from "./tiles.js";
 
 const SPEAKING_LEVEL = 0.02; // root mean square of samples in [-1, 1]; speech sits well above this
 const PANELS = { "open-chat": "panel-chat", "open-people": "panel-people", "open-lobby": "panel-lobby", "open-class": "panel-class" };
+
+/** Minutes and seconds, "9:05", for a countdown. */
+function clock(seconds) {
+  const whole = Math.ceil(seconds);
+  return `${Math.floor(whole / 60)}:${String(whole % 60).padStart(2, "0")}`;
+}
 
 export class RoomView {
   constructor(session, { title, classId }) {
@@ -33,6 +39,8 @@ export class RoomView {
     on("state", () => this.renderState());
     on("chat", (event) => this.addChat(event.detail));
     on("moderated", (event) => this.announce(`moderated.${event.detail.action}`));
+    on("tracks", (event) => this.trackChanged(event.detail));
+    on("away", (event) => this.away(event.detail));
     on("refused", (event) => this.refused(event.detail));
     on("reconnecting", () => this.banner("room.reconnecting"));
     on("joined", (event) => this.joined(event.detail));
@@ -47,13 +55,16 @@ export class RoomView {
     else this.banner(null);
     this.known = new Map([...this.session.participants].map(([id, q]) => [id, { hand: q.hand, held: q.held }]));
     $("messages").replaceChildren(...this.session.chat.map((m) => chatItem(m, this.session.me)));
+    this.mayShare = this.session.mayShareScreen();
     this.renderLobby();
     this.renderState();
+    this.renderAway();
     this.render();
   }
 
   stop() {
     for (const timer of this.timers) clearInterval(timer);
+    clearInterval(this.awayTimer);
   }
 
   /** Run a periodic measure unless the previous one still runs; a connection closing under it is no error. */
@@ -82,7 +93,45 @@ export class RoomView {
       }
     }
     this.known = new Map([...this.session.participants].map(([id, q]) => [id, { hand: q.hand, held: q.held }]));
+    this.screenPermission();
     this.render();
+  }
+
+  /** Tell a student when they may share their screen now (a teacher allowed them, or everyone). */
+  screenPermission() {
+    const may = this.session.mayShareScreen();
+    if (may && this.mayShare === false) this.announce("room.screen_allowed");
+    this.mayShare = may;
+  }
+
+  /** A teacher learns at once that a student started sharing, with a way to stop it. */
+  trackChanged(message) {
+    const me = this.session.me;
+    const p = this.session.participants.get(message.participant_id);
+    if (message.type === "track_published" && message.source === "screen" && me?.role === "teacher" && p?.role === "student") {
+      this.announce("room.student_sharing", { name: p.name });
+    }
+    this.render();
+  }
+
+  // The teacher is away: what is left of the lesson
+
+  away(message) {
+    if (message.type === "teacher_back") this.announce("room.teacher_back");
+    else $("announcer").textContent = t("room.teacher_away", { time: clock(message.ends_in) });
+    this.renderAway();
+  }
+
+  renderAway() {
+    const endsIn = this.session.classState?.teacher_away_ends_in;
+    clearInterval(this.awayTimer);
+    const banner = $("teacher-away");
+    banner.hidden = endsIn === null || endsIn === undefined;
+    if (banner.hidden) return;
+    const deadline = Date.now() + endsIn * 1000;
+    const tick = () => label(banner, "room.teacher_away", { time: clock(Math.max(0, (deadline - Date.now()) / 1000)) });
+    tick();
+    this.awayTimer = setInterval(tick, 1000);
   }
 
   // Drawing
@@ -117,7 +166,30 @@ export class RoomView {
     this.grid.render(entries, screenKey || (me.role === "student" && teacher ? teacher.id : null));
     label($("people-count"), "room.count", { count: people.length });
     renderPeople(s, $("people"));
+    this.renderScreenNotices();
     this.renderToolbar();
+  }
+
+  /** For teachers: each student's screen share, with its stop button, until it ends. */
+  renderScreenNotices() {
+    const s = this.session;
+    const sharing = [];
+    if (s.me.role === "teacher") {
+      for (const track of s.tracks.values()) {
+        const p = s.participants.get(track.participant_id);
+        if (track.source === "screen" && p?.role === "student") sharing.push(p);
+      }
+    }
+    const list = $("screen-notices");
+    list.hidden = !sharing.length;
+    list.replaceChildren(
+      ...sharing.map((p) =>
+        el("li", { attrs: { "data-participant": p.id } }, [
+          el("span", { i18n: "room.student_sharing", vars: { name: p.name } }),
+          stopScreenButton(s, p),
+        ]),
+      ),
+    );
   }
 
   renderAudio(audio) {
@@ -151,9 +223,20 @@ export class RoomView {
       label(button.querySelector("span"), !available ? `room.no_${source}` : on ? `room.${source}_off` : `room.${source}_on`);
     }
     const sharing = s.local.has("screen");
-    $("toggle-screen").setAttribute("aria-pressed", String(sharing));
-    $("toggle-screen").hidden = !navigator.mediaDevices?.getDisplayMedia;
-    label($("toggle-screen").querySelector("span"), sharing ? "room.stop_screen" : "room.share_screen");
+    const screen = $("toggle-screen");
+    screen.setAttribute("aria-pressed", String(sharing));
+    screen.hidden = !navigator.mediaDevices?.getDisplayMedia;
+    label(screen.querySelector("span"), sharing ? "room.stop_screen" : "room.share_screen");
+    // Until a teacher allows it, a student's button says why it does nothing (and stays focusable).
+    const closed = !sharing && !s.mayShareScreen();
+    screen.setAttribute("aria-disabled", String(closed));
+    if (closed) {
+      screen.setAttribute("title", t("room.screen_not_allowed"));
+      screen.setAttribute("aria-describedby", "screen-hint");
+    } else {
+      screen.removeAttribute("title");
+      screen.removeAttribute("aria-describedby");
+    }
     $("toggle-hand").setAttribute("aria-pressed", String(me.hand));
     label($("toggle-hand").querySelector("span"), me.hand ? "room.lower_hand" : "room.raise_hand");
   }
@@ -172,6 +255,7 @@ export class RoomView {
     const state = this.session.classState;
     if (!state) return;
     renderClassState(state);
+    this.screenPermission();
     const chatLocked = this.session.me.role === "student" && state.locks.chat;
     $("chat-form").hidden = chatLocked;
     $("chat-locked").hidden = !chatLocked;
@@ -188,6 +272,7 @@ export class RoomView {
         const result = await s.setMedia(source, on);
         if (result === "held") this.announce(`room.${source}_held`);
         else if (result === "device") this.announce(`device.${source}_failed`);
+        else if (result !== "ok") this.refused({ code: result });
         this.render();
       });
     }
@@ -196,8 +281,8 @@ export class RoomView {
         s.dropSource("screen");
         return;
       }
-      if (s.me.role === "student" && s.classState?.locks.screen) {
-        this.announce("refused.locked_screen");
+      if (!s.mayShareScreen()) {
+        this.announce("room.screen_not_allowed");
         return;
       }
       const { track, error } = await openScreen();
@@ -239,8 +324,9 @@ export class RoomView {
       const text = input.value.trim();
       if (!text) return;
       input.value = "";
-      await this.session.sendChat(text).catch(() => {
+      await this.session.sendChat(text).catch((error) => {
         input.value = text;
+        this.refused(error);
       });
     });
   }
@@ -260,15 +346,15 @@ export class RoomView {
   // What the server refused, and what happens on the page
 
   refused(message) {
-    if (message.code === "locked") this.announce("refused.locked");
+    if (message.code === "locked") this.announce(message.source === "screen" ? "room.screen_not_allowed" : "refused.locked");
     else if (message.code === "rate_limited") this.announce("refused.rate_limited");
     else if (message.code === "too_many_tracks") this.announce("refused.too_many_tracks");
+    else if (message.code === "class_full") this.announce("refused.class_full"); // a teacher's admit beyond the limit
   }
 
   announce(key, vars) {
-    const text = t(key, vars);
-    $("announcer").textContent = text;
-    const toast = el("p", { className: "toast", text, attrs: { "aria-hidden": "true" } });
+    $("announcer").textContent = t(key, vars);
+    const toast = el("p", { className: "toast", i18n: key, vars, attrs: { "aria-hidden": "true" } });
     document.body.append(toast);
     setTimeout(() => toast.remove(), 5000);
   }

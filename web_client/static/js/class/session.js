@@ -2,7 +2,8 @@
 // connections, and reconnection. No DOM here: the page listens to the events it dispatches.
 //
 // Events: waiting, joined, reconnecting, ended, participants, lobby, state, chat, media,
-// moderated, refused (a request was refused: {code, ref}).
+// moderated, tracks (one appeared or went), away (the teacher left, or came back),
+// refused (a request was refused: {code, ref}).
 
 const PROTOCOL = 1;
 const PING_EVERY_MS = 10_000;
@@ -15,6 +16,7 @@ const RETRY_AFTER = new Set([
   "negotiation_timeout",
   "negotiation_failed",
   "invalid_token",
+  "join_timeout",
 ]);
 
 function gathered(pc) {
@@ -181,9 +183,17 @@ export class ClassSession extends EventTarget {
         break;
       case "track_published":
         this.tracks.set(message.track_id, message);
+        this.emit("tracks", message);
         break;
       case "track_unpublished":
         this.tracks.delete(message.track_id);
+        this.emit("tracks", message);
+        break;
+      case "teacher_away":
+      case "teacher_back":
+        // The lesson ends without a teacher: the state keeps the deadline for a later render.
+        if (this.classState) this.classState.teacher_away_ends_in = message.type === "teacher_away" ? message.ends_in : null;
+        this.emit("away", message);
         break;
       case "pong":
         if (this.pingSentAt) this.rtt = performance.now() - this.pingSentAt;
@@ -207,7 +217,8 @@ export class ClassSession extends EventTarget {
       else this.finish(message.code);
       return;
     }
-    this.emit("refused", message);
+    // The refusal of a request is explained once, by the code that made it; others by the page.
+    if (!reply) this.emit("refused", message);
   }
 
   async joined(message) {
@@ -268,6 +279,12 @@ export class ClassSession extends EventTarget {
     return media;
   }
 
+  /** Whether this participant may share their screen now: a teacher, or a student the lock or a teacher lets. */
+  mayShareScreen() {
+    if (!this.me || this.me.role === "teacher") return true;
+    return !this.classState?.locks.screen || Boolean(this.me.screen_allowed);
+  }
+
   // Publishing
 
   /** Use `track` for `source` (camera, microphone, screen); a device change replaces the track in place. */
@@ -301,7 +318,7 @@ export class ClassSession extends EventTarget {
     this.publishing = (this.publishing || Promise.resolve()).then(() => this.negotiate()).catch((error) => {
       if (error.code === "locked" || error.code === "too_many_tracks") {
         this.dropSource("screen");
-        this.emit("refused", { code: error.code });
+        this.emit("refused", { code: error.code, source: "screen" });
       } else if (this.status === "joined") {
         this.broken(error);
       }
@@ -359,7 +376,8 @@ export class ClassSession extends EventTarget {
 
   /**
    * Turn one's microphone or camera on or off. Resolves "ok", "held" (a teacher's lock or hold
-   * refuses it) or "device" (the device would not open again).
+   * refuses it), "device" (the device would not open again) or the code of another refusal
+   * (rate_limited); the source is then off.
    */
   async setMedia(source, enabled) {
     this.wanted[source] = enabled;
@@ -371,10 +389,9 @@ export class ClassSession extends EventTarget {
           new Promise((resolve) => setTimeout(resolve, 1500)), // success has no reply of its own
         ]);
       } catch (error) {
-        if (error.code !== "locked") throw error;
         this.wanted[source] = false;
         this.syncLocalTracks();
-        return "held";
+        return error.code === "locked" ? "held" : error.code;
       }
     }
     if (enabled && !(await this.restore(source))) {

@@ -11,6 +11,12 @@ function icon(name) {
   return svg;
 }
 
+/** The first letter of a name, past any direction marks (which would show nothing). */
+function initial(name) {
+  const letters = [...(name || "").replace(/[\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, "").trim()];
+  return (letters[0] || "?").toUpperCase();
+}
+
 class Tile {
   constructor(key, onPin) {
     this.key = key;
@@ -45,7 +51,7 @@ class Tile {
     this.root.classList.toggle("me", me);
     this.root.classList.toggle("speaking", speaking);
     this.root.dataset.participant = participant.id;
-    this.avatar.textContent = (participant.name || "?").trim().charAt(0).toUpperCase();
+    this.avatar.textContent = initial(participant.name);
     const nameKey = screen ? "room.screen_of" : me ? "room.you" : "room.name";
     label(this.name, nameKey, { name: participant.name });
     this.role.hidden = participant.role !== "teacher" || screen;

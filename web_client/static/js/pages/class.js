@@ -1,7 +1,7 @@
 // The class page (/c/<code>): before joining, waiting, the room, and why it ended.
 import { api, ApiError, errorText } from "../api.js";
 import { $ } from "../dom.js";
-import { label } from "../i18n.js";
+import { has, label } from "../i18n.js";
 import { open } from "../class/devices.js";
 import { ClassSession } from "../class/session.js";
 import { PreJoin } from "../class/prejoin.js";
@@ -19,17 +19,33 @@ function showScreen(name) {
   heading?.focus();
 }
 
-function ended(code, detail) {
-  const known = ["left", "class_ended", "removed", "refused", "class_locked", "class_full", "replaced", "unknown_link", "not_on_roster", "sign_in_required"];
+/** Why the visit ended; a teacher reads words of their own where a pupil's would not fit. */
+function ended(code, detail, role) {
+  const known = [
+    "left",
+    "class_ended",
+    "no_teacher",
+    "removed",
+    "refused",
+    "lobby_locked",
+    "lobby_full",
+    "class_locked",
+    "class_full",
+    "replaced",
+    "join_timeout",
+    "unknown_link",
+    "not_on_roster",
+    "sign_in_required",
+  ];
   const key = known.includes(code) ? code : "other";
   label($("ended-title"), `ended.${key}.title`);
   if (detail instanceof ApiError && key === "other") {
     delete $("ended-text").dataset.i18n;
     $("ended-text").textContent = errorText(detail);
   } else {
-    label($("ended-text"), `ended.${key}.text`);
+    label($("ended-text"), role === "teacher" && has(`ended.${key}.text_teacher`) ? `ended.${key}.text_teacher` : `ended.${key}.text`);
   }
-  $("rejoin").hidden = !["left", "replaced", "other"].includes(key);
+  $("rejoin").hidden = !["left", "replaced", "join_timeout", "lobby_full", "other"].includes(key);
   showScreen("ended");
 }
 
@@ -46,6 +62,12 @@ function showPrejoin(info) {
   $("prejoin-title").textContent = info.title;
   label($("prejoin-access"), info.access === "account" ? "prejoin.account_mode" : "prejoin.link_mode");
   $("join-name").value = localStorage.getItem("classe.name") || account?.name || "";
+  if (account && account.role !== "student") {
+    // A teacher joins under the account's name: the pupils' hint ("as your teacher knows them") is not for them.
+    $("join-name").value = account.name;
+    $("join-name").readOnly = true;
+    label($("join-name-hint"), "prejoin.name_hint_teacher");
+  }
   if (info.access === "account" && !account) {
     $("signin-needed").hidden = false;
     $("signin-link").href = `/login?next=${encodeURIComponent(location.pathname)}`;
@@ -99,7 +121,7 @@ async function join(first) {
   });
   session.addEventListener("ended", (event) => {
     room.stop();
-    ended(event.detail.code, event.detail.detail);
+    ended(event.detail.code, event.detail.detail, session.me?.role || first.role);
   });
   $("waiting-leave").addEventListener("click", () => session.leave());
   window.addEventListener("pagehide", () => session.leave());

@@ -156,10 +156,12 @@ async function roster(c) {
 
 bindForm($("roster-form"), async (values) => {
   const result = await api("PUT", `/api/classes/${rosterOf.id}/roster`, { emails: lines(values.emails) });
-  label($("roster-status"), result.invitations_unsent ? "roster.saved_unsent" : "roster.saved", {
-    count: result.roster.length,
-    unsent: result.invitations_unsent,
-  });
+  const unsent = result.invitations_unsent;
+  $("roster-status").replaceChildren(
+    el("span", { i18n: "roster.saved", vars: { count: result.roster.length } }),
+    " ",
+    unsent ? el("span", { i18n: "roster.unsent", vars: { count: unsent } }) : el("span", { i18n: "roster.sent" }),
+  );
 });
 
 for (const dialog of [$("class-dialog"), $("roster-dialog")]) {
