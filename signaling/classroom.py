@@ -5,7 +5,7 @@ makes them easy to read in one place and to test without sockets.
 
 A class lives through lessons: a lesson starts when a teacher opens the class and ends when the
 class is ended or left empty. What a teacher decided during a lesson (who was let in or refused,
-locks, holds, screen permissions) ends with it; removals outlive it (see server.py).
+locks, holds, screen permissions, the chat) ends with it; removals outlive it (see server.py).
 """
 
 from __future__ import annotations
@@ -66,7 +66,8 @@ class ClassSession:
         self.lobby = lobby
 
     def end_lesson(self) -> None:
-        """Admissions, refusals, locks, holds and screen permissions end with the lesson; removals do not."""
+        """What was decided or said during the lesson ends with it (the next lesson's pupils do not read
+        this one's chat); removals do not."""
         self.lesson = self.opened = self.locked = self.lobby_locked = False
         self.lobby = None
         self.locks = set(LESSON_LOCKS)
@@ -74,6 +75,7 @@ class ClassSession:
         self.admitted.clear()
         self.held.clear()
         self.screen_allowed.clear()
+        self.chat.clear()
         self.teacher_away_until = None
 
     def arrival(self, grant: JoinGrant) -> Arrival:

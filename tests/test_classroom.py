@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from signaling.classroom import Arrival, ClassSession
+from signaling.classroom import Arrival, ChatMessage, ClassSession
 from signaling.protocol import ProtocolError, decode
 from signaling.tokens import JoinGrant, Role
 
@@ -85,6 +85,7 @@ def test_a_lesson_takes_the_class_setting_and_forgets_its_decisions_but_not_remo
     state.hold("p1", "microphone", True)
     state.allow_screen("p1", True)
     state.teacher_away_until = 5.0
+    state.chat.append(ChatMessage("p1", "Léa", "bonjour", 0))
     state.end_lesson()
     assert (state.lesson, state.opened, state.lobby, state.locked, state.lobby_locked) == (
         False,
@@ -94,7 +95,7 @@ def test_a_lesson_takes_the_class_setting_and_forgets_its_decisions_but_not_remo
         False,
     )
     assert (state.admitted, state.refused, state.held, state.screen_allowed) == (set(), set(), {}, set())
-    assert state.locks == {"screen"} and state.teacher_away_until is None
+    assert state.locks == {"screen"} and state.teacher_away_until is None and not state.chat
     assert state.banned == {"browser8"}
 
 
