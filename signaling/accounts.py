@@ -9,7 +9,6 @@ import re
 import secrets
 from datetime import datetime, timedelta
 from email.message import EmailMessage
-from fnmatch import fnmatchcase
 from typing import Any
 
 import aiosmtplib
@@ -64,9 +63,16 @@ def normalize_email(value: str) -> str:
     return email
 
 
-def domain_allowed(email: str, patterns: list[str]) -> bool:
+def domain_allowed(email: str, entries: list[str]) -> bool:
+    """Exact domains; an entry "*.example.fr" admits the sub-domains of example.fr only."""
     domain = email.rsplit("@", 1)[1]
-    return any(fnmatchcase(domain, pattern.lower()) for pattern in patterns)
+    for entry in entries:
+        if entry.startswith("*."):
+            if domain.endswith(entry[1:]):
+                return True
+        elif domain == entry:
+            return True
+    return False
 
 
 def check_password(password: str) -> None:
