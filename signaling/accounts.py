@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import logging
 import re
 import secrets
@@ -46,14 +47,24 @@ _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 
 
-class AccountError(Exception):
-    """A refusal to show the user: a stable code, a message and the HTTP status."""
+# Bidi controls (they turn "Élève" into a reversed impostor) and other controls: never in a name.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+
+class AccountError(Exception):
+    """A refusal to show the user: a stable code, a message, the HTTP status, and extra fields."""
+
+    def __init__(self, status: int, code: str, message: str, **extra: str) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.extra = extra
+
+
+def clean_text(value: str, limit: int) -> str:
+    """A name or a title as shown to others: no control or bidi characters, runs of spaces as one."""
+    return " ".join(_UNPRINTABLE.sub(" ", value).split())[:limit]
 
 
 def normalize_email(value: str) -> str:
@@ -105,6 +116,7 @@ class Accounts:
         self.db = db
         self.settings = settings
         self.mailer = mailer
+        self._background: set[asyncio.Task[None]] = set()
 
     async def _send(self, message: EmailMessage) -> bool:
         """A mail server that is down must not fail the request: the user can ask again."""
@@ -152,7 +164,7 @@ class Accounts:
         account = Account(
             id=secrets.token_hex(16),
             email=email,
-            name=name.strip()[:80] or email.split("@")[0],
+            name=clean_text(name, 80) or email.split("@")[0],
             role=role.value,
             password_hash=await hash_password(password),
             verified=verified,
@@ -209,6 +221,16 @@ class Accounts:
             )
         return account
 
+    def device_token(self, account: Account) -> str:
+        """The cookie of a browser this account signed in from: it changes with the password."""
+        key = self.settings.token_secret.encode()
+        return hmac.new(key, f"device {account.id} {account.password_hash}".encode(), hashlib.sha256).hexdigest()
+
+    async def trusted_device(self, email: str, cookie: str) -> bool:
+        async with self.db.sessions() as tx:
+            account = await tx.scalar(select(Account).where(Account.email == email[:254]))
+        return account is not None and hmac.compare_digest(self.device_token(account), cookie)
+
     async def start_session(self, account: Account) -> str:
         secret = secrets.token_urlsafe(32)
         now = utcnow()
@@ -240,6 +262,18 @@ class Accounts:
     async def end_session(self, secret: str) -> None:
         async with self.db.transaction() as tx:
             await tx.execute(delete(LoginSession).where(LoginSession.id_hash == digest(secret)))
+
+    def request_reset_later(self, email: str) -> None:
+        """Answer first, work after: the response time does not tell whether the address has an account."""
+        task = asyncio.create_task(self._request_reset_logged(email))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _request_reset_logged(self, email: str) -> None:
+        try:
+            await self.request_reset(email)
+        except Exception as exc:  # the answer is gone: the user asks again
+            log.error("password reset not sent (%s)", type(exc).__name__)
 
     async def request_reset(self, email: str) -> None:
         try:

@@ -154,11 +154,8 @@ async def test_guessing_class_links_is_rate_limited(classe: RunningServer) -> No
             (await guesser.call("GET", f"/api/join/guess{i:04d}xxxxxxxxxxxxxxxxxxxxxxxx"))[0] for i in range(22)
         ]
         assert statuses[:20] == [404] * 20 and statuses[20:] == [429, 429]
-        status, _ = await guesser.call("GET", f"/api/join/{code_of(classroom)}")
-        assert status == 429  # even a right guess now waits
-        # Valid links never spend the budget: a whole school behind one address gets in.
+        # Valid links are never refused: a whole school behind the guesser's address still gets in.
         async with Browser(classe) as school:
-            classe.services.limits.links._buckets.clear()
             for i in range(40):
                 status, _ = await school.call("POST", "/api/join", {"code": code_of(classroom), "name": f"E{i}"})
                 assert status == 200

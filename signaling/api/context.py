@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hmac
+import logging
 import secrets
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,7 +23,9 @@ from ..ratelimit import RateLimiter
 from ..server import ClassServer
 from ..store import Account, Database
 
+log = logging.getLogger(__name__)
 SESSION_COOKIE = "classe_session"
+DEVICE_COOKIE = "classe_device"
 CSRF_COOKIE = "classe_csrf"
 CSRF_HEADER = "X-CSRF-Token"
 # The browser may only talk to this server: no CDN, no font, no analytics, no third-party anything.
@@ -35,11 +39,23 @@ Model = TypeVar("Model", bound=BaseModel)
 
 @dataclass
 class Limits:
-    """Attempts that fail (a wrong password, an unknown link) spend from these buckets."""
+    """The client's own failures (a wrong password, an unknown link) spend from these buckets.
 
+    A server error (the database down) never does: the client did nothing wrong.
+    """
+
+    # Wrong passwords: per client address; per account and address, so that guesses from one address
+    # do not lock the owner out from another; per account from all addresses together (a botnet),
+    # kept high. A browser the account signed in from before (device cookie) has its own budget
+    # instead of these three: the owner's usual browser gets in whatever others try.
     login_by_address: RateLimiter = field(default_factory=lambda: RateLimiter(burst=30, window=900))
-    login_by_account: RateLimiter = field(default_factory=lambda: RateLimiter(burst=10, window=900))
-    links: RateLimiter = field(default_factory=lambda: RateLimiter(burst=20, window=600))
+    login_by_account_address: RateLimiter = field(default_factory=lambda: RateLimiter(burst=10, window=900))
+    login_by_account: RateLimiter = field(default_factory=lambda: RateLimiter(burst=100, window=3600))
+    login_by_device: RateLimiter = field(default_factory=lambda: RateLimiter(burst=10, window=900))
+    # Password confirmations of a signed-in account (deleting it), per account.
+    confirmations: RateLimiter = field(default_factory=lambda: RateLimiter(burst=10, window=900))
+    class_links: RateLimiter = field(default_factory=lambda: RateLimiter(burst=20, window=600))
+    mail_links: RateLimiter = field(default_factory=lambda: RateLimiter(burst=20, window=600))
     mail: RateLimiter = field(default_factory=lambda: RateLimiter(burst=10, window=3600))
     reports: RateLimiter = field(default_factory=lambda: RateLimiter(burst=10, window=3600))
 
@@ -89,21 +105,49 @@ def _check(request: web.Request, limiter: RateLimiter, key: str) -> None:
 
 @contextmanager
 def failures_limited(request: web.Request, *buckets: tuple[RateLimiter, str]) -> Iterator[None]:
-    """Refuse while a bucket is empty; an attempt that fails inside the block spends from each."""
+    """Refuse while a bucket is empty; a refusal of the client's attempt inside the block spends from each.
+
+    Only an AccountError (wrong password, unknown link…) is the client's failure: any other error is
+    the server's, and costs the client nothing.
+    """
     for limiter, key in buckets:
         _check(request, limiter, key)
     try:
         yield
-    except Exception:
+    except AccountError:
         now = services(request).clock()
         for limiter, key in buckets:
             limiter.spend(key, now)
         raise
 
 
-def charge(request: web.Request, limiter: RateLimiter, key: str) -> None:
-    """For attempts that cost whatever their outcome (each sends a mail, or stores a report)."""
+@contextmanager
+def unknown_links_limited(request: web.Request, limiter: RateLimiter, key: str) -> Iterator[None]:
+    """A valid link always works; only the refusal of an unknown one spends, and is refused harder.
+
+    Links carry 192 bits or more, so guessing cannot succeed: the budget only sheds a client that
+    keeps sending unknown links, and never stands between a school behind one address and its class.
+    """
+    try:
+        yield
+    except AccountError as exc:
+        if exc.code not in ("unknown_link", "invalid_link"):
+            raise
+        _check(request, limiter, key)
+        limiter.spend(key, services(request).clock())
+        raise
+
+
+@contextmanager
+def charged(request: web.Request, limiter: RateLimiter, key: str) -> Iterator[None]:
+    """For attempts that cost whatever their outcome (each sends a mail, or stores a report), except
+    when the server fails them."""
     _check(request, limiter, key)
+    try:
+        yield
+    except AccountError:
+        limiter.spend(key, services(request).clock())
+        raise
     limiter.spend(key, services(request).clock())
 
 
@@ -191,13 +235,18 @@ async def security(request: web.Request, handler: Handler) -> web.StreamResponse
                 raise fail(403, "csrf", "Requête refusée : rechargez la page et réessayez.")
         response = await handler(request)
     except AccountError as exc:
-        response = web.json_response({"error": exc.code, "message": exc.message}, status=exc.status)
+        response = web.json_response({"error": exc.code, "message": exc.message, **exc.extra}, status=exc.status)
     except web.HTTPException as exc:
         if not request.path.startswith("/api/") or exc.status < 400 or exc.content_type == "application/json":
             raise
         # The router's own refusals (no such route, wrong method) answer in the API's JSON shape too.
         code = exc.reason.lower().replace(" ", "_")
         response = web.json_response({"error": code, "message": exc.reason}, status=exc.status)
+    except Exception as exc:
+        _log_unhandled(request, exc)
+        response = web.json_response(
+            {"error": "internal_error", "message": "Erreur du serveur : réessayez dans un instant."}, status=500
+        )
     response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "no-referrer")
@@ -205,6 +254,22 @@ async def security(request: web.Request, handler: Handler) -> web.StreamResponse
     if request.path.startswith("/api/"):
         response.headers.setdefault("Cache-Control", "no-store")
     return response
+
+
+def _log_unhandled(request: web.Request, exc: BaseException) -> None:
+    """The route, the error types and where they happened: never the client's address (aiohttp's own
+    handler logs it), the path (it may hold a class link) or the messages (a database error's holds
+    the values it was given: addresses, hashes, link codes)."""
+    chain: list[str] = []
+    frames: list[str] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(chain) < 5:
+        chain.append(type(seen).__qualname__)
+        frames.extend(traceback.format_tb(seen.__traceback__))
+        seen = seen.__cause__ or seen.__context__
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "?"
+    log.error("unhandled error on %s %s: %s\n%s", request.method, route, " <- ".join(chain), "".join(frames))
 
 
 def setup_api(app: web.Application, svc: Services) -> None:
