@@ -54,7 +54,7 @@ _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2
 class AccountError(Exception):
     """A refusal to show the user: a stable code, a message, the HTTP status, and extra fields."""
 
-    def __init__(self, status: int, code: str, message: str, **extra: str) -> None:
+    def __init__(self, status: int, code: str, message: str, **extra: object) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
@@ -299,14 +299,17 @@ class Accounts:
             account.verified = True  # the link proved the address
             await tx.execute(delete(LoginSession).where(LoginSession.account_id == account.id))
 
-    async def invite(self, email: str, class_title: str) -> bool:
+    async def invite(self, email: str, class_title: str, teacher: Account) -> bool:
         """A roster address: an invitation to create an account, or a notice if it has one."""
         async with self.db.sessions() as tx:
             exists = await tx.scalar(select(Account.id).where(Account.email == email)) is not None
+        title, name = clean_text(class_title, 120), clean_text(teacher.name, 80)
         if exists:
-            return await self._send(mail.roster_notice(self.settings, email, class_title, f"{self.settings.origin}/"))
+            notice = mail.roster_notice(self.settings, email, title, name, teacher.email, f"{self.settings.origin}/")
+            return await self._send(notice)
         secret = await self._issue(TokenPurpose.INVITE, email, None, timedelta(days=self.settings.invitation_days))
-        return await self._send(mail.invitation(self.settings, email, class_title, self.link("/invitation", secret)))
+        link = self.link("/invitation", secret)
+        return await self._send(mail.invitation(self.settings, email, title, name, teacher.email, link))
 
     async def accept_invitation(self, secret: str, name: str, password: str) -> Account:
         check_password(password)
@@ -317,6 +320,9 @@ class Accounts:
                     EmailToken.purpose == TokenPurpose.INVITE.value, EmailToken.email == token.email
                 )
             )
+            # An address taken off every roster since the mail: its invitation went with it.
+            if await tx.scalar(select(RosterEntry.email).where(RosterEntry.email == token.email).limit(1)) is None:
+                raise AccountError(400, "invalid_link", "Ce lien n'est pas valide ou a expiré.")
         return await self.create(token.email, name, password, AccountRole.STUDENT, verified=True)
 
     async def delete(self, account_id: str) -> None:

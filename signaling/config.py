@@ -90,6 +90,11 @@ class Settings(BaseSettings):
     smtp_starttls: bool = True
     smtp_tls: bool = False
     mail_from: str = "Classe <no-reply@localhost>"
+    # Named in roster invitations, next to the teacher, so that families know who writes to them.
+    institution_name: str | None = None
+    # Roster mails (invitations and notices) one teacher may have sent in 24 hours: a roster is
+    # not a mail relay.
+    invitations_per_day: int = Field(default=300, ge=0)
     # Who may hold a teacher account: e-mail domains matched exactly; an entry "*.example.fr" admits
     # the sub-domains of example.fr (not example.fr itself). By default: the academies and the ministry.
     teacher_domains: list[str] = Field(default_factory=lambda: list(ACADEMIC_DOMAINS))
@@ -99,6 +104,8 @@ class Settings(BaseSettings):
     invitation_days: int = 30
     class_link_days: int = 365
     report_retention_days: int = 90
+    # Mail written to data_dir/outbox (no SMTP server) holds addresses and links: deleted after this.
+    outbox_retention_days: int = 7
     session_days: int = 14
     purge_interval_seconds: float = 3600.0
     # A class's live state (who was removed, locks) is forgotten this long after its last participant left.

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
 from sqlalchemy import text
+
+from signaling.store import RosterEntry
 
 from .conftest import Postgres, RunningServer
 from .test_access import new_class
@@ -90,3 +93,94 @@ async def test_a_database_error_logs_neither_the_values_nor_the_client_address(
         for secret in ("prof@ac-lyon.fr", account.id, account.password_hash, "127.0.0.1", "login_sessions"):
             assert secret not in caplog.text
         assert (await t.call("GET", "/api/classes"))[0] == 500
+
+
+@pytest.mark.parametrize(
+    "settings_overrides", [{"invitations_per_day": 5, "institution_name": "Collège Jean Moulin, Lyon"}]
+)
+async def test_a_roster_is_not_a_mail_relay(classe: RunningServer) -> None:
+    async with await teacher(classe) as t:
+        spam = "GAGNEZ 1000 EUR sur http://evil.example\r\nBcc: everyone@example.org"
+        classroom = await new_class(t, "account", title=spam)
+        assert classroom["title"] == "GAGNEZ 1000 EUR sur http://evil.example Bcc: everyone@example.org"
+        roster = f"/api/classes/{classroom['id']}/roster"
+        first = [f"victime{i}@example.org" for i in range(5)]
+        reply = await t.ok("PUT", roster, {"emails": first})
+        assert reply["invitations_unsent"] == 0 and all(e["invited_at"] for e in reply["roster"])
+        for address in first:
+            mail = await classe.mailbox.wait_for(address)
+            assert str(mail["Subject"]) == "Classe : invitation à une classe virtuelle / invitation to a virtual class"
+            assert "Mme Durand (prof@ac-lyon.fr), Collège Jean Moulin, Lyon vous invite" in mail.get_content()
+        # The daily limit is the teacher's, whatever the class.
+        other = await new_class(t, "account", title="Autre")
+        for path in (roster, f"/api/classes/{other['id']}/roster"):
+            status, data = await t.call("PUT", path, {"emails": [f"autre{i}@example.org" for i in range(5)]})
+            assert (status, data["error"], data["invitations_left"]) == (429, "too_many_invitations", 0)
+        assert [e["email"] for e in (await t.ok("GET", roster))["roster"]] == first  # nothing changed
+        # Removing addresses costs nothing; bad addresses are named.
+        await t.ok("PUT", roster, {"emails": first[:2]})
+        status, data = await t.call("PUT", roster, {"emails": ["a@example.org", " pas une adresse "]})
+        assert (status, data["error"], data["address"]) == (400, "invalid_address", "pas une adresse")
+        assert "pas une adresse" in data["message"]
+    await asyncio.sleep(0.2)
+    assert classe.mailbox.messages == []
+
+
+async def test_a_default_server_refuses_a_thousand_invitations(classe: RunningServer) -> None:
+    async with await teacher(classe) as t:
+        classroom = await new_class(t, "account")
+        emails = [f"victime{i}@example.org" for i in range(500)]
+        status, data = await t.call("PUT", f"/api/classes/{classroom['id']}/roster", {"emails": emails})
+        assert (status, data["error"]) == (429, "too_many_invitations")
+    assert classe.mailbox.messages == []
+
+
+async def test_an_invitation_dies_with_its_roster_entry_and_pending_ones_are_sent_later(
+    classe: RunningServer,
+) -> None:
+    async with await teacher(classe) as t, Browser(classe) as family:
+        classroom = await new_class(t, "account")
+        roster = f"/api/classes/{classroom['id']}/roster"
+        await t.ok("PUT", roster, {"emails": ["famille@example.org"]})
+        secret = await classe.mailbox.link("famille@example.org")
+        await t.ok("PUT", roster, {"emails": []})
+        form = {"token": secret, "name": "Famille", "password": PASSWORD}
+        status, data = await family.call("POST", "/api/invitation", form)
+        assert (status, data["error"]) == (400, "invalid_link")
+
+        # A save cut short (the process killed between writing the roster and mailing it) leaves the
+        # entries pending; the next save sends them.
+        async with classe.services.db.transaction() as tx:
+            tx.add(RosterEntry(class_id=classroom["id"], email="oublie@example.org", invited_at=None))
+        reply = await t.ok("PUT", roster, {"emails": ["oublie@example.org", "nouveau@example.org"]})
+        assert reply["invitations_unsent"] == 0 and all(e["invited_at"] for e in reply["roster"])
+        secret = await classe.mailbox.link("oublie@example.org")
+        await family.ok("POST", "/api/invitation", {"token": secret, "name": "Oublié", "password": PASSWORD})
+        await classe.mailbox.wait_for("nouveau@example.org")
+
+
+async def test_only_the_owner_changes_co_teachers_and_refusals_name_no_account(classe: RunningServer) -> None:
+    async with await teacher(classe) as t, await teacher(classe, "autre@ac-lyon.fr", "M. Autre") as co:
+        classroom = await new_class(t, co_teachers=["autre@ac-lyon.fr"])
+        path = f"/api/classes/{classroom['id']}"
+        form = {"title": "Maths 4e B", "access": "link"}
+        status, data = await co.call("PUT", path, {**form, "co_teachers": []})
+        assert (status, data["error"]) == (403, "owner_only")
+        status, data = await co.call("PUT", path, {**form, "co_teachers": ["autre@ac-lyon.fr", "x@ac-lyon.fr"]})
+        assert (status, data["error"]) == (403, "owner_only")
+        assert (await t.ok("GET", path))["co_teachers"] == ["autre@ac-lyon.fr"]
+        renamed = await co.ok("PUT", path, {**form, "title": "Maths 4e C", "co_teachers": ["autre@ac-lyon.fr"]})
+        assert renamed["title"] == "Maths 4e C" and renamed["owner"] is False
+        status, data = await t.call("PUT", path, {**form, "co_teachers": ["autre@ac-lyon.fr", "inconnu@ac-lyon.fr"]})
+        assert (status, data["error"]) == (400, "unknown_co_teacher") and "inconnu" not in data["message"]
+
+
+async def test_names_lose_bidi_and_control_characters(classe: RunningServer) -> None:
+    async with await teacher(classe, name="\u202eM. Faux\u202c\x07") as t, Browser(classe) as pupil:
+        assert (await t.ok("GET", "/api/session"))["account"]["name"] == "M. Faux"
+        classroom = await new_class(t)
+        hostile = "\u2067Prof\u2069\u202e\n tnaH"
+        data = await pupil.ok("POST", "/api/join", {"code": code_of(classroom), "name": hostile})
+        assert data["name"] == "Prof tnaH"
+        status, data = await pupil.call("POST", "/api/join", {"code": code_of(classroom), "name": "\u202e\u2066 \r"})
+        assert (status, data["error"]) == (400, "name_required")

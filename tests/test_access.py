@@ -34,7 +34,8 @@ async def test_account_mode_lets_in_only_signed_in_roster_accounts(classe: Runni
         code = code_of(classroom)
         await t.ok("PUT", f"/api/classes/{classroom['id']}/roster", {"emails": ["parent@example.org"]})
         invitation = await classe.mailbox.wait_for("parent@example.org")
-        assert "Maths 4e B" in str(invitation["Subject"])
+        assert "Maths 4e B" not in str(invitation["Subject"])  # what a teacher types stays out of the subject
+        assert "Mme Durand (prof@ac-lyon.fr)" in invitation.get_content() and "Maths 4e B" in invitation.get_content()
         classe.mailbox.messages.append(invitation)
         async with (
             await student_account(classe, "parent@example.org", "Famille Martin") as parent,

@@ -151,11 +151,34 @@ def charged(request: web.Request, limiter: RateLimiter, key: str) -> Iterator[No
     limiter.spend(key, services(request).clock())
 
 
+MAX_JSON_DEPTH = 32
+
+
+def _hostile(data: Any) -> bool:
+    """Deeper than any form, or a NUL character (PostgreSQL refuses it in text): walked without recursion."""
+    stack = [(data, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return True
+        if isinstance(value, str):
+            if "\x00" in value:
+                return True
+        elif isinstance(value, dict):
+            stack.extend((k, depth + 1) for k in value)
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+    return False
+
+
 async def body(request: web.Request, model: type[Model]) -> Model:
     try:
         data = await request.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: thousands of nested brackets
         raise fail(400, "bad_request", "Le corps de la requête doit être du JSON.") from None
+    if _hostile(data):
+        raise fail(400, "bad_request", "Le corps de la requête est trop imbriqué ou contient un caractère nul.")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
