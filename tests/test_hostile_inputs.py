@@ -36,9 +36,14 @@ from .web import PASSWORD
 class ThreadedServer:
     """A real server on its own event loop in a thread, so that hypothesis can drive it example by example."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, database_url: str | None = None) -> None:
         self.settings = Settings(
-            port=free_port(), data_dir=data_dir, dev_mode=True, media_port_min=43000, media_port_max=43999
+            port=free_port(),
+            data_dir=data_dir,
+            database_url=database_url,
+            dev_mode=True,
+            media_port_min=43000,
+            media_port_max=43999,
         )
         self.url = f"http://127.0.0.1:{self.settings.port}"
         self.loop = asyncio.new_event_loop()
