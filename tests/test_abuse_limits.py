@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import sys
+import time
+from email.message import EmailMessage
+from pathlib import Path
 
+import aiohttp
 import pytest
 from sqlalchemy import text
 
 from signaling.store import RosterEntry
 
-from .conftest import Postgres, RunningServer
+from .conftest import Postgres, RunningServer, free_port
 from .test_access import new_class
 from .web import PASSWORD, Browser, code_of, teacher
 
@@ -184,3 +190,81 @@ async def test_names_lose_bidi_and_control_characters(classe: RunningServer) -> 
         assert data["name"] == "Prof tnaH"
         status, data = await pupil.call("POST", "/api/join", {"code": code_of(classroom), "name": "\u202e\u2066 \r"})
         assert (status, data["error"]) == (400, "name_required")
+
+
+async def test_a_password_reset_answers_before_the_work(classe: RunningServer) -> None:
+    """Same answer, same time, whether or not the address has an account: the mail goes out after."""
+    mailer = classe.services.accounts.mailer
+
+    class SlowMailer:
+        async def send(self, message: EmailMessage) -> None:
+            await asyncio.sleep(1.0)
+            await mailer.send(message)
+
+    async with await teacher(classe) as t:
+        classe.services.accounts.mailer = SlowMailer()
+        for email in ("prof@ac-lyon.fr", "personne@ac-lyon.fr"):
+            started = time.monotonic()
+            status, _ = await t.call("POST", "/api/password/forgot", {"email": email})
+            assert status == 202 and time.monotonic() - started < 0.5, email
+        await classe.mailbox.link("prof@ac-lyon.fr")
+
+
+async def test_a_roster_save_killed_midway_is_finished_by_the_next_save(
+    classe: RunningServer, tmp_path: Path
+) -> None:
+    """SIGKILL while the invitations go out: the next save, by another process, sends them."""
+    connected = asyncio.Event()
+
+    async def silent_smtp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connected.set()  # never greets: the first invitation hangs
+        await reader.read()
+        writer.close()
+
+    smtp = await asyncio.start_server(silent_smtp, "127.0.0.1", 0)
+    port = free_port()
+    config = tmp_path / "killed.toml"
+    config.write_text(
+        f'port = {port}\ndata_dir = "{tmp_path / "killed"}"\ndatabase_url = "{classe.settings.database}"\n'
+        f'smtp_host = "127.0.0.1"\nsmtp_port = {smtp.sockets[0].getsockname()[1]}\nsmtp_starttls = false\n'
+        "media_port_min = 44000\nmedia_port_max = 44099\n"
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "signaling.cli",
+        "serve",
+        "--config",
+        str(config),
+        cwd=Path(__file__).resolve().parent.parent,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        async with await teacher(classe) as t:
+            classroom = await new_class(t, "account")
+            roster = f"/api/classes/{classroom['id']}/roster"
+            other = f"http://127.0.0.1:{port}"
+            for _ in range(100):
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with t.http.get(other + "/healthz") as r:
+                        if r.status == 200:
+                            break
+                await asyncio.sleep(0.1)
+            emails = ["eleve1@example.org", "eleve2@example.org"]
+            save = asyncio.create_task(
+                t.http.put(other + roster, json={"emails": emails}, headers={"X-CSRF-Token": t.csrf})
+            )
+            await asyncio.wait_for(connected.wait(), 20)
+            process.kill()
+            await process.wait()
+            with pytest.raises(aiohttp.ClientError):
+                await save
+            reply = await t.ok("PUT", roster, {"emails": emails})
+            assert reply["invitations_unsent"] == 0
+            for email in emails:
+                await classe.mailbox.wait_for(email)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        smtp.close()
