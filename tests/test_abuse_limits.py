@@ -99,6 +99,14 @@ async def test_a_database_error_logs_neither_the_values_nor_the_client_address(
         for secret in ("prof@ac-lyon.fr", account.id, account.password_hash, "127.0.0.1", "login_sessions"):
             assert secret not in caplog.text
         assert (await t.call("GET", "/api/classes"))[0] == 500
+        # What the middleware cannot answer (a WebSocket already open), aiohttp logs: without them too.
+        peer, value = ".".join(("203", "0", "113", "9")), "@".join(("eleve", "example.org"))
+        try:
+            raise ValueError(value)
+        except ValueError:
+            logging.getLogger("aiohttp.server").exception("Error handling request from %s", peer)
+        assert "Error handling request: ValueError" in caplog.text
+        assert peer not in caplog.text and value not in caplog.text
 
 
 @pytest.mark.parametrize(

@@ -101,7 +101,7 @@ async def sign_in(request: web.Request) -> web.Response:
     account_key = form.email.strip().lower()
     device = request.cookies.get(DEVICE_COOKIE, "")
     limits = svc.limits
-    if device and await svc.accounts.trusted_device(account_key, device):
+    if len(device) == 64 and await svc.accounts.trusted_device(account_key, device):
         buckets: tuple[tuple[RateLimiter, str], ...] = ((limits.login_by_device, device),)
     else:
         buckets = (

@@ -266,6 +266,8 @@ async def security(request: web.Request, handler: Handler) -> web.StreamResponse
         code = exc.reason.lower().replace(" ", "_")
         response = web.json_response({"error": code, "message": exc.reason}, status=exc.status)
     except Exception as exc:
+        if request.writer.output_size > 0:  # a WebSocket, already answered: aiohttp closes it (and logs it, below)
+            raise
         _log_unhandled(request, exc)
         response = web.json_response(
             {"error": "internal_error", "message": "Erreur du serveur : réessayez dans un instant."}, status=500
@@ -279,10 +281,9 @@ async def security(request: web.Request, handler: Handler) -> web.StreamResponse
     return response
 
 
-def _log_unhandled(request: web.Request, exc: BaseException) -> None:
-    """The route, the error types and where they happened: never the client's address (aiohttp's own
-    handler logs it), the path (it may hold a class link) or the messages (a database error's holds
-    the values it was given: addresses, hashes, link codes)."""
+def _describe_error(exc: BaseException) -> str:
+    """The error types and where they happened, without their messages: a database error's message
+    holds the values it was given (addresses, hashes, link codes)."""
     chain: list[str] = []
     frames: list[str] = []
     seen: BaseException | None = exc
@@ -290,9 +291,31 @@ def _log_unhandled(request: web.Request, exc: BaseException) -> None:
         chain.append(type(seen).__qualname__)
         frames.extend(traceback.format_tb(seen.__traceback__))
         seen = seen.__cause__ or seen.__context__
+    return " <- ".join(chain) + "\n" + "".join(frames)
+
+
+def _log_unhandled(request: web.Request, exc: BaseException) -> None:
+    """The route's pattern and the error: never the client's address (aiohttp's own handler logs it)
+    nor the path (it may hold a class link)."""
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "?"
-    log.error("unhandled error on %s %s: %s\n%s", request.method, route, " <- ".join(chain), "".join(frames))
+    log.error("unhandled error on %s %s: %s", request.method, route, _describe_error(exc))
+
+
+class _NoClientDetails(logging.Filter):
+    """aiohttp's own error lines ("Error handling request from <address>"), for the errors the
+    middleware cannot answer (a WebSocket already open): without the address or the messages."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args and "from %s" in str(record.msg):
+            record.msg, record.args = str(record.msg).replace(" from %s", ""), ()
+        if record.exc_info and record.exc_info[1] is not None:
+            record.msg = f"{record.msg}: {_describe_error(record.exc_info[1])}"
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+_NO_CLIENT_DETAILS = _NoClientDetails()
 
 
 def setup_api(app: web.Application, svc: Services) -> None:
@@ -300,6 +323,7 @@ def setup_api(app: web.Application, svc: Services) -> None:
 
     app[SERVICES] = svc
     app.middlewares.append(security)
+    logging.getLogger("aiohttp.server").addFilter(_NO_CLIENT_DETAILS)
     routes: list[tuple[str, str, Any]] = [*auth.ROUTES, *teaching.ROUTES, *joining.ROUTES]
     for method, path, handler in routes:
         app.router.add_route(method, path, handler)

@@ -62,7 +62,7 @@ async def join(request: web.Request) -> web.Response:
     if account is not None and await svc.classes.is_teacher(account, classroom):
         role = Role.TEACHER
         identity = opaque_id(secret, classroom.id, "account", account.id)
-        name = account.name
+        name = clean_text(account.name, 80) or account.email.split("@")[0]  # a name stored before names were cleaned
         participant_id = identity
     else:
         role = Role.STUDENT
