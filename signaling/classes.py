@@ -283,7 +283,7 @@ class Classes:
         unsent = len(pending)
         for email in pending[:left]:
             if not await self.accounts.invite(email, classroom.title, account):
-                continue
+                break  # the mail server is down: the rest wait for the next save rather than time out one by one
             unsent -= 1
             now = utcnow()
             async with self.db.transaction() as tx:
