@@ -187,6 +187,11 @@ async def test_only_the_owner_changes_co_teachers_and_refusals_name_no_account(c
         assert renamed["title"] == "Maths 4e C" and renamed["owner"] is False
         status, data = await t.call("PUT", path, {**form, "co_teachers": ["autre@ac-lyon.fr", "inconnu@ac-lyon.fr"]})
         assert (status, data["error"]) == (400, "unknown_co_teacher") and "inconnu" not in data["message"]
+        # Asking address after address would tell who has an account: that is limited.
+        probes = [{"title": "x", "co_teachers": [f"essai{i}@ac-lyon.fr"]} for i in range(10)]
+        statuses = [(await t.call("POST", "/api/classes", probe))[0] for probe in probes]
+        assert statuses == [400] * 9 + [429]
+        assert (await t.call("POST", "/api/classes", {"title": "Sans co-enseignant"}))[0] == 201
 
 
 async def test_names_lose_bidi_and_control_characters(classe: RunningServer) -> None:

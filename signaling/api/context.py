@@ -8,6 +8,7 @@ import secrets
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AbstractContextManager as ContextManager
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -54,6 +55,9 @@ class Limits:
     login_by_device: RateLimiter = field(default_factory=lambda: RateLimiter(burst=10, window=900))
     # Password confirmations of a signed-in account (deleting it), per account.
     confirmations: RateLimiter = field(default_factory=lambda: RateLimiter(burst=10, window=900))
+    # Co-teacher addresses without a teacher account, per teacher: asking address after address
+    # would tell who has an account.
+    unknown_co_teachers: RateLimiter = field(default_factory=lambda: RateLimiter(burst=10, window=3600))
     class_links: RateLimiter = field(default_factory=lambda: RateLimiter(burst=20, window=600))
     mail_links: RateLimiter = field(default_factory=lambda: RateLimiter(burst=20, window=600))
     mail: RateLimiter = field(default_factory=lambda: RateLimiter(burst=10, window=3600))
@@ -122,20 +126,25 @@ def failures_limited(request: web.Request, *buckets: tuple[RateLimiter, str]) ->
 
 
 @contextmanager
-def unknown_links_limited(request: web.Request, limiter: RateLimiter, key: str) -> Iterator[None]:
-    """A valid link always works; only the refusal of an unknown one spends, and is refused harder.
-
-    Links carry 192 bits or more, so guessing cannot succeed: the budget only sheds a client that
-    keeps sending unknown links, and never stands between a school behind one address and its class.
-    """
+def refusals_limited(request: web.Request, limiter: RateLimiter, key: str, *codes: str) -> Iterator[None]:
+    """A request that succeeds is never held back; only the refusals named spend, and are refused harder."""
     try:
         yield
     except AccountError as exc:
-        if exc.code not in ("unknown_link", "invalid_link"):
+        if exc.code not in codes:
             raise
         _check(request, limiter, key)
         limiter.spend(key, services(request).clock())
         raise
+
+
+def unknown_links_limited(request: web.Request, limiter: RateLimiter, key: str) -> ContextManager[None]:
+    """A valid link always works; only an unknown one spends.
+
+    Links carry 192 bits or more, so guessing cannot succeed: the budget only sheds a client that
+    keeps sending unknown links, and never stands between a school behind one address and its class.
+    """
+    return refusals_limited(request, limiter, key, "unknown_link", "invalid_link")
 
 
 @contextmanager

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, field_validator
 from ..accounts import class_export, clean_text, iso
 from ..classes import ClassDraft
 from ..store import Account, AccountRole, ClassAccess, Classroom, RosterEntry
-from .context import body, require_account, services
+from .context import body, refusals_limited, require_account, services
 
 TEACHING_ROLES = (AccountRole.TEACHER.value, AccountRole.ADMIN.value)
 
@@ -109,7 +109,9 @@ async def my_classes(request: web.Request) -> web.Response:
 async def create_class(request: web.Request) -> web.Response:
     account = await require_account(request, *TEACHING_ROLES)
     form = await body(request, ClassForm)
-    classroom = await services(request).classes.create(account, form.draft())
+    svc = services(request)
+    with refusals_limited(request, svc.limits.unknown_co_teachers, account.id, "unknown_co_teacher"):
+        classroom = await svc.classes.create(account, form.draft())
     return web.json_response(await describe(request, account, classroom), status=201)
 
 
@@ -122,7 +124,9 @@ async def get_class(request: web.Request) -> web.Response:
 async def update_class(request: web.Request) -> web.Response:
     account = await require_account(request, *TEACHING_ROLES)
     form = await body(request, ClassForm)
-    classroom = await services(request).classes.update(account, request.match_info["class_id"], form.draft())
+    svc = services(request)
+    with refusals_limited(request, svc.limits.unknown_co_teachers, account.id, "unknown_co_teacher"):
+        classroom = await svc.classes.update(account, request.match_info["class_id"], form.draft())
     return web.json_response(await describe(request, account, classroom))
 
 
