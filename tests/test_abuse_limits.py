@@ -223,9 +223,7 @@ async def test_a_password_reset_answers_before_the_work(classe: RunningServer) -
         await classe.mailbox.link("prof@ac-lyon.fr")
 
 
-async def test_a_roster_save_killed_midway_is_finished_by_the_next_save(
-    classe: RunningServer, tmp_path: Path
-) -> None:
+async def test_a_roster_save_killed_midway_is_finished_by_the_next_save(classe: RunningServer, tmp_path: Path) -> None:
     """SIGKILL while the invitations go out: the next save, by another process, sends them."""
     connected = asyncio.Event()
 

@@ -144,3 +144,15 @@ async def test_purge_empties_the_outbox_of_old_mail(tmp_path: Path) -> None:
     assert (await purge(db, settings, later))["outbox_mails"] == 1
     assert list((tmp_path / "outbox").iterdir()) == []
     await db.close()
+
+
+@both_databases
+async def test_the_migrations_build_exactly_the_tables_of_the_models(classe: RunningServer) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from signaling.store.models import Base
+
+    async with classe.services.db.engine.connect() as connection:
+        diff = await connection.run_sync(lambda sync: compare_metadata(MigrationContext.configure(sync), Base.metadata))
+    assert diff == []
