@@ -287,7 +287,7 @@ class Accounts:
         secret = await self._issue(TokenPurpose.RESET, email, account_id, RESET_TTL)
         await self._send(mail.password_reset(self.settings, email, self.link("/reset", secret)))
 
-    async def reset_password(self, secret: str, password: str) -> None:
+    async def reset_password(self, secret: str, password: str) -> Account:
         check_password(password)
         token = await self._redeem(TokenPurpose.RESET, secret)
         password_hash = await hash_password(password)
@@ -298,6 +298,7 @@ class Accounts:
             account.password_hash = password_hash
             account.verified = True  # the link proved the address
             await tx.execute(delete(LoginSession).where(LoginSession.account_id == account.id))
+        return account
 
     async def invite(self, email: str, class_title: str, teacher: Account) -> bool:
         """A roster address: an invitation to create an account, or a notice if it has one."""

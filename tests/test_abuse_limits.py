@@ -40,6 +40,14 @@ async def test_guessing_a_password_does_not_lock_the_owner_out(classe: RunningSe
         # A stolen session cannot guess the password to delete the account.
         statuses = [(await owner.call("DELETE", "/api/account", {"password": "guess" * 3}))[0] for _ in range(12)]
         assert statuses[:10] == [403] * 10 and statuses[10:] == [429, 429]
+        # A new browser behind the attacker's address waits; the mailed reset link lets it in.
+        async with Browser(classe) as new_browser:
+            right = {"email": "prof@ac-lyon.fr", "password": PASSWORD}
+            assert (await new_browser.call("POST", "/api/login", right))[0] == 429
+            await new_browser.ok("POST", "/api/password/forgot", {"email": "prof@ac-lyon.fr"})
+            secret = await classe.mailbox.link("prof@ac-lyon.fr")
+            await new_browser.ok("POST", "/api/password/reset", {"token": secret, "password": "a new passphrase"})
+            await new_browser.sign_in("prof@ac-lyon.fr", "a new passphrase")
 
 
 async def test_unknown_links_never_stop_valid_ones_and_class_and_mail_links_count_apart(

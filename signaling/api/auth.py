@@ -114,6 +114,13 @@ async def sign_in(request: web.Request) -> web.Response:
     secret = await svc.accounts.start_session(account)
     response = web.json_response({"account": describe(account)})
     set_session_cookie(request, response, secret)
+    set_device_cookie(request, response, account)
+    return response
+
+
+def set_device_cookie(request: web.Request, response: web.StreamResponse, account: Account) -> None:
+    """Marks a browser that proved it holds the account (its password, or its mailbox)."""
+    svc = services(request)
     response.set_cookie(
         DEVICE_COOKIE,
         svc.accounts.device_token(account),
@@ -123,7 +130,6 @@ async def sign_in(request: web.Request) -> web.Response:
         secure=svc.settings.cookies_secure,
         path="/api/login",
     )
-    return response
 
 
 async def sign_out(request: web.Request) -> web.Response:
@@ -150,8 +156,11 @@ async def reset_password(request: web.Request) -> web.Response:
     form = await body(request, NewPassword)
     address = client_address(request)
     with unknown_links_limited(request, svc.limits.mail_links, address):
-        await svc.accounts.reset_password(form.token, form.password)
-    return web.json_response({"status": "password_changed"})
+        account = await svc.accounts.reset_password(form.token, form.password)
+    response = web.json_response({"status": "password_changed"})
+    # The mailed link is the owner's way in whatever others try: this browser now signs in on its own budget.
+    set_device_cookie(request, response, account)
+    return response
 
 
 async def accept_invitation(request: web.Request) -> web.Response:
