@@ -127,10 +127,10 @@ def invitation(
         f"Bonjour,\n\n{fr} vous invite à rejoindre sa classe virtuelle « {class_title} ».\n"
         f"Créez votre compte avec ce lien :\n{link}\n\n"
         "Une même adresse peut servir pour plusieurs enfants. "
-        "Si vous ne connaissez pas cet enseignant, ignorez ce message.",
+        "Si ce nom ne vous dit rien, ignorez ce message.",
         f'Hello,\n\n{en} invites you to their virtual class "{class_title}".\n'
         f"Create your account with this link:\n{link}\n\n"
-        "One address may be used for several children. If you do not know this teacher, ignore this message.",
+        "One address may be used for several children. If this name means nothing to you, ignore this message.",
     )
 
 
