@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import logging
 import re
 import secrets
 from datetime import datetime, timedelta
 from email.message import EmailMessage
-from fnmatch import fnmatchcase
 from typing import Any
 
 import aiosmtplib
@@ -47,14 +47,24 @@ _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 
 
-class AccountError(Exception):
-    """A refusal to show the user: a stable code, a message and the HTTP status."""
+# Bidi controls (they turn "Élève" into a reversed impostor) and other controls: never in a name.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+
+class AccountError(Exception):
+    """A refusal to show the user: a stable code, a message, the HTTP status, and extra fields."""
+
+    def __init__(self, status: int, code: str, message: str, **extra: object) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.extra = extra
+
+
+def clean_text(value: str, limit: int) -> str:
+    """A name or a title as shown to others: no control or bidi characters, runs of spaces as one."""
+    return " ".join(_UNPRINTABLE.sub(" ", value).split())[:limit]
 
 
 def normalize_email(value: str) -> str:
@@ -64,9 +74,16 @@ def normalize_email(value: str) -> str:
     return email
 
 
-def domain_allowed(email: str, patterns: list[str]) -> bool:
+def domain_allowed(email: str, entries: list[str]) -> bool:
+    """Exact domains; an entry "*.example.fr" admits the sub-domains of example.fr only."""
     domain = email.rsplit("@", 1)[1]
-    return any(fnmatchcase(domain, pattern.lower()) for pattern in patterns)
+    for entry in entries:
+        if entry.startswith("*."):
+            if domain.endswith(entry[1:]):
+                return True
+        elif domain == entry:
+            return True
+    return False
 
 
 def check_password(password: str) -> None:
@@ -99,6 +116,7 @@ class Accounts:
         self.db = db
         self.settings = settings
         self.mailer = mailer
+        self._background: set[asyncio.Task[None]] = set()
 
     async def _send(self, message: EmailMessage) -> bool:
         """A mail server that is down must not fail the request: the user can ask again."""
@@ -146,7 +164,7 @@ class Accounts:
         account = Account(
             id=secrets.token_hex(16),
             email=email,
-            name=name.strip()[:80] or email.split("@")[0],
+            name=clean_text(name, 80) or email.split("@")[0],
             role=role.value,
             password_hash=await hash_password(password),
             verified=verified,
@@ -203,6 +221,16 @@ class Accounts:
             )
         return account
 
+    def device_token(self, account: Account) -> str:
+        """The cookie of a browser this account signed in from: it changes with the password."""
+        key = self.settings.token_secret.encode()
+        return hmac.new(key, f"device {account.id} {account.password_hash}".encode(), hashlib.sha256).hexdigest()
+
+    async def trusted_device(self, email: str, cookie: str) -> bool:
+        async with self.db.sessions() as tx:
+            account = await tx.scalar(select(Account).where(Account.email == email[:254]))
+        return account is not None and hmac.compare_digest(self.device_token(account), cookie)
+
     async def start_session(self, account: Account) -> str:
         secret = secrets.token_urlsafe(32)
         now = utcnow()
@@ -235,6 +263,18 @@ class Accounts:
         async with self.db.transaction() as tx:
             await tx.execute(delete(LoginSession).where(LoginSession.id_hash == digest(secret)))
 
+    def request_reset_later(self, email: str) -> None:
+        """Answer first, work after: the response time does not tell whether the address has an account."""
+        task = asyncio.create_task(self._request_reset_logged(email))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _request_reset_logged(self, email: str) -> None:
+        try:
+            await self.request_reset(email)
+        except Exception as exc:  # the answer is gone: the user asks again
+            log.error("password reset not sent (%s)", type(exc).__name__)
+
     async def request_reset(self, email: str) -> None:
         try:
             email = normalize_email(email)
@@ -247,7 +287,7 @@ class Accounts:
         secret = await self._issue(TokenPurpose.RESET, email, account_id, RESET_TTL)
         await self._send(mail.password_reset(self.settings, email, self.link("/reset", secret)))
 
-    async def reset_password(self, secret: str, password: str) -> None:
+    async def reset_password(self, secret: str, password: str) -> Account:
         check_password(password)
         token = await self._redeem(TokenPurpose.RESET, secret)
         password_hash = await hash_password(password)
@@ -258,15 +298,19 @@ class Accounts:
             account.password_hash = password_hash
             account.verified = True  # the link proved the address
             await tx.execute(delete(LoginSession).where(LoginSession.account_id == account.id))
+        return account
 
-    async def invite(self, email: str, class_title: str) -> bool:
+    async def invite(self, email: str, class_title: str, teacher: Account) -> bool:
         """A roster address: an invitation to create an account, or a notice if it has one."""
         async with self.db.sessions() as tx:
             exists = await tx.scalar(select(Account.id).where(Account.email == email)) is not None
+        title, name = clean_text(class_title, 120), clean_text(teacher.name, 80)
         if exists:
-            return await self._send(mail.roster_notice(self.settings, email, class_title, f"{self.settings.origin}/"))
+            notice = mail.roster_notice(self.settings, email, title, name, teacher.email, f"{self.settings.origin}/")
+            return await self._send(notice)
         secret = await self._issue(TokenPurpose.INVITE, email, None, timedelta(days=self.settings.invitation_days))
-        return await self._send(mail.invitation(self.settings, email, class_title, self.link("/invitation", secret)))
+        link = self.link("/invitation", secret)
+        return await self._send(mail.invitation(self.settings, email, title, name, teacher.email, link))
 
     async def accept_invitation(self, secret: str, name: str, password: str) -> Account:
         check_password(password)
@@ -277,6 +321,9 @@ class Accounts:
                     EmailToken.purpose == TokenPurpose.INVITE.value, EmailToken.email == token.email
                 )
             )
+            # An address taken off every roster since the mail: its invitation went with it.
+            if await tx.scalar(select(RosterEntry.email).where(RosterEntry.email == token.email).limit(1)) is None:
+                raise AccountError(400, "invalid_link", "Ce lien n'est pas valide ou a expiré.")
         return await self.create(token.email, name, password, AccountRole.STUDENT, verified=True)
 
     async def delete(self, account_id: str) -> None:

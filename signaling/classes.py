@@ -2,18 +2,44 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import delete, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from .accounts import AccountError, Accounts, normalize_email
+from .accounts import AccountError, Accounts, clean_text, normalize_email
 from .config import Settings
-from .store import Account, AccountRole, ClassAccess, Classroom, CoTeacher, Database, RosterEntry, utcnow
+from .store import (
+    Account,
+    AccountRole,
+    ClassAccess,
+    Classroom,
+    CoTeacher,
+    Database,
+    EmailToken,
+    InvitationSent,
+    RosterEntry,
+    TokenPurpose,
+    utcnow,
+)
 
 MAX_ROSTER = 500
+_CLASS_ID = re.compile(r"[0-9a-f]{16}")
+_LINK_CODE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # what token_urlsafe makes; anything else is unknown
 MAX_CO_TEACHERS = 10
+
+
+def _roster_address(raw: str) -> str:
+    """An address of the roster, or a refusal that names it, so that the teacher can find it."""
+    try:
+        return normalize_email(raw)
+    except AccountError:
+        shown = clean_text(raw, 254)
+        raise AccountError(400, "invalid_address", f"Adresse invalide : {shown}", address=shown) from None
 
 
 def new_link_code() -> str:
@@ -35,6 +61,7 @@ class Classes:
         self.db = db
         self.settings = settings
         self.accounts = accounts
+        self._roster_locks: dict[str, asyncio.Lock] = {}
 
     def _link_expiry(self) -> datetime:
         return utcnow() + timedelta(days=self.settings.class_link_days)
@@ -74,12 +101,11 @@ class Classes:
                     )
                 )
             ).all()
-        missing = wanted - {email for _, email in found}
-        if missing:
+        if len(found) < len(wanted):  # not which one: the answer must not tell who has a teacher account
             raise AccountError(
                 400,
                 "unknown_co_teacher",
-                "Un co-enseignant doit avoir un compte enseignant : " + ", ".join(sorted(missing)),
+                "Chaque co-enseignant doit déjà avoir un compte enseignant sur ce serveur, à l'adresse indiquée.",
             )
         return [account_id for account_id, _ in found]
 
@@ -114,8 +140,10 @@ class Classes:
 
     async def get(self, account: Account, class_id: str, *, owner_only: bool = False) -> Classroom:
         """A class this account teaches; 404 otherwise, so that ids of others' classes are not confirmed."""
+        if not _CLASS_ID.fullmatch(class_id):
+            raise AccountError(404, "unknown_class", "Classe introuvable.")
         async with self.db.sessions() as tx:
-            classroom = await tx.get(Classroom, class_id[:32])
+            classroom = await tx.get(Classroom, class_id)
         if classroom is None or not await self.is_teacher(account, classroom):
             raise AccountError(404, "unknown_class", "Classe introuvable.")
         if owner_only and classroom.owner_id != account.id:
@@ -127,6 +155,10 @@ class Classes:
         co_teachers = None
         if classroom.owner_id == account.id:
             co_teachers = await self._co_teacher_ids(account, draft.co_teachers)
+        elif {normalize_email(e) for e in draft.co_teachers} != set(await self.co_teacher_emails(classroom)):
+            raise AccountError(
+                403, "owner_only", "Seul l'enseignant qui a créé la classe peut changer les co-enseignants."
+            )
         async with self.db.transaction() as tx:
             stored = await tx.get(Classroom, classroom.id)
             assert stored is not None
@@ -174,31 +206,95 @@ class Classes:
     async def set_roster(self, account: Account, class_id: str, emails: list[str]) -> tuple[list[RosterEntry], int]:
         """Replace the roster; new addresses get an invitation (or a notice, if they have an account).
 
-        Returns the roster and how many of those mails could not be sent.
+        New entries are written pending first, then mailed one by one, each marked once sent: a save
+        cut short (a crash, the mail server down) leaves its mails pending, and the next save sends
+        them. Returns the roster and how many of its mails are still pending.
         """
         classroom = await self.get(account, class_id)
         if len(emails) > MAX_ROSTER:
             raise AccountError(400, "roster_too_long", f"Au plus {MAX_ROSTER} adresses.")
-        wanted = {normalize_email(e) for e in emails if e.strip()}
+        wanted: set[str] = set()
+        for raw in emails:
+            if raw.strip():
+                wanted.add(_roster_address(raw))
+        # One save at a time per teacher: two saves at once would both fit in the same daily limit.
+        # (One small lock per teacher who ever saved a roster in this process.)
+        async with self._roster_locks.setdefault(account.id, asyncio.Lock()):
+            return await self._replace_roster(account, classroom, wanted)
+
+    async def _replace_roster(
+        self, account: Account, classroom: Classroom, wanted: set[str]
+    ) -> tuple[list[RosterEntry], int]:
         now = utcnow()
         async with self.db.transaction() as tx:
             current = set(
                 (await tx.scalars(select(RosterEntry.email).where(RosterEntry.class_id == classroom.id))).all()
             )
+            added = sorted(wanted - current)
+            left = await self._invitations_left(tx, account, now)
+            if len(added) > left:
+                plural = "s" if len(added) > 1 else ""
+                raise AccountError(
+                    429,
+                    "too_many_invitations",
+                    f"Cette liste ajoute {len(added)} adresse{plural} ; vous pouvez encore en inviter {left} "
+                    "aujourd'hui. Enregistrez-la en plusieurs fois, sur plusieurs jours.",
+                    invitations_left=left,
+                )
             gone = current - wanted
             if gone:
                 await tx.execute(
                     delete(RosterEntry).where(RosterEntry.class_id == classroom.id, RosterEntry.email.in_(gone))
                 )
-            added = sorted(wanted - current)
-            tx.add_all(RosterEntry(class_id=classroom.id, email=e, invited_at=now) for e in added)
-        unsent = 0
-        for email in added:
-            unsent += not await self.accounts.invite(email, classroom.title)
+                # An address off every roster loses its invitation at once.
+                still_listed = select(RosterEntry.email).where(RosterEntry.email.in_(gone))
+                await tx.execute(
+                    delete(EmailToken).where(
+                        EmailToken.purpose == TokenPurpose.INVITE.value,
+                        EmailToken.email.in_(gone),
+                        EmailToken.email.not_in(still_listed),
+                    )
+                )
+            tx.add_all(RosterEntry(class_id=classroom.id, email=e, invited_at=None) for e in added)
+        unsent = await self._send_pending(account, classroom)
         return await self.roster(classroom), unsent
 
+    async def _invitations_left(self, tx: AsyncSession, account: Account, now: datetime) -> int:
+        sent = await tx.scalar(
+            select(func.count())
+            .select_from(InvitationSent)
+            .where(InvitationSent.account_id == account.id, InvitationSent.sent_at > now - timedelta(days=1))
+        )
+        return max(0, self.settings.invitations_per_day - int(sent or 0))
+
+    async def _send_pending(self, account: Account, classroom: Classroom) -> int:
+        """Mail the class's pending roster entries, within the teacher's daily limit."""
+        async with self.db.sessions() as tx:
+            pending = list(
+                (
+                    await tx.scalars(
+                        select(RosterEntry.email)
+                        .where(RosterEntry.class_id == classroom.id, RosterEntry.invited_at.is_(None))
+                        .order_by(RosterEntry.email)
+                    )
+                ).all()
+            )
+            left = await self._invitations_left(tx, account, utcnow())
+        unsent = len(pending)
+        for email in pending[:left]:
+            if not await self.accounts.invite(email, classroom.title, account):
+                break  # the mail server is down: the rest wait for the next save rather than time out one by one
+            unsent -= 1
+            now = utcnow()
+            async with self.db.transaction() as tx:
+                entry = await tx.get(RosterEntry, (classroom.id, email))
+                if entry is not None:
+                    entry.invited_at = now
+                tx.add(InvitationSent(account_id=account.id, sent_at=now))
+        return unsent
+
     async def by_code(self, code: str) -> Classroom | None:
-        if not code or len(code) > 64:
+        if not _LINK_CODE.fullmatch(code):
             return None
         async with self.db.sessions() as tx:
             classroom = await tx.scalar(select(Classroom).where(Classroom.link_code == code))

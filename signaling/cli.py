@@ -12,10 +12,11 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, get_origin
 
 import uvloop
 from aiohttp import web
+from pydantic import ValidationError
 from sqlalchemy import select
 
 from . import retention
@@ -26,17 +27,29 @@ from .mail import make_mailer
 from .store import AccountRole, Database, ProblemReport
 
 
+def _setting_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per setting, made from the Settings model: `--media-port-min 40000`, `--no-dev-mode`,
+    and JSON for lists (`--media-addresses '["192.0.2.10"]'`). Pydantic checks and converts the values."""
+    flags = parser.add_argument_group("settings (see the README; they override the file and CLASSE_* variables)")
+    for name, field in Settings.model_fields.items():
+        if name == "config_file":  # --config
+            continue
+        flag = "--" + name.replace("_", "-")
+        if field.annotation in (bool, bool | None):
+            flags.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None)
+        elif get_origin(field.annotation) is list:
+            flags.add_argument(flag, dest=name, type=json.loads, metavar="JSON")
+        else:
+            flags.add_argument(flag, dest=name, metavar=name.upper())
+
+
 def _settings(args: argparse.Namespace) -> Settings:
-    overrides = {
-        k: v
-        for k, v in (
-            ("config_file", args.config),
-            ("host", getattr(args, "host", None)),
-            ("port", getattr(args, "port", None)),
-        )
-        if v is not None
-    }
-    return Settings(**overrides)
+    overrides = {name: getattr(args, name, None) for name in Settings.model_fields if name != "config_file"}
+    overrides["config_file"] = args.config
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise SystemExit(f"classe: invalid settings: {exc}") from None
 
 
 def serve(settings: Settings) -> None:
@@ -128,14 +141,13 @@ async def reports(args: argparse.Namespace, db: Database) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="classe", description="Classe virtual classroom server")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", type=Path, help="TOML settings file (see README)")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("serve", parents=[common], help="run the web, signaling and media server")
-    run.add_argument("--host")
-    run.add_argument("--port", type=int)
+    _setting_flags(run)
     sub.add_parser("migrate", parents=[common], help="create or upgrade the database schema")
     create = sub.add_parser("create-account", parents=[common], help="create a verified teacher or admin account")
     create.add_argument("--email", required=True)
@@ -148,7 +160,11 @@ def main(argv: list[str] | None = None) -> None:
     export = report_sub.add_parser("export", parents=[common])
     export.add_argument("--format", choices=["json", "csv"], default="json")
     export.add_argument("--output", type=Path)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     settings = _settings(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.command == "serve":

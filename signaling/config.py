@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 
@@ -14,6 +15,47 @@ class IceServer(BaseModel):
     urls: list[str]
     username: str | None = None
     credential: str | None = None
+
+
+# The academies' and overseas vice-rectorats' mail domains, and the ministry's: listed one by one,
+# because a pattern such as "ac-*.fr" would also admit ac-anything.fr, which anyone may register.
+ACADEMIC_DOMAINS = (
+    "ac-aix-marseille.fr",
+    "ac-amiens.fr",
+    "ac-besancon.fr",
+    "ac-bordeaux.fr",
+    "ac-clermont.fr",
+    "ac-corse.fr",
+    "ac-creteil.fr",
+    "ac-dijon.fr",
+    "ac-grenoble.fr",
+    "ac-guadeloupe.fr",
+    "ac-guyane.fr",
+    "ac-lille.fr",
+    "ac-limoges.fr",
+    "ac-lyon.fr",
+    "ac-martinique.fr",
+    "ac-mayotte.fr",
+    "ac-montpellier.fr",
+    "ac-nancy-metz.fr",
+    "ac-nantes.fr",
+    "ac-nice.fr",
+    "ac-normandie.fr",
+    "ac-orleans-tours.fr",
+    "ac-paris.fr",
+    "ac-poitiers.fr",
+    "ac-reims.fr",
+    "ac-rennes.fr",
+    "ac-reunion.fr",
+    "ac-strasbourg.fr",
+    "ac-toulouse.fr",
+    "ac-versailles.fr",
+    "ac-noumea.nc",
+    "ac-polynesie.pf",
+    "ac-wf.wf",
+    "education.gouv.fr",
+)
+_DOMAIN_ENTRY = re.compile(r"^(\*\.)?[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?$")
 
 
 class Settings(BaseSettings):
@@ -48,14 +90,22 @@ class Settings(BaseSettings):
     smtp_starttls: bool = True
     smtp_tls: bool = False
     mail_from: str = "Classe <no-reply@localhost>"
-    # Who may hold a teacher account: shell-style patterns matched against the e-mail domain.
-    teacher_domains: list[str] = ["ac-*.fr", "education.gouv.fr"]
+    # Named in roster invitations, next to the teacher, so that families know who writes to them.
+    institution_name: str | None = None
+    # Roster mails (invitations and notices) one teacher may have sent in 24 hours: a roster is
+    # not a mail relay.
+    invitations_per_day: int = Field(default=300, ge=0)
+    # Who may hold a teacher account: e-mail domains matched exactly; an entry "*.example.fr" admits
+    # the sub-domains of example.fr (not example.fr itself). By default: the academies and the ministry.
+    teacher_domains: list[str] = Field(default_factory=lambda: list(ACADEMIC_DOMAINS))
     # Retention (GDPR): what is deleted, after how long.
     account_retention_days: int = 365
     unverified_account_days: int = 7
     invitation_days: int = 30
     class_link_days: int = 365
     report_retention_days: int = 90
+    # Mail written to data_dir/outbox (no SMTP server) holds addresses and links: deleted after this.
+    outbox_retention_days: int = 7
     session_days: int = 14
     purge_interval_seconds: float = 3600.0
     # A class's live state (who was removed, locks) is forgotten this long after its last participant left.
@@ -79,6 +129,16 @@ class Settings(BaseSettings):
     camera_max_bitrate: int = 1_500_000
     screen_max_bitrate: int = 2_500_000
     config_file: Path | None = None
+
+    @field_validator("teacher_domains")
+    @classmethod
+    def _exact_domains(cls, value: list[str]) -> list[str]:
+        """Refuse the old shell patterns at start rather than silently matching nothing (or too much)."""
+        entries = [entry.strip().lower() for entry in value]
+        for entry in entries:
+            if not _DOMAIN_ENTRY.match(entry) or ".." in entry or "." not in entry.removeprefix("*."):
+                raise ValueError(f"teacher_domains: {entry!r} is not a domain (or '*.' and a domain)")
+        return entries
 
     @property
     def database(self) -> str:

@@ -107,25 +107,41 @@ def password_reset(settings: Settings, to: str, link: str) -> EmailMessage:
     )
 
 
-def invitation(settings: Settings, to: str, class_title: str, link: str) -> EmailMessage:
+def _inviter(settings: Settings, teacher_name: str, teacher_email: str) -> tuple[str, str]:
+    """Who invites, in French and in English: the teacher, their address, and the school if set."""
+    who = f"{teacher_name} ({teacher_email})"
+    if settings.institution_name:
+        return f"{who}, {settings.institution_name}", f"{who}, {settings.institution_name}"
+    return who, who
+
+
+def invitation(
+    settings: Settings, to: str, class_title: str, teacher_name: str, teacher_email: str, link: str
+) -> EmailMessage:
+    """The subject is fixed: nothing a teacher types goes into it."""
+    fr, en = _inviter(settings, teacher_name, teacher_email)
     return compose(
         settings,
         to,
-        f"Classe : invitation à la classe « {class_title} »",
-        f"Bonjour,\n\nVous êtes invité(e) à rejoindre la classe virtuelle « {class_title} ».\n"
+        "Classe : invitation à une classe virtuelle / invitation to a virtual class",
+        f"Bonjour,\n\n{fr} vous invite à rejoindre sa classe virtuelle « {class_title} ».\n"
         f"Créez votre compte avec ce lien :\n{link}\n\n"
-        "Une même adresse peut servir pour plusieurs enfants.",
-        f'Hello,\n\nYou are invited to the virtual class "{class_title}".\n'
+        "Une même adresse peut servir pour plusieurs enfants. "
+        "Si ce nom ne vous dit rien, ignorez ce message.",
+        f'Hello,\n\n{en} invites you to their virtual class "{class_title}".\n'
         f"Create your account with this link:\n{link}\n\n"
-        "One address may be used for several children.",
+        "One address may be used for several children. If this name means nothing to you, ignore this message.",
     )
 
 
-def roster_notice(settings: Settings, to: str, class_title: str, link: str) -> EmailMessage:
+def roster_notice(
+    settings: Settings, to: str, class_title: str, teacher_name: str, teacher_email: str, link: str
+) -> EmailMessage:
+    fr, en = _inviter(settings, teacher_name, teacher_email)
     return compose(
         settings,
         to,
-        f"Classe : vous êtes inscrit(e) à la classe « {class_title} »",
-        f"Bonjour,\n\nVotre compte peut maintenant rejoindre la classe « {class_title} » :\n{link}",
-        f'Hello,\n\nYour account can now join the class "{class_title}":\n{link}',
+        "Classe : nouvelle classe sur votre compte / a new class on your account",
+        f"Bonjour,\n\n{fr} a inscrit votre compte à sa classe « {class_title} » :\n{link}",
+        f'Hello,\n\n{en} added your account to their class "{class_title}":\n{link}',
     )

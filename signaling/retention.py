@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete
 from sqlalchemy.sql.dml import Delete
 
 from .config import Settings
-from .store import Account, Database, EmailToken, LoginSession, ProblemReport, utcnow
+from .store import Account, Database, EmailToken, InvitationSent, LoginSession, ProblemReport, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,24 @@ def _rules(settings: Settings, now: datetime) -> dict[str, Delete]:
         "old_problem_reports": delete(ProblemReport).where(
             ProblemReport.created_at < now - timedelta(days=settings.report_retention_days)
         ),
+        # Only counts the daily limit of roster mails: a day is all it is needed for.
+        "invitation_counts": delete(InvitationSent).where(InvitationSent.sent_at < now - timedelta(days=1)),
     }
+
+
+def _purge_outbox(settings: Settings, now: datetime) -> int:
+    """The outbox's mails hold addresses and live links: they go after `outbox_retention_days`."""
+    folder = settings.data_dir / "outbox"
+    cutoff = now.replace(tzinfo=UTC).timestamp() - settings.outbox_retention_days * 86400
+    removed = 0
+    for path in folder.glob("*.eml") if folder.is_dir() else ():
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:
+            continue
+    return removed
 
 
 async def purge(db: Database, settings: Settings, now: datetime | None = None) -> dict[str, int]:
@@ -40,5 +58,6 @@ async def purge(db: Database, settings: Settings, now: datetime | None = None) -
         for name, statement in _rules(settings, now).items():
             result = await tx.execute(statement.execution_options(synchronize_session=False))
             counts[name] = int(getattr(result, "rowcount", 0) or 0)
+    counts["outbox_mails"] = await asyncio.to_thread(_purge_outbox, settings, now)
     log.info("retention purge: %s", ", ".join(f"{k}={v}" for k, v in counts.items()))
     return counts

@@ -88,6 +88,19 @@ class Postgres:
         )
         return f"postgresql+asyncpg://classe@127.0.0.1:{self.port}/{name}"
 
+    def _pg_ctl(self, *args: str) -> None:
+        as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        data = f"{self.socket_dir}/data"
+        subprocess.run([*as_user, f"{self.bindir}/pg_ctl", "-D", data, *args], check=True, capture_output=True)
+
+    def stop(self) -> None:
+        """An outage: the server goes away at once, as on a crash."""
+        self._pg_ctl("-m", "immediate", "-w", "stop")
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.socket_dir} -h 127.0.0.1 -F"
+        self._pg_ctl("-l", f"{self.socket_dir}/log", "-o", options, "-w", "start")
+
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Postgres]:

@@ -34,7 +34,8 @@ async def test_account_mode_lets_in_only_signed_in_roster_accounts(classe: Runni
         code = code_of(classroom)
         await t.ok("PUT", f"/api/classes/{classroom['id']}/roster", {"emails": ["parent@example.org"]})
         invitation = await classe.mailbox.wait_for("parent@example.org")
-        assert "Maths 4e B" in str(invitation["Subject"])
+        assert "Maths 4e B" not in str(invitation["Subject"])  # what a teacher types stays out of the subject
+        assert "Mme Durand (prof@ac-lyon.fr)" in invitation.get_content() and "Maths 4e B" in invitation.get_content()
         classe.mailbox.messages.append(invitation)
         async with (
             await student_account(classe, "parent@example.org", "Famille Martin") as parent,
@@ -154,11 +155,8 @@ async def test_guessing_class_links_is_rate_limited(classe: RunningServer) -> No
             (await guesser.call("GET", f"/api/join/guess{i:04d}xxxxxxxxxxxxxxxxxxxxxxxx"))[0] for i in range(22)
         ]
         assert statuses[:20] == [404] * 20 and statuses[20:] == [429, 429]
-        status, _ = await guesser.call("GET", f"/api/join/{code_of(classroom)}")
-        assert status == 429  # even a right guess now waits
-        # Valid links never spend the budget: a whole school behind one address gets in.
+        # Valid links are never refused: a whole school behind the guesser's address still gets in.
         async with Browser(classe) as school:
-            classe.services.limits.links._buckets.clear()
             for i in range(40):
                 status, _ = await school.call("POST", "/api/join", {"code": code_of(classroom), "name": f"E{i}"})
                 assert status == 200
@@ -197,8 +195,14 @@ async def test_a_mail_server_that_is_down_fails_no_request(classe: RunningServer
 
     async with await teacher(classe) as t:
         classroom = await new_class(t, "account")
-        classe.settings.smtp_port = free_port()  # nothing listens there any more
-        reply = await t.ok("PUT", f"/api/classes/{classroom['id']}/roster", {"emails": ["a@example.org"]})
-        assert reply["roster"][0]["email"] == "a@example.org" and reply["invitations_unsent"] == 1
+        port, classe.settings.smtp_port = classe.settings.smtp_port, free_port()  # nothing listens there
+        roster, emails = f"/api/classes/{classroom['id']}/roster", ["a@example.org", "b@example.org"]
+        reply = await t.ok("PUT", roster, {"emails": emails})
+        assert reply["roster"][0]["email"] == "a@example.org" and reply["invitations_unsent"] == 2
+        assert [e["invited_at"] for e in reply["roster"]] == [None, None]  # pending
         status, _ = await t.call("POST", "/api/password/forgot", {"email": "prof@ac-lyon.fr"})
         assert status == 202
+        classe.settings.smtp_port = port  # the mail server is back: the next save sends what is pending
+        assert (await t.ok("PUT", roster, {"emails": emails}))["invitations_unsent"] == 0
+        for email in emails:
+            await classe.mailbox.wait_for(email)

@@ -9,9 +9,12 @@ import os
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import func, select
 
+from signaling.accounts import domain_allowed
 from signaling.cli import main
+from signaling.config import Settings
 from signaling.mail import OutboxMailer, verification
 from signaling.store import Account, Classroom, LoginSession
 
@@ -21,7 +24,8 @@ from .web import PASSWORD, Browser, code_of, teacher
 
 async def test_only_academic_addresses_may_sign_up_as_teachers(classe: RunningServer) -> None:
     async with Browser(classe) as b:
-        for email in ("prof@gmail.com", "prof@ac-lyon.fr.evil.com", "prof@lyon.fr"):
+        hostile = ("prof@ac-hacker.fr", "prof@ac-x.evil-example.fr", "prof@sub.ac-lyon.fr", "prof@ac-lyon.fr.evil.com")
+        for email in ("prof@gmail.com", "prof@lyon.fr", *hostile):
             status, data = await b.call("POST", "/api/signup", {"email": email, "name": "X", "password": PASSWORD})
             assert (status, data["error"]) == (403, "domain_not_allowed"), email
         status, data = await b.call("POST", "/api/signup", {"email": "a@ac-lyon.fr", "name": "X", "password": "short"})
@@ -29,6 +33,20 @@ async def test_only_academic_addresses_may_sign_up_as_teachers(classe: RunningSe
     assert classe.mailbox.messages == []
     async with db_session(classe) as tx:
         assert await tx.scalar(select(func.count()).select_from(Account)) == 0
+
+
+async def test_every_academy_and_the_ministry_are_allowed_and_sub_domains_only_where_listed(
+    classe: RunningServer,
+) -> None:
+    async with Browser(classe) as b:
+        for email in ("prof@ac-versailles.fr", "prof@ac-noumea.nc", "agent@education.gouv.fr"):
+            status, _ = await b.call("POST", "/api/signup", {"email": email, "name": "X", "password": PASSWORD})
+            assert status == 202, email
+    assert domain_allowed("a@lycee.ac-lyon.fr", ["*.ac-lyon.fr"])
+    assert not domain_allowed("a@ac-lyon.fr", ["*.ac-lyon.fr"])
+    assert not domain_allowed("a@evilac-lyon.fr", ["*.ac-lyon.fr"])
+    with pytest.raises(ValidationError):
+        Settings(teacher_domains=["ac-*.fr"])
 
 
 def db_session(classe: RunningServer):  # type: ignore[no-untyped-def]
@@ -179,8 +197,6 @@ def test_operator_creates_accounts_from_the_command_line(tmp_path: Path, capsys:
 async def test_the_outbox_keeps_mail_when_no_smtp_server_is_set(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from signaling.config import Settings
-
     settings = Settings(data_dir=tmp_path)
     caplog.set_level(logging.INFO)
     await OutboxMailer(tmp_path / "outbox").send(verification(settings, "prof@ac-lyon.fr", "http://x/verify#s"))

@@ -7,6 +7,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from signaling.cli import _settings, parser
 from signaling.config import Settings
 
 from .conftest import RunningServer
@@ -46,3 +47,36 @@ async def test_health_metrics_and_dev_tokens(classe: RunningServer) -> None:
             assert r.status == 400
         async with http.get(f"{classe.url}/") as r:
             assert r.status == 200 and "/static/js/pages/home.js" in await r.text()
+
+
+def test_every_setting_is_a_flag_of_classe_serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CLASSE_CONFIG_FILE", raising=False)
+    serve = parser()._subparsers._group_actions[0].choices["serve"]  # type: ignore[union-attr]
+    flags = {option for action in serve._actions for option in action.option_strings}
+    for name in Settings.model_fields:
+        if name != "config_file":
+            assert "--" + name.replace("_", "-") in flags, name
+    config = tmp_path / "classe.toml"
+    config.write_text('port = 9001\nteacher_domains = ["ac-paris.fr"]\n')
+    args = parser().parse_args(
+        [
+            "serve",
+            "--config",
+            str(config),
+            "--port",
+            "9002",
+            "--teacher-domains",
+            '["ac-lyon.fr", "*.ac-lyon.fr"]',
+            "--no-smtp-starttls",
+            "--invitations-per-day",
+            "20",
+            "--institution-name",
+            "Collège Jean Moulin",
+        ]
+    )
+    settings = _settings(args)
+    assert (settings.port, settings.teacher_domains) == (9002, ["ac-lyon.fr", "*.ac-lyon.fr"])
+    assert (settings.smtp_starttls, settings.invitations_per_day) == (False, 20)
+    assert settings.institution_name == "Collège Jean Moulin" and settings.dev_mode is False
+    with pytest.raises(SystemExit, match="teacher_domains"):
+        _settings(parser().parse_args(["serve", "--teacher-domains", '["ac-*.fr"]']))

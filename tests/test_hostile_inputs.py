@@ -36,9 +36,14 @@ from .web import PASSWORD
 class ThreadedServer:
     """A real server on its own event loop in a thread, so that hypothesis can drive it example by example."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, database_url: str | None = None) -> None:
         self.settings = Settings(
-            port=free_port(), data_dir=data_dir, dev_mode=True, media_port_min=43000, media_port_max=43999
+            port=free_port(),
+            data_dir=data_dir,
+            database_url=database_url,
+            dev_mode=True,
+            media_port_min=43000,
+            media_port_max=43999,
         )
         self.url = f"http://127.0.0.1:{self.settings.port}"
         self.loop = asyncio.new_event_loop()
@@ -177,7 +182,8 @@ def test_hostile_http_requests_get_clear_errors_and_change_nothing(
     if status >= 400:
         assert isinstance(reply, dict) and isinstance(reply.get("error"), str) and reply.get("message")
         assert server.counts() == before
-    server.services.limits.links._buckets.clear()  # keep exercising the handlers, not only the rate limiter
+    server.services.limits.class_links._buckets.clear()  # keep exercising the handlers, not only the limiter
+    server.services.limits.mail_links._buckets.clear()
     server.services.limits.mail._buckets.clear()
     server.services.limits.reports._buckets.clear()
     assert server.request("GET", f"/api/classes/{server.class_id}", None)[0] == 200  # type: ignore[attr-defined]

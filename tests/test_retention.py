@@ -11,11 +11,14 @@ import pytest
 from sqlalchemy import func, select, update
 
 from signaling.cli import main
+from signaling.config import Settings
+from signaling.mail import OutboxMailer, verification
 from signaling.retention import purge
 from signaling.store import (
     Account,
     Classroom,
     CoTeacher,
+    Database,
     EmailToken,
     LoginSession,
     ProblemReport,
@@ -90,6 +93,8 @@ async def test_purge_expires_links_sessions_reports_and_unverified_accounts(clas
         "expired_sessions": 1,
         "expired_links": 0,  # the unconfirmed account's verification link went with the account
         "old_problem_reports": 1,
+        "invitation_counts": 0,
+        "outbox_mails": 0,
     }
     async with classe.services.db.sessions() as tx:
         assert (await tx.scalars(select(Account.email))).all() == ["prof@ac-lyon.fr"]
@@ -104,8 +109,6 @@ def test_purge_and_report_export_from_the_command_line(tmp_path: Path, capsys: p
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["idle_accounts"] == 0
 
     import asyncio
-
-    from signaling.store import Database
 
     async def add_report() -> None:
         db = Database(f"sqlite+aiosqlite:///{tmp_path / 'classe.db'}")
@@ -128,3 +131,28 @@ def test_purge_and_report_export_from_the_command_line(tmp_path: Path, capsys: p
         main(["reports", "export", "--config", str(config)])
     [report] = json.loads(capsys.readouterr().out)
     assert report["diagnostics"] == {"ice": "failed"} and report["signed_in"] is False
+
+
+async def test_purge_empties_the_outbox_of_old_mail(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    db = Database(settings.database)
+    await db.migrate()
+    outbox = OutboxMailer(tmp_path / "outbox")
+    await outbox.send(verification(settings, "prof@ac-lyon.fr", "http://x/verify#secret"))
+    later = utcnow() + timedelta(days=settings.outbox_retention_days, minutes=1)
+    assert (await purge(db, settings))["outbox_mails"] == 0  # a fresh mail stays, for the operator to forward
+    assert (await purge(db, settings, later))["outbox_mails"] == 1
+    assert list((tmp_path / "outbox").iterdir()) == []
+    await db.close()
+
+
+@both_databases
+async def test_the_migrations_build_exactly_the_tables_of_the_models(classe: RunningServer) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from signaling.store.models import Base
+
+    async with classe.services.db.engine.connect() as connection:
+        diff = await connection.run_sync(lambda sync: compare_metadata(MigrationContext.configure(sync), Base.metadata))
+    assert diff == []

@@ -10,9 +10,11 @@ from .conftest import RunningServer
 
 
 class Browser:
-    def __init__(self, classe: RunningServer) -> None:
+    def __init__(self, classe: RunningServer, source: str | None = None) -> None:
+        """`source`: another loopback address (127.0.0.2…) to connect from, as another client would."""
         self.classe = classe
-        self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+        connector = aiohttp.TCPConnector(local_addr=(source, 0)) if source else None
+        self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True), connector=connector)
         self.csrf = ""
 
     async def __aenter__(self) -> Browser:

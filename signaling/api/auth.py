@@ -9,11 +9,13 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from ..accounts import password_matches
+from ..ratelimit import RateLimiter
 from ..store import Account
 from .context import (
+    DEVICE_COOKIE,
     SESSION_COOKIE,
     body,
-    charge,
+    charged,
     clear_session_cookie,
     client_address,
     current_account,
@@ -23,6 +25,7 @@ from .context import (
     require_account,
     services,
     set_session_cookie,
+    unknown_links_limited,
 )
 
 
@@ -77,8 +80,8 @@ async def sign_up(request: web.Request) -> web.Response:
     svc = services(request)
     form = await body(request, SignUp)
     address = client_address(request)
-    charge(request, svc.limits.mail, address)  # each sign-up sends a mail: counted whatever the outcome
-    await svc.accounts.sign_up_teacher(form.email, form.name, form.password)
+    with charged(request, svc.limits.mail, address):  # each sign-up sends a mail: counted whatever the outcome
+        await svc.accounts.sign_up_teacher(form.email, form.name, form.password)
     return web.json_response({"status": "verification_sent"}, status=202)
 
 
@@ -86,7 +89,7 @@ async def verify(request: web.Request) -> web.Response:
     svc = services(request)
     form = await body(request, Secret)
     address = client_address(request)
-    with failures_limited(request, (svc.limits.links, address)):
+    with unknown_links_limited(request, svc.limits.mail_links, address):
         await svc.accounts.verify(form.token)
     return web.json_response({"status": "verified"})
 
@@ -96,13 +99,37 @@ async def sign_in(request: web.Request) -> web.Response:
     form = await body(request, Credentials)
     address = client_address(request)
     account_key = form.email.strip().lower()
-    buckets = (svc.limits.login_by_address, address), (svc.limits.login_by_account, account_key)
+    device = request.cookies.get(DEVICE_COOKIE, "")
+    limits = svc.limits
+    if len(device) == 64 and await svc.accounts.trusted_device(account_key, device):
+        buckets: tuple[tuple[RateLimiter, str], ...] = ((limits.login_by_device, device),)
+    else:
+        buckets = (
+            (limits.login_by_address, address),
+            (limits.login_by_account_address, f"{account_key} {address}"),
+            (limits.login_by_account, account_key),
+        )
     with failures_limited(request, *buckets):
         account = await svc.accounts.authenticate(form.email, form.password)
     secret = await svc.accounts.start_session(account)
     response = web.json_response({"account": describe(account)})
     set_session_cookie(request, response, secret)
+    set_device_cookie(request, response, account)
     return response
+
+
+def set_device_cookie(request: web.Request, response: web.StreamResponse, account: Account) -> None:
+    """Marks a browser that proved it holds the account (its password, or its mailbox)."""
+    svc = services(request)
+    response.set_cookie(
+        DEVICE_COOKIE,
+        svc.accounts.device_token(account),
+        max_age=365 * 86400,
+        httponly=True,
+        samesite="Strict",
+        secure=svc.settings.cookies_secure,
+        path="/api/login",
+    )
 
 
 async def sign_out(request: web.Request) -> web.Response:
@@ -118,8 +145,8 @@ async def forgot_password(request: web.Request) -> web.Response:
     svc = services(request)
     form = await body(request, Email)
     address = client_address(request)
-    charge(request, svc.limits.mail, address)
-    await svc.accounts.request_reset(form.email)
+    with charged(request, svc.limits.mail, address):
+        svc.accounts.request_reset_later(form.email)
     # The same answer for every address: this page does not tell who has an account.
     return web.json_response({"status": "reset_sent_if_registered"}, status=202)
 
@@ -128,16 +155,19 @@ async def reset_password(request: web.Request) -> web.Response:
     svc = services(request)
     form = await body(request, NewPassword)
     address = client_address(request)
-    with failures_limited(request, (svc.limits.links, address)):
-        await svc.accounts.reset_password(form.token, form.password)
-    return web.json_response({"status": "password_changed"})
+    with unknown_links_limited(request, svc.limits.mail_links, address):
+        account = await svc.accounts.reset_password(form.token, form.password)
+    response = web.json_response({"status": "password_changed"})
+    # The mailed link is the owner's way in whatever others try: this browser now signs in on its own budget.
+    set_device_cookie(request, response, account)
+    return response
 
 
 async def accept_invitation(request: web.Request) -> web.Response:
     svc = services(request)
     form = await body(request, Invitation)
     address = client_address(request)
-    with failures_limited(request, (svc.limits.links, address)):
+    with unknown_links_limited(request, svc.limits.mail_links, address):
         account = await svc.accounts.accept_invitation(form.token, form.name, form.password)
     secret = await svc.accounts.start_session(account)
     response = web.json_response({"account": describe(account)}, status=201)
@@ -158,9 +188,10 @@ async def export(request: web.Request) -> web.Response:
 async def delete_account(request: web.Request) -> web.Response:
     account = await require_account(request)
     form = await body(request, Confirmation)
-    if not await password_matches(account.password_hash, form.password):
-        raise fail(403, "invalid_credentials", "Mot de passe incorrect.")
     svc = services(request)
+    with failures_limited(request, (svc.limits.confirmations, account.id)):  # a stolen session guesses slowly
+        if not await password_matches(account.password_hash, form.password):
+            raise fail(403, "invalid_credentials", "Mot de passe incorrect.")
     for classroom in await svc.classes.for_teacher(account):
         if classroom.owner_id == account.id:
             await svc.server.end(classroom.id)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hmac
+import logging
 import secrets
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AbstractContextManager as ContextManager
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -21,7 +24,9 @@ from ..ratelimit import RateLimiter
 from ..server import ClassServer
 from ..store import Account, Database
 
+log = logging.getLogger(__name__)
 SESSION_COOKIE = "classe_session"
+DEVICE_COOKIE = "classe_device"
 CSRF_COOKIE = "classe_csrf"
 CSRF_HEADER = "X-CSRF-Token"
 # The browser may only talk to this server: no CDN, no font, no analytics, no third-party anything.
@@ -35,11 +40,26 @@ Model = TypeVar("Model", bound=BaseModel)
 
 @dataclass
 class Limits:
-    """Attempts that fail (a wrong password, an unknown link) spend from these buckets."""
+    """The client's own failures (a wrong password, an unknown link) spend from these buckets.
 
+    A server error (the database down) never does: the client did nothing wrong.
+    """
+
+    # Wrong passwords: per client address; per account and address, so that guesses from one address
+    # do not lock the owner out from another; per account from all addresses together (a botnet),
+    # kept high. A browser the account signed in from before (device cookie) has its own budget
+    # instead of these three: the owner's usual browser gets in whatever others try.
     login_by_address: RateLimiter = field(default_factory=lambda: RateLimiter(burst=30, window=900))
-    login_by_account: RateLimiter = field(default_factory=lambda: RateLimiter(burst=10, window=900))
-    links: RateLimiter = field(default_factory=lambda: RateLimiter(burst=20, window=600))
+    login_by_account_address: RateLimiter = field(default_factory=lambda: RateLimiter(burst=10, window=900))
+    login_by_account: RateLimiter = field(default_factory=lambda: RateLimiter(burst=100, window=3600))
+    login_by_device: RateLimiter = field(default_factory=lambda: RateLimiter(burst=10, window=900))
+    # Password confirmations of a signed-in account (deleting it), per account.
+    confirmations: RateLimiter = field(default_factory=lambda: RateLimiter(burst=10, window=900))
+    # Co-teacher addresses without a teacher account, per teacher: asking address after address
+    # would tell who has an account.
+    unknown_co_teachers: RateLimiter = field(default_factory=lambda: RateLimiter(burst=10, window=3600))
+    class_links: RateLimiter = field(default_factory=lambda: RateLimiter(burst=20, window=600))
+    mail_links: RateLimiter = field(default_factory=lambda: RateLimiter(burst=20, window=600))
     mail: RateLimiter = field(default_factory=lambda: RateLimiter(burst=10, window=3600))
     reports: RateLimiter = field(default_factory=lambda: RateLimiter(burst=10, window=3600))
 
@@ -89,29 +109,85 @@ def _check(request: web.Request, limiter: RateLimiter, key: str) -> None:
 
 @contextmanager
 def failures_limited(request: web.Request, *buckets: tuple[RateLimiter, str]) -> Iterator[None]:
-    """Refuse while a bucket is empty; an attempt that fails inside the block spends from each."""
+    """Refuse while a bucket is empty; a refusal of the client's attempt inside the block spends from each.
+
+    Only an AccountError (wrong password, unknown link…) is the client's failure: any other error is
+    the server's, and costs the client nothing.
+    """
     for limiter, key in buckets:
         _check(request, limiter, key)
     try:
         yield
-    except Exception:
+    except AccountError:
         now = services(request).clock()
         for limiter, key in buckets:
             limiter.spend(key, now)
         raise
 
 
-def charge(request: web.Request, limiter: RateLimiter, key: str) -> None:
-    """For attempts that cost whatever their outcome (each sends a mail, or stores a report)."""
+@contextmanager
+def refusals_limited(request: web.Request, limiter: RateLimiter, key: str, *codes: str) -> Iterator[None]:
+    """A request that succeeds is never held back; only the refusals named spend, and are refused harder."""
+    try:
+        yield
+    except AccountError as exc:
+        if exc.code not in codes:
+            raise
+        _check(request, limiter, key)
+        limiter.spend(key, services(request).clock())
+        raise
+
+
+def unknown_links_limited(request: web.Request, limiter: RateLimiter, key: str) -> ContextManager[None]:
+    """A valid link always works; only an unknown one spends.
+
+    Links carry 192 bits or more, so guessing cannot succeed: the budget only sheds a client that
+    keeps sending unknown links, and never stands between a school behind one address and its class.
+    """
+    return refusals_limited(request, limiter, key, "unknown_link", "invalid_link")
+
+
+@contextmanager
+def charged(request: web.Request, limiter: RateLimiter, key: str) -> Iterator[None]:
+    """For attempts that cost whatever their outcome (each sends a mail, or stores a report), except
+    when the server fails them."""
     _check(request, limiter, key)
+    try:
+        yield
+    except AccountError:
+        limiter.spend(key, services(request).clock())
+        raise
     limiter.spend(key, services(request).clock())
+
+
+MAX_JSON_DEPTH = 32
+
+
+def _hostile(data: Any) -> bool:
+    """Deeper than any form, or a NUL character (PostgreSQL refuses it in text): walked without recursion."""
+    stack = [(data, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return True
+        if isinstance(value, str):
+            if "\x00" in value:
+                return True
+        elif isinstance(value, dict):
+            stack.extend((k, depth + 1) for k in value)
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+    return False
 
 
 async def body(request: web.Request, model: type[Model]) -> Model:
     try:
         data = await request.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: thousands of nested brackets
         raise fail(400, "bad_request", "Le corps de la requête doit être du JSON.") from None
+    if _hostile(data):
+        raise fail(400, "bad_request", "Le corps de la requête est trop imbriqué ou contient un caractère nul.")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -191,13 +267,20 @@ async def security(request: web.Request, handler: Handler) -> web.StreamResponse
                 raise fail(403, "csrf", "Requête refusée : rechargez la page et réessayez.")
         response = await handler(request)
     except AccountError as exc:
-        response = web.json_response({"error": exc.code, "message": exc.message}, status=exc.status)
+        response = web.json_response({"error": exc.code, "message": exc.message, **exc.extra}, status=exc.status)
     except web.HTTPException as exc:
         if not request.path.startswith("/api/") or exc.status < 400 or exc.content_type == "application/json":
             raise
         # The router's own refusals (no such route, wrong method) answer in the API's JSON shape too.
         code = exc.reason.lower().replace(" ", "_")
         response = web.json_response({"error": code, "message": exc.reason}, status=exc.status)
+    except Exception as exc:
+        if request.writer.output_size > 0:  # a WebSocket, already answered: aiohttp closes it (and logs it, below)
+            raise
+        _log_unhandled(request, exc)
+        response = web.json_response(
+            {"error": "internal_error", "message": "Erreur du serveur : réessayez dans un instant."}, status=500
+        )
     response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "no-referrer")
@@ -207,11 +290,49 @@ async def security(request: web.Request, handler: Handler) -> web.StreamResponse
     return response
 
 
+def _describe_error(exc: BaseException) -> str:
+    """The error types and where they happened, without their messages: a database error's message
+    holds the values it was given (addresses, hashes, link codes)."""
+    chain: list[str] = []
+    frames: list[str] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(chain) < 5:
+        chain.append(type(seen).__qualname__)
+        frames.extend(traceback.format_tb(seen.__traceback__))
+        seen = seen.__cause__ or seen.__context__
+    return " <- ".join(chain) + "\n" + "".join(frames)
+
+
+def _log_unhandled(request: web.Request, exc: BaseException) -> None:
+    """The route's pattern and the error: never the client's address (aiohttp's own handler logs it)
+    nor the path (it may hold a class link)."""
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "?"
+    log.error("unhandled error on %s %s: %s", request.method, route, _describe_error(exc))
+
+
+class _NoClientDetails(logging.Filter):
+    """aiohttp's own error lines ("Error handling request from <address>"), for the errors the
+    middleware cannot answer (a WebSocket already open): without the address or the messages."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args and "from %s" in str(record.msg):
+            record.msg, record.args = str(record.msg).replace(" from %s", ""), ()
+        if record.exc_info and record.exc_info[1] is not None:
+            record.msg = f"{record.msg}: {_describe_error(record.exc_info[1])}"
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+_NO_CLIENT_DETAILS = _NoClientDetails()
+
+
 def setup_api(app: web.Application, svc: Services) -> None:
     from . import auth, joining, teaching
 
     app[SERVICES] = svc
     app.middlewares.append(security)
+    logging.getLogger("aiohttp.server").addFilter(_NO_CLIENT_DETAILS)
     routes: list[tuple[str, str, Any]] = [*auth.ROUTES, *teaching.ROUTES, *joining.ROUTES]
     for method, path, handler in routes:
         app.router.add_route(method, path, handler)

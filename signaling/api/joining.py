@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import json
-import re
 import secrets
 from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, Field
 
+from ..accounts import clean_text
 from ..store import ClassAccess, Classroom, ProblemReport, utcnow
 from ..tokens import Role, mint_join_token, opaque_id
-from .context import body, charge, client_address, current_account, fail, failures_limited, services
+from .context import body, charged, client_address, current_account, fail, services, unknown_links_limited
 
 GUEST_COOKIE = "classe_guest"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class JoinRequest(BaseModel):
@@ -32,7 +31,7 @@ class ReportForm(BaseModel):
 async def _class_by_code(request: web.Request, code: str) -> Classroom:
     """Unknown codes spend from the guessing budget of the address that sent them."""
     svc = services(request)
-    with failures_limited(request, (svc.limits.links, client_address(request))):
+    with unknown_links_limited(request, svc.limits.class_links, client_address(request)):
         classroom = await svc.classes.by_code(code)
         if classroom is None:
             raise fail(404, "unknown_link", "Ce lien de classe n'est pas valide ou a expiré.")
@@ -46,10 +45,10 @@ async def class_info(request: web.Request) -> web.Response:
 
 
 def _display_name(value: str | None) -> str:
-    name = _CONTROL.sub("", value or "").strip()
+    name = clean_text(value or "", 60)
     if not name:
         raise fail(400, "name_required", "Indiquez votre nom pour rejoindre la classe.")
-    return name[:60]
+    return name
 
 
 async def join(request: web.Request) -> web.Response:
@@ -63,7 +62,7 @@ async def join(request: web.Request) -> web.Response:
     if account is not None and await svc.classes.is_teacher(account, classroom):
         role = Role.TEACHER
         identity = opaque_id(secret, classroom.id, "account", account.id)
-        name = account.name
+        name = clean_text(account.name, 80) or account.email.split("@")[0]  # a name stored before names were cleaned
         participant_id = identity
     else:
         role = Role.STUDENT
@@ -116,20 +115,20 @@ async def join(request: web.Request) -> web.Response:
 async def report_problem(request: web.Request) -> web.Response:
     svc = services(request)
     form = await body(request, ReportForm)
-    charge(request, svc.limits.reports, client_address(request))
     diagnostics = json.dumps(form.diagnostics, ensure_ascii=False)
     if len(diagnostics) > 16_000:
         raise fail(400, "bad_request", "Diagnostics trop volumineux.")
-    account = await current_account(request)
-    async with svc.db.transaction() as tx:
-        report = ProblemReport(
-            created_at=utcnow(),
-            account_id=account.id if account else None,
-            class_id=form.class_id,
-            text=form.text,
-            diagnostics=diagnostics,
-        )
-        tx.add(report)
+    with charged(request, svc.limits.reports, client_address(request)):
+        account = await current_account(request)
+        async with svc.db.transaction() as tx:
+            report = ProblemReport(
+                created_at=utcnow(),
+                account_id=account.id if account else None,
+                class_id=form.class_id,
+                text=form.text,
+                diagnostics=diagnostics,
+            )
+            tx.add(report)
     return web.json_response({"status": "received", "id": report.id}, status=201)
 
 

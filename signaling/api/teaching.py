@@ -6,12 +6,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
-from ..accounts import class_export, iso
+from ..accounts import class_export, clean_text, iso
 from ..classes import ClassDraft
 from ..store import Account, AccountRole, ClassAccess, Classroom, RosterEntry
-from .context import body, require_account, services
+from .context import body, refusals_limited, require_account, services
 
 TEACHING_ROLES = (AccountRole.TEACHER.value, AccountRole.ADMIN.value)
 
@@ -24,15 +24,35 @@ class ClassForm(BaseModel):
     duration_minutes: int | None = Field(default=None, ge=1, le=24 * 60)
     co_teachers: list[str] = Field(default_factory=list, max_length=10)
 
+    @field_validator("title")
+    @classmethod
+    def _printable_title(cls, value: str) -> str:
+        """Shown to pupils and written in mails: one line of printable text."""
+        title = clean_text(value, 120)
+        if not title:
+            raise ValueError("empty title")
+        return title
+
+    @field_validator("starts_at")
+    @classmethod
+    def _plausible_date(cls, value: datetime | None) -> datetime | None:
+        """Naive UTC between 2000 and 2100: year 1 or 9999 with an offset overflows, and means nothing."""
+        if value is None:
+            return None
+        try:
+            naive = value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo is not None else value
+        except OverflowError:
+            raise ValueError("date out of range") from None
+        if not 2000 <= naive.year <= 2100:
+            raise ValueError("date out of range")
+        return naive
+
     def draft(self) -> ClassDraft:
-        starts_at = self.starts_at
-        if starts_at is not None and starts_at.tzinfo is not None:
-            starts_at = starts_at.astimezone(UTC).replace(tzinfo=None)
         return ClassDraft(
-            self.title.strip(),
+            self.title,
             self.access,
             self.lobby,
-            starts_at,
+            self.starts_at,
             self.duration_minutes,
             tuple(self.co_teachers),
         )
@@ -89,7 +109,9 @@ async def my_classes(request: web.Request) -> web.Response:
 async def create_class(request: web.Request) -> web.Response:
     account = await require_account(request, *TEACHING_ROLES)
     form = await body(request, ClassForm)
-    classroom = await services(request).classes.create(account, form.draft())
+    svc = services(request)
+    with refusals_limited(request, svc.limits.unknown_co_teachers, account.id, "unknown_co_teacher"):
+        classroom = await svc.classes.create(account, form.draft())
     return web.json_response(await describe(request, account, classroom), status=201)
 
 
@@ -102,8 +124,10 @@ async def get_class(request: web.Request) -> web.Response:
 async def update_class(request: web.Request) -> web.Response:
     account = await require_account(request, *TEACHING_ROLES)
     form = await body(request, ClassForm)
-    classroom = await services(request).classes.update(account, request.match_info["class_id"], form.draft())
-    await services(request).server.apply_lobby(classroom.id, classroom.lobby)
+    svc = services(request)
+    with refusals_limited(request, svc.limits.unknown_co_teachers, account.id, "unknown_co_teacher"):
+        classroom = await svc.classes.update(account, request.match_info["class_id"], form.draft())
+    await svc.server.apply_lobby(classroom.id, classroom.lobby)
     return web.json_response(await describe(request, account, classroom))
 
 

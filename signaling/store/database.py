@@ -34,7 +34,9 @@ class Database:
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         if self.is_sqlite and parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        self.engine = create_async_engine(url)
+        # A database error must not print the values it was given (addresses, hashes, link codes) in
+        # the logs; a connection that died with the server is replaced instead of failing a request.
+        self.engine = create_async_engine(url, hide_parameters=True, pool_pre_ping=not self.is_sqlite)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)

@@ -96,7 +96,19 @@ class RosterEntry(Base):
 
     class_id: Mapped[str] = mapped_column(ForeignKey("classes.id", ondelete="CASCADE"), primary_key=True)
     email: Mapped[str] = mapped_column(String(254), primary_key=True, index=True)
+    # None while its invitation is pending: written before the mail is sent, so that a save cut
+    # short (a crash, the mail server down) leaves it for the next save to send.
     invited_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class InvitationSent(Base):
+    """One roster mail a teacher made the server send: counts the daily limit; kept one day."""
+
+    __tablename__ = "invitations_sent"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    sent_at: Mapped[datetime] = mapped_column(DateTime, index=True)
 
 
 class ProblemReport(Base):
