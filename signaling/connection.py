@@ -10,7 +10,7 @@ from aiohttp import WSMsgType, web
 
 from . import moderation
 from .participant import Participant
-from .protocol import MAX_MESSAGE_BYTES, ProtocolError, decode, encode, error
+from .protocol import ProtocolError, decode, encode, error, max_answer_bytes
 from .room import Room
 from .server import ClassServer
 from .tokens import TokenError, verify_join_token
@@ -48,7 +48,9 @@ class Connection:
 
 
 async def websocket(request: web.Request, server: ClassServer) -> web.WebSocketResponse:
-    ws = web.WebSocketResponse(heartbeat=20, max_msg_size=MAX_MESSAGE_BYTES)
+    settings = server.settings
+    max_answer = max_answer_bytes(settings.max_participants_per_class, settings.max_tracks_per_participant)
+    ws = web.WebSocketResponse(heartbeat=20, max_msg_size=max_answer)
     await ws.prepare(request)
     conn = Connection(ws)
     try:
@@ -57,7 +59,7 @@ async def websocket(request: web.Request, server: ClassServer) -> web.WebSocketR
                 await conn.send(error(ProtocolError("bad_message", "only text messages are accepted")))
                 continue
             try:
-                await handle(server, conn, decode(msg.data))
+                await handle(server, conn, decode(msg.data, max_answer))
             except ProtocolError as exc:
                 if exc.fatal:
                     await conn.end(exc)

@@ -265,7 +265,7 @@ class Room:
 
     async def on_producer(self, producer: Producer) -> None:
         owner = self.participants.get(owner_of(producer))
-        if owner is not None and not owner.enabled.get(producer.source, True):
+        if owner is not None and not owner.forwards(producer.source):
             producer.mute()  # before any await: no packet of a muted participant is ever forwarded
         await self.broadcast(encode("track_published", **track_info(producer)))
         for participant in self.participants.values():
@@ -285,7 +285,7 @@ class Room:
             return
         participant.enabled[source] = enabled
         now = self.live.now()
-        for producer in participant.producers(source):
+        for producer in participant.producers(*participant.switched_by(source)):
             if enabled:
                 producer.unmute(now)
             else:

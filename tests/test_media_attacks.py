@@ -1,0 +1,203 @@
+"""Attacks on the media path by one admitted participant, performed for real: real server, aiortc peers.
+
+Each test checks that the attack is refused and that the rest of the class is unharmed: the
+others keep their WebSockets and their media.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+
+from signaling.protocol import max_answer_bytes
+
+from .conftest import RunningServer
+from .peers import Peer, ToneAudioTrack
+from .test_media_e2e import wait_for
+
+
+def section_bomb(sdp: str, extra: int) -> str:
+    """`sdp` (an offer with one audio section) with `extra` more audio sections, bundled, ~120 bytes each."""
+    head, first = sdp.split("m=audio", 1)
+    first = "m=audio" + first
+    shared = [
+        line
+        for line in first.splitlines()
+        if line.startswith(("a=ice-ufrag", "a=ice-pwd", "a=fingerprint:sha-256", "a=setup"))
+    ]
+    mids = " ".join(["0"] + [f"x{i}" for i in range(extra)])
+    head = head.replace("a=group:BUNDLE 0", f"a=group:BUNDLE {mids}") + "\r\n".join(shared) + "\r\n"
+    sections = "".join(
+        f"m=audio 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=sendonly\r\na=mid:x{i}\r\n"
+        "a=rtcp-mux\r\na=rtpmap:96 opus/48000/2\r\n"
+        for i in range(extra)
+    )
+    return head + first + sections
+
+
+def frames(peer: Peer) -> int:
+    return sum(len(r.numbers) for r in peer.video())
+
+
+async def test_section_bomb_is_refused_and_the_class_keeps_its_media(classe: RunningServer) -> None:
+    teacher = Peer(classe.url, "bomb", "Prof", role="teacher")
+    viewer = Peer(classe.url, "bomb", "Eve")
+    attacker = Peer(classe.url, "bomb", "Mallory")
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        for p in (teacher, viewer, attacker):
+            await p.join()
+        await teacher.publish()
+        await viewer.publish(audio=False)
+        await wait_for(lambda: frames(viewer) >= 10 and frames(teacher) >= 10, 30)
+        room = classe.server.rooms["dev:bomb"]
+        census = classe.server.census()
+
+        # 300 audio sections, one announced track: 36 KB, under the message cap.
+        pc.addTransceiver(ToneAudioTrack(), direction="sendonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        bomb = section_bomb(pc.localDescription.sdp, 299)
+        await attacker.send({"type": "publish", "id": 1, "sdp": bomb, "tracks": [{"mid": "0", "source": "microphone"}]})
+        refused = await attacker.expect("error")
+        assert refused["code"] == "bad_sdp" and "too many media sections" in refused["message"], refused
+        assert room.participants[attacker.id].publisher is None  # no peer connection was even made
+        assert classe.server.census() == census
+
+        # The same on a publishing connection that already carries a track: nothing is added to it.
+        await attacker.send(
+            {
+                "type": "publish",
+                "id": 2,
+                "sdp": pc.localDescription.sdp,
+                "tracks": [{"mid": "0", "source": "microphone"}],
+            }
+        )
+        answer = await attacker.expect("publish_answer")
+        await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+        await wait_for(lambda: classe.server.census()[2] == census[2] + 1)
+        publisher = room.participants[attacker.id].publisher
+        assert publisher is not None
+        offer = await pc.createOffer()
+        await attacker.send({"type": "publish", "id": 3, "sdp": section_bomb(offer.sdp, 299), "tracks": []})
+        refused = await attacker.expect("error")
+        assert refused["code"] == "bad_sdp", refused
+        assert len(publisher.pc.getTransceivers()) == 1
+        assert len(publisher.transport.producers_by_mid) == 1
+
+        # Everyone else still has their socket and their media.
+        before_viewer, before_teacher = frames(viewer), frames(teacher)
+        await wait_for(lambda: frames(viewer) >= before_viewer + 20 and frames(teacher) >= before_teacher + 20)
+        for p in (teacher, viewer, attacker):
+            assert p.ws is not None and not p.ws.closed
+            assert not any(e["type"] == "error" and e.get("fatal") for e in p.events)
+    finally:
+        await pc.close()
+        for p in (teacher, viewer, attacker):
+            await p.close()
+
+
+async def test_a_full_class_subscribe_answer_fits_the_message_cap(classe: RunningServer) -> None:
+    """With everyone else publishing their maximum, an aiortc subscriber's answer is accepted."""
+    settings = classe.settings
+    sections = (settings.max_participants_per_class - 1) * settings.max_tracks_per_participant
+    server_side = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    student = Peer(classe.url, "full", "Eve")
+    try:
+        for i in range(sections):
+            kind = "video" if i % 2 else "audio"
+            transceiver = server_side.addTransceiver(kind, direction="sendonly")
+            codecs = RTCRtpSender.getCapabilities(kind).codecs
+            transceiver.setCodecPreferences(
+                [c for c in codecs if c.mimeType in ("video/VP8", "video/rtx", "audio/opus")]
+            )
+        await server_side.setLocalDescription(await server_side.createOffer())
+        await client.setRemoteDescription(server_side.localDescription)
+        await client.setLocalDescription(await client.createAnswer())
+        message = json.dumps({"type": "subscribe_answer", "sdp": client.localDescription.sdp})
+        assert len(message) <= max_answer_bytes(
+            settings.max_participants_per_class, settings.max_tracks_per_participant
+        )
+
+        await student.join()
+        assert student.ws is not None
+        await student.ws.send_str(message)
+        reply = await student.expect("error")  # read and understood, not cut off as too big
+        assert reply["code"] == "unexpected_answer", reply
+        assert not student.ws.closed
+    finally:
+        await server_side.close()
+        await client.close()
+        await student.close()
+
+
+async def publish_audio_as(peer: Peer, source: str, ref: int) -> dict[str, object]:
+    """Add a tone on a new section of `peer`'s publishing connection, announced as `source`; the reply."""
+    if peer.pub is None:
+        peer.pub = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    track = ToneAudioTrack()
+    peer.tracks.append(track)
+    transceiver = peer.pub.addTransceiver(track, direction="sendonly")
+    await peer.pub.setLocalDescription(await peer.pub.createOffer())
+    await peer.send(
+        {
+            "type": "publish",
+            "id": ref,
+            "sdp": peer.pub.localDescription.sdp,
+            "tracks": [{"mid": transceiver.mid, "source": source}],
+        }
+    )
+    reply = await peer.messages.get()
+    while reply.get("ref") != ref:
+        reply = await peer.messages.get()
+    if reply["type"] == "publish_answer":
+        await peer.pub.setRemoteDescription(RTCSessionDescription(str(reply["sdp"]), "answer"))
+    return reply
+
+
+def heard(peer: Peer, track_id: str) -> int:
+    """The loudest sample `peer` received on a track (0: silence, or nothing at all)."""
+    received = peer.received.get(track_id)
+    return received.audio_peak if received is not None else 0
+
+
+async def test_a_held_student_cannot_be_heard_by_relabelling_the_microphone(classe: RunningServer) -> None:
+    teacher = Peer(classe.url, "relabel", "Prof", role="teacher")
+    student = Peer(classe.url, "relabel", "Mallory")
+    listener = Peer(classe.url, "relabel", "Eve")
+    try:
+        for p in (teacher, student, listener):
+            await p.join()
+        await teacher.send({"type": "moderate", "action": "lock", "locks": {"screen": False}})
+        mic = next(iter(await student.publish(video_codec=None)))
+        mic_id = f"{student.id}:pub:{mic}"
+        await wait_for(lambda: heard(teacher, mic_id) > 1000 and heard(listener, mic_id) > 1000)
+
+        # The teacher mutes (and so holds) the student, who publishes the microphone again as screen audio.
+        await teacher.send({"type": "moderate", "action": "mute", "participant_id": student.id})
+        await wait_for(lambda: any(e["type"] == "moderated" for e in student.events))
+        reply = await publish_audio_as(student, "screen_audio", 2)
+        assert reply["type"] == "publish_answer", reply
+        screen_id = f"{student.id}:pub:{student.pub.getTransceivers()[-1].mid}"  # type: ignore[union-attr]
+        await wait_for(lambda: screen_id in teacher.received and screen_id in listener.received)
+        await asyncio.sleep(3)
+        for p in (teacher, listener):
+            assert p.received[screen_id].audio_frames == 0, "the held student's screen audio was forwarded"
+
+        # Allowed again and unmuted, the same track is heard: it was the mute that kept it silent.
+        await teacher.send(
+            {"type": "moderate", "action": "allow", "participant_id": student.id, "source": "microphone"}
+        )
+        await wait_for(lambda: not classe.server.rooms["dev:relabel"].state.held.get(student.id))
+        await student.send({"type": "media", "source": "microphone", "enabled": True})
+        await wait_for(lambda: heard(teacher, screen_id) > 1000 and heard(listener, screen_id) > 1000)
+
+        # An audio track announced as a camera is refused outright.
+        reply = await publish_audio_as(student, "camera", 3)
+        assert reply["type"] == "error" and reply["code"] == "bad_sdp", reply
+        assert classe.server.census()[2] == 2
+    finally:
+        for p in (teacher, student, listener):
+            await p.close()
