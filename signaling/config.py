@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     max_participants_per_class: int = 300
     camera_max_bitrate: int = 1_500_000
     screen_max_bitrate: int = 2_500_000
+    # What one subscriber can be sent again on its NACKs, in bits per second (beyond: refused, counted).
+    max_retransmission_bitrate: int = Field(default=2_000_000, gt=0)
     config_file: Path | None = None
 
     @property

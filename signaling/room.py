@@ -39,7 +39,7 @@ class Room:
         self.id = state.class_id
         self.state = state
         self.settings = settings
-        self.live = LiveSession(stats)
+        self.live = LiveSession(stats, settings.max_retransmission_bitrate)
         self.participants: dict[str, Participant] = {}
         self.connections: dict[str, Connection] = {}  # participant id -> its signaling connection
         self.lobby: dict[str, tuple[Connection, JoinGrant, Arrival]] = {}

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import struct
+import time
+from typing import Any
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
+from sfu.core import DropReason
+from sfu.core.rtcp import build_nack
 from signaling.protocol import max_answer_bytes
 
 from .conftest import RunningServer
@@ -200,4 +205,66 @@ async def test_a_held_student_cannot_be_heard_by_relabelling_the_microphone(clas
         assert classe.server.census()[2] == 2
     finally:
         for p in (teacher, student, listener):
+            await p.close()
+
+
+def storm_nack(media_ssrc: int, last_seq: int) -> bytes:
+    """A NACK for the 100 packets up to `last_seq`, its FCIs repeated five times (RFC 4585 allows it)."""
+    single = build_nack(1234, media_ssrc, [(last_seq - i) & 0xFFFF for i in range(100)])
+    fci = single[12:] * 5
+    return struct.pack("!BBHII", single[0], single[1], 2 + len(fci) // 4, 1234, media_ssrc) + fci
+
+
+async def test_a_nack_storm_costs_the_server_little_and_other_viewers_nothing(classe: RunningServer) -> None:
+    teacher = Peer(classe.url, "storm", "Prof", role="teacher")
+    viewer = Peer(classe.url, "storm", "Eve")
+    flooder = Peer(classe.url, "storm", "Mallory")
+    try:
+        for p in (teacher, viewer, flooder):
+            await p.join()
+        await teacher.publish(audio=False)
+        await wait_for(lambda: frames(viewer) >= 100 and frames(flooder) >= 100, 30)
+        room = classe.server.rooms["dev:storm"]
+        peer = room.live.peers[f"{flooder.id}:sub"]
+        consumer = next(iter(peer.consumers.values()))  # the teacher's camera, as sent to the flooder
+        spent = 0.0  # the server's time on the flooder's datagrams: SRTCP, NACKs, retransmissions sent
+        receive = peer._ice.data_received
+
+        def timed(data: bytes, component: int) -> None:
+            nonlocal spent
+            start = time.perf_counter()
+            receive(data, component)
+            spent += time.perf_counter() - start
+
+        peer._ice.data_received = timed
+        stats = classe.server.stats
+        asked_before = list(stats.drops), stats.retransmissions
+        dtls: Any = flooder.sub.getTransceivers()[0].receiver.transport  # type: ignore[union-attr]
+        shown = frames(viewer)
+        start = time.monotonic()
+        nacks = 0
+        while time.monotonic() - start < 4:
+            # As many NACKs as the loop allows (~278 a second in the campaign), each asking five times
+            # for the last 100 packets: 500 retransmissions a NACK for a server that takes them all.
+            await dtls._send_rtp(storm_nack(consumer.ssrc, consumer.last_seq))
+            nacks += 1
+            await asyncio.sleep(0.0036)
+        elapsed = time.monotonic() - start
+
+        assert nacks >= 100 * elapsed, "the storm was not sent"
+        refused = sum(
+            stats.drops[reason] - asked_before[0][reason]
+            for reason in (DropReason.NACK_REPEATED, DropReason.NACK_OVER_LIMIT, DropReason.NACK_OVER_BUDGET)
+        )
+        retransmitted = stats.retransmissions - asked_before[1]
+        assert refused > 10 * retransmitted, (refused, retransmitted)
+        assert spent < 0.15 * elapsed, f"the server spent {spent:.2f} s of {elapsed:.2f} s on the storm"
+        received = viewer.video()[0]
+        during = [t for t in received.arrivals if t >= start]
+        assert len(during) >= 20 * elapsed, f"the other viewer got {len(during) / elapsed:.0f} frames a second"
+        assert frames(viewer) > shown
+        for p in (teacher, viewer, flooder):
+            assert p.ws is not None and not p.ws.closed
+    finally:
+        for p in (teacher, viewer, flooder):
             await p.close()
