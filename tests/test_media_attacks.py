@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
 import struct
 import time
 from typing import Any
 
+import psutil
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
 from sfu.core import DropReason
@@ -267,4 +270,55 @@ async def test_a_nack_storm_costs_the_server_little_and_other_viewers_nothing(cl
             assert p.ws is not None and not p.ws.closed
     finally:
         for p in (teacher, viewer, flooder):
+            await p.close()
+
+
+# A fatal handshake_failure alert and a ClientHello full of garbage, as plaintext DTLS 1.2 records.
+FORGED_ALERT = b"\x15\xfe\xfd" + bytes(8) + b"\x00\x02\x02\x28"
+GARBAGE_HELLO = b"\x16\xfe\xfd" + bytes(8) + b"\x00\x40\x01" + os.urandom(63)
+
+
+def media_ports(settings: Any) -> list[int]:
+    """The server's media sockets, as an attacker scanning the announced UDP range would find them."""
+    return [
+        c.laddr.port
+        for c in psutil.Process().net_connections(kind="udp4")
+        if settings.media_port_min <= c.laddr.port <= settings.media_port_max
+    ]
+
+
+async def test_forged_dtls_from_an_off_path_address_does_not_stop_a_newcomer(classe: RunningServer) -> None:
+    teacher = Peer(classe.url, "spray", "Prof", role="teacher")
+    newcomer = Peer(classe.url, "spray", "Eve")
+    sprayer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sprayer.setblocking(False)
+    spraying = True
+
+    async def spray() -> None:
+        while spraying:
+            for port in media_ports(classe.settings):
+                for forged in (FORGED_ALERT, GARBAGE_HELLO):
+                    try:
+                        sprayer.sendto(forged, ("127.0.0.1", port))
+                    except OSError:  # a full buffer: the next round sends again
+                        pass
+            await asyncio.sleep(0.005)
+
+    task = asyncio.create_task(spray())
+    try:
+        await teacher.join()
+        await teacher.publish(audio=False)
+        await asyncio.sleep(0.5)
+        # The newcomer subscribes (the server is the DTLS server) and publishes (the DTLS client).
+        await newcomer.join()
+        await newcomer.publish(audio=False)
+        await wait_for(lambda: frames(newcomer) >= 20 and frames(teacher) >= 20, 20)
+        assert classe.server.stats.drops[DropReason.UNVALIDATED_ADDRESS] > 100
+        room = classe.server.rooms["dev:spray"]
+        assert all(peer.pc.connectionState == "connected" for peer in room.live.peers.values())
+    finally:
+        spraying = False
+        await task
+        sprayer.close()
+        for p in (teacher, newcomer):
             await p.close()

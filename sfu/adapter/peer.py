@@ -160,7 +160,7 @@ class PeerTransport:
         self._dtls = dtls
         connection = dtls.transport._connection
         self._ice = connection
-        use_media_network(connection, self.network)
+        use_media_network(connection, self.network, self.live.session.stats)
         put = connection._queue.put_nowait
         transport = self.transport
         live = self.live

@@ -32,6 +32,7 @@ class DropReason(enum.IntEnum):
     NACK_REPEATED = 14  # a retransmission asked again within a round trip (or twice in one NACK)
     NACK_OVER_LIMIT = 15  # beyond the retransmissions one NACK may cause
     NACK_OVER_BUDGET = 16  # beyond the subscriber's retransmission bitrate
+    UNVALIDATED_ADDRESS = 17  # DTLS or SRTP from an address no ICE check validated
 
 
 class MediaStats:
