@@ -264,8 +264,9 @@ class Participant:
             raise ProtocolError("negotiation_timeout", "no answer to the subscription offer", fatal=True) from None
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp, "answer"))
-        except (ValueError, AttributeError, KeyError, IndexError) as exc:
-            raise ProtocolError("bad_sdp", f"the answer could not be used: {exc}", fatal=True) from None
+        except Exception as exc:  # aiortc's SDP parser fails with any kind of error on input it cannot use
+            detail = str(exc) or type(exc).__name__
+            raise ProtocolError("bad_sdp", f"the answer could not be used: {detail}", fatal=True) from None
         if not self._subscriber_watched:
             self._subscriber_watched = True
             self._watch_ice(peer)
