@@ -17,12 +17,15 @@ from typing import Any
 import psutil
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
-from sfu.core import DropReason
+from sfu.adapter.ice import MediaNetwork
+from sfu.adapter.live import LiveSession
+from sfu.adapter.peer import PeerTransport
+from sfu.core import DropReason, MediaStats, Producer
 from sfu.core.rtcp import build_nack
 from signaling.protocol import max_answer_bytes
 
 from .conftest import RunningServer
-from .peers import Peer, ToneAudioTrack
+from .peers import NumberedVideoTrack, Peer, ToneAudioTrack
 from .test_media_e2e import wait_for
 
 
@@ -322,3 +325,34 @@ async def test_forged_dtls_from_an_off_path_address_does_not_stop_a_newcomer(cla
         sprayer.close()
         for p in (teacher, newcomer):
             await p.close()
+
+
+async def test_the_adapter_makes_producers_only_for_announced_tracks_of_their_kind() -> None:
+    """Whatever reaches aiortc, a section becomes a producer only if it was announced with its kind."""
+    live = LiveSession(MediaStats())
+    made: list[Producer] = []
+
+    async def on_producer(producer: Producer) -> None:
+        made.append(producer)
+
+    server = PeerTransport(
+        live, "p:pub", ice_servers=[], network=MediaNetwork(("127.0.0.1",), 42000, 42999), on_producer=on_producer
+    )
+    client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        for track in (ToneAudioTrack(), NumberedVideoTrack(), ToneAudioTrack()):
+            client.addTransceiver(track, direction="sendonly")
+        await client.setLocalDescription(await client.createOffer())
+        server.sources.update({"0": "microphone", "2": "camera"})  # mid 1 unannounced, mid 2 mislabelled
+        await server.pc.setRemoteDescription(client.localDescription)
+        server.prepare()
+        await server.pc.setLocalDescription(await server.pc.createAnswer())
+        await client.setRemoteDescription(server.pc.localDescription)
+        await wait_for(lambda: server.pc.connectionState == "connected" and bool(made))
+        await asyncio.sleep(0.5)
+        assert [(p.mid, p.source) for p in made] == [("0", "microphone")]
+        assert list(server.transport.producers_by_mid) == ["0"]
+    finally:
+        await client.close()
+        await server.close()
+        live.close()
