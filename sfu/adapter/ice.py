@@ -45,11 +45,15 @@ class CheckedStunProtocol(StunProtocol):
         self._drops = stats.drops
 
     def datagram_received(self, data: bytes | str, addr: tuple[Any, ...]) -> None:
+        packet = cast(bytes, data)
         # RFC 7983: a first byte of 0-3 is STUN, which aioice checks itself (integrity, username).
-        if data and cast(bytes, data)[0] > 3 and (addr[0], addr[1]) not in self.validated:
+        if not packet or packet[0] < 4:
+            super().datagram_received(packet, addr)
+        elif addr in self.validated or (len(addr) > 2 and (addr[0], addr[1]) in self.validated):
+            # DTLS or SRTP: straight to the connection, without aioice's attempt to parse it as STUN.
+            self.receiver.data_received(packet, self.local_candidate.component)
+        else:
             self._drops[DropReason.UNVALIDATED_ADDRESS] += 1
-            return
-        super().datagram_received(data, addr)
 
 
 async def _bind(connection: Connection, address: str, network: MediaNetwork, stats: MediaStats) -> StunProtocol:
