@@ -16,7 +16,6 @@ import time
 import tracemalloc
 from typing import Any
 
-import psutil
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
 from sfu.adapter.ice import MediaNetwork
@@ -25,6 +24,7 @@ from sfu.adapter.peer import PeerTransport
 from sfu.core import DropReason, MediaStats, Producer
 from sfu.core.rtcp import build_nack
 from signaling.protocol import max_answer_bytes
+from signaling.server import ClassServer
 
 from .conftest import RunningServer
 from .peers import NumberedVideoTrack, Peer, ToneAudioTrack
@@ -289,12 +289,16 @@ FORGED_ALERT = b"\x15\xfe\xfd" + bytes(8) + b"\x00\x02\x02\x28"
 GARBAGE_HELLO = b"\x16\xfe\xfd" + bytes(8) + b"\x00\x40\x01" + os.urandom(63)
 
 
-def media_ports(settings: Any) -> list[int]:
-    """The server's media sockets, as an attacker scanning the announced UDP range would find them."""
+def media_ports(server: ClassServer) -> list[int]:
+    """The server's media sockets: what an attacker scanning the announced UDP range finds there
+    (the test's own aiortc peers may have ports in that range too: they are not the target)."""
     return [
-        c.laddr.port
-        for c in psutil.Process().net_connections(kind="udp4")
-        if settings.media_port_min <= c.laddr.port <= settings.media_port_max
+        protocol.transport.get_extra_info("sockname")[1]
+        for room in server.rooms.values()
+        for peer in room.live.peers.values()
+        if peer._ice is not None
+        for protocol in peer._ice._protocols
+        if protocol.transport is not None
     ]
 
 
@@ -307,7 +311,7 @@ async def test_forged_dtls_from_an_off_path_address_does_not_stop_a_newcomer(cla
 
     async def spray() -> None:
         while spraying:
-            for port in media_ports(classe.settings):
+            for port in media_ports(classe.server):
                 for forged in (FORGED_ALERT, GARBAGE_HELLO):
                     try:
                         sprayer.sendto(forged, ("127.0.0.1", port))
