@@ -6,7 +6,8 @@ open one known range in a firewall, and to announce a public address when behind
 Its sockets also hand every datagram that is not STUN to aiortc, whoever sent it: forged DTLS
 records from anywhere on the Internet could end a newcomer's handshake. Ours only let through,
 besides STUN (how a remote address gets validated), what comes from the remote address of a
-candidate pair whose ICE check succeeded.
+candidate pair whose ICE check succeeded, either way: our check answered, or the peer's check
+(authenticated with our ICE password, which only the other end of the signaling knows) answered.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import socket
 from dataclasses import dataclass
 from typing import Any, cast
 
-from aioice import Candidate
+from aioice import Candidate, stun
 from aioice.candidate import candidate_foundation, candidate_priority
 from aioice.ice import CandidatePair, Connection, StunProtocol
 
@@ -37,12 +38,22 @@ class MediaNetwork:
 
 
 class CheckedStunProtocol(StunProtocol):
-    """A host candidate's socket that passes DTLS and SRTP on only from validated remote addresses."""
+    """A host candidate's socket that passes DTLS and SRTP on only from validated remote addresses:
+    those whose connectivity check we answered with success, or that answered ours."""
 
     def __init__(self, receiver: Connection, stats: MediaStats) -> None:
         super().__init__(receiver)
-        self.validated: set[tuple[str, int]] = set()  # remote addresses of pairs that succeeded
+        self.validated: set[tuple[str, int]] = set()  # remote addresses a connectivity check validated
         self._drops = stats.drops
+
+    def send_stun(self, message: stun.Message, addr: tuple[str, int]) -> None:
+        # aioice answers a binding request with success only once it has checked the request's
+        # integrity against our ICE password: the sender is the peer. Its pair succeeds with this
+        # answer and a browser sends its ClientHello at once, before our own check of the pair
+        # has come back (or even started, while aioice defers early checks).
+        if message.message_class == stun.Class.RESPONSE and message.message_method == stun.Method.BINDING:
+            self.validated.add((addr[0], addr[1]))
+        super().send_stun(message, addr)
 
     def datagram_received(self, data: bytes | str, addr: tuple[Any, ...]) -> None:
         packet = cast(bytes, data)
