@@ -128,6 +128,8 @@ class Settings(BaseSettings):
     max_connections_per_address: int = 200
     camera_max_bitrate: int = 1_500_000
     screen_max_bitrate: int = 2_500_000
+    # What one subscriber can be sent again on its NACKs, in bits per second (beyond: refused, counted).
+    max_retransmission_bitrate: int = Field(default=2_000_000, gt=0)
     config_file: Path | None = None
 
     @field_validator("teacher_domains")

@@ -11,7 +11,7 @@ from aiohttp import WSMsgType, web
 from . import moderation
 from .api.context import client_address
 from .participant import Participant
-from .protocol import MAX_MESSAGE_BYTES, ProtocolError, decode, encode, error
+from .protocol import ProtocolError, decode, encode, error, max_answer_bytes
 from .room import Room
 from .server import ClassServer
 from .tokens import TokenError, verify_join_token
@@ -52,15 +52,17 @@ class Connection:
 async def websocket(request: web.Request, server: ClassServer) -> web.StreamResponse:
     """One signaling WebSocket, counted against its client address's share while it is open."""
     address = client_address(request)
-    if server.sockets[address] >= server.settings.max_connections_per_address:
+    settings = server.settings
+    if server.sockets[address] >= settings.max_connections_per_address:
         return web.json_response(
             {"error": "too_many_connections", "message": "too many open connections from this address"}, status=429
         )
     server.sockets[address] += 1  # before any await: simultaneous upgrades cannot all slip under the cap
     try:
-        ws = web.WebSocketResponse(heartbeat=20, max_msg_size=MAX_MESSAGE_BYTES)
+        max_answer = max_answer_bytes(settings.max_participants_per_class, settings.max_tracks_per_participant)
+        ws = web.WebSocketResponse(heartbeat=20, max_msg_size=max_answer)
         await ws.prepare(request)
-        await _serve(server, Connection(ws, address))
+        await _serve(server, Connection(ws, address), max_answer)
         return ws
     finally:
         server.sockets[address] -= 1
@@ -68,7 +70,7 @@ async def websocket(request: web.Request, server: ClassServer) -> web.StreamResp
             del server.sockets[address]
 
 
-async def _serve(server: ClassServer, conn: Connection) -> None:
+async def _serve(server: ClassServer, conn: Connection, max_answer: int) -> None:
     ws = conn.ws
     deadline = asyncio.create_task(_join_deadline(conn, server.settings.join_timeout_seconds))
     try:
@@ -77,7 +79,7 @@ async def _serve(server: ClassServer, conn: Connection) -> None:
                 await conn.send(error(ProtocolError("bad_message", "only text messages are accepted")))
                 continue
             try:
-                await handle(server, conn, decode(msg.data))
+                await handle(server, conn, decode(msg.data, max_answer))
             except ProtocolError as exc:
                 if exc.fatal:
                     await conn.end(exc)

@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 from aiortc import RTCRtpSender, RTCRtpTransceiver, RTCSessionDescription
 
-from sfu.adapter.peer import PeerTransport
+from sfu.adapter.peer import SOURCE_KINDS, PeerTransport
 from sfu.core import Consumer, Producer
 
 from .protocol import ProtocolError, encode
 from .ratelimit import RateLimiter
+from .sdp import SdpError, media_sections
 from .tokens import JoinGrant, Role
 
 if TYPE_CHECKING:
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 Send = Callable[[str], Awaitable[None]]
+# Sections a client may keep on its publishing connection for tracks it unpublished (a screen share
+# stopped and started again adds one each time, unless the client stops the transceiver).
+MAX_UNPUBLISHED_SECTIONS = 32
 
 
 def owner_of(producer: Producer) -> str:
@@ -85,31 +89,92 @@ class Participant:
             return []
         return [p for p in self.publisher.transport.producers_by_mid.values() if p.source in sources]
 
+    def switched_by(self, switch: str) -> tuple[str, ...]:
+        """The sources that the microphone or camera switch turns off: a student's microphone
+        switch (their own, a teacher's mute, a hold) covers all their audio, screen audio included."""
+        if switch == "microphone" and self.role is Role.STUDENT:
+            return ("microphone", "screen_audio")
+        return (switch,)
+
+    def forwards(self, source: str) -> bool:
+        """Whether the SFU may forward a track of this source now."""
+        return all(self.enabled[switch] for switch in self.enabled if source in self.switched_by(switch))
+
     async def publish(self, sdp: str, tracks: list[dict[str, str]], ref: Any) -> None:
-        limit = self.room.settings.max_tracks_per_participant
-        published = self.publisher.transport.producers_by_mid if self.publisher else {}
-        if len(published) + sum(1 for t in tracks if t["mid"] not in published) > limit:
-            raise ProtocolError("too_many_tracks", f"at most {limit} published tracks", ref)
-        if any(t["source"].startswith("screen") for t in tracks) and not self.room.state.may_enable(
+        """Answer a publishing offer, after checking that it holds only what it announces."""
+        announced = {t["mid"]: t["source"] for t in tracks}
+        self._check_offer(sdp, announced, ref)
+        if any(source.startswith("screen") for source in announced.values()) and not self.room.state.may_enable(
             self.role, "screen", self.id
         ):
             raise ProtocolError("locked", "a teacher has locked screen sharing", ref)
-        offered = {line[6:].strip() for line in sdp.splitlines() if line.startswith("a=mid:")}
-        if not offered or any(t["mid"] not in offered for t in tracks):
-            raise ProtocolError("bad_sdp", "the offer has no media section for every announced track", ref)
+        earlier = set(self.publisher.sources) if self.publisher else set()
+        created = self.publisher is None
         if self.publisher is None:
             self.publisher = self.room.new_peer(f"{self.id}:pub", self.room.on_producer)
-            self._watch_ice(self.publisher)
         peer = self.publisher
-        peer.sources.update({t["mid"]: t["source"] for t in tracks})
+        peer.sources.update(announced)
         try:
             await peer.pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
             peer.prepare()
             answer = await peer.pc.createAnswer()
             await peer.pc.setLocalDescription(answer)
-        except (ValueError, AttributeError, KeyError, IndexError) as exc:
-            raise ProtocolError("bad_sdp", f"the offer could not be used: {exc}", ref) from None
+        except Exception as exc:  # aiortc's SDP parser fails with any kind of error on input it cannot use
+            if created:
+                self.publisher = None
+                await peer.close()
+            else:
+                for mid in announced.keys() - earlier:
+                    peer.sources.pop(mid, None)
+            detail = str(exc) or type(exc).__name__
+            raise ProtocolError("bad_sdp", f"the offer could not be used: {detail}", ref) from None
+        if created:
+            self._watch_ice(peer)
         await self.send(encode("publish_answer", sdp=peer.pc.localDescription.sdp, ref=ref))
+
+    def _check_offer(self, sdp: str, announced: dict[str, str], ref: Any) -> None:
+        """Refuse, before anything is created, an offer with sections beyond its tracks or mislabelled.
+
+        Every section must be an announced track, one announced before, or one unpublished earlier
+        on this connection (a client keeps its section); the announced and earlier tracks together
+        stay within `max_tracks_per_participant`, and unpublished sections within
+        MAX_UNPUBLISHED_SECTIONS, so that one participant cannot make the server build, and offer
+        everyone else, hundreds of tracks.
+        """
+        limit = self.room.settings.max_tracks_per_participant
+        retired = self.publisher.retired if self.publisher else set()
+        # Tracks announced before on this connection, whether or not their media has started yet.
+        earlier = (
+            {mid: source for mid, source in self.publisher.sources.items() if mid not in retired}
+            if self.publisher
+            else {}
+        )
+        if len(earlier.keys() | announced.keys()) > limit:
+            raise ProtocolError("too_many_tracks", f"at most {limit} published tracks", ref)
+        try:
+            sections = media_sections(sdp)
+        except SdpError as exc:
+            raise ProtocolError("bad_sdp", str(exc), ref) from None
+        if not sections:
+            raise ProtocolError("bad_sdp", "the offer has no media section", ref)
+        by_mid = {s.mid: s for s in sections}
+        for mid, source in announced.items():
+            section = by_mid.get(mid)
+            if section is None:
+                raise ProtocolError("bad_sdp", "the offer has no media section for every announced track", ref)
+            if section.kind != SOURCE_KINDS[source]:
+                raise ProtocolError("bad_sdp", f"a {source} track must be {SOURCE_KINDS[source]}", ref)
+            if earlier.get(mid, source) != source:
+                raise ProtocolError("bad_sdp", "a published track keeps its source", ref)
+        known = announced.keys() | earlier.keys() | retired
+        unknown = [s.mid for s in sections if s.mid not in known]
+        unpublished = sum(1 for s in sections if s.mid in retired)
+        if unknown or unpublished > MAX_UNPUBLISHED_SECTIONS:
+            raise ProtocolError(
+                "bad_sdp",
+                f"too many media sections: {len(sections)} for {len(announced)} announced tracks",
+                ref,
+            )
 
     async def unpublish(self, mid: str, ref: Any) -> None:
         producer = self.publisher.transport.producers_by_mid.get(mid) if self.publisher else None
@@ -200,8 +265,9 @@ class Participant:
             raise ProtocolError("negotiation_timeout", "no answer to the subscription offer", fatal=True) from None
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp, "answer"))
-        except (ValueError, AttributeError, KeyError, IndexError) as exc:
-            raise ProtocolError("bad_sdp", f"the answer could not be used: {exc}", fatal=True) from None
+        except Exception as exc:  # aiortc's SDP parser fails with any kind of error on input it cannot use
+            detail = str(exc) or type(exc).__name__
+            raise ProtocolError("bad_sdp", f"the answer could not be used: {detail}", fatal=True) from None
         if not self._subscriber_watched:
             self._subscriber_watched = True
             self._watch_ice(peer)

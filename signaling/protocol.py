@@ -12,6 +12,9 @@ from typing import Any
 
 PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 64 * 1024
+# A subscribe_answer has one section per track of the others in the class; aiortc writes ~1.8 KiB
+# for a video section, Chrome less. Its own cap follows the class's size (max_answer_bytes).
+ANSWER_SECTION_BYTES = 2048
 SOURCES = ("camera", "microphone", "screen", "screen_audio")
 MAX_CHAT = 2000
 LOCKABLE = ("microphone", "camera", "screen", "chat")
@@ -55,9 +58,17 @@ def _tracks(value: Any, ref: Any) -> list[dict[str, str]]:
     return tracks
 
 
-def decode(text: str | bytes) -> dict[str, Any]:
-    """Validate one client message; raises ProtocolError with a code from docs/protocol.md."""
-    if isinstance(text, bytes) or len(text) > MAX_MESSAGE_BYTES:
+def max_answer_bytes(max_participants: int, max_tracks: int) -> int:
+    """The size a subscribe_answer may reach in a full class: a section for each track of the others."""
+    return max(MAX_MESSAGE_BYTES, (max_participants - 1) * max_tracks * ANSWER_SECTION_BYTES)
+
+
+def decode(text: str | bytes, max_answer: int = MAX_MESSAGE_BYTES) -> dict[str, Any]:
+    """Validate one client message; raises ProtocolError with a code from docs/protocol.md.
+
+    Messages are at most 64 KiB, except a `subscribe_answer`, at most `max_answer` bytes.
+    """
+    if isinstance(text, bytes) or len(text) > max(MAX_MESSAGE_BYTES, max_answer):
         raise ProtocolError("bad_message", "messages are JSON text of at most 64 KiB")
     try:
         message = json.loads(text)
@@ -69,6 +80,8 @@ def decode(text: str | bytes) -> dict[str, Any]:
     if ref is not None and not (isinstance(ref, (int, str)) and len(str(ref)) <= 64):
         raise ProtocolError("bad_message", "'id' must be a short string or number")
     kind = message.get("type")
+    if len(text) > MAX_MESSAGE_BYTES and kind != "subscribe_answer":
+        raise ProtocolError("bad_message", "messages are JSON text of at most 64 KiB", ref)
     if kind == "join":
         if message.get("protocol") != PROTOCOL_VERSION:
             raise ProtocolError(
@@ -83,7 +96,7 @@ def decode(text: str | bytes) -> dict[str, Any]:
             "tracks": _tracks(message.get("tracks", []), ref),
         }
     if kind == "subscribe_answer":
-        return {"type": kind, "id": ref, "sdp": _str(message.get("sdp"), "sdp", MAX_MESSAGE_BYTES, ref)}
+        return {"type": kind, "id": ref, "sdp": _str(message.get("sdp"), "sdp", max_answer, ref)}
     if kind == "unpublish":
         return {"type": kind, "id": ref, "mid": _str(message.get("mid"), "mid", 16, ref)}
     if kind in ("leave", "ping"):

@@ -40,7 +40,7 @@ class Room:
         self.id = state.class_id
         self.state = state
         self.settings = settings
-        self.live = LiveSession(stats)
+        self.live = LiveSession(stats, settings.max_retransmission_bitrate)
         self.participants: dict[str, Participant] = {}
         self.connections: dict[str, Connection] = {}  # participant id -> its signaling connection
         self.lobby: dict[str, tuple[Connection, JoinGrant, Arrival]] = {}
@@ -334,7 +334,7 @@ class Room:
 
     async def on_producer(self, producer: Producer) -> None:
         owner = self.participants.get(owner_of(producer))
-        if owner is not None and not owner.enabled.get(producer.source, True):
+        if owner is not None and not owner.forwards(producer.source):
             producer.mute()  # before any await: no packet of a muted participant is ever forwarded
         await self.broadcast(encode("track_published", **track_info(producer)))
         for participant in self.participants.values():
@@ -354,7 +354,7 @@ class Room:
             return
         participant.enabled[source] = enabled
         now = self.live.now()
-        for producer in participant.producers(source):
+        for producer in participant.producers(*participant.switched_by(source)):
             if enabled:
                 producer.unmute(now)
             else:

@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
@@ -23,7 +23,7 @@ from signaling.accounts import AccountError
 from signaling.api.context import SERVICES, Services
 from signaling.app import SERVER, create_app
 from signaling.config import Settings
-from signaling.protocol import MODERATION_ACTIONS
+from signaling.protocol import MODERATION_ACTIONS, SOURCES
 from signaling.server import ClassServer
 from signaling.store import AccountRole
 from signaling.store.models import Base
@@ -285,3 +285,107 @@ async def _settled(server: ThreadedServer, expected: Any) -> Any:
 async def _reset(server: ThreadedServer) -> None:
     """Examples are independent: forget the fuzz class between them."""
     await server.server.end("dev:fuzz")
+
+
+# An offer as aiortc writes it (audio mid 0, VP8 with RTX mid 1), to cut up and spoil.
+OFFER = """v=0
+o=- 3913737837 3913737837 IN IP4 0.0.0.0
+s=-
+t=0 0
+a=group:BUNDLE 0 1
+a=msid-semantic:WMS *
+m=audio 9 UDP/TLS/RTP/SAVPF 96
+c=IN IP4 0.0.0.0
+a=sendonly
+a=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid
+a=mid:0
+a=rtcp:9 IN IP4 0.0.0.0
+a=rtcp-mux
+a=ssrc:1001 cname:x
+a=rtpmap:96 opus/48000/2
+a=ice-ufrag:ROzk
+a=ice-pwd:LH2g9ACrTkU00hZWNKOHCU
+a=fingerprint:sha-256 3E:A3:81:4A:CE:B8:12:71:98:D4:2E:71:B1:C9:96:D5:80:CC:D0:3B:3A:91:77:54:03:22:89:24:03:66:3A:20
+a=setup:actpass
+m=video 9 UDP/TLS/RTP/SAVPF 97 98
+c=IN IP4 0.0.0.0
+a=sendonly
+a=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid
+a=mid:1
+a=rtcp:9 IN IP4 0.0.0.0
+a=rtcp-mux
+a=ssrc-group:FID 2001 2002
+a=ssrc:2001 cname:x
+a=ssrc:2002 cname:x
+a=rtpmap:97 VP8/90000
+a=rtcp-fb:97 nack
+a=rtcp-fb:97 nack pli
+a=rtpmap:98 rtx/90000
+a=fmtp:98 apt=97
+a=ice-ufrag:ROzk
+a=ice-pwd:LH2g9ACrTkU00hZWNKOHCU
+a=fingerprint:sha-256 3E:A3:81:4A:CE:B8:12:71:98:D4:2E:71:B1:C9:96:D5:80:CC:D0:3B:3A:91:77:54:03:22:89:24:03:66:3A:20
+a=setup:actpass
+""".splitlines()
+HOSTILE_SDP_LINES = [
+    "m=audio",
+    "m=video",
+    "m=audio 9",
+    "m=audio 9 UDP/TLS/RTP/SAVPF",
+    "m=audio 9 UDP/TLS/RTP/SAVPF 300",
+    "m=video 9 UDP/TLS/RTP/SAVPF -1",
+    "m=audio x UDP/TLS/RTP/SAVPF 96",
+    "m=audio 99999 UDP/TLS/RTP/SAVPF 96",
+    "m=application 9 UDP/DTLS/SCTP webrtc-datachannel",
+    "a=rtpmap:300 opus/48000/2",
+    "a=rtpmap:96",
+    "a=rtpmap:97 VP8",
+    "a=rtpmap:96 opus/x/2",
+    "a=fmtp:98 apt=300",
+    "a=rtcp-fb:300 nack",
+    "a=mid:",
+    "a=mid:0",
+    "a=group:BUNDLE 0 1 2",
+    "a=ssrc:x cname:y",
+    "a=ssrc-group:FID 1",
+    "a=extmap:300 urn:x",
+    "a=extmap:1",
+    "a=fingerprint:sha-256 00",
+    "a=fingerprint:",
+    "a=setup:none",
+    "a=candidate:x",
+    "a=candidate:1 1 udp 1 127.0.0.1 x typ host",
+    "a=inactive",
+    "a=ice-ufrag:",
+    "c=IN IP4",
+    "a=rtcp:x",
+]
+spoiled_offers = st.one_of(
+    st.lists(st.sampled_from(OFFER + HOSTILE_SDP_LINES), min_size=1, max_size=40),
+    st.tuples(st.integers(0, len(OFFER) - 1), st.sampled_from(HOSTILE_SDP_LINES)).map(
+        lambda change: [*OFFER[: change[0]], change[1], *OFFER[change[0] + 1 :]]
+    ),
+    st.tuples(st.integers(0, len(OFFER) - 1), st.sampled_from(HOSTILE_SDP_LINES)).map(
+        lambda change: [*OFFER[: change[0]], change[1], *OFFER[change[0] :]]
+    ),
+).map(lambda lines: "\r\n".join(lines) + "\r\n")
+announced_tracks = st.lists(
+    st.fixed_dictionaries({"mid": st.sampled_from(["0", "1", "2"]), "source": st.sampled_from(SOURCES)}), max_size=3
+)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sdp=spoiled_offers, tracks=announced_tracks)
+@example(sdp="v=0\r\ns=-\r\nt=0 0\r\nm=audio\r\na=mid:0\r\n", tracks=[{"mid": "0", "source": "microphone"}])
+@example(
+    sdp="\r\n".join(OFFER).replace("SAVPF 96", "SAVPF 300").replace("rtpmap:96", "rtpmap:300"),
+    tracks=[{"mid": "0", "source": "microphone"}],
+)
+def test_malformed_sdp_is_bad_sdp_never_an_internal_error(
+    server: ThreadedServer, sdp: str, tracks: list[dict[str, str]]
+) -> None:
+    replies = asyncio.run(exchange(server.url, "student", {"type": "publish", "id": 1, "sdp": sdp, "tracks": tracks}))
+    errors = [r for r in replies if r["type"] == "error"]
+    assert all(e["code"] in ("bad_sdp", "bad_message", "too_many_tracks") for e in errors), errors
+    assert replies and replies[0]["type"] in ("publish_answer", "error"), replies
+    server.run(_reset(server))

@@ -2,6 +2,12 @@
 
 aioice binds every interface (loopback excluded) on a random port; an operator must be able to
 open one known range in a firewall, and to announce a public address when behind NAT.
+
+Its sockets also hand every datagram that is not STUN to aiortc, whoever sent it: forged DTLS
+records from anywhere on the Internet could end a newcomer's handshake. Ours only let through,
+besides STUN (how a remote address gets validated), what comes from the remote address of a
+candidate pair whose ICE check succeeded, either way: our check answered, or the peer's check
+(authenticated with our ICE password, which only the other end of the signaling knows) answered.
 """
 
 from __future__ import annotations
@@ -10,11 +16,13 @@ import asyncio
 import random
 import socket
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from aioice import Candidate
+from aioice import Candidate, stun
 from aioice.candidate import candidate_foundation, candidate_priority
-from aioice.ice import Connection, StunProtocol
+from aioice.ice import CandidatePair, Connection, StunProtocol
+
+from ..core import DropReason, MediaStats
 
 
 class PortRangeExhausted(OSError):
@@ -29,14 +37,44 @@ class MediaNetwork:
     announced_address: str | None = None
 
 
-async def _bind(connection: Connection, address: str, network: MediaNetwork) -> StunProtocol:
+class CheckedStunProtocol(StunProtocol):
+    """A host candidate's socket that passes DTLS and SRTP on only from validated remote addresses:
+    those whose connectivity check we answered with success, or that answered ours."""
+
+    def __init__(self, receiver: Connection, stats: MediaStats) -> None:
+        super().__init__(receiver)
+        self.validated: set[tuple[str, int]] = set()  # remote addresses a connectivity check validated
+        self._drops = stats.drops
+
+    def send_stun(self, message: stun.Message, addr: tuple[str, int]) -> None:
+        # aioice answers a binding request with success only once it has checked the request's
+        # integrity against our ICE password: the sender is the peer. Its pair succeeds with this
+        # answer and a browser sends its ClientHello at once, before our own check of the pair
+        # has come back (or even started, while aioice defers early checks).
+        if message.message_class == stun.Class.RESPONSE and message.message_method == stun.Method.BINDING:
+            self.validated.add((addr[0], addr[1]))
+        super().send_stun(message, addr)
+
+    def datagram_received(self, data: bytes | str, addr: tuple[Any, ...]) -> None:
+        packet = cast(bytes, data)
+        # RFC 7983: a first byte of 0-3 is STUN, which aioice checks itself (integrity, username).
+        if not packet or packet[0] < 4:
+            super().datagram_received(packet, addr)
+        elif addr in self.validated or (len(addr) > 2 and (addr[0], addr[1]) in self.validated):
+            # DTLS or SRTP: straight to the connection, without aioice's attempt to parse it as STUN.
+            self.receiver.data_received(packet, self.local_candidate.component)
+        else:
+            self._drops[DropReason.UNVALIDATED_ADDRESS] += 1
+
+
+async def _bind(connection: Connection, address: str, network: MediaNetwork, stats: MediaStats) -> StunProtocol:
     loop = asyncio.get_running_loop()
     ports = list(range(network.port_min, network.port_max + 1))
     random.shuffle(ports)
     for port in ports[:64]:
         try:
             _, protocol = await loop.create_datagram_endpoint(
-                lambda: StunProtocol(connection), local_addr=(address, port)
+                lambda: CheckedStunProtocol(connection, stats), local_addr=(address, port)
             )
         except OSError:
             continue
@@ -47,14 +85,20 @@ async def _bind(connection: Connection, address: str, network: MediaNetwork) -> 
     raise PortRangeExhausted(f"no free UDP port in {network.port_min}-{network.port_max} on {address}")
 
 
-def use_media_network(connection: Connection, network: MediaNetwork) -> None:
+def use_media_network(connection: Connection, network: MediaNetwork, stats: MediaStats) -> None:
     """Make `connection` gather its host candidates from `network`; TURN relays still work."""
     original = connection.get_component_candidates
+    check_state = connection.check_state
+
+    def check_state_validating(pair: CandidatePair, state: CandidatePair.State) -> None:
+        check_state(pair, state)
+        if state == CandidatePair.State.SUCCEEDED and isinstance(pair.protocol, CheckedStunProtocol):
+            pair.protocol.validated.add(pair.remote_addr)
 
     async def get_component_candidates(component: int, addresses: list[str], timeout: int = 5) -> list[Any]:
         candidates = []
         for address in network.addresses:
-            protocol = await _bind(connection, address, network)
+            protocol = await _bind(connection, address, network, stats)
             host = protocol.transport.get_extra_info("sockname")
             protocol.local_candidate = Candidate(
                 foundation=candidate_foundation("host", "udp", host[0]),
@@ -72,3 +116,4 @@ def use_media_network(connection: Connection, network: MediaNetwork) -> None:
         return candidates
 
     connection.get_component_candidates = get_component_candidates  # type: ignore[method-assign]
+    connection.check_state = check_state_validating  # type: ignore[method-assign]

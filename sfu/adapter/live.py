@@ -6,6 +6,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from ..core import MediaSession, MediaStats
+from ..core.session import RETRANSMISSION_BITRATE
 
 if TYPE_CHECKING:
     from .peer import PeerTransport
@@ -14,9 +15,9 @@ if TYPE_CHECKING:
 class LiveSession:
     """Owns a `MediaSession` and the peer connections that feed it."""
 
-    def __init__(self, stats: MediaStats) -> None:
+    def __init__(self, stats: MediaStats, retransmission_bitrate: int = RETRANSMISSION_BITRATE) -> None:
         self.loop = asyncio.get_running_loop()
-        self.session = MediaSession(stats)
+        self.session = MediaSession(stats, retransmission_bitrate)
         self.peers: dict[str, PeerTransport] = {}
         self._timer: asyncio.TimerHandle | None = None
 

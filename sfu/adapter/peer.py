@@ -25,6 +25,9 @@ from .srtp import SrtpProtector
 
 log = logging.getLogger(__name__)
 
+# What each announced source may carry: an audio track cannot pass for a camera or a screen.
+SOURCE_KINDS = {"microphone": Kind.AUDIO, "screen_audio": Kind.AUDIO, "camera": Kind.VIDEO, "screen": Kind.VIDEO}
+
 
 def negotiated_codec(parameters: Any) -> Codec:
     """The primary codec of aiortc's RTP parameters, with its RTX payload type if any."""
@@ -70,7 +73,7 @@ class PeerTransport:
         self.network = network
         self.on_producer = on_producer
         self.max_bitrates = max_bitrates or {}  # video cap by source, sent to the publisher as REMB
-        self.sources: dict[str, str] = {}  # mid -> camera / microphone / screen
+        self.sources: dict[str, str] = {}  # announced mid -> camera / microphone / screen / screen_audio
         self.pending: dict[RTCRtpTransceiver, Producer] = {}  # consumers to create once negotiated
         self.continue_from: dict[RTCRtpTransceiver, Consumer] = {}  # a reused section's last consumer
         self.consumers: dict[str, Consumer] = {}  # by mid
@@ -97,10 +100,14 @@ class PeerTransport:
     def _hook_receiver(self, transceiver: RTCRtpTransceiver) -> None:
         async def receive(parameters: Any) -> None:
             mid = transceiver.mid
-            if mid is None or mid in self.transport.producers_by_mid or mid in self.retired:
+            if self.closed or mid is None or mid in self.transport.producers_by_mid or mid in self.retired:
                 return
             codec = negotiated_codec(parameters)
-            source = self.sources.get(mid, "camera" if codec.kind is Kind.VIDEO else "microphone")
+            source = self.sources.get(mid)
+            if source is None or SOURCE_KINDS.get(source) is not codec.kind:
+                # Only an announced track of the announced kind becomes a producer, whatever the SDP holds.
+                log.warning("%s: section %s is no announced %s track", self.transport.id, mid, codec.kind)
+                return
             encoding = parameters.encodings[0] if parameters.encodings else None
             producer = self.live.session.add_producer(
                 self.transport,
@@ -153,7 +160,7 @@ class PeerTransport:
         self._dtls = dtls
         connection = dtls.transport._connection
         self._ice = connection
-        use_media_network(connection, self.network)
+        use_media_network(connection, self.network, self.live.session.stats)
         put = connection._queue.put_nowait
         transport = self.transport
         live = self.live

@@ -23,6 +23,13 @@ if TYPE_CHECKING:
 _PT_SEQ_TS = struct.Struct("!BHI")
 _SEQ = struct.Struct("!H")
 HISTORY_SIZE = 1024  # sent packets remembered for NACKs; a power of two
+# Answering NACKs, as libwebrtc's sender does: a packet is sent again at most once per round trip
+# (plus 5 ms), at most MAX_RETRANSMISSIONS_PER_NACK for one NACK, within the subscriber's
+# retransmission budget (Transport). Until a receiver report gives the round trip, DEFAULT_RTT.
+MAX_RETRANSMISSIONS_PER_NACK = 128
+RETRANSMIT_SLACK = 0.005
+DEFAULT_RTT = 0.1
+MAX_RTT = 1.0
 
 
 def _header_template(ssrc: int, mid: str, ext: HeaderExtensions, kind: Kind) -> tuple[bytearray, int, int]:
@@ -60,7 +67,11 @@ class Consumer:
         "_level_offset",
         "_outbox",
         "_ready",
+        "_resent_at",
+        "_resent_seq",
         "_rtx_header",
+        "_sr_lsr",
+        "_sr_sent_at",
         "_stats",
         "clock_rate",
         "first_ext_seq",
@@ -81,6 +92,7 @@ class Consumer:
         "payload_type",
         "producer",
         "retransmissions",
+        "rtt",
         "rtx_payload_type",
         "rtx_seq",
         "rtx_ssrc",
@@ -132,6 +144,12 @@ class Consumer:
         self.retransmissions = 0
         self.fraction_lost = 0
         self.jitter = 0
+        self.rtt: float | None = None  # seconds, from the subscriber's receiver reports
+        self._sr_lsr = 0  # the last sender report sent, as a report block refers to it
+        self._sr_sent_at = 0.0
+        # Per history slot: the source packet last sent again from it, and when. Made on the first NACK.
+        self._resent_seq: list[int] | None = None
+        self._resent_at: list[float] = []
         self._header, self._ast_offset, self._level_offset = _header_template(ssrc, mid, extensions, self.kind)
         self._rtx_header = _header_template(rtx_ssrc or 0, mid, extensions, self.kind)[0]
         self._history = [-1] * HISTORY_SIZE  # out seq -> extended source seq
@@ -227,16 +245,52 @@ class Consumer:
                 self.producer.waiting_for_keyframe += 1
                 self.producer.request_keyframe(now)
 
-    def on_nack(self, lost: list[int], now: float) -> None:
-        """Answer a subscriber's NACK from the producer's cache, as RTX where negotiated."""
+    def on_nack(self, lost: list[int], now: float, excess: int = 0) -> None:
+        """Answer a subscriber's NACK from the producer's cache, as RTX where negotiated.
+
+        A packet asked again within a round trip, retransmissions beyond the per-NACK cap and
+        beyond the subscriber's budget are refused and counted: a NACK cannot make the server
+        send more than the subscriber could have lost.
+        """
+        drops = self._stats.drops
+        if excess:
+            drops[DropReason.NACK_OVER_LIMIT] += excess
+        resent_seq = self._resent_seq
+        if resent_seq is None:
+            resent_seq = self._resent_seq = [-1] * HISTORY_SIZE
+            self._resent_at = [0.0] * HISTORY_SIZE
+        resent_at = self._resent_at
+        interval = RETRANSMIT_SLACK + (DEFAULT_RTT if self.rtt is None else self.rtt)
+        transport = self.transport
+        budget = transport.retransmission_budget(now)
+        history = self._history
+        seq_offset = self.seq_offset
         cache = self.producer.cache
         level_id = self.producer.extensions.audio_level
-        for out_seq in lost:
-            ext_seq = self._history[out_seq & (HISTORY_SIZE - 1)]
-            data = cache.get(ext_seq) if ext_seq >= 0 and ((ext_seq + self.seq_offset) & 0xFFFF) == out_seq else None
-            if data is None:
-                self._stats.drops[DropReason.NACK_CACHE_MISS] += 1
+        sent = missed = repeated = over_budget = 0
+        for index, out_seq in enumerate(lost):
+            if sent == MAX_RETRANSMISSIONS_PER_NACK:
+                drops[DropReason.NACK_OVER_LIMIT] += len(lost) - index
+                break
+            slot = out_seq & (HISTORY_SIZE - 1)
+            ext_seq = history[slot]
+            if ext_seq < 0 or ((ext_seq + seq_offset) & 0xFFFF) != out_seq:
+                missed += 1
                 continue
+            if resent_seq[slot] == ext_seq and now - resent_at[slot] < interval:
+                repeated += 1
+                continue
+            data = cache.get(ext_seq)
+            if data is None:
+                missed += 1
+                continue
+            if len(data) > budget:  # the budget is spent: so is this NACK
+                over_budget = len(lost) - index
+                break
+            budget -= len(data)
+            resent_seq[slot] = ext_seq
+            resent_at[slot] = now
+            sent += 1
             hdr_len = header_length(data)
             out_ts = (RTP_HEADER.unpack_from(data)[3] + self.ts_offset) & 0xFFFFFFFF
             pt_byte = (data[1] & 0x80) | self.payload_type
@@ -257,17 +311,32 @@ class Consumer:
                 offset = find_extension(data, level_id)
                 header[self._level_offset] = data[offset] if offset > 0 else 0x7F
             if not self._outbox:
-                self._ready.append(self.transport)
+                self._ready.append(transport)
             self._outbox.append(b"".join((header, prefix, data[hdr_len:])))
-            self.retransmissions += 1
-            self._stats.retransmissions += 1
+        transport.spend_retransmission_budget(budget)
+        drops[DropReason.NACK_CACHE_MISS] += missed
+        drops[DropReason.NACK_REPEATED] += repeated
+        drops[DropReason.NACK_OVER_BUDGET] += over_budget
+        self.retransmissions += sent
+        self._stats.retransmissions += sent
 
-    def on_sender_report(self, ntp: int, rtp_timestamp: int) -> None:
+    def on_sender_report(self, ntp: int, rtp_timestamp: int, now: float) -> None:
         """Translate the publisher's SR into this stream's timestamps, for lip sync."""
         if self.started:
+            self._sr_lsr = (ntp >> 16) & 0xFFFFFFFF
+            self._sr_sent_at = now
             self.transport.send_rtcp(
                 build_sender_report(self.ssrc, ntp, rtp_timestamp + self.ts_offset, self.packets_sent, self.octets_sent)
             )
+
+    def on_report(self, fraction_lost: int, jitter: int, lsr: int, dlsr: int, now: float) -> None:
+        """A receiver report block about this stream: loss, jitter, and the round trip (RFC 3550 6.4.1)."""
+        self.fraction_lost = fraction_lost
+        self.jitter = jitter
+        if lsr and lsr == self._sr_lsr:
+            rtt = now - self._sr_sent_at - dlsr / 65536
+            if 0.0 <= rtt <= MAX_RTT:
+                self.rtt = rtt
 
 
 def abs_send_time(now: float) -> bytes:

@@ -187,7 +187,7 @@ class Producer:
         self._sr_ntp = ntp
         self._sr_time = now
         for consumer in self.consumers:
-            consumer.on_sender_report(ntp, rtp_timestamp)
+            consumer.on_sender_report(ntp, rtp_timestamp, now)
 
     def on_timer(self, now: float) -> None:
         """Upstream NACKs, pending keyframe requests, and the periodic receiver report."""

@@ -17,6 +17,8 @@ _TWO_SSRC = struct.Struct("!II")
 
 SR, RR, SDES, BYE, RTPFB, PSFB = 200, 201, 202, 203, 205, 206
 FMT_NACK, FMT_PLI, FMT_FIR, FMT_AFB = 1, 1, 4, 15
+# Sequence numbers read from one NACK; the others are only counted (a datagram can hold ~6,000).
+MAX_NACK_LOST = 512
 
 
 class RtcpError(ValueError):
@@ -55,6 +57,7 @@ class Nack:
     sender_ssrc: int
     media_ssrc: int
     lost: list[int]
+    excess: int = 0  # sequence numbers beyond MAX_NACK_LOST, not read
 
 
 @dataclass(slots=True)
@@ -127,15 +130,19 @@ def parse_rtcp(data: bytes) -> list[RtcpPacket]:
             fci = body + 8
             if ptype == RTPFB and count == FMT_NACK:
                 lost: list[int] = []
+                excess = 0
                 while fci + 4 <= end:
                     pid = (data[fci] << 8) | data[fci + 1]
                     blp = (data[fci + 2] << 8) | data[fci + 3]
+                    fci += 4
+                    if len(lost) >= MAX_NACK_LOST:
+                        excess += 1 + blp.bit_count()
+                        continue
                     lost.append(pid)
                     for bit in range(16):
                         if blp & (1 << bit):
                             lost.append((pid + bit + 1) & 0xFFFF)
-                    fci += 4
-                packets.append(Nack(sender, media, lost))
+                packets.append(Nack(sender, media, lost, excess))
             elif ptype == PSFB and count == FMT_PLI:
                 packets.append(KeyframeRequest(sender, media))
             elif ptype == PSFB and count == FMT_FIR:

@@ -13,6 +13,7 @@ from .stats import MediaStats
 from .transport import Transport
 
 TICK = 0.02  # upstream NACK and keyframe timers run at this resolution
+RETRANSMISSION_BITRATE = 2_000_000  # bits per second that one subscriber may be sent again
 
 
 class MediaSession:
@@ -22,8 +23,9 @@ class MediaSession:
     `rtcp_outbox`), empties those lists in place, and clears `ready`.
     """
 
-    def __init__(self, stats: MediaStats | None = None) -> None:
+    def __init__(self, stats: MediaStats | None = None, retransmission_bitrate: int = RETRANSMISSION_BITRATE) -> None:
         self.stats = stats or MediaStats()
+        self.retransmission_rate = retransmission_bitrate / 8  # bytes per second, per subscriber transport
         self.transports: dict[str, Transport] = {}
         self.producers: dict[str, Producer] = {}
         self.ready: list[Transport] = []

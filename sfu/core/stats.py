@@ -29,6 +29,10 @@ class DropReason(enum.IntEnum):
     NACK_CACHE_MISS = 11
     PAUSED = 12
     MUTED = 13
+    NACK_REPEATED = 14  # a retransmission asked again within a round trip (or twice in one NACK)
+    NACK_OVER_LIMIT = 15  # beyond the retransmissions one NACK may cause
+    NACK_OVER_BUDGET = 16  # beyond the subscriber's retransmission bitrate
+    UNVALIDATED_ADDRESS = 17  # DTLS or SRTP from an address no ICE check validated
 
 
 class MediaStats:

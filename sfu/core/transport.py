@@ -46,6 +46,8 @@ class Transport:
         self.mid_extension = 0
         self.closed = False
         self._stats = session.stats
+        self._rtx_tokens = float(session.retransmission_rate)  # bytes; see retransmission_budget
+        self._rtx_time = 0.0
 
     def receive_rtp(self, data: bytes, now: float) -> None:
         stats = self._stats
@@ -104,7 +106,7 @@ class Transport:
                 consumer = self.consumers.get(packet.media_ssrc)
                 if consumer is not None:
                     self._stats.nacks_received += 1
-                    consumer.on_nack(packet.lost, now)
+                    consumer.on_nack(packet.lost, now, packet.excess)
             elif isinstance(packet, KeyframeRequest):
                 consumer = self.consumers.get(packet.media_ssrc)
                 if consumer is not None:
@@ -113,18 +115,28 @@ class Transport:
                 producer = self.producers.get(packet.ssrc)
                 if producer is not None:
                     producer.on_sender_report(packet.ntp, packet.rtp_timestamp, now)
-                self._on_reports(packet.reports)
+                self._on_reports(packet.reports, now)
             elif isinstance(packet, ReceiverReport):
-                self._on_reports(packet.reports)
+                self._on_reports(packet.reports, now)
             elif isinstance(packet, Remb):
                 self.remb = packet.bitrate
 
-    def _on_reports(self, reports: list[ReportBlock]) -> None:
+    def _on_reports(self, reports: list[ReportBlock], now: float) -> None:
         for block in reports:
             consumer = self.consumers.get(block.ssrc)
             if consumer is not None:
-                consumer.fraction_lost = block.fraction_lost
-                consumer.jitter = block.jitter
+                consumer.on_report(block.fraction_lost, block.jitter, block.lsr, block.dlsr, now)
+
+    def retransmission_budget(self, now: float) -> float:
+        """Bytes this subscriber may be sent again now: a token bucket refilled at the session's
+        retransmission bitrate, holding at most one second of it (libwebrtc's RetransmissionRateLimiter)."""
+        rate = self.session.retransmission_rate
+        tokens = self._rtx_tokens + (now - self._rtx_time) * rate
+        self._rtx_time = now
+        return tokens if tokens < rate else rate
+
+    def spend_retransmission_budget(self, left: float) -> None:
+        self._rtx_tokens = left
 
     def send_rtcp(self, packet: bytes) -> None:
         if not self.rtcp_outbox and not self.outbox:
