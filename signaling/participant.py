@@ -103,11 +103,11 @@ class Participant:
     async def publish(self, sdp: str, tracks: list[dict[str, str]], ref: Any) -> None:
         """Answer a publishing offer, after checking that it holds only what it announces."""
         announced = {t["mid"]: t["source"] for t in tracks}
-        self._check_offer(sdp, announced, ref)
         if any(source.startswith("screen") for source in announced.values()) and not self.room.state.may_enable(
             self.role, "screen", self.id
         ):
             raise ProtocolError("locked", "a teacher has locked screen sharing", ref)
+        self._check_offer(sdp, announced, ref)
         earlier = set(self.publisher.sources) if self.publisher else set()
         created = self.publisher is None
         if self.publisher is None:
