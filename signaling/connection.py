@@ -136,6 +136,8 @@ async def handle(server: ClassServer, conn: Connection, message: dict[str, Any])
             return
         hint = "wait until a teacher lets you in" if conn.waiting_in is not None else "send 'join' first"
         raise ProtocolError("not_joined", hint, ref)
+    if kind in ("publish", "unpublish"):
+        moderation.spend(participant, "tracks", ref)
     if kind == "publish":
         await participant.publish(message["sdp"], message["tracks"], ref)
     elif kind == "subscribe_answer":

@@ -19,14 +19,15 @@ async def chat(participant: Participant, text: str, ref: Any) -> None:
     room = participant.room
     if not room.state.may_enable(participant.role, "chat", participant.id):
         raise ProtocolError("locked", "a teacher has locked the chat", ref)
-    _spend(participant, "chat", ref)
+    spend(participant, "chat", ref)
     message = ChatMessage(participant.id, participant.name, text, int(time.time() * 1000))
     room.state.chat.append(message)
     await room.broadcast(encode("chat", **message.describe()))
 
 
-def _spend(participant: Participant, kind: str, ref: Any) -> None:
-    """Every chat, hand or media message is broadcast to the class: each kind has a budget per participant."""
+def spend(participant: Participant, kind: str, ref: Any) -> None:
+    """Every chat, hand or media message reaches the whole class, and every publish or unpublish makes
+    the server negotiate with every subscriber: each kind has a budget per participant."""
     now = time.monotonic()
     if not participant.limits.allowed(kind, now):
         raise ProtocolError("rate_limited", "too many messages: wait a few seconds", ref)
@@ -34,7 +35,7 @@ def _spend(participant: Participant, kind: str, ref: Any) -> None:
 
 
 async def raise_hand(participant: Participant, raised: bool, ref: Any) -> None:
-    _spend(participant, "hand", ref)
+    spend(participant, "hand", ref)
     if participant.hand != raised:
         participant.hand = raised
         await participant.room.participant_updated(participant)
@@ -44,7 +45,7 @@ async def set_media(participant: Participant, source: str, enabled: bool, ref: A
     """A participant turns their own microphone or camera on or off; turning on may be locked."""
     if enabled and not participant.room.state.may_enable(participant.role, source, participant.id):
         raise ProtocolError("locked", f"a teacher has turned off your {source}", ref)
-    _spend(participant, "media", ref)  # a refusal broadcasts nothing: only what reaches the class is counted
+    spend(participant, "media", ref)  # a refusal broadcasts nothing: only what reaches the class is counted
     await participant.room.set_enabled(participant, source, enabled)
 
 

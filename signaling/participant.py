@@ -59,7 +59,7 @@ class Participant:
             for source in ("microphone", "camera")
         }
         self.hand = False
-        self.limits = RateLimiter(burst=5, window=10.0)  # chat, hand and media messages: one bucket each
+        self.limits = RateLimiter(burst=5, window=10.0)  # chat, hand, media, (un)publish: one bucket each
         self.publisher: PeerTransport | None = None
         self.subscriber = room.new_peer(f"{self.id}:sub", None)
         self.tracks: dict[str, str] = {}  # subscriber mid -> track id

@@ -291,3 +291,23 @@ async def test_hand_and_media_toggles_in_a_loop_reach_the_class_a_bounded_number
     finally:
         await spammer.close()
         await watcher.close()
+
+
+async def test_publish_and_unpublish_in_a_loop_are_bounded_per_participant(classe: RunningServer) -> None:
+    """Each (un)publish would make the server negotiate with every other participant: a budget bounds them."""
+    spammer, watcher = Peer(classe.url, "c", "Spam"), Peer(classe.url, "c", "Ana")
+    try:
+        await spammer.join()
+        await watcher.join()
+        for i in range(40):
+            await spammer.send({"type": "unpublish", "id": i, "mid": "0"})
+        await spammer.send({"type": "ping", "id": "end"})
+        await wait_for(lambda: any(e["type"] == "pong" for e in spammer.events), 10)
+        codes = [e.get("code") for e in spammer.events if e["type"] == "error"]
+        assert codes.count("unknown_track") <= 6 and codes.count("rate_limited") >= 34
+        await spammer.send({"type": "publish", "id": "p", "sdp": "v=0", "tracks": []})
+        await wait_for(lambda: any(e.get("ref") == "p" for e in spammer.events), 10)
+        assert next(e for e in spammer.events if e.get("ref") == "p")["code"] == "rate_limited"
+    finally:
+        await spammer.close()
+        await watcher.close()
