@@ -30,13 +30,7 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         url = pg.create_database()
     s = ThreadedServer(tmp_path_factory.mktemp("hostile-http"), url)
     s.run(s.services.accounts.create("prof@ac-lyon.fr", "Prof", PASSWORD, AccountRole.TEACHER, verified=True))
-    s.request("GET", "/api/session", None)
-    login = json.dumps({"email": "prof@ac-lyon.fr", "password": PASSWORD}).encode()
-    assert s.request("POST", "/api/login", login)[0] == 200
-    status, classroom = s.request("POST", "/api/classes", json.dumps({"title": "Cible", "access": "link"}).encode())
-    assert status == 201
-    s.class_id = classroom["id"]  # type: ignore[attr-defined]
-    s.code = classroom["link"].rsplit("/", 1)[1]  # type: ignore[attr-defined]
+    s.open_class("link")
     yield s
     s.stop()
 
@@ -127,11 +121,11 @@ def test_hostile_bodies_and_paths_never_get_a_server_error(
     server: ThreadedServer, route: tuple[str, str], body: bytes, text: str
 ) -> None:
     method, template = route
-    path = template.format(class_id=server.class_id, text=urllib.request.quote(text[:200], safe=""))  # type: ignore[attr-defined]
+    path = template.format(class_id=server.class_id, text=urllib.request.quote(text[:200], safe=""))
     status, reply = server.request(method, path, body)
     assert status < 500, reply
     if status >= 400:
         assert isinstance(reply, dict) and isinstance(reply.get("error"), str) and reply.get("message")
     for limit in fields(server.services.limits):  # keep exercising the handlers, not only the rate limiter
         getattr(server.services.limits, limit.name)._buckets.clear()
-    assert server.request("GET", f"/api/join/{server.code}", None)[0] == 200  # type: ignore[attr-defined]
+    assert server.request("GET", f"/api/join/{server.code}", None)[0] == 200
