@@ -11,6 +11,7 @@ from aiortc import RTCRtpSender, RTCRtpTransceiver, RTCSessionDescription
 
 from sfu.adapter.peer import SOURCE_KINDS, PeerTransport
 from sfu.core import Consumer, Producer
+from sfu.core.selection import View
 
 from .protocol import ProtocolError, encode
 from .ratelimit import RateLimiter
@@ -60,6 +61,9 @@ class Participant:
         }
         self.hand = False
         self.limits = RateLimiter(burst=5, window=10.0)  # chat, hand and media messages: one bucket each
+        # `view` follows scrolling and resizing (debounced by the page): a budget of its own, larger.
+        self.view_limits = RateLimiter(burst=10, window=5.0)
+        self.view: View | None = None  # the tiles the page draws; None until its first `view`
         self.publisher: PeerTransport | None = None
         self.subscriber = room.new_peer(f"{self.id}:sub", None)
         self.tracks: dict[str, str] = {}  # subscriber mid -> track id

@@ -362,6 +362,9 @@ class Room:
         self.live.flush()
         await self.participant_updated(participant)
 
+    async def view_changed(self, participant: Participant) -> None:
+        """A participant's page shows other tiles: choose again what it receives."""
+
     async def participant_updated(self, participant: Participant) -> None:
         await self.broadcast(encode("participant_updated", participant=participant.describe()))
 
