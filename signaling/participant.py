@@ -66,6 +66,7 @@ class Participant:
         self.view: View | None = None  # the tiles the page draws; None until its first `view`
         self.publisher: PeerTransport | None = None
         self.subscriber = room.new_peer(f"{self.id}:sub", None)
+        self.subscriber.on_consumer = lambda consumer: room.forwarding.consumer_added(self, consumer)
         self.tracks: dict[str, str] = {}  # subscriber mid -> track id
         self._codecs: dict[str, str] = {}  # subscriber mid -> codec of its track
         self._free: dict[str, list[tuple[RTCRtpTransceiver, Consumer | None]]] = {}  # inactive sections by codec
