@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from typing import Any
 
 import pytest
@@ -62,6 +63,16 @@ async def test_only_the_loudest_student_and_the_teacher_are_heard(classe: Runnin
         await asyncio.sleep(2.0)  # the loud one's hold (1.5 s) is over
         assert await flowing(listener, "audio") == {track[teacher], track[quiet]}
         assert listener.received[track[quiet]].audio_peak > 1000  # the resumed audio decodes: a real tone
+        # Two students taking turns every 150 ms: the page is told at most about every 300 ms.
+        start = time.monotonic()
+        for turn in range(16):
+            tone(quiet).amplitude, tone(loud).amplitude = (LOUD, SILENT) if turn % 2 else (SILENT, LOUD)
+            await asyncio.sleep(0.15)
+        await asyncio.sleep(0.5)
+        told = [at for at, e in zip(listener.event_times, listener.events, strict=True) if e["type"] == "speakers"]
+        told = [at for at in told if at >= start]
+        assert told, "the turns were never told"
+        assert min((b - a for a, b in itertools.pairwise(told)), default=1.0) > 0.25, told
     finally:
         for p in peers:
             await p.close()
