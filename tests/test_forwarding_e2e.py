@@ -137,3 +137,25 @@ async def test_last_n_videos_follow_the_view(classe: RunningServer) -> None:
     finally:
         for p in peers:
             await p.close()
+
+
+@pytest.mark.parametrize("settings_overrides", [{"audio_forward_loudest": 1}])
+async def test_unmuting_does_not_forward_a_student_the_choice_leaves_out(classe: RunningServer) -> None:
+    teacher = Peer(classe.url, "mute", "Prof", role="teacher")
+    loud, other = Peer(classe.url, "mute", "Lou"), Peer(classe.url, "mute", "Max")
+    peers = [teacher, loud, other]
+    try:
+        for p in peers:
+            await p.join()
+        await loud.publish(video_codec=None, amplitude=LOUD)
+        await other.publish(video_codec=None, amplitude=SILENT)
+        await wait_for(lambda: len(teacher.audio()) == 2 and (last(teacher, "speakers") or {}).get("active") == loud.id)
+        track = {p: next(t for t in teacher.received if t.startswith(p.id)) for p in (loud, other)}
+        for enabled in (False, True):  # the other student's own switch: a mute, then an unmute
+            await other.send({"type": "media", "source": "microphone", "enabled": enabled})
+            await other.expect("participant_updated")
+        assert await flowing(teacher, "audio") == {track[loud]}
+        assert teacher.received[track[other]].audio_frames == 0
+    finally:
+        for p in peers:
+            await p.close()
