@@ -17,7 +17,7 @@ from sfu.core import MediaStats, Producer
 
 from .classroom import Arrival, ClassSession
 from .config import Settings
-from .participant import Participant, owner_of, track_info
+from .participant import Participant, track_info
 from .protocol import ProtocolError, encode
 from .tokens import JoinGrant, Role
 
@@ -57,7 +57,13 @@ class Room:
         self.ice_servers = [RTCIceServer(s.urls, s.username, s.credential) for s in settings.ice_servers]
         self.max_bitrates = {"camera": settings.camera_max_bitrate, "screen": settings.screen_max_bitrate}
 
-    def new_peer(self, transport_id: str, on_producer: Callable[[Producer], Awaitable[None]] | None) -> PeerTransport:
+    def new_peer(
+        self,
+        transport_id: str,
+        on_producer: Callable[[Producer], Awaitable[None]] | None,
+        owner: str = "",
+        role: str = "",
+    ) -> PeerTransport:
         return PeerTransport(
             self.live,
             transport_id,
@@ -65,6 +71,8 @@ class Room:
             network=self.network,
             on_producer=on_producer,
             max_bitrates=self.max_bitrates,
+            owner=owner,
+            role=role,
         )
 
     def teachers(self) -> list[Participant]:
@@ -333,7 +341,7 @@ class Room:
     # Tracks
 
     async def on_producer(self, producer: Producer) -> None:
-        owner = self.participants.get(owner_of(producer))
+        owner = self.participants.get(producer.owner)
         if owner is not None and not owner.forwards(producer.source):
             producer.mute()  # before any await: no packet of a muted participant is ever forwarded
         await self.broadcast(encode("track_published", **track_info(producer)))

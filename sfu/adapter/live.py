@@ -25,24 +25,26 @@ class LiveSession:
         return self.loop.time()
 
     def flush(self) -> None:
-        """Send what the core queued: called after every input, written once."""
-        ready = self.session.ready
-        if not ready:
-            return
-        peers = self.peers
-        for transport in ready:
-            peer = peers.get(transport.id)
-            if peer is not None and (transport.outbox or transport.rtcp_outbox):
-                peer.send(transport.outbox, transport.rtcp_outbox)
-            transport.outbox.clear()
-            transport.rtcp_outbox.clear()
-        ready.clear()
+        """Send what the core queued, and re-arm the timer if an earlier deadline appeared:
+        called after every input, written once."""
+        session = self.session
+        if session.ready:
+            peers = self.peers
+            for transport, rtp, rtcp in session.take_ready():
+                peer = peers.get(transport.id)
+                if peer is not None:
+                    peer.send(rtp, rtcp)
+        if session.timer_changed:
+            self.arm_timer()
 
     def arm_timer(self) -> None:
-        if self._timer is None:
-            deadline = self.session.get_timer(self.now())
-            if deadline is not None:
-                self._timer = self.loop.call_at(deadline, self._on_timer)
+        """Schedule handle_timer at the core's earliest deadline (none when nothing is due)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        deadline = self.session.get_timer()
+        if deadline is not None:
+            self._timer = self.loop.call_at(deadline, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None

@@ -11,6 +11,7 @@ import random
 import struct
 from typing import TYPE_CHECKING
 
+from .events import ConsumerPaused, ConsumerResumed
 from .params import HeaderExtensions, Kind
 from .rtcp import build_sender_report
 from .rtp import RTP_HEADER, find_extension, header_length
@@ -88,6 +89,7 @@ class Consumer:
         "needs_keyframe",
         "octets_sent",
         "packets_sent",
+        "pause_reasons",
         "paused",
         "payload_type",
         "producer",
@@ -126,7 +128,8 @@ class Consumer:
         self.rtx_payload_type = rtx_payload_type
         self.mid = mid
         self.clock_rate = producer.codec.clock_rate
-        self.paused = False
+        self.paused = False  # while any pause reason holds; the hot path reads only this
+        self.pause_reasons: set[str] = set()
         self.started = False
         self.needs_keyframe = self.kind is Kind.VIDEO
         self.seq_offset = 0
@@ -229,21 +232,44 @@ class Consumer:
         """Where a new stream on this SSRC should start so that the receiver sees no jump."""
         return self._continuation(now) if self.has_sent else (None, None)
 
+    def set_paused(self, reason: str, paused: bool, now: float) -> None:
+        """Hold or release forwarding for one reason ("muted": the producer's mute, "selection":
+        the room's choice). It forwards while no reason holds it; resuming video waits for a
+        keyframe (requested now), and any resume continues the subscriber's sequence numbers."""
+        reasons = self.pause_reasons
+        if paused == (reason in reasons):
+            return
+        events = self.transport.session.events
+        if paused:
+            reasons.add(reason)
+            if len(reasons) == 1:
+                self._pause()
+                events.append(ConsumerPaused(self.transport.id, self.producer.id, reason))
+        else:
+            reasons.discard(reason)
+            if not reasons:
+                self._resume(now)
+                events.append(ConsumerResumed(self.transport.id, self.producer.id))
+
     def pause(self) -> None:
-        """Stop forwarding (a muted or blocked track); resume() restarts at a keyframe."""
-        if not self.paused:
-            self.paused = True
-            if self.started:
-                self.started = False
-            elif self.needs_keyframe:
-                self.producer.waiting_for_keyframe -= 1
+        """Pause for the producer's mute (kept for callers of the former API)."""
+        self.set_paused("muted", True, 0.0)
 
     def resume(self, now: float) -> None:
-        if self.paused:
-            self.paused = False
-            if self.needs_keyframe:
-                self.producer.waiting_for_keyframe += 1
-                self.producer.request_keyframe(now)
+        self.set_paused("muted", False, now)
+
+    def _pause(self) -> None:
+        self.paused = True
+        if self.started:
+            self.started = False
+        elif self.needs_keyframe:
+            self.producer.waiting_for_keyframe -= 1
+
+    def _resume(self, now: float) -> None:
+        self.paused = False
+        if self.needs_keyframe:
+            self.producer.waiting_for_keyframe += 1
+            self.producer.request_keyframe(now)
 
     def on_nack(self, lost: list[int], now: float, excess: int = 0) -> None:
         """Answer a subscriber's NACK from the producer's cache, as RTX where negotiated.
