@@ -14,7 +14,7 @@ def run(rows: list[Row], start: int = 0) -> None:
     rw = SeqRewriter()
     for index, (ext_seq, action, expected) in enumerate(rows):
         if action == SYNC:
-            rw.sync(ext_seq, start if rw.max_output < 0 else rw.next_output())
+            rw.sync(ext_seq, rw.next_output() if rw.started else start)
             action = SEND
         if action == DROP:
             rw.drop(ext_seq)
@@ -68,6 +68,6 @@ def test_a_long_pause_of_drops_is_bounded_and_still_continuous() -> None:
     assert rw.input(0) == 7
     for ext_seq in range(1, 3 * WINDOW):
         rw.drop(ext_seq)
-    assert len(rw._dropped) <= WINDOW + 1
+    assert len(rw.dropped) <= WINDOW + 1
     assert rw.input(3 * WINDOW) == 8
     assert rw.input(3 * WINDOW - 2 * WINDOW - 10) is None  # too old to place

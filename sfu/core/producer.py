@@ -10,6 +10,7 @@ from .consumer import Consumer, abs_send_time
 from .events import KeyframeReceived
 from .keyframe import KeyframeRequester
 from .nack import NackGenerator
+from .packet import RtpPacket
 from .params import Codec, HeaderExtensions, Kind
 from .rtcp import ReportBlock, build_nack, build_pli
 from .rtp import find_extension, is_h264_keyframe, is_vp8_keyframe
@@ -56,7 +57,6 @@ class Producer:
         "source",
         "ssrc",
         "transport",
-        "waiting_for_keyframe",
     )
 
     def __init__(
@@ -90,7 +90,6 @@ class Producer:
         self.cache = PacketCache(1024 if self.kind is Kind.VIDEO else 128)
         self.nack = NackGenerator() if self.kind is Kind.VIDEO else None
         self.keyframes = KeyframeRequester()
-        self.waiting_for_keyframe = 0
         self.closed = False
         self.muted = False
         name = codec.name
@@ -163,18 +162,18 @@ class Producer:
         self.receive(bytes(original), hdr_len, seq, ts, now)
 
     def _fan_out(self, data: bytes, hdr_len: int, seq: int, ext_seq: int, ts: int, level: int, now: float) -> None:
+        """Parse once, hand the same packet to every consumer (each rewrites its own header)."""
         consumers = self.consumers
         if not consumers:
             return
         keyframe = False
-        if self.waiting_for_keyframe and self._is_keyframe is not None:
+        if self._is_keyframe is not None:
             keyframe = self._is_keyframe(data, hdr_len)
             if keyframe:
                 self._session.events.append(KeyframeReceived(self.id))
-        payload = data[hdr_len:]
-        ast = abs_send_time(now)
+        packet = RtpPacket(data, data[hdr_len:], seq, ext_seq, ts, keyframe, level, abs_send_time(now))
         for consumer in consumers:
-            consumer.forward(data, payload, seq, ext_seq, ts, keyframe, ast, level, now)
+            consumer.forward(packet, now)
         self._stats.rtp_forwarded += len(consumers)
 
     def mute(self, now: float = 0.0) -> None:

@@ -18,21 +18,24 @@ WINDOW = 1 << 12  # inputs older than the newest by this much are refused; drops
 class SeqRewriter:
     """Maps a publisher's extended sequence numbers to a subscriber's 16-bit ones."""
 
-    __slots__ = ("_dropped", "base", "first", "max_input", "max_output")
+    __slots__ = ("base", "dropped", "first", "max_input", "started")
 
     def __init__(self) -> None:
         self.base = 0  # output = input + base - (dropped inputs below it)
         self.first = 0  # the first input after the last sync; older ones are refused
-        self.max_input = -1
-        self.max_output = -1  # the highest output so far, unwrapped; -1 before any
-        self._dropped: list[int] = []  # dropped inputs newer than max_input - WINDOW, sorted
+        self.max_input = -1  # the newest input, sent or dropped
+        self.started = False
+        # Dropped inputs newer than max_input - WINDOW, sorted. While it is empty, a newer input
+        # maps to input + base: Consumer.forward inlines that case (a call costs more than the rest).
+        self.dropped: list[int] = []
 
     def sync(self, ext_seq: int, next_output: int) -> None:
         """Make `ext_seq` map to `next_output` (a start, or a restart after a source change)."""
         self.base = next_output - ext_seq
         self.first = ext_seq
         self.max_input = ext_seq - 1
-        self._dropped.clear()
+        self.started = True
+        self.dropped.clear()
 
     def drop(self, ext_seq: int) -> None:
         """Leave out the newest packet, without a gap: newer packets take its number.
@@ -41,8 +44,8 @@ class SeqRewriter:
         as mediasoup does, since newer numbers were already sent."""
         if ext_seq > self.max_input:
             self.max_input = ext_seq
-            self._dropped.append(ext_seq)
-            if self._dropped[0] < ext_seq - WINDOW:
+            self.dropped.append(ext_seq)
+            if self.dropped[0] < ext_seq - WINDOW:
                 self._fold(ext_seq - WINDOW)
 
     def input(self, ext_seq: int) -> int | None:
@@ -50,7 +53,7 @@ class SeqRewriter:
         before, older than the sync point, or too old to place)."""
         if ext_seq < self.first or ext_seq < self.max_input - WINDOW:
             return None
-        dropped = self._dropped
+        dropped = self.dropped
         if dropped:
             below = bisect.bisect_left(dropped, ext_seq)
             if below < len(dropped) and dropped[below] == ext_seq:
@@ -60,16 +63,25 @@ class SeqRewriter:
             out = ext_seq + self.base
         if ext_seq > self.max_input:
             self.max_input = ext_seq
-        if out > self.max_output:
-            self.max_output = out
         return out & 0xFFFF
 
+    def output_of(self, ext_seq: int) -> int | None:
+        """The number an input was (or would be) sent with, without changing anything: for NACKs."""
+        if ext_seq < self.first:
+            return None
+        dropped = self.dropped
+        below = bisect.bisect_left(dropped, ext_seq) if dropped else 0
+        if below < len(dropped) and dropped[below] == ext_seq:
+            return None
+        return (ext_seq + self.base - below) & 0xFFFF
+
     def next_output(self) -> int:
-        """The number that continues this output (for a sync after a pause or a source change)."""
-        return self.max_output + 1
+        """The number that continues this output (for a sync after a pause or a source change):
+        one past the newest input's, every drop (all at or below max_input) taken off."""
+        return self.max_input + self.base - len(self.dropped) + 1
 
     def _fold(self, limit: int) -> None:
-        dropped = self._dropped
+        dropped = self.dropped
         index = bisect.bisect_left(dropped, limit)
         self.base -= index
         del dropped[:index]

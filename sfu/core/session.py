@@ -227,8 +227,8 @@ class MediaSession:
             # Resumed, at a keyframe for video, when the producer is unmuted.
             consumer.paused = True
             consumer.pause_reasons.add("muted")
-        elif consumer.needs_keyframe:
-            producer.waiting_for_keyframe += 1
+            consumer.forwarder.pause()
+        elif consumer.forwarder.waiting:
             producer.request_keyframe(now)
         return consumer
 
@@ -236,8 +236,6 @@ class MediaSession:
         producer = consumer.producer
         if consumer in producer.consumers:
             producer.consumers.remove(consumer)
-            if consumer.needs_keyframe and not consumer.started and not consumer.paused:
-                producer.waiting_for_keyframe -= 1
         transport = consumer.transport
         transport.consumers.pop(consumer.ssrc, None)
         if consumer.rtx_ssrc is not None:
