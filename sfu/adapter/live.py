@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..core import MediaSession, MediaStats
-from ..core.session import RETRANSMISSION_BITRATE
+from ..core import Event, MediaSession, MediaStats
+from ..core.session import RETRANSMISSION_BITRATE, SpeakerDetector
 
 if TYPE_CHECKING:
     from .peer import PeerTransport
@@ -15,9 +16,17 @@ if TYPE_CHECKING:
 class LiveSession:
     """Owns a `MediaSession` and the peer connections that feed it."""
 
-    def __init__(self, stats: MediaStats, retransmission_bitrate: int = RETRANSMISSION_BITRATE) -> None:
+    def __init__(
+        self,
+        stats: MediaStats,
+        retransmission_bitrate: int = RETRANSMISSION_BITRATE,
+        detector: SpeakerDetector | None = None,
+    ) -> None:
         self.loop = asyncio.get_running_loop()
-        self.session = MediaSession(stats, retransmission_bitrate)
+        self.session = MediaSession(stats, retransmission_bitrate, detector)
+        # Called with each core event after every flush (the room sets it); events are drained
+        # either way, so that an unread queue cannot grow.
+        self.on_event: Callable[[Event], None] | None = None
         self.peers: dict[str, PeerTransport] = {}
         self._timer: asyncio.TimerHandle | None = None
 
@@ -34,6 +43,11 @@ class LiveSession:
                 peer = peers.get(transport.id)
                 if peer is not None:
                     peer.send(rtp, rtcp)
+        if session.events:
+            on_event = self.on_event
+            while (event := session.next_event()) is not None:
+                if on_event is not None:
+                    on_event(event)
         if session.timer_changed:
             self.arm_timer()
 
