@@ -63,6 +63,8 @@ class PeerTransport:
         network: MediaNetwork,
         on_producer: Callable[[Producer], Awaitable[None]] | None = None,
         max_bitrates: dict[str, int] | None = None,
+        owner: str = "",
+        role: str = "",
     ) -> None:
         # An explicit list, even empty: given None, aiortc would contact a public STUN server.
         self.pc = RTCPeerConnection(
@@ -72,11 +74,14 @@ class PeerTransport:
         self.transport = live.session.create_transport(transport_id)
         self.network = network
         self.on_producer = on_producer
+        self.owner = owner  # the participant publishing here, and its role: given to its producers
+        self.role = role
         self.max_bitrates = max_bitrates or {}  # video cap by source, sent to the publisher as REMB
         self.sources: dict[str, str] = {}  # announced mid -> camera / microphone / screen / screen_audio
         self.pending: dict[RTCRtpTransceiver, Producer] = {}  # consumers to create once negotiated
         self.continue_from: dict[RTCRtpTransceiver, Consumer] = {}  # a reused section's last consumer
         self.consumers: dict[str, Consumer] = {}  # by mid
+        self.on_consumer: Callable[[Consumer], None] | None = None  # told before the first packet
         self.retired: set[str] = set()  # unpublished mids, never registered again on renegotiation
         self._hooked: set[int] = set()
         self._protector: SrtpProtector | None = None
@@ -118,6 +123,8 @@ class PeerTransport:
                 ssrc=encoding.ssrc if encoding else None,
                 rtx_ssrc=encoding.rtx.ssrc if encoding and encoding.rtx else None,
                 source=source,
+                owner=self.owner,
+                role=self.role,
                 max_bitrate=self.max_bitrates.get(source, 1_500_000),
             )
             self.live.arm_timer()
@@ -151,6 +158,8 @@ class PeerTransport:
                 now=now,
             )
             self.consumers[transceiver.mid] = consumer
+            if self.on_consumer is not None:
+                self.on_consumer(consumer)
             self.live.flush()
 
         sender.send = send  # type: ignore[method-assign]
