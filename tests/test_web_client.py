@@ -787,3 +787,194 @@ async def test_a_full_lobby_and_a_join_too_slow_each_have_their_end_screen(class
         finally:
             await waiting.close()
             await prof.close()
+
+
+# Test instrumentation for a class of seven in one Chromium on a small machine: cameras asked for
+# a thumbnail's size and rate, every message the page hears or sends kept for the test, and a way
+# to say the tab is hidden (headless Chromium never hides one).
+LIGHT_CLASS = """
+if (navigator.mediaDevices) {
+  const open = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+  navigator.mediaDevices.getUserMedia = (c) => open(c && c.video
+    ? { ...c, video: { ...(typeof c.video === 'object' ? c.video : {}), width: { ideal: 160 }, height: { ideal: 90 },
+                      frameRate: { ideal: 10, max: 10 } } }
+    : c);
+}
+window.__heard = [];
+window.__said = [];
+const NativeSocket = window.WebSocket;
+window.WebSocket = class extends NativeSocket {
+  constructor(...args) {
+    super(...args);
+    this.addEventListener('message', (event) => window.__heard.push(JSON.parse(event.data)));
+  }
+  send(data) { window.__said.push(JSON.parse(data)); return super.send(data); }
+};
+window.__hide = (hidden) => {
+  Object.defineProperty(document, 'hidden', { value: hidden, configurable: true });
+  document.dispatchEvent(new Event('visibilitychange'));
+};
+"""
+# Per received video (by its owner, from the latest subscribe_offer): frames decoded, bytes received.
+VIDEO_STATS = """async () => {
+  const offers = window.__heard.filter((m) => m.type === 'subscribe_offer');
+  const tracks = new Map((offers.length ? offers[offers.length - 1].tracks : []).map((t) => [t.mid, t]));
+  const result = {};
+  for (const pc of window.__peers) {
+    if (pc.connectionState === 'closed') continue;
+    const mids = new Map(pc.getTransceivers().map((t) => [t.receiver.track.id, t.mid]));
+    for (const report of (await pc.getStats()).values()) {
+      if (report.type !== 'inbound-rtp' || report.kind !== 'video') continue;
+      const track = tracks.get(report.mid ?? mids.get(report.trackIdentifier));
+      if (!track) continue;
+      const key = track.source === 'screen' ? `${track.participant_id}:screen` : track.participant_id;
+      result[key] = { frames: report.framesDecoded || 0, bytes: report.bytesReceived || 0 };
+    }
+  }
+  return result;
+}"""
+LAST_VIEW = "() => window.__said.filter((m) => m.type === 'view').pop() || null"
+SHOWN_TRACKS = """() => [...document.querySelectorAll('#stage .tile[data-track], #grid .tile[data-track]')]
+  .map((tile) => tile.dataset.participant)"""
+
+
+async def video_flow(page: Page, seconds: float = 2.0) -> tuple[dict[str, int], int]:
+    """Frames decoded per participant's video over a few seconds, and the video bytes received."""
+    before = await page.evaluate(VIDEO_STATS)
+    await asyncio.sleep(seconds)
+    after = await page.evaluate(VIDEO_STATS)
+    frames = {key: now["frames"] - before.get(key, {"frames": 0})["frames"] for key, now in after.items()}
+    received = sum(now["bytes"] - before.get(key, {"bytes": 0})["bytes"] for key, now in after.items())
+    return frames, received
+
+
+async def only_these_play(page: Page, playing: set[str], stopped: set[str]) -> Any:
+    """Wait until the videos of `playing` decode frames and those of `stopped` decode none."""
+
+    async def check() -> Any:
+        frames, received = await video_flow(page)
+        good = all(frames.get(p, 0) > 3 for p in playing) and all(frames.get(p, 0) == 0 for p in stopped)
+        return (frames, received) if good else None
+
+    return await until(check, timeout=30)
+
+
+async def join_quietly(page: Page, link: str, name: str | None) -> None:
+    """Join with the microphone off: who speaks is decided by the test, one at a time."""
+    await page.goto(link)
+    if name is not None:
+        await page.get_by_label("Votre nom").fill(name)
+    await page.get_by_label("Micro allumé").uncheck()
+    await page.get_by_role("button", name="Rejoindre la classe").click()
+    await expect(page.locator("#room")).to_be_visible()
+
+
+async def test_a_class_of_seven_sends_each_student_the_page_it_shows_and_follows_the_speaker(
+    classe: RunningServer,
+) -> None:
+    async with await teacher(classe) as t, chromium(classe.url) as browser:
+        classroom = await new_class(t, lobby=False, title="Français 6e")
+        link = classroom["link"]
+        prof = await browser.page("prof", init_script=LIGHT_CLASS)
+        await sign_in(prof, classe.url, "prof@ac-lyon.fr")
+        await prof.wait_for_url("**/classes")
+        await join_quietly(prof, link, None)
+        names = ["Alice", "Bruno", "Chloé", "David", "Emma"]
+        pupils = {}
+        for name in names:
+            pupils[name] = await browser.page(name, init_script=LIGHT_CLASS)
+            await join_quietly(pupils[name], link, name)
+        # Léo's window is small: under the teacher, a strip of three thumbnails a page.
+        leo = await browser.page("leo", init_script=LIGHT_CLASS)
+        await leo.set_viewport_size({"width": 760, "height": 600})
+        await join_quietly(leo, link, "Léo")
+        ids = {name: participant(classe, name).id for name in [*names, "Léo", "Mme Durand"]}
+        who = {v: k for k, v in ids.items()}
+
+        # The teacher large; his page of thumbnails: himself and the first two; the rest on page 2.
+        await expect(leo.locator("#stage .tile")).to_contain_text("Mme Durand")
+        pager = leo.get_by_role("navigation", name="Pages des participants")
+        await expect(pager).to_be_visible()
+        await expect(leo.locator("#page-status")).to_have_text("Page 1 sur 2")
+        await expect(leo.locator("#grid .tile")).to_have_count(3)
+        await expect(leo.locator("#grid .tile.me")).to_have_count(1)
+        shown = {who[p] for p in await leo.evaluate(SHOWN_TRACKS)}
+        assert shown == {"Mme Durand", "Alice", "Bruno"}, shown
+        await screenshot(leo, "17-student-page-of-thumbnails")
+        # The server is told what the page draws, and at what size: the teacher large.
+        view = await until(lambda: _view_of(leo, len(shown)))
+        assert view["audio_only"] is False and view["pinned"] is None
+        sizes = {who[tile["track_id"].split(":")[0]]: tile["width"] for tile in view["tiles"]}
+        assert set(sizes) == shown and sizes["Mme Durand"] > 480 > sizes["Alice"], view
+        assert all(m["tiles"] for m in await leo.evaluate("window.__said") if m["type"] == "view"), "never empty"
+        page_two = {ids[n] for n in ("Chloé", "David", "Emma")}
+        await only_these_play(leo, {ids["Mme Durand"], ids["Alice"], ids["Bruno"]}, page_two)
+        videos = [m for m in await leo.evaluate("window.__heard") if m["type"] == "videos"]
+        assert {r.split(":")[0] for r in videos[-1]["receiving"]} == {ids["Mme Durand"], ids["Alice"], ids["Bruno"]}
+
+        # The next page, from the keyboard: now the other three play, and Alice and Bruno stop.
+        await leo.get_by_role("button", name="Page suivante").focus()
+        await leo.keyboard.press("Enter")
+        await expect(leo.locator("#page-status")).to_have_text("Page 2 sur 2")
+        await expect(leo.get_by_role("button", name="Page suivante")).to_be_disabled()
+        await only_these_play(leo, {ids["Mme Durand"], *page_two}, {ids["Alice"], ids["Bruno"]})
+
+        # David speaks up: the server names him, and Léo's page and the teacher's outline him.
+        await pupils["David"].locator("#toggle-microphone").click()
+        await expect(leo.locator("#grid .tile.speaking")).to_have_attribute("data-participant", ids["David"])
+        await expect(prof.locator(f'#grid .tile[data-participant="{ids["David"]}"]')).to_have_class(re.compile("speaking"))
+        speakers = [m for m in await leo.evaluate("window.__heard") if m["type"] == "speakers"]
+        assert speakers[-1]["active"] == ids["David"]
+        # He stops, Emma starts: the outline follows the server's word.
+        await pupils["David"].locator("#toggle-microphone").click()
+        await pupils["Emma"].locator("#toggle-microphone").click()
+        await expect(leo.locator("#grid .tile.speaking")).to_have_attribute("data-participant", ids["Emma"])
+        await expect(leo.locator(f'#grid .tile[data-participant="{ids["David"]}"]')).not_to_have_class(re.compile("speaking"))
+
+        # The teacher's view: every student a thumbnail with a name, and a raised hand shows.
+        await expect(prof.locator("#grid .tile")).to_have_count(7)
+        await expect(prof.locator("#pager")).to_be_hidden()
+        await pupils["Bruno"].get_by_role("button", name="Lever la main").click()
+        await expect(prof.locator(f'#grid .tile[data-participant="{ids["Bruno"]}"] .state.hand')).to_be_visible()
+        await expect(prof.locator(f'#grid .tile[data-participant="{ids["Bruno"]}"]')).to_contain_text("Bruno")
+        # Bruno is on Léo's other page: his page says a hand is up there.
+        await expect(leo.locator("#page-hands")).to_have_text("1 main levée sur une autre page")
+        await screenshot(prof, "18-teacher-class-of-seven")
+
+        # Léo saves data: no video comes any more (not even the teacher's), his camera goes off,
+        # and he still hears Emma.
+        _, streaming = await video_flow(leo)
+        saver = leo.get_by_role("button", name="Économiser les données")
+        await saver.click()
+        await expect(saver).to_have_attribute("aria-pressed", "true")
+        await expect(leo.locator("#announcer")).to_contain_text("votre caméra est coupée")
+        await expect(leo.locator("#toggle-camera")).to_have_attribute("aria-pressed", "false")
+        await expect(leo.locator(".tile:not(.me).has-video")).to_have_count(0)  # names, not frozen pictures
+        await expect(leo.locator("#stage .tile .avatar")).to_be_visible()
+        frames, saving = await only_these_play(leo, set(), set(ids.values()))
+        assert saving < streaming / 20, (saving, streaming)
+        assert (await leo.evaluate(LAST_VIEW))["audio_only"] is True
+        await audio_arrives(leo)
+        await screenshot(leo, "19-student-saves-data")
+        await saver.click()
+        await expect(saver).to_have_attribute("aria-pressed", "false")
+        await only_these_play(leo, {ids["Mme Durand"], *page_two}, {ids["Alice"], ids["Bruno"]})
+        await expect(leo.locator("#toggle-camera")).to_have_attribute("aria-pressed", "false")  # his own click
+
+        # A hidden tab draws nothing: nothing is sent to it until it shows again.
+        await leo.evaluate("window.__hide(true)")
+        await until(lambda: _empty_view(leo))
+        await only_these_play(leo, set(), set(ids.values()))
+        await leo.evaluate("window.__hide(false)")
+        await only_these_play(leo, {ids["Mme Durand"], *page_two}, {ids["Alice"], ids["Bruno"]})
+        no_foreign_requests(browser)
+
+
+async def _view_of(page: Page, count: int) -> Any:
+    view = await page.evaluate(LAST_VIEW)
+    return view if view and len(view["tiles"]) == count else None
+
+
+async def _empty_view(page: Page) -> bool:
+    view = await page.evaluate(LAST_VIEW)
+    return bool(view and view["tiles"] == [])

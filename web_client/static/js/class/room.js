@@ -422,7 +422,8 @@ export class RoomView {
 
   reportView() {
     const s = this.session;
-    if (!s.me) return;
+    // Nothing said before the page has looked: an empty view would pause every video a moment.
+    if (!s.me || (!this.grid.measured && !document.hidden)) return;
     s.setView({
       tiles: document.hidden ? [] : this.grid.visible(),
       pinned: this.grid.pinnedParticipant(),

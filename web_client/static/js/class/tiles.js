@@ -114,7 +114,9 @@ export class Grid {
     this.defaultPin = null;
     this.onView = null; // called when what is on screen (or its size) may have changed
     this.onScreen = new Set(); // tile roots the browser sees on screen
+    this.measured = false; // whether the browser said yet what is on screen (not before the first look)
     this.observer = new IntersectionObserver((changes) => {
+      this.measured = true;
       for (const change of changes) {
         if (change.isIntersecting) this.onScreen.add(change.target);
         else this.onScreen.delete(change.target);
