@@ -334,10 +334,12 @@ async def test_a_dropped_connection_comes_back_and_a_removed_student_sees_why(
 ) -> None:
     classroom, prof = open_class
     async with chromium(classe.url) as browser:
-        leo = await browser.page("leo")
+        leo = await browser.page("leo", init_script=LIGHT_CLASS)
         await leo.goto(classroom["link"])
         await join(leo, "Léo")
         await video_plays(leo, "#stage .tile video")
+        await until(lambda: _view_of(leo, 1))  # the teacher's camera, large
+        views = len([m for m in await leo.evaluate("window.__said") if m["type"] == "view"])
 
         # The network drops: the page says so, rejoins by itself, and the video plays again.
         student = participant(classe, "Léo")
@@ -349,6 +351,11 @@ async def test_a_dropped_connection_comes_back_and_a_removed_student_sees_why(
         await video_plays(leo, "#stage .tile video")
         rejoined = participant(classe, "Léo")
         assert rejoined is not student and rejoined.id == student.id
+        # The new connection is told again what the page shows.
+        said = [m for m in await leo.evaluate("window.__said") if m["type"] == "view"]
+        assert len(said) > views
+        assert [t["track_id"] for t in said[-1]["tiles"]] == [t["track_id"] for t in said[views - 1]["tiles"]]
+        assert rejoined.view is not None and len(rejoined.view.tiles) == 1
 
         # Removed by the teacher: the page says why, and offers no way back in.
         await prof.send({"type": "moderate", "action": "remove", "participant_id": rejoined.id})
@@ -891,6 +898,9 @@ async def test_a_class_of_seven_sends_each_student_the_page_it_shows_and_follows
         ids = {name: participant(classe, name).id for name in [*names, "Léo", "Mme Durand"]}
         who = {v: k for k, v in ids.items()}
 
+        def tile(page: Page, name: str) -> Any:
+            return page.locator(f'#grid .tile[data-participant="{ids[name]}"]')
+
         # The teacher large; his page of thumbnails: himself and the first two; the rest on page 2.
         await expect(leo.locator("#stage .tile")).to_contain_text("Mme Durand")
         pager = leo.get_by_role("navigation", name="Pages des participants")
@@ -922,21 +932,21 @@ async def test_a_class_of_seven_sends_each_student_the_page_it_shows_and_follows
         # David speaks up: the server names him, and Léo's page and the teacher's outline him.
         await pupils["David"].locator("#toggle-microphone").click()
         await expect(leo.locator("#grid .tile.speaking")).to_have_attribute("data-participant", ids["David"])
-        await expect(prof.locator(f'#grid .tile[data-participant="{ids["David"]}"]')).to_have_class(re.compile("speaking"))
+        await expect(tile(prof, "David")).to_have_class(re.compile("speaking"))
         speakers = [m for m in await leo.evaluate("window.__heard") if m["type"] == "speakers"]
         assert speakers[-1]["active"] == ids["David"]
         # He stops, Emma starts: the outline follows the server's word.
         await pupils["David"].locator("#toggle-microphone").click()
         await pupils["Emma"].locator("#toggle-microphone").click()
         await expect(leo.locator("#grid .tile.speaking")).to_have_attribute("data-participant", ids["Emma"])
-        await expect(leo.locator(f'#grid .tile[data-participant="{ids["David"]}"]')).not_to_have_class(re.compile("speaking"))
+        await expect(tile(leo, "David")).not_to_have_class(re.compile("speaking"))
 
         # The teacher's view: every student a thumbnail with a name, and a raised hand shows.
         await expect(prof.locator("#grid .tile")).to_have_count(7)
         await expect(prof.locator("#pager")).to_be_hidden()
         await pupils["Bruno"].get_by_role("button", name="Lever la main").click()
-        await expect(prof.locator(f'#grid .tile[data-participant="{ids["Bruno"]}"] .state.hand')).to_be_visible()
-        await expect(prof.locator(f'#grid .tile[data-participant="{ids["Bruno"]}"]')).to_contain_text("Bruno")
+        await expect(tile(prof, "Bruno").locator(".state.hand")).to_be_visible()
+        await expect(tile(prof, "Bruno")).to_contain_text("Bruno")
         # Bruno is on Léo's other page: his page says a hand is up there.
         await expect(leo.locator("#page-hands")).to_have_text("1 main levée sur une autre page")
         await screenshot(prof, "18-teacher-class-of-seven")
@@ -944,7 +954,7 @@ async def test_a_class_of_seven_sends_each_student_the_page_it_shows_and_follows
         # Léo saves data: no video comes any more (not even the teacher's), his camera goes off,
         # and he still hears Emma.
         _, streaming = await video_flow(leo)
-        saver = leo.get_by_role("button", name="Économiser les données")
+        saver = leo.get_by_role("button", name="Économiser les données", exact=True)
         await saver.click()
         await expect(saver).to_have_attribute("aria-pressed", "true")
         await expect(leo.locator("#announcer")).to_contain_text("votre caméra est coupée")
@@ -978,3 +988,53 @@ async def _view_of(page: Page, count: int) -> Any:
 async def _empty_view(page: Page) -> bool:
     view = await page.evaluate(LAST_VIEW)
     return bool(view and view["tiles"] == [])
+
+
+# Test instrumentation: a connection whose round trip takes 600 ms, as the page measures it.
+SLOW_LINK = """
+const stats = RTCPeerConnection.prototype.getStats;
+window.__slow = false;
+RTCPeerConnection.prototype.getStats = async function (...args) {
+  const report = await stats.apply(this, args);
+  if (!window.__slow) return report;
+  const slowed = new Map();
+  for (const [id, r] of report) {
+    const pair = r.type === 'candidate-pair' && r.currentRoundTripTime !== undefined;
+    slowed.set(id, pair ? { ...r, currentRoundTripTime: 0.6 } : r);
+  }
+  return slowed;
+};
+"""
+
+
+async def test_a_poor_connection_is_offered_the_data_saver_which_stops_video_but_not_sound(
+    classe: RunningServer, open_class: Any
+) -> None:
+    classroom, prof = open_class
+    async with chromium(classe.url) as browser:
+        ines = await browser.page("ines", init_script=LIGHT_CLASS + SLOW_LINK)
+        await ines.goto(classroom["link"])
+        await join(ines, "Inès")
+        await video_plays(ines, "#stage .tile video")
+        teacher_id = (await until(lambda: _view_of(ines, 1)))["tiles"][0]["track_id"].split(":")[0]
+        offer = ines.locator("#saver-offer")
+        await asyncio.sleep(4.5)
+        await expect(offer).to_be_hidden()  # a good connection is left alone
+
+        # The connection turns bad and stays so: a suggestion, which blocks nothing.
+        await ines.evaluate("window.__slow = true")
+        await expect(ines.locator("#quality")).to_have_attribute("aria-label", "Connexion : mauvaise")
+        await expect(offer).to_contain_text("Votre connexion est faible", timeout=10_000)
+        await expect(ines.locator("#announcer")).to_contain_text("Votre connexion est faible")
+        await screenshot(ines, "20-data-saver-offered")
+        await ines.locator("#open-chat").click()  # the room still works around it
+        await expect(ines.locator("#panel-chat")).to_be_visible()
+        await offer.get_by_role("button", name="Oui, économiser les données").click()
+        await expect(offer).to_be_hidden()
+        saver = ines.get_by_role("button", name="Économiser les données", exact=True)
+        await expect(saver).to_have_attribute("aria-pressed", "true")
+        await only_these_play(ines, set(), {teacher_id})
+        await expect(ines.locator("#stage .tile.has-video")).to_have_count(0)
+        await audio_arrives(ines)
+        assert participant(classe, "Inès").view.audio_only is True
+        no_foreign_requests(browser)

@@ -48,6 +48,8 @@ class Tile {
     this.key = key;
     this.video = el("video", { attrs: { autoplay: true, playsinline: true, muted: true } });
     this.video.muted = true; // sound plays from the audio elements, never twice
+    // Until its first frame, a video shows the initial rather than a black box.
+    this.video.addEventListener("loadeddata", () => this.root.classList.remove("blank"));
     this.avatar = el("span", { className: "avatar", attrs: { "aria-hidden": "true" } });
     this.name = el("span", { className: "name" });
     this.role = el("span", { className: "role", i18n: "room.teacher_badge", attrs: { hidden: true } });
@@ -77,7 +79,10 @@ class Tile {
    * send now, or that the data saver holds back, shows the name and initial, not a frozen frame.
    */
   update({ participant, track, trackId, live, screen, me, pinned, speaking }) {
-    if (this.video.srcObject?.getTracks()[0] !== track) this.video.srcObject = track ? new MediaStream([track]) : null;
+    if (this.video.srcObject?.getTracks()[0] !== track) {
+      this.video.srcObject = track ? new MediaStream([track]) : null;
+      this.root.classList.add("blank");
+    }
     this.trackId = trackId || null;
     this.root.classList.toggle("has-video", Boolean(track) && live !== false);
     this.root.classList.toggle("screen", screen);
