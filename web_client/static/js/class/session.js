@@ -321,7 +321,10 @@ export class ClassSession extends EventTarget {
 
   /** A view the server did not take (rate_limited): the latest one goes again a moment later. */
   viewRefused(message) {
-    if (message.fatal) return;
+    if (message.code !== "rate_limited") {
+      console.error("view refused", message); // a view of ours the server finds wrong: not sent again
+      return;
+    }
     this.viewSent = null;
     clearTimeout(this.viewTimer);
     this.viewTimer = setTimeout(() => this.sendView(), VIEW_RETRY_MS);
