@@ -876,6 +876,7 @@ async def join_quietly(page: Page, link: str, name: str | None) -> None:
     await expect(page.locator("#room")).to_be_visible()
 
 
+@pytest.mark.parametrize("settings_overrides", [{"video_last_n": 4}])
 async def test_a_class_of_seven_sends_each_student_the_page_it_shows_and_follows_the_speaker(
     classe: RunningServer,
 ) -> None:
@@ -941,15 +942,28 @@ async def test_a_class_of_seven_sends_each_student_the_page_it_shows_and_follows
         await expect(leo.locator("#grid .tile.speaking")).to_have_attribute("data-participant", ids["Emma"])
         await expect(tile(leo, "David")).not_to_have_class(re.compile("speaking"))
 
-        # The teacher's view: every student a thumbnail with a name, and a raised hand shows.
+        # The teacher's view: every student a thumbnail with a name, and a raised hand shows. The
+        # server sends her four videos (video_last_n): the other two tiles show names, not pictures.
         await expect(prof.locator("#grid .tile")).to_have_count(7)
         await expect(prof.locator("#pager")).to_be_hidden()
+        await expect(prof.locator("#grid .tile:not(.me).has-video")).to_have_count(4)
+        await expect(prof.locator("#grid .tile:not(.me):not(.has-video) .avatar")).to_have_count(2)
+        for avatar in await prof.locator("#grid .tile:not(.me):not(.has-video) .avatar").all():
+            await expect(avatar).to_be_visible()
         await pupils["Bruno"].get_by_role("button", name="Lever la main").click()
         await expect(tile(prof, "Bruno").locator(".state.hand")).to_be_visible()
         await expect(tile(prof, "Bruno")).to_contain_text("Bruno")
         # Bruno is on Léo's other page: his page says a hand is up there.
         await expect(leo.locator("#page-hands")).to_have_text("1 main levée sur une autre page")
         await screenshot(prof, "18-teacher-class-of-seven")
+        # On a smaller screen her thumbnails come in pages too, and she is sent only her page's.
+        await prof.set_viewport_size({"width": 700, "height": 520})
+        await expect(prof.locator("#page-status")).to_have_text(re.compile(r"Page 1 sur [23]"))
+        on_page = await prof.locator("#grid .tile:not(.me)").count()
+        assert 0 < on_page < 6
+        await until(lambda: _view_of(prof, on_page))
+        await prof.set_viewport_size({"width": 1280, "height": 800})
+        await expect(prof.locator("#pager")).to_be_hidden()
 
         # Léo saves data: no video comes any more (not even the teacher's), his camera goes off,
         # and he still hears Emma.
