@@ -928,6 +928,7 @@ async def test_a_class_of_seven_sends_each_student_the_page_it_shows_and_follows
         await leo.keyboard.press("Enter")
         await expect(leo.locator("#page-status")).to_have_text("Page 2 sur 2")
         await expect(leo.get_by_role("button", name="Page suivante")).to_be_disabled()
+        await expect(leo.get_by_role("button", name="Page précédente")).to_be_focused()  # not lost to the page
         await only_these_play(leo, {ids["Mme Durand"], *page_two}, {ids["Alice"], ids["Bruno"]})
 
         # David speaks up: the server names him, and Léo's page and the teacher's outline him.

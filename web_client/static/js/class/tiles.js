@@ -275,6 +275,9 @@ export class Grid {
     }
     previous.disabled = this.page === 0;
     next.disabled = this.page >= pages - 1;
+    // At the first or last page the button pressed turns off: the keyboard stays in the controls.
+    if (document.activeElement === next && next.disabled && !previous.disabled) previous.focus();
+    if (document.activeElement === previous && previous.disabled && !next.disabled) next.focus();
     label(status, "room.page_of", { page: this.page + 1, pages });
     const onPage = new Set(thumbnails.slice(first, first + this.pageSize).map((e) => e.key));
     const hands = thumbnails.filter((e) => !onPage.has(e.key) && !e.screen && !e.me && e.participant.hand).length;
