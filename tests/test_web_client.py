@@ -966,6 +966,12 @@ async def test_a_class_of_seven_sends_each_student_the_page_it_shows_and_follows
         await prof.set_viewport_size({"width": 1280, "height": 800})
         await expect(prof.locator("#pager")).to_be_hidden()
 
+        # Back on his first page, he is told who speaks elsewhere, and one click takes him there.
+        await leo.get_by_role("button", name="Page précédente").click()
+        await expect(leo.locator("#page-status")).to_have_text("Page 1 sur 2")
+        await leo.get_by_role("button", name="Emma parle : page 2").click()
+        await expect(leo.locator("#page-status")).to_have_text("Page 2 sur 2")
+
         # Léo saves data: no video comes any more (not even the teacher's), his camera goes off,
         # and he still hears Emma.
         _, streaming = await video_flow(leo)

@@ -28,6 +28,7 @@ export class RoomView {
       next: $("page-next"),
       status: $("page-status"),
       elsewhere: $("page-hands"),
+      speaker: $("page-speaker"),
     });
     this.grid.onChange = () => this.render();
     this.grid.onView = () => this.reportView();

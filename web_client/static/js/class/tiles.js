@@ -105,7 +105,7 @@ class Tile {
 }
 
 export class Grid {
-  /** `pager`: {root, previous, next, status, elsewhere}, the page controls under the grid. */
+  /** `pager`: {root, previous, next, status, elsewhere, speaker}, the page controls under the grid. */
   constructor(stage, grid, pager) {
     this.stage = stage;
     this.grid = grid;
@@ -136,6 +136,7 @@ export class Grid {
     this.resizer.observe(grid.parentElement);
     pager.previous.addEventListener("click", () => this.turn(-1));
     pager.next.addEventListener("click", () => this.turn(1));
+    pager.speaker.addEventListener("click", () => this.show(this.speaker));
   }
 
   togglePin(key) {
@@ -145,6 +146,15 @@ export class Grid {
 
   turn(step) {
     this.page = Math.max(0, Math.min(this.pages() - 1, this.page + step));
+    this.place();
+    this.onView?.();
+  }
+
+  /** Turn to the page where a participant's tile is. */
+  show(participantId) {
+    const index = this.thumbnails().findIndex((e) => !e.screen && e.participant.id === participantId);
+    if (index < 0) return;
+    this.page = Math.floor(index / this.pageSize);
     this.place();
     this.onView?.();
   }
@@ -266,7 +276,7 @@ export class Grid {
 
   /** The page controls: previous and next, where we are, and the raised hands on other pages. */
   renderPager(thumbnails, first, pages) {
-    const { root, previous, next, status, elsewhere } = this.pager;
+    const { root, previous, next, status, elsewhere, speaker } = this.pager;
     const wasHidden = root.hidden;
     root.hidden = pages < 2;
     if (root.hidden !== wasHidden && this.layout()) {
@@ -283,6 +293,11 @@ export class Grid {
     const hands = thumbnails.filter((e) => !onPage.has(e.key) && !e.screen && !e.me && e.participant.hand).length;
     elsewhere.hidden = !hands;
     if (hands) label(elsewhere, "room.hands_elsewhere", { count: hands });
+    // Who speaks, when their thumbnail is on another page: one click turns to it.
+    const index = thumbnails.findIndex((e) => !e.screen && !e.me && e.participant.id === this.speaker);
+    const away = index >= 0 && !onPage.has(thumbnails[index].key);
+    speaker.hidden = !away;
+    if (away) label(speaker, "room.speaking_elsewhere", { name: thumbnails[index].participant.name, page: Math.floor(index / this.pageSize) + 1 });
   }
 
   /**
