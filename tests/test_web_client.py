@@ -391,6 +391,8 @@ async def test_refused_devices_are_explained_and_the_class_still_opens_in_englis
         await expect(ines.locator("#room")).to_be_visible()
         await expect(ines.locator("#toggle-microphone")).to_be_disabled()
         await expect(ines.locator("#toggle-microphone")).to_have_text("No microphone")
+        saver = ines.get_by_role("button", name="Save data", exact=True)
+        await expect(saver).to_have_attribute("aria-pressed", "false")
         await video_plays(ines, "#stage .tile video")  # she still sees and hears the class
         await audio_arrives(ines)
         no_foreign_requests(browser)
@@ -998,7 +1000,17 @@ async def test_a_class_of_seven_sends_each_student_the_page_it_shows_and_follows
         await only_these_play(leo, set(), set(ids.values()))
         await leo.evaluate("window.__hide(false)")
         await only_these_play(leo, {ids["Mme Durand"], *page_two}, {ids["Alice"], ids["Bruno"]})
+
+        # He pins Chloé: she goes large, and the server is told whom he pinned.
+        await leo.get_by_role("button", name="Afficher Chloé en grand").click()
+        await expect(leo.locator("#stage .tile")).to_contain_text("Chloé")
+        await until(lambda: _pinned(leo, ids["Chloé"]))
         no_foreign_requests(browser)
+
+
+async def _pinned(page: Page, participant_id: str) -> bool:
+    view = await page.evaluate(LAST_VIEW)
+    return bool(view and view["pinned"] == participant_id)
 
 
 async def _view_of(page: Page, count: int) -> Any:
