@@ -1070,4 +1070,10 @@ async def test_a_poor_connection_is_offered_the_data_saver_which_stops_video_but
         await expect(ines.locator("#stage .tile.has-video")).to_have_count(0)
         await audio_arrives(ines)
         assert participant(classe, "Inès").view.audio_only is True
+        # The teacher shares her screen: that one still comes, large; her camera still does not.
+        await prof.publish(screen=True, audio=False)
+        await expect(ines.locator("#stage .tile.screen")).to_contain_text("Écran de Mme Durand")
+        await video_plays(ines, "#stage .tile.screen video")
+        await only_these_play(ines, {f"{teacher_id}:screen"}, {teacher_id})
+        await expect(ines.locator("#grid .tile:not(.me).has-video")).to_have_count(0)
         no_foreign_requests(browser)
