@@ -1077,3 +1077,47 @@ async def test_a_poor_connection_is_offered_the_data_saver_which_stops_video_but
         await only_these_play(ines, {f"{teacher_id}:screen"}, {teacher_id})
         await expect(ines.locator("#grid .tile:not(.me).has-video")).to_have_count(0)
         no_foreign_requests(browser)
+
+
+# The session's `view` sending on its own, with a stand-in socket: what goes out, and when.
+VIEW_TIMING = """async () => {
+  const { ClassSession } = await import('/static/js/class/session.js');
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+  const s = new ClassSession(async () => 'token');
+  const sent = [];
+  let refusals = 0;
+  s.addEventListener('refused', () => { refusals += 1; });
+  s.ws = { readyState: WebSocket.OPEN, send: (data) => sent.push({ at: performance.now(), ...JSON.parse(data) }) };
+  s.status = 'joined';
+  const start = performance.now();
+  const tile = (n) => ({ track_id: `a1:pub:${n}`, width: 160, height: 90 });
+  const view = (n) => ({ tiles: [tile(n)], pinned: null, audio_only: false });
+  s.setView(view(1));
+  s.setView(view(1)); // drawn again, the same: one message
+  await sleep(400);
+  s.setView(view(2));
+  await sleep(50);
+  s.setView(view(3)); // within the debounce: only the latest goes
+  await sleep(1000);
+  await s.handle({ type: 'error', code: 'rate_limited', ref: sent[sent.length - 1].id, fatal: false });
+  await sleep(1300);
+  return { refusals, sent: sent.map((m) => ({ at: m.at - start, type: m.type, track: m.tiles[0].track_id })) };
+}"""
+
+
+async def test_views_are_debounced_spaced_within_the_budget_and_sent_again_when_refused(
+    classe: RunningServer,
+) -> None:
+    async with chromium(classe.url) as browser:
+        page = await browser.page("leo")
+        await page.goto(classe.url + "/c/any-code")
+        await expect(page.get_by_role("heading", name="Lien non valide")).to_be_visible()
+        result = await page.evaluate(VIEW_TIMING)
+        sent = result["sent"]
+        assert [m["track"] for m in sent] == ["a1:pub:1", "a1:pub:3", "a1:pub:3"], sent
+        assert all(m["type"] == "view" for m in sent)
+        assert sent[0]["at"] >= 240  # debounced
+        assert sent[1]["at"] - sent[0]["at"] >= 590  # at most one every 600 ms: 10 in 5 s is the budget
+        assert sent[2]["at"] - sent[1]["at"] >= 950  # sent again a second after the refusal
+        assert result["refusals"] == 0  # the page does not tell the person about it
+        no_foreign_requests(browser)
