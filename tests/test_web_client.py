@@ -1069,7 +1069,8 @@ async def test_a_poor_connection_is_offered_the_data_saver_which_stops_video_but
         await only_these_play(ines, set(), {teacher_id})
         await expect(ines.locator("#stage .tile.has-video")).to_have_count(0)
         await audio_arrives(ines)
-        assert participant(classe, "Inès").view.audio_only is True
+        told = participant(classe, "Inès").view
+        assert told is not None and told.audio_only is True
         # The teacher shares her screen: that one still comes, large; her camera still does not.
         await prof.publish(screen=True, audio=False)
         await expect(ines.locator("#stage .tile.screen")).to_contain_text("Écran de Mme Durand")
