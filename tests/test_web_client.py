@@ -334,10 +334,12 @@ async def test_a_dropped_connection_comes_back_and_a_removed_student_sees_why(
 ) -> None:
     classroom, prof = open_class
     async with chromium(classe.url) as browser:
-        leo = await browser.page("leo")
+        leo = await browser.page("leo", init_script=LIGHT_CLASS)
         await leo.goto(classroom["link"])
         await join(leo, "Léo")
         await video_plays(leo, "#stage .tile video")
+        await until(lambda: _view_of(leo, 1))  # the teacher's camera, large
+        views = len([m for m in await leo.evaluate("window.__said") if m["type"] == "view"])
 
         # The network drops: the page says so, rejoins by itself, and the video plays again.
         student = participant(classe, "Léo")
@@ -349,6 +351,11 @@ async def test_a_dropped_connection_comes_back_and_a_removed_student_sees_why(
         await video_plays(leo, "#stage .tile video")
         rejoined = participant(classe, "Léo")
         assert rejoined is not student and rejoined.id == student.id
+        # The new connection is told again what the page shows.
+        said = [m for m in await leo.evaluate("window.__said") if m["type"] == "view"]
+        assert len(said) > views
+        assert [t["track_id"] for t in said[-1]["tiles"]] == [t["track_id"] for t in said[views - 1]["tiles"]]
+        assert rejoined.view is not None and len(rejoined.view.tiles) == 1
 
         # Removed by the teacher: the page says why, and offers no way back in.
         await prof.send({"type": "moderate", "action": "remove", "participant_id": rejoined.id})
@@ -384,6 +391,8 @@ async def test_refused_devices_are_explained_and_the_class_still_opens_in_englis
         await expect(ines.locator("#room")).to_be_visible()
         await expect(ines.locator("#toggle-microphone")).to_be_disabled()
         await expect(ines.locator("#toggle-microphone")).to_have_text("No microphone")
+        saver = ines.get_by_role("button", name="Save data", exact=True)
+        await expect(saver).to_have_attribute("aria-pressed", "false")
         await video_plays(ines, "#stage .tile video")  # she still sees and hears the class
         await audio_arrives(ines)
         no_foreign_requests(browser)
@@ -788,3 +797,329 @@ async def test_a_full_lobby_and_a_join_too_slow_each_have_their_end_screen(class
         finally:
             await waiting.close()
             await prof.close()
+
+
+# Test instrumentation for a class of seven in one Chromium on a small machine: cameras asked for
+# a thumbnail's size and rate, every message the page hears or sends kept for the test, and a way
+# to say the tab is hidden (headless Chromium never hides one).
+LIGHT_CLASS = """
+if (navigator.mediaDevices) {
+  const open = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+  navigator.mediaDevices.getUserMedia = (c) => open(c && c.video
+    ? { ...c, video: { ...(typeof c.video === 'object' ? c.video : {}), width: { ideal: 160 }, height: { ideal: 90 },
+                      frameRate: { ideal: 10, max: 10 } } }
+    : c);
+}
+window.__heard = [];
+window.__said = [];
+const NativeSocket = window.WebSocket;
+window.WebSocket = class extends NativeSocket {
+  constructor(...args) {
+    super(...args);
+    this.addEventListener('message', (event) => window.__heard.push(JSON.parse(event.data)));
+  }
+  send(data) { window.__said.push(JSON.parse(data)); return super.send(data); }
+};
+window.__hide = (hidden) => {
+  Object.defineProperty(document, 'hidden', { value: hidden, configurable: true });
+  document.dispatchEvent(new Event('visibilitychange'));
+};
+"""
+# Per received video (by its owner, from the latest subscribe_offer): frames decoded, bytes received.
+VIDEO_STATS = """async () => {
+  const offers = window.__heard.filter((m) => m.type === 'subscribe_offer');
+  const tracks = new Map((offers.length ? offers[offers.length - 1].tracks : []).map((t) => [t.mid, t]));
+  const result = {};
+  for (const pc of window.__peers) {
+    if (pc.connectionState === 'closed') continue;
+    const mids = new Map(pc.getTransceivers().map((t) => [t.receiver.track.id, t.mid]));
+    for (const report of (await pc.getStats()).values()) {
+      if (report.type !== 'inbound-rtp' || report.kind !== 'video') continue;
+      const track = tracks.get(report.mid ?? mids.get(report.trackIdentifier));
+      if (!track) continue;
+      const key = track.source === 'screen' ? `${track.participant_id}:screen` : track.participant_id;
+      result[key] = { frames: report.framesDecoded || 0, bytes: report.bytesReceived || 0 };
+    }
+  }
+  return result;
+}"""
+LAST_VIEW = "() => window.__said.filter((m) => m.type === 'view').pop() || null"
+SHOWN_TRACKS = """() => [...document.querySelectorAll('#stage .tile[data-track], #grid .tile[data-track]')]
+  .map((tile) => tile.dataset.participant)"""
+
+
+async def video_flow(page: Page, seconds: float = 2.0) -> tuple[dict[str, int], int]:
+    """Frames decoded per participant's video over a few seconds, and the video bytes received."""
+    before = await page.evaluate(VIDEO_STATS)
+    await asyncio.sleep(seconds)
+    after = await page.evaluate(VIDEO_STATS)
+    frames = {key: now["frames"] - before.get(key, {"frames": 0})["frames"] for key, now in after.items()}
+    received = sum(now["bytes"] - before.get(key, {"bytes": 0})["bytes"] for key, now in after.items())
+    return frames, received
+
+
+async def only_these_play(page: Page, playing: set[str], stopped: set[str]) -> Any:
+    """Wait until the videos of `playing` decode frames and those of `stopped` decode none."""
+
+    async def check() -> Any:
+        frames, received = await video_flow(page)
+        good = all(frames.get(p, 0) > 3 for p in playing) and all(frames.get(p, 0) == 0 for p in stopped)
+        return (frames, received) if good else None
+
+    return await until(check, timeout=30)
+
+
+async def join_quietly(page: Page, link: str, name: str | None) -> None:
+    """Join with the microphone off: who speaks is decided by the test, one at a time."""
+    await page.goto(link)
+    if name is not None:
+        await page.get_by_label("Votre nom").fill(name)
+    await page.get_by_label("Micro allumé").uncheck()
+    await page.get_by_role("button", name="Rejoindre la classe").click()
+    await expect(page.locator("#room")).to_be_visible()
+
+
+@pytest.mark.parametrize("settings_overrides", [{"video_last_n": 4}])
+async def test_a_class_of_seven_sends_each_student_the_page_it_shows_and_follows_the_speaker(
+    classe: RunningServer,
+) -> None:
+    async with await teacher(classe) as t, chromium(classe.url) as browser:
+        classroom = await new_class(t, lobby=False, title="Français 6e")
+        link = classroom["link"]
+        prof = await browser.page("prof", init_script=LIGHT_CLASS)
+        await sign_in(prof, classe.url, "prof@ac-lyon.fr")
+        await prof.wait_for_url("**/classes")
+        await join_quietly(prof, link, None)
+        names = ["Alice", "Bruno", "Chloé", "David", "Emma"]
+        pupils = {}
+        for name in names:
+            pupils[name] = await browser.page(name, init_script=LIGHT_CLASS)
+            await join_quietly(pupils[name], link, name)
+        # Léo's window is small: under the teacher, a strip of three thumbnails a page.
+        leo = await browser.page("leo", init_script=LIGHT_CLASS)
+        await leo.set_viewport_size({"width": 760, "height": 600})
+        await join_quietly(leo, link, "Léo")
+        ids = {name: participant(classe, name).id for name in [*names, "Léo", "Mme Durand"]}
+        who = {v: k for k, v in ids.items()}
+
+        def tile(page: Page, name: str) -> Any:
+            return page.locator(f'#grid .tile[data-participant="{ids[name]}"]')
+
+        # The teacher large; his page of thumbnails: himself and the first two; the rest on page 2.
+        await expect(leo.locator("#stage .tile")).to_contain_text("Mme Durand")
+        pager = leo.get_by_role("navigation", name="Pages des participants")
+        await expect(pager).to_be_visible()
+        await expect(leo.locator("#page-status")).to_have_text("Page 1 sur 2")
+        await expect(leo.locator("#grid .tile")).to_have_count(3)
+        await expect(leo.locator("#grid .tile.me")).to_have_count(1)
+        shown = {who[p] for p in await leo.evaluate(SHOWN_TRACKS)}
+        assert shown == {"Mme Durand", "Alice", "Bruno"}, shown
+        await screenshot(leo, "17-student-page-of-thumbnails")
+        # The server is told what the page draws, and at what size: the teacher large.
+        view = await until(lambda: _view_of(leo, len(shown)))
+        assert view["audio_only"] is False and view["pinned"] is None
+        sizes = {who[tile["track_id"].split(":")[0]]: tile["width"] for tile in view["tiles"]}
+        assert set(sizes) == shown and sizes["Mme Durand"] > 480 > sizes["Alice"], view
+        assert all(m["tiles"] for m in await leo.evaluate("window.__said") if m["type"] == "view"), "never empty"
+        page_two = {ids[n] for n in ("Chloé", "David", "Emma")}
+        await only_these_play(leo, {ids["Mme Durand"], ids["Alice"], ids["Bruno"]}, page_two)
+        videos = [m for m in await leo.evaluate("window.__heard") if m["type"] == "videos"]
+        assert {r.split(":")[0] for r in videos[-1]["receiving"]} == {ids["Mme Durand"], ids["Alice"], ids["Bruno"]}
+
+        # The next page, from the keyboard: now the other three play, and Alice and Bruno stop.
+        await leo.get_by_role("button", name="Page suivante").focus()
+        await leo.keyboard.press("Enter")
+        await expect(leo.locator("#page-status")).to_have_text("Page 2 sur 2")
+        await expect(leo.get_by_role("button", name="Page suivante")).to_be_disabled()
+        await expect(leo.get_by_role("button", name="Page précédente")).to_be_focused()  # not lost to the page
+        await only_these_play(leo, {ids["Mme Durand"], *page_two}, {ids["Alice"], ids["Bruno"]})
+
+        # David speaks up: the server names him, and Léo's page and the teacher's outline him.
+        await pupils["David"].locator("#toggle-microphone").click()
+        await expect(leo.locator("#grid .tile.speaking")).to_have_attribute("data-participant", ids["David"])
+        await expect(tile(prof, "David")).to_have_class(re.compile("speaking"))
+        speakers = [m for m in await leo.evaluate("window.__heard") if m["type"] == "speakers"]
+        assert ids["David"] in [m["active"] for m in speakers]
+        # He stops, Emma starts: the outline follows the server's word.
+        await pupils["David"].locator("#toggle-microphone").click()
+        await pupils["Emma"].locator("#toggle-microphone").click()
+        await expect(leo.locator("#grid .tile.speaking")).to_have_attribute("data-participant", ids["Emma"])
+        await expect(tile(leo, "David")).not_to_have_class(re.compile("speaking"))
+
+        # The teacher's view: every student a thumbnail with a name, and a raised hand shows. The
+        # server sends her four videos (video_last_n): the other two tiles show names, not pictures.
+        await expect(prof.locator("#grid .tile")).to_have_count(7)
+        await expect(prof.locator("#pager")).to_be_hidden()
+        await expect(prof.locator("#grid .tile:not(.me).has-video")).to_have_count(4)
+        await expect(prof.locator("#grid .tile:not(.me):not(.has-video) .avatar")).to_have_count(2)
+        for avatar in await prof.locator("#grid .tile:not(.me):not(.has-video) .avatar").all():
+            await expect(avatar).to_be_visible()
+        await pupils["Bruno"].get_by_role("button", name="Lever la main").click()
+        await expect(tile(prof, "Bruno").locator(".state.hand")).to_be_visible()
+        await expect(tile(prof, "Bruno")).to_contain_text("Bruno")
+        # Bruno is on Léo's other page: his page says a hand is up there.
+        await expect(leo.locator("#page-hands")).to_have_text("1 main levée sur une autre page")
+        await screenshot(prof, "18-teacher-class-of-seven")
+        # On a smaller screen her thumbnails come in pages too, and she is sent only her page's.
+        await prof.set_viewport_size({"width": 700, "height": 520})
+        await expect(prof.locator("#page-status")).to_have_text(re.compile(r"Page 1 sur [23]"))
+        on_page = await prof.locator("#grid .tile:not(.me)").count()
+        assert 0 < on_page < 6
+        await until(lambda: _view_of(prof, on_page))
+        await prof.set_viewport_size({"width": 1280, "height": 800})
+        await expect(prof.locator("#pager")).to_be_hidden()
+
+        # Back on his first page, he is told who speaks elsewhere, and one click takes him there.
+        await leo.get_by_role("button", name="Page précédente").click()
+        await expect(leo.locator("#page-status")).to_have_text("Page 1 sur 2")
+        await leo.get_by_role("button", name="Emma parle : page 2").click()
+        await expect(leo.locator("#page-status")).to_have_text("Page 2 sur 2")
+
+        # Léo saves data: no video comes any more (not even the teacher's), his camera goes off,
+        # and he still hears Emma.
+        _, streaming = await video_flow(leo)
+        saver = leo.get_by_role("button", name="Économiser les données", exact=True)
+        await saver.click()
+        await expect(saver).to_have_attribute("aria-pressed", "true")
+        await expect(leo.locator("#announcer")).to_contain_text("votre caméra est coupée")
+        await expect(leo.locator("#toggle-camera")).to_have_attribute("aria-pressed", "false")
+        await expect(leo.locator(".tile:not(.me).has-video")).to_have_count(0)  # names, not frozen pictures
+        await expect(leo.locator("#stage .tile .avatar")).to_be_visible()
+        frames, saving = await only_these_play(leo, set(), set(ids.values()))
+        assert saving < streaming / 20, (saving, streaming)
+        assert (await leo.evaluate(LAST_VIEW))["audio_only"] is True
+        await audio_arrives(leo)
+        await screenshot(leo, "19-student-saves-data")
+        await saver.click()
+        await expect(saver).to_have_attribute("aria-pressed", "false")
+        await only_these_play(leo, {ids["Mme Durand"], *page_two}, {ids["Alice"], ids["Bruno"]})
+        await expect(leo.locator("#toggle-camera")).to_have_attribute("aria-pressed", "false")  # his own click
+
+        # A hidden tab draws nothing: nothing is sent to it until it shows again.
+        await leo.evaluate("window.__hide(true)")
+        await until(lambda: _empty_view(leo))
+        await only_these_play(leo, set(), set(ids.values()))
+        await leo.evaluate("window.__hide(false)")
+        await only_these_play(leo, {ids["Mme Durand"], *page_two}, {ids["Alice"], ids["Bruno"]})
+
+        # He pins Chloé: she goes large, and the server is told whom he pinned.
+        await leo.get_by_role("button", name="Afficher Chloé en grand").click()
+        await expect(leo.locator("#stage .tile")).to_contain_text("Chloé")
+        await until(lambda: _pinned(leo, ids["Chloé"]))
+        no_foreign_requests(browser)
+
+
+async def _pinned(page: Page, participant_id: str) -> bool:
+    view = await page.evaluate(LAST_VIEW)
+    return bool(view and view["pinned"] == participant_id)
+
+
+async def _view_of(page: Page, count: int) -> Any:
+    view = await page.evaluate(LAST_VIEW)
+    return view if view and len(view["tiles"]) == count else None
+
+
+async def _empty_view(page: Page) -> bool:
+    view = await page.evaluate(LAST_VIEW)
+    return bool(view and view["tiles"] == [])
+
+
+# Test instrumentation: a connection whose round trip takes 600 ms, as the page measures it.
+SLOW_LINK = """
+const stats = RTCPeerConnection.prototype.getStats;
+window.__slow = false;
+RTCPeerConnection.prototype.getStats = async function (...args) {
+  const report = await stats.apply(this, args);
+  if (!window.__slow) return report;
+  const slowed = new Map();
+  for (const [id, r] of report) {
+    const pair = r.type === 'candidate-pair' && r.currentRoundTripTime !== undefined;
+    slowed.set(id, pair ? { ...r, currentRoundTripTime: 0.6 } : r);
+  }
+  return slowed;
+};
+"""
+
+
+async def test_a_poor_connection_is_offered_the_data_saver_which_stops_video_but_not_sound(
+    classe: RunningServer, open_class: Any
+) -> None:
+    classroom, prof = open_class
+    async with chromium(classe.url) as browser:
+        ines = await browser.page("ines", init_script=LIGHT_CLASS + SLOW_LINK)
+        await ines.goto(classroom["link"])
+        await join(ines, "Inès")
+        await video_plays(ines, "#stage .tile video")
+        teacher_id = (await until(lambda: _view_of(ines, 1)))["tiles"][0]["track_id"].split(":")[0]
+        offer = ines.locator("#saver-offer")
+        await asyncio.sleep(4.5)
+        await expect(offer).to_be_hidden()  # a good connection is left alone
+
+        # The connection turns bad and stays so: a suggestion, which blocks nothing.
+        await ines.evaluate("window.__slow = true")
+        await expect(ines.locator("#quality")).to_have_attribute("aria-label", "Connexion : mauvaise")
+        await expect(offer).to_contain_text("Votre connexion est faible", timeout=10_000)
+        await expect(ines.locator("#announcer")).to_contain_text("Votre connexion est faible")
+        await screenshot(ines, "20-data-saver-offered")
+        await ines.locator("#open-chat").click()  # the room still works around it
+        await expect(ines.locator("#panel-chat")).to_be_visible()
+        await offer.get_by_role("button", name="Oui, économiser les données").click()
+        await expect(offer).to_be_hidden()
+        saver = ines.get_by_role("button", name="Économiser les données", exact=True)
+        await expect(saver).to_have_attribute("aria-pressed", "true")
+        await only_these_play(ines, set(), {teacher_id})
+        await expect(ines.locator("#stage .tile.has-video")).to_have_count(0)
+        await audio_arrives(ines)
+        told = participant(classe, "Inès").view
+        assert told is not None and told.audio_only is True
+        # The teacher shares her screen: that one still comes, large; her camera still does not.
+        await prof.publish(screen=True, audio=False)
+        await expect(ines.locator("#stage .tile.screen")).to_contain_text("Écran de Mme Durand")
+        await video_plays(ines, "#stage .tile.screen video")
+        await only_these_play(ines, {f"{teacher_id}:screen"}, {teacher_id})
+        await expect(ines.locator("#grid .tile:not(.me).has-video")).to_have_count(0)
+        no_foreign_requests(browser)
+
+
+# The session's `view` sending on its own, with a stand-in socket: what goes out, and when.
+VIEW_TIMING = """async () => {
+  const { ClassSession } = await import('/static/js/class/session.js');
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+  const s = new ClassSession(async () => 'token');
+  const sent = [];
+  let refusals = 0;
+  s.addEventListener('refused', () => { refusals += 1; });
+  s.ws = { readyState: WebSocket.OPEN, send: (data) => sent.push({ at: performance.now(), ...JSON.parse(data) }) };
+  s.status = 'joined';
+  const start = performance.now();
+  const tile = (n) => ({ track_id: `a1:pub:${n}`, width: 160, height: 90 });
+  const view = (n) => ({ tiles: [tile(n)], pinned: null, audio_only: false });
+  s.setView(view(1));
+  s.setView(view(1)); // drawn again, the same: one message
+  await sleep(400);
+  s.setView(view(2));
+  await sleep(50);
+  s.setView(view(3)); // within the debounce: only the latest goes
+  await sleep(1000);
+  await s.handle({ type: 'error', code: 'rate_limited', ref: sent[sent.length - 1].id, fatal: false });
+  await sleep(1300);
+  return { refusals, sent: sent.map((m) => ({ at: m.at - start, type: m.type, track: m.tiles[0].track_id })) };
+}"""
+
+
+async def test_views_are_debounced_spaced_within_the_budget_and_sent_again_when_refused(
+    classe: RunningServer,
+) -> None:
+    async with chromium(classe.url) as browser:
+        page = await browser.page("leo")
+        await page.goto(classe.url + "/c/any-code")
+        await expect(page.get_by_role("heading", name="Lien non valide")).to_be_visible()
+        result = await page.evaluate(VIEW_TIMING)
+        sent = result["sent"]
+        assert [m["track"] for m in sent] == ["a1:pub:1", "a1:pub:3", "a1:pub:3"], sent
+        assert all(m["type"] == "view" for m in sent)
+        assert sent[0]["at"] >= 240  # debounced
+        assert sent[1]["at"] - sent[0]["at"] >= 590  # at most one every 600 ms: 10 in 5 s is the budget
+        assert sent[2]["at"] - sent[1]["at"] >= 950  # sent again a second after the refusal
+        assert result["refusals"] == 0  # the page does not tell the person about it
+        no_foreign_requests(browser)

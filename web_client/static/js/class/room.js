@@ -1,4 +1,5 @@
-// The class room: the grid, the toolbar, the panels, the active speaker and the connection quality.
+// The class room: the grid, the toolbar, the panels, the active speaker (as the server hears it),
+// the connection quality and the data saver.
 import { api, errorText } from "../api.js";
 import { browserDiagnostics } from "../diagnostics.js";
 import { $, el } from "../dom.js";
@@ -8,7 +9,7 @@ import { bindClassControls, chatItem, renderClassState, renderLobby, renderPeopl
 import { QualityProbe } from "./quality.js";
 import { Grid } from "./tiles.js";
 
-const SPEAKING_LEVEL = 0.02; // root mean square of samples in [-1, 1]; speech sits well above this
+const POOR_MEASURES = 2; // measures in a row (2 s apart) of a bad connection before the data saver is offered
 const PANELS = { "open-chat": "panel-chat", "open-people": "panel-people", "open-lobby": "panel-lobby", "open-class": "panel-class" };
 
 /** Minutes and seconds, "9:05", for a countdown. */
@@ -21,8 +22,18 @@ export class RoomView {
   constructor(session, { title, classId }) {
     this.session = session;
     this.classId = classId;
-    this.grid = new Grid($("stage"), $("grid"));
+    this.grid = new Grid($("stage"), $("grid"), {
+      root: $("pager"),
+      previous: $("page-previous"),
+      next: $("page-next"),
+      status: $("page-status"),
+      elsewhere: $("page-hands"),
+      speaker: $("page-speaker"),
+    });
     this.grid.onChange = () => this.render();
+    this.grid.onView = () => this.reportView();
+    this.poorMeasures = 0;
+    this.saverOffered = false;
     this.probe = new QualityProbe();
     this.unread = 0;
     this.lastQuality = null;
@@ -44,8 +55,12 @@ export class RoomView {
     on("refused", (event) => this.refused(event.detail));
     on("reconnecting", () => this.banner("room.reconnecting"));
     on("joined", (event) => this.joined(event.detail));
+    on("videos", () => this.render());
+    on("speakers", () => this.render());
     document.addEventListener("classe:language", () => this.render());
-    this.timers = [setInterval(() => this.poll("findSpeaker"), 400), setInterval(() => this.poll("measure"), 2000)];
+    // A hidden tab draws nothing: the server sends it no video until it shows again.
+    document.addEventListener("visibilitychange", () => this.reportView());
+    this.timers = [setInterval(() => this.poll("measure"), 2000)];
   }
 
   joined({ again }) {
@@ -141,11 +156,20 @@ export class RoomView {
     if (!s.me) return;
     const me = s.me;
     const entries = [];
-    const videos = new Map();
+    const videos = new Map(); // tile key -> the received MediaStreamTrack
     const received = s.receivedMedia();
     for (const m of received) {
       if (m.kind === "video") videos.set(m.source === "screen" ? `${m.participant_id}:screen` : m.participant_id, m.track);
     }
+    const published = new Map(); // tile key -> the server's id of that video
+    for (const track of s.tracks.values()) {
+      if (track.kind === "video") published.set(track.source === "screen" ? `${track.participant_id}:screen` : track.participant_id, track.track_id);
+    }
+    // A picture is shown while the server sends it; the data saver shows only screen shares.
+    const live = (key, screen) => {
+      const id = published.get(key);
+      return (screen || !s.audioOnly) && (s.receiving === null || (id !== undefined && s.receiving.has(id)));
+    };
     this.renderAudio(received.filter((m) => m.kind === "audio"));
     const people = [...s.participants.values()].sort(
       (a, b) => (b.role === "teacher") - (a.role === "teacher") || (b.id === me.id) - (a.id === me.id) || a.name.localeCompare(b.name),
@@ -154,16 +178,20 @@ export class RoomView {
     for (const p of people) {
       const mine = p.id === me.id;
       const camera = mine ? (s.wanted.camera && s.local.get("camera")?.track) || null : p.camera ? videos.get(p.id) || null : null;
-      entries.push({ key: p.id, participant: p, track: camera, screen: false, me: mine });
+      const cameraId = !mine && p.camera ? published.get(p.id) || null : null;
+      entries.push({ key: p.id, participant: p, track: camera, trackId: cameraId, live: mine || live(p.id, false), screen: false, me: mine });
       const screen = mine ? s.local.get("screen")?.track : videos.get(`${p.id}:screen`);
       if (screen) {
-        entries.push({ key: `${p.id}:screen`, participant: p, track: screen, screen: true, me: mine });
+        const key = `${p.id}:screen`;
+        entries.push({ key, participant: p, track: screen, trackId: mine ? null : published.get(key) || null, live: mine || live(key, true), screen: true, me: mine });
         if (!mine || !screenKey) screenKey = `${p.id}:screen`;
       }
     }
     // Pinned unless the person chose otherwise: a screen share, else (for students) the teacher.
     const teacher = people.find((p) => p.role === "teacher" && p.id !== me.id);
+    this.grid.speaker = s.speaker;
     this.grid.render(entries, screenKey || (me.role === "student" && teacher ? teacher.id : null));
+    this.reportView();
     label($("people-count"), "room.count", { count: people.length });
     renderPeople(s, $("people"));
     this.renderScreenNotices();
@@ -237,6 +265,7 @@ export class RoomView {
       screen.removeAttribute("title");
       screen.removeAttribute("aria-describedby");
     }
+    $("toggle-saver").setAttribute("aria-pressed", String(s.audioOnly));
     $("toggle-hand").setAttribute("aria-pressed", String(me.hand));
     label($("toggle-hand").querySelector("span"), me.hand ? "room.lower_hand" : "room.raise_hand");
   }
@@ -294,6 +323,9 @@ export class RoomView {
       await s.setSource("screen", track);
     });
     $("toggle-hand").addEventListener("click", () => s.raiseHand(!s.me.hand));
+    $("toggle-saver").addEventListener("click", () => this.saveData(!s.audioOnly));
+    $("saver-accept").addEventListener("click", () => this.saveData(true));
+    $("saver-dismiss").addEventListener("click", () => this.closeSaverOffer());
     for (const [button, panel] of Object.entries(PANELS)) $(button).addEventListener("click", () => this.openPanel(panel));
     $("leave").addEventListener("click", () => s.leave());
   }
@@ -370,50 +402,66 @@ export class RoomView {
 
   // Measured things
 
-  /**
-   * The loudest participant over the last moment, from the audio energy the browser integrates
-   * for each received track (getStats): no decoding of our own, and a short word is not missed.
-   */
-  async findSpeaker() {
-    let loudest = null;
-    let level = SPEAKING_LEVEL;
-    const energy = new Map();
-    for (const m of this.session.receivedMedia()) {
-      if (m.kind !== "audio") continue;
-      for (const report of (await m.receiver.getStats()).values()) {
-        if (report.type !== "inbound-rtp" || report.totalSamplesDuration === undefined) continue;
-        const now = { energy: report.totalAudioEnergy, duration: report.totalSamplesDuration };
-        const before = this.energy?.get(m.mid);
-        energy.set(m.mid, now);
-        const seconds = before ? now.duration - before.duration : 0;
-        const rms = seconds > 0 ? Math.sqrt(Math.max(0, now.energy - before.energy) / seconds) : 0;
-        if (rms > level) {
-          level = rms;
-          loudest = m.participant_id;
-        }
-      }
-    }
-    this.energy = energy;
-    const now = Date.now();
-    if (loudest) this.speakerSince = now;
-    // Hold the highlight a moment so that it does not flicker between words.
-    const speaker = loudest || (now - (this.speakerSince || 0) < 1500 ? this.grid.speaker : null);
-    if (speaker !== this.grid.speaker) {
-      this.grid.speaker = speaker;
-      this.render();
-    }
-  }
-
   async measure() {
     if (this.session.status !== "joined" && this.session.status !== "reconnecting") return;
     this.quality = await this.probe.measure(this.session);
     const indicator = $("quality");
+    // A connection that stays bad while joined (not one being rebuilt): suggest the data saver.
+    const connected = Object.values(this.quality.ice).every((state) => state === "connected");
+    const poor = this.quality.level === "bad" && this.session.status === "joined" && connected;
+    this.poorMeasures = poor ? this.poorMeasures + 1 : 0;
+    if (this.poorMeasures >= POOR_MEASURES) this.offerSaver();
     if (this.quality.level === this.lastQuality) return;
     this.lastQuality = this.quality.level;
     indicator.dataset.level = this.quality.level;
     indicator.dataset.i18nAttr = `aria-label=quality.${this.quality.level},title=quality.${this.quality.level}`;
     indicator.setAttribute("aria-label", t(`quality.${this.quality.level}`));
     indicator.setAttribute("title", t(`quality.${this.quality.level}`));
+  }
+
+  // What the page shows, told to the server; the data saver
+
+  reportView() {
+    const s = this.session;
+    // Nothing said before the page has looked: an empty view would pause every video a moment.
+    if (!s.me || (!this.grid.measured && !document.hidden)) return;
+    s.setView({
+      tiles: document.hidden ? [] : this.grid.visible(),
+      pinned: this.grid.pinnedParticipant(),
+      audio_only: s.audioOnly,
+    });
+  }
+
+  /**
+   * Économiser les données: no incoming video but screen shares (the class is still heard); a
+   * student's own camera goes off with it (it can stay off). Turning it off again does not turn
+   * the camera back on: that is the person's own click.
+   */
+  async saveData(on) {
+    const s = this.session;
+    this.closeSaverOffer();
+    s.audioOnly = on;
+    this.render();
+    let key = on ? "room.saver_on" : "room.saver_off";
+    if (on && s.me.role === "student" && s.wanted.camera && s.me.camera && s.local.has("camera")) {
+      await s.setMedia("camera", false);
+      key = "room.saver_on_camera";
+      this.render();
+    }
+    this.announce(key);
+  }
+
+  /** Offer the data saver once per visit, without getting in the way: a note with two buttons. */
+  offerSaver() {
+    const s = this.session;
+    if (this.saverOffered || s.audioOnly) return;
+    this.saverOffered = true;
+    $("saver-offer").hidden = false;
+    $("announcer").textContent = t("room.saver_offer");
+  }
+
+  closeSaverOffer() {
+    $("saver-offer").hidden = true;
   }
 
   // Report a problem, with what the page measured

@@ -3,11 +3,15 @@
 //
 // Events: waiting, joined, reconnecting, ended, participants, lobby, state, chat, media,
 // moderated, tracks (one appeared or went), away (the teacher left, or came back),
-// refused (a request was refused: {code, ref}).
+// refused (a request was refused: {code, ref}), videos (which videos the server sends now),
+// speakers (who speaks, as the server hears it).
 
 const PROTOCOL = 1;
 const PING_EVERY_MS = 10_000;
 const SILENCE_LIMIT_MS = 25_000; // no message for this long: the link is dead, rejoin
+// The server takes 10 `view` messages per 5 seconds: one every 600 ms at most stays well within.
+const VIEW_EVERY_MS = 600;
+const VIEW_RETRY_MS = 1000; // a view refused as rate_limited is sent again this much later
 // Fatal errors after which coming back makes sense: the network or the server failed, not a person.
 const RETRY_AFTER = new Set([
   "server_stopping",
@@ -57,6 +61,14 @@ export class ClassSession extends EventTarget {
     this.messages = Promise.resolve();
     this.generation = 0;
     this.rtt = null;
+    // What the page shows, told to the server (`view`): the videos it sends are chosen from it.
+    this.view = null; // none yet: until the page tells, the server sends every video
+    this.viewSent = null; // the JSON of the last view sent on this connection
+    this.viewIds = new Set(); // ids of view messages, whose rate_limited refusal is ours to handle
+    this.receiving = null; // track ids the server sends now (`videos`); null: not told yet, all of them
+    this.speaker = null; // the participant the server hears speaking loudest now (`speakers`)
+    this.loudest = [];
+    this.audioOnly = false; // the data saver: no incoming video but screen shares (kept across rejoins)
   }
 
   emit(type, detail) {
@@ -195,11 +207,21 @@ export class ClassSession extends EventTarget {
         if (this.classState) this.classState.teacher_away_ends_in = message.type === "teacher_away" ? message.ends_in : null;
         this.emit("away", message);
         break;
+      case "videos":
+        this.receiving = new Set(message.receiving);
+        this.emit("videos", message);
+        break;
+      case "speakers":
+        this.speaker = message.active ?? null;
+        this.loudest = message.loudest || [];
+        this.emit("speakers", message);
+        break;
       case "pong":
         if (this.pingSentAt) this.rtt = performance.now() - this.pingSentAt;
         break;
       case "error":
-        this.refused(message, reply);
+        if (this.viewIds.delete(message.ref)) this.viewRefused(message);
+        else this.refused(message, reply);
         break;
       default:
         break; // fields and messages of later versions are ignored
@@ -234,6 +256,11 @@ export class ClassSession extends EventTarget {
     this.chat = message.chat;
     this.lobby = message.lobby || [];
     this.received = new Map();
+    this.receiving = null;
+    this.speaker = null;
+    this.loudest = [];
+    this.viewSent = null; // a new connection knows nothing of the page: tell it again
+    this.viewIds.clear();
     this.closePeers();
     const config = { iceServers: message.ice_servers, bundlePolicy: "max-bundle" };
     this.pub = new RTCPeerConnection(config);
@@ -254,7 +281,53 @@ export class ClassSession extends EventTarget {
       if (this.me[source] !== this.wanted[source]) this.send({ type: "media", source, enabled: this.wanted[source] });
     }
     this.syncLocalTracks();
+    this.sendView();
     if (this.local.size) this.republish();
+  }
+
+  // What the page shows
+
+  /**
+   * The page's view: the video tiles on screen ({track_id, width, height}, css px), the
+   * participant pinned, the data saver. Sent when it changes, debounced, within the server's
+   * budget; re-sent after every (re)join.
+   */
+  setView(view) {
+    const json = JSON.stringify(view);
+    if (json === JSON.stringify(this.view)) return; // the page drew again, showing the same
+    this.view = view;
+    clearTimeout(this.viewTimer);
+    this.viewTimer = setTimeout(() => this.sendView(), 250);
+  }
+
+  sendView() {
+    clearTimeout(this.viewTimer);
+    this.viewTimer = null;
+    if (!this.view || this.status !== "joined" || this.ws?.readyState !== WebSocket.OPEN) return;
+    const json = JSON.stringify(this.view);
+    if (json === this.viewSent) return;
+    const wait = (this.viewAt || 0) + VIEW_EVERY_MS - performance.now();
+    if (wait > 0 && this.viewSent !== null) {
+      this.viewTimer = setTimeout(() => this.sendView(), wait);
+      return;
+    }
+    const id = this.nextId++;
+    this.viewIds.add(id);
+    if (this.viewIds.size > 32) this.viewIds.delete(this.viewIds.values().next().value);
+    this.viewSent = json;
+    this.viewAt = performance.now();
+    this.send({ type: "view", id, ...this.view });
+  }
+
+  /** A view the server did not take (rate_limited): the latest one goes again a moment later. */
+  viewRefused(message) {
+    if (message.code !== "rate_limited") {
+      console.error("view refused", message); // a view of ours the server finds wrong: not sent again
+      return;
+    }
+    this.viewSent = null;
+    clearTimeout(this.viewTimer);
+    this.viewTimer = setTimeout(() => this.sendView(), VIEW_RETRY_MS);
   }
 
   async answer(message) {
@@ -451,6 +524,8 @@ export class ClassSession extends EventTarget {
     this.replies.clear();
     this.status = "reconnecting";
     this.received = new Map();
+    this.receiving = null;
+    this.speaker = null;
     this.emit("media"); // the tiles show names, not the last frame, until media flows again
     this.emit("reconnecting", { attempt: this.attempts });
     const delay = Math.min(1000 * 2 ** this.attempts, 10_000) * (0.75 + Math.random() / 2);
