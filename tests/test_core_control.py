@@ -160,3 +160,14 @@ def test_take_ready_hands_back_lists_the_core_no_longer_holds() -> None:
     pub.receive_rtp(rtp_packet(2, 960, 1111, pt=111), 0.02)
     assert len(rtp) == 1  # the batch taken is not touched by later input
     assert [fields(p)[1] for p in session.take_ready()[0][1]] == [(fields(rtp[0])[1] + 1) & 0xFFFF]
+
+
+def test_a_receive_stream_per_ssrc_meters_its_bitrate() -> None:
+    session, pub, producer, subs = setup_session(OPUS, subscribers=0)
+    assert pub.streams[1111] is producer.stream
+    for i in range(50):  # one second of 20 ms packets
+        pub.receive_rtp(rtp_packet(i, i * 960, 1111, pt=111, payload=bytes(88)), i * 0.02)
+    assert producer.bitrate(0.99) == 50 * (12 + 88) * 8
+    # At 1.55 s the window is the slots from 0.6 s: about 20 packets (a slot boundary may fall either side).
+    assert 19 * 800 <= producer.bitrate(1.55) <= 20 * 800
+    assert producer.bitrate(5.0) == 0

@@ -164,7 +164,7 @@ class MediaSession:
         transport.producers_by_mid[mid] = producer
         transport.mid_extension = transport.mid_extension or extensions.mid
         if ssrc is not None:
-            transport.producers[ssrc] = producer
+            transport.streams[ssrc] = producer.stream
         if rtx_ssrc is not None and codec.rtx_payload_type is not None:
             transport.rtx_producers[rtx_ssrc] = producer
         return producer
@@ -175,7 +175,7 @@ class MediaSession:
         transport = producer.transport
         transport.producers_by_mid.pop(producer.mid, None)
         if producer.ssrc is not None:
-            transport.producers.pop(producer.ssrc, None)
+            transport.streams.pop(producer.ssrc, None)
         if producer.rtx_ssrc is not None:
             transport.rtx_producers.pop(producer.rtx_ssrc, None)
         self.producers.pop(producer.id, None)
