@@ -11,6 +11,7 @@ from sfu.core import (
     MediaSession,
     ProducerBound,
     SpeakersChanged,
+    StreamStalled,
 )
 from sfu.core.rtcp import KeyframeRequest, Nack, ReceiverReport, parse_rtcp
 
@@ -64,7 +65,7 @@ def test_no_deadline_when_idle_and_nack_deadline_only_while_a_gap_is_open() -> N
     assert session.timer_changed and session.get_timer() == 0.0  # the first receiver report is due
     session.handle_timer(1.0)
     assert next(type(p) for _, _, rtcp in session.take_ready() for d in rtcp for p in parse_rtcp(d)) is ReceiverReport
-    assert session.get_timer() is None  # nothing new since the report
+    assert session.get_timer() == 2.0  # one more round, to see whether the stream goes on
     pub.receive_rtp(rtp_packet(4, 0, 1111, payload=VP8_DELTA), 1.1)  # 2 and 3 lost
     assert session.timer_changed and session.get_timer() == 1.1
     session.handle_timer(1.1)
@@ -76,6 +77,11 @@ def test_no_deadline_when_idle_and_nack_deadline_only_while_a_gap_is_open() -> N
     pub.receive_rtp(rtp_packet(3, 0, 1111, payload=VP8_DELTA), 1.13)
     session.handle_timer(retry)
     assert session.get_timer() == 2.0  # gap closed: only the report remains
+    session.handle_timer(2.0)
+    assert session.get_timer() == 3.0
+    session.handle_timer(3.0)  # nothing arrived since 2.0
+    assert StreamStalled("p1") in events(session)
+    assert session.get_timer() is None  # and then no wake-up at all
 
 
 def test_rtcp_is_compounded_per_transport() -> None:
@@ -146,7 +152,7 @@ def test_audio_levels_flow_into_the_detector_and_speakers_come_out_as_events() -
     assert session.get_timer() == 0.1
     session.handle_timer(0.1)
     assert events(session) == [SpeakersChanged("a", ("a", "b"))]
-    assert session.get_timer() is None
+    assert session.get_timer() == 1.0  # only the report round that finds the streams stalled
     session.remove_producer(session.producers["a"])
     assert "a" not in detector.levels
 

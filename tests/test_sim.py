@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sfu.core import StreamStalled
+
 from .sim import Sim
 
 
@@ -62,7 +64,8 @@ def test_an_idle_class_never_wakes_the_core() -> None:
     sim.subscribe("viewer", "cam")
     sim.run(until=1.0)
     cam.running = False
-    sim.run(until=3.0)  # the last report, then silence
+    sim.run(until=4.0)  # the last reports, one round that finds the stream stalled, then silence
+    assert sim.events[-1] == StreamStalled("cam")
     wakeups = sim.core_wakeups
     sim.run(until=60.0)
     assert sim.core_wakeups == wakeups

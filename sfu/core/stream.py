@@ -43,6 +43,7 @@ class ReceiveStream:
         "received",
         "seq",
         "ssrc",
+        "stalled",
     )
 
     def __init__(self, producer: Producer, ssrc: int | None, clock_rate: int, video: bool) -> None:
@@ -54,6 +55,7 @@ class ReceiveStream:
         self.nack = NackGenerator() if video else None
         self.floor = 0  # packets below this extended sequence number were sent while muted
         self.received = 0
+        self.stalled = False  # a report round found nothing new (StreamStalled was emitted)
         self._expected_prior = 0
         self._received_prior = 0
         self._transit = 0
@@ -78,6 +80,7 @@ class ReceiveStream:
         session = producer.session
         if self.received == self._received_prior:
             session.reports_due()  # the first packet since the last report
+            self.stalled = False
         self.received += 1
         nack = self.nack
         if nack is not None:
