@@ -177,3 +177,16 @@ def test_a_receive_stream_per_ssrc_meters_its_bitrate() -> None:
     # At 1.55 s the window is the slots from 0.6 s: about 20 packets (a slot boundary may fall either side).
     assert 19 * 800 <= producer.bitrate(1.55) <= 20 * 800
     assert producer.bitrate(5.0) == 0
+
+
+def test_a_consumer_starting_on_a_late_keyframe_leaves_no_gap() -> None:
+    session, pub, producer, subs = setup_session(VP8, subscribers=1)
+    session.take_ready()
+    pub.receive_rtp(rtp_packet(11, 3000, 1111, payload=VP8_DELTA), 0.0)  # 10, the keyframe, is late
+    pub.receive_rtp(rtp_packet(12, 3000, 1111, payload=VP8_DELTA), 0.0)
+    pub.receive_rtp(rtp_packet(10, 0, 1111, payload=VP8_KEY), 0.01)  # retransmitted: the start
+    pub.receive_rtp(rtp_packet(13, 6000, 1111, payload=VP8_DELTA), 0.04)
+    pub.receive_rtp(rtp_packet(11, 3000, 1111, payload=VP8_DELTA), 0.05)  # never seen by the subscriber
+    [(_, rtp, _)] = [b for b in session.take_ready() if b[0].id == "sub0"]
+    seqs = [fields(p)[1] for p in rtp]
+    assert len(seqs) == 2 and (seqs[1] - seqs[0]) & 0xFFFF == 1  # 10 then 13, numbered back to back
