@@ -263,11 +263,12 @@ class Consumer:
                 events.append(ConsumerResumed(self.transport.id, self.producer.id))
 
     def pause(self) -> None:
-        """Pause for the producer's mute (kept for callers of the former API)."""
-        self.set_paused("muted", True, 0.0)
+        """The former API, kept for code written against it: a pause for the room's selection
+        (the producer's mute is its own reason, set by Producer.mute)."""
+        self.set_paused("selection", True, 0.0)
 
     def resume(self, now: float) -> None:
-        self.set_paused("muted", False, now)
+        self.set_paused("selection", False, now)
 
     def _pause(self) -> None:
         self.paused = True
