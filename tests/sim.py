@@ -254,6 +254,7 @@ class Sim:
 
     def run(self, until: float) -> None:
         """Advance the clock deadline by deadline up to `until`."""
+        stuck = 0
         while True:
             core = self.session.get_timer()
             candidates = [self._queue[0][0]] if self._queue else []
@@ -265,6 +266,9 @@ class Sim:
             if when > until:
                 self.now = until
                 return
+            stuck = stuck + 1 if when <= self.now else 0
+            if stuck > 10_000:
+                raise RuntimeError(f"no progress at {self.now}: a deadline that handling does not move")
             self.now = now = max(self.now, when)
             if core is not None and core <= now:
                 self.core_wakeups += 1

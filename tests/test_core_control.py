@@ -11,6 +11,7 @@ from sfu.core import (
     MediaSession,
     ProducerBound,
     SpeakersChanged,
+    StreamStalled,
 )
 from sfu.core.rtcp import KeyframeRequest, Nack, ReceiverReport, parse_rtcp
 
@@ -64,7 +65,7 @@ def test_no_deadline_when_idle_and_nack_deadline_only_while_a_gap_is_open() -> N
     assert session.timer_changed and session.get_timer() == 0.0  # the first receiver report is due
     session.handle_timer(1.0)
     assert next(type(p) for _, _, rtcp in session.take_ready() for d in rtcp for p in parse_rtcp(d)) is ReceiverReport
-    assert session.get_timer() is None  # nothing new since the report
+    assert session.get_timer() == 2.0  # one more round, to see whether the stream goes on
     pub.receive_rtp(rtp_packet(4, 0, 1111, payload=VP8_DELTA), 1.1)  # 2 and 3 lost
     assert session.timer_changed and session.get_timer() == 1.1
     session.handle_timer(1.1)
@@ -76,6 +77,11 @@ def test_no_deadline_when_idle_and_nack_deadline_only_while_a_gap_is_open() -> N
     pub.receive_rtp(rtp_packet(3, 0, 1111, payload=VP8_DELTA), 1.13)
     session.handle_timer(retry)
     assert session.get_timer() == 2.0  # gap closed: only the report remains
+    session.handle_timer(2.0)
+    assert session.get_timer() == 3.0
+    session.handle_timer(3.0)  # nothing arrived since 2.0
+    assert StreamStalled("p1") in events(session)
+    assert session.get_timer() is None  # and then no wake-up at all
 
 
 def test_rtcp_is_compounded_per_transport() -> None:
@@ -146,7 +152,7 @@ def test_audio_levels_flow_into_the_detector_and_speakers_come_out_as_events() -
     assert session.get_timer() == 0.1
     session.handle_timer(0.1)
     assert events(session) == [SpeakersChanged("a", ("a", "b"))]
-    assert session.get_timer() is None
+    assert session.get_timer() == 1.0  # only the report round that finds the streams stalled
     session.remove_producer(session.producers["a"])
     assert "a" not in detector.levels
 
@@ -160,3 +166,27 @@ def test_take_ready_hands_back_lists_the_core_no_longer_holds() -> None:
     pub.receive_rtp(rtp_packet(2, 960, 1111, pt=111), 0.02)
     assert len(rtp) == 1  # the batch taken is not touched by later input
     assert [fields(p)[1] for p in session.take_ready()[0][1]] == [(fields(rtp[0])[1] + 1) & 0xFFFF]
+
+
+def test_a_receive_stream_per_ssrc_meters_its_bitrate() -> None:
+    session, pub, producer, subs = setup_session(OPUS, subscribers=0)
+    assert pub.streams[1111] is producer.stream
+    for i in range(50):  # one second of 20 ms packets
+        pub.receive_rtp(rtp_packet(i, i * 960, 1111, pt=111, payload=bytes(88)), i * 0.02)
+    assert producer.bitrate(0.99) == 50 * (12 + 88) * 8
+    # At 1.55 s the window is the slots from 0.6 s: about 20 packets (a slot boundary may fall either side).
+    assert 19 * 800 <= producer.bitrate(1.55) <= 20 * 800
+    assert producer.bitrate(5.0) == 0
+
+
+def test_a_consumer_starting_on_a_late_keyframe_leaves_no_gap() -> None:
+    session, pub, producer, subs = setup_session(VP8, subscribers=1)
+    session.take_ready()
+    pub.receive_rtp(rtp_packet(11, 3000, 1111, payload=VP8_DELTA), 0.0)  # 10, the keyframe, is late
+    pub.receive_rtp(rtp_packet(12, 3000, 1111, payload=VP8_DELTA), 0.0)
+    pub.receive_rtp(rtp_packet(10, 0, 1111, payload=VP8_KEY), 0.01)  # retransmitted: the start
+    pub.receive_rtp(rtp_packet(13, 6000, 1111, payload=VP8_DELTA), 0.04)
+    pub.receive_rtp(rtp_packet(11, 3000, 1111, payload=VP8_DELTA), 0.05)  # never seen by the subscriber
+    [(_, rtp, _)] = [b for b in session.take_ready() if b[0].id == "sub0"]
+    seqs = [fields(p)[1] for p in rtp]
+    assert len(seqs) == 2 and (seqs[1] - seqs[0]) & 0xFFFF == 1  # 10 then 13, numbered back to back

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sfu.core import StreamStalled
+
 from .sim import Sim
 
 
@@ -62,8 +64,25 @@ def test_an_idle_class_never_wakes_the_core() -> None:
     sim.subscribe("viewer", "cam")
     sim.run(until=1.0)
     cam.running = False
-    sim.run(until=3.0)  # the last report, then silence
+    sim.run(until=4.0)  # the last reports, one round that finds the stream stalled, then silence
+    assert sim.events[-1] == StreamStalled("cam")
     wakeups = sim.core_wakeups
     sim.run(until=60.0)
     assert sim.core_wakeups == wakeups
     assert sim.session.get_timer() is None
+
+
+def test_several_tracks_through_a_capped_jittery_link_arrive_whole() -> None:
+    # 2 Mbit/s each way: frames queue behind each other; with jitter they are also reordered.
+    sim = Sim(seed=11, loss=0.03, delay=0.03, jitter=0.02, bandwidth=2_000_000)
+    sim.publish("cam", video=True)
+    sim.publish("mic", video=False, level=20)
+    viewer = sim.subscribe("viewer", "cam")
+    sim.subscribe("viewer", "mic")
+    sim.run(until=3.0)
+    assert len(viewer.streams) == 2
+    video, audio = viewer.streams[5000], viewer.streams[5001]
+    assert [s for s in video.gaps() if s < max(video.seqs) - 30] == []
+    # Audio is not NACKed upstream (Opus has FEC): what the publisher's link lost stays lost, no more.
+    assert 0 < len(audio.gaps()) <= sim.publishers["mic"][2].lost
+    assert sim.session.producers["mic"].bitrate(sim.now) > 0

@@ -67,6 +67,7 @@ class Consumer:
 
     __slots__ = (
         "_ast_offset",
+        "_first_byte",
         "_header",
         "_history",
         "_level_offset",
@@ -154,6 +155,7 @@ class Consumer:
         self._resent_seq: list[int] | None = None
         self._resent_at: list[float] = []
         self._header, self._ast_offset, self._level_offset = _header_template(ssrc, mid, extensions, self.kind)
+        self._first_byte = self._header[0] & 0xDF  # version and extension bits; padding per packet
         self._rtx_header = _header_template(rtx_ssrc or 0, mid, extensions, self.kind)[0]
         self._history = [-1] * HISTORY_SIZE  # out seq -> extended source seq (checked by the rewriter)
         self._outbox = transport.outbox
@@ -190,11 +192,10 @@ class Consumer:
                 self.last_ts = out_ts
                 self.last_time = now
         self._history[out_seq & (HISTORY_SIZE - 1)] = ext_seq
-        data = packet.data
         payload = packet.payload
         header = self._header
-        header[0] = (header[0] & 0xDF) | (data[0] & 0x20)
-        _PT_SEQ_TS.pack_into(header, 1, (data[1] & 0x80) | self.payload_type, out_seq, out_ts)
+        header[0] = self._first_byte | packet.padding
+        _PT_SEQ_TS.pack_into(header, 1, packet.marker | self.payload_type, out_seq, out_ts)
         if self._ast_offset:
             header[self._ast_offset : self._ast_offset + 3] = packet.ast
         if self._level_offset:
@@ -262,11 +263,12 @@ class Consumer:
                 events.append(ConsumerResumed(self.transport.id, self.producer.id))
 
     def pause(self) -> None:
-        """Pause for the producer's mute (kept for callers of the former API)."""
-        self.set_paused("muted", True, 0.0)
+        """The former API, kept for code written against it: a pause for the room's selection
+        (the producer's mute is its own reason, set by Producer.mute)."""
+        self.set_paused("selection", True, 0.0)
 
     def resume(self, now: float) -> None:
-        self.set_paused("muted", False, now)
+        self.set_paused("selection", False, now)
 
     def _pause(self) -> None:
         self.paused = True

@@ -51,7 +51,8 @@ class ConsumerResumed:
 
 @dataclass(frozen=True, slots=True)
 class StreamStalled:
-    """A producer that was receiving has received nothing for `STALL_TIMEOUT`."""
+    """A producer that was receiving (and is not muted) got nothing during a whole report
+    interval (1 to 2 s of silence); it flows again with its next packet, without an event."""
 
     producer_id: str
 

@@ -73,7 +73,7 @@ class NackGenerator:
         due: list[int] = []
         expired: list[int] = []
         for seq, entry in self._missing.items():
-            if entry[2] >= self.max_tries or now - entry[0] > self.max_age:
+            if entry[2] >= self.max_tries or now >= entry[0] + self.max_age:  # the sum deadline() uses
                 expired.append(seq)
             elif now >= entry[1] + self.retry_interval:  # the same sum as deadline(), so it is due then
                 entry[1] = now

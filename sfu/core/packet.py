@@ -9,7 +9,7 @@ class RtpPacket:
     `data` is the packet as received (kept in the cache for NACKs); `payload` is what follows its
     header; `level` the audio-level byte (0x7F when absent); `ast` the abs-send-time of arrival."""
 
-    __slots__ = ("ast", "data", "ext_seq", "keyframe", "level", "payload", "seq", "timestamp")
+    __slots__ = ("ast", "data", "ext_seq", "keyframe", "level", "marker", "padding", "payload", "seq", "timestamp")
 
     def __init__(
         self,
@@ -23,6 +23,8 @@ class RtpPacket:
         ast: bytes,
     ) -> None:
         self.data = data
+        self.padding = data[0] & 0x20  # the bits a consumer copies into its own header
+        self.marker = data[1] & 0x80
         self.payload = payload
         self.seq = seq
         self.ext_seq = ext_seq

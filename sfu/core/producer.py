@@ -14,8 +14,8 @@ from .packet import RtpPacket
 from .params import Codec, HeaderExtensions, Kind
 from .rtcp import ReportBlock, build_nack, build_pli
 from .rtp import find_extension, is_h264_keyframe, is_vp8_keyframe
-from .seq import SeqExtender
 from .stats import DropReason
+from .stream import ReceiveStream
 
 if TYPE_CHECKING:
     from .transport import Transport
@@ -25,22 +25,10 @@ MIN_BITRATE = 100_000
 
 
 class Producer:
-    """Receives one track from a publisher: caches it, detects loss, keeps it flowing to consumers."""
+    """One published track: its receive stream(s), its consumers, and the room's metadata."""
 
     __slots__ = (
-        "_expected_prior",
-        "_floor",
         "_is_keyframe",
-        "_jitter",
-        "_received",
-        "_received_prior",
-        "_seq",
-        "_session",
-        "_sr_ntp",
-        "_sr_time",
-        "_stats",
-        "_transit",
-        "cache",
         "closed",
         "codec",
         "consumers",
@@ -51,12 +39,13 @@ class Producer:
         "max_bitrate",
         "mid",
         "muted",
-        "nack",
         "owner",
         "role",
         "rtx_ssrc",
+        "session",
         "source",
-        "ssrc",
+        "stats",
+        "stream",
         "transport",
     )
 
@@ -84,92 +73,66 @@ class Producer:
         self.role = role  # "teacher" / "student"
         self.codec = codec
         self.extensions = extensions
-        self.ssrc = ssrc
+        self.stream = ReceiveStream(self, ssrc, codec.clock_rate, self.kind is Kind.VIDEO)
         self.rtx_ssrc = rtx_ssrc
         self.max_bitrate = max_bitrate
         self.consumers: list[Consumer] = []
-        self.cache = PacketCache(1024 if self.kind is Kind.VIDEO else 128)
-        self.nack = NackGenerator() if self.kind is Kind.VIDEO else None
         self.keyframes = KeyframeRequester()
         self.closed = False
         self.muted = False
         name = codec.name
         self._is_keyframe = is_vp8_keyframe if name == "VP8" else is_h264_keyframe if name == "H264" else None
-        self._seq = SeqExtender()
-        self._floor = 0  # packets below this extended sequence number were sent while muted
-        self._session = transport.session
-        self._stats = transport.session.stats
-        self._received = 0
-        self._expected_prior = 0
-        self._received_prior = 0
-        self._transit = 0
-        self._jitter = 0.0
-        self._sr_ntp = 0
-        self._sr_time = 0.0
+        self.session = transport.session
+        self.stats = transport.session.stats
+
+    @property
+    def ssrc(self) -> int | None:
+        return self.stream.ssrc
+
+    @property
+    def cache(self) -> PacketCache:
+        return self.stream.cache
+
+    @property
+    def nack(self) -> NackGenerator | None:
+        return self.stream.nack
 
     def receive(self, data: bytes, hdr_len: int, seq: int, ts: int, now: float) -> None:
-        """One media packet from the publisher (already routed to this track by SSRC)."""
+        """One media packet from the publisher (already routed to this track's stream by SSRC)."""
+        if data[1] & 0x7F != self.codec.payload_type:
+            self.stats.drops[DropReason.MUTED if self.muted else DropReason.UNEXPECTED_PAYLOAD_TYPE] += 1
+            return
         if self.muted:
             # Not even cached: a NACK must not be able to fetch what a muted participant said,
             # and after the unmute nothing up to here is asked for again or accepted late.
-            if data[1] & 0x7F == self.codec.payload_type:
-                ext_seq = self._seq.extend(seq)
-                if ext_seq >= self._floor:
-                    self._floor = ext_seq + 1
-                    if self.nack is not None:
-                        self.nack.skip_to(ext_seq)
-            self._stats.drops[DropReason.MUTED] += 1
+            self.stream.skip_muted(seq)
+            self.stats.drops[DropReason.MUTED] += 1
             return
-        if data[1] & 0x7F != self.codec.payload_type:
-            self._stats.drops[DropReason.UNEXPECTED_PAYLOAD_TYPE] += 1
+        ext_seq = self.stream.receive(data, seq, ts, now)
+        if ext_seq < 0:
             return
-        ext_seq = self._seq.extend(seq)
-        if ext_seq < self._floor:
-            self._stats.drops[DropReason.MUTED] += 1  # sent while muted, arriving late
-            return
-        if ext_seq in self.cache:
-            self._stats.drops[DropReason.DUPLICATE] += 1
-            return
-        self.cache.put(ext_seq, data)
-        if self._received == self._received_prior:
-            self._session.reports_due()  # the first packet since the last report
-        self._received += 1
-        nack = self.nack
-        if nack is not None:
-            gap = ext_seq > nack.highest + 1 and nack.highest >= 0
-            if not nack.on_packet(ext_seq, now):
-                self.request_keyframe(now)
-            elif gap:
-                self._session.attend(self, now)  # NACK the gap at once
-        # RFC 3550 interarrival jitter, in timestamp units.
-        transit = int(now * self.codec.clock_rate) - ts
-        if self._received > 1:
-            delta = abs(transit - self._transit)
-            if delta < 0x10000000:
-                self._jitter += (delta - self._jitter) / 16
-        self._transit = transit
         level = 0x7F
         level_id = self.extensions.audio_level
         if level_id:
             offset = find_extension(data, level_id)
             if offset > 0:
                 level = data[offset]
-                if self._session.detector is not None:
-                    self._session.observe_level(self.id, level & 0x7F, now)
+                if self.session.detector is not None:
+                    self.session.observe_level(self.id, level & 0x7F, now)
         self._fan_out(data, hdr_len, seq, ext_seq, ts, level, now)
 
     def receive_rtx(self, data: bytes, hdr_len: int, now: float) -> None:
         """An RTX packet: restore the original packet (RFC 4588) and handle it as late media."""
         end = len(data) - (data[-1] if data[0] & 0x20 else 0)
         if end - hdr_len < 2:
-            self._stats.drops[DropReason.PADDING_ONLY] += 1
+            self.stats.drops[DropReason.PADDING_ONLY] += 1
             return
         original = bytearray(data[:hdr_len])
         original[0] &= 0xDF  # the RTX padding is not the original's
         original[1] = (data[1] & 0x80) | self.codec.payload_type
         seq = (data[hdr_len] << 8) | data[hdr_len + 1]
         ts = (data[4] << 24) | (data[5] << 16) | (data[6] << 8) | data[7]
-        _SEQ_SSRC.pack_into(original, 2, seq, ts, self.ssrc or 0)
+        _SEQ_SSRC.pack_into(original, 2, seq, ts, self.stream.ssrc or 0)
         original += data[hdr_len + 2 : end]
         self.receive(bytes(original), hdr_len, seq, ts, now)
 
@@ -182,11 +145,11 @@ class Producer:
         if self._is_keyframe is not None:
             keyframe = self._is_keyframe(data, hdr_len)
             if keyframe:
-                self._session.events.append(KeyframeReceived(self.id))
+                self.session.events.append(KeyframeReceived(self.id))
         packet = RtpPacket(data, data[hdr_len:], seq, ext_seq, ts, keyframe, level, abs_send_time(now))
         for consumer in consumers:
             consumer.forward(packet, now)
-        self._stats.rtp_forwarded += len(consumers)
+        self.stats.rtp_forwarded += len(consumers)
 
     def mute(self, now: float = 0.0) -> None:
         """Stop forwarding this track at all (a muted or blocked participant)."""
@@ -209,15 +172,14 @@ class Producer:
             elif self.keyframes.request(now):
                 self._send_pli()
             else:
-                self._session.attend(self, self.keyframes.deadline() or now)
+                self.session.attend(self, self.keyframes.deadline() or now)
 
     def _send_pli(self) -> None:
-        self._stats.keyframe_requests_sent += 1
+        self.stats.keyframe_requests_sent += 1
         self.transport.send_rtcp(build_pli(self.transport.rtcp_ssrc, self.ssrc or 0))
 
     def on_sender_report(self, ntp: int, rtp_timestamp: int, now: float) -> None:
-        self._sr_ntp = ntp
-        self._sr_time = now
+        self.stream.on_sender_report(ntp, now)
         for consumer in self.consumers:
             consumer.on_sender_report(ntp, rtp_timestamp, now)
 
@@ -228,7 +190,7 @@ class Producer:
         if self.nack is not None:
             lost = self.nack.poll(now)
             if lost:
-                self._stats.nacks_sent += 1
+                self.stats.nacks_sent += 1
                 self.transport.send_rtcp(build_nack(self.transport.rtcp_ssrc, self.ssrc, [s & 0xFFFF for s in lost]))
         if self.keyframes.poll(now):
             self._send_pli()
@@ -243,30 +205,17 @@ class Producer:
 
     def highest_seq(self) -> int:
         """The newest extended sequence number received (0 before any)."""
-        return self._seq.highest
+        return self.stream.seq.highest
 
     def has_received(self) -> bool:
-        return self._received > 0
+        return self.stream.received > 0
 
     def report_block(self, now: float) -> ReportBlock | None:
-        """This stream's receiver-report block, or None when nothing arrived since the last one."""
-        if self.ssrc is None or self._received == self._received_prior:
-            return None
-        return self._report_block(now)
+        return self.stream.report_block(now)
 
-    def _report_block(self, now: float) -> ReportBlock:
-        highest = self._seq.highest - 0x10000
-        expected = highest - (self._seq.first - 0x10000) + 1
-        lost = expected - self._received
-        expected_interval = expected - self._expected_prior
-        received_interval = self._received - self._received_prior
-        self._expected_prior = expected
-        self._received_prior = self._received
-        lost_interval = expected_interval - received_interval
-        fraction = (lost_interval << 8) // expected_interval if expected_interval > 0 and lost_interval > 0 else 0
-        lsr = (self._sr_ntp >> 16) & 0xFFFFFFFF
-        dlsr = int((now - self._sr_time) * 65536) if self._sr_ntp else 0
-        return ReportBlock(self.ssrc or 0, min(fraction, 255), lost, highest, int(self._jitter), lsr, dlsr)
+    def bitrate(self, now: float) -> int:
+        """What the publisher sends now, in bits per second (over the last second)."""
+        return self.stream.bitrate(now)
 
     def target_bitrate(self) -> int:
         """What the publisher may send: its cap, lowered to the weakest subscriber's share."""

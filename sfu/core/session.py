@@ -10,7 +10,7 @@ from collections import deque
 from typing import Protocol
 
 from .consumer import Consumer
-from .events import Event, SpeakersChanged
+from .events import Event, SpeakersChanged, StreamStalled
 from .params import Codec, HeaderExtensions, Kind
 from .producer import Producer
 from .rtcp import build_receiver_report, build_remb
@@ -164,7 +164,7 @@ class MediaSession:
         transport.producers_by_mid[mid] = producer
         transport.mid_extension = transport.mid_extension or extensions.mid
         if ssrc is not None:
-            transport.producers[ssrc] = producer
+            transport.streams[ssrc] = producer.stream
         if rtx_ssrc is not None and codec.rtx_payload_type is not None:
             transport.rtx_producers[rtx_ssrc] = producer
         return producer
@@ -175,7 +175,7 @@ class MediaSession:
         transport = producer.transport
         transport.producers_by_mid.pop(producer.mid, None)
         if producer.ssrc is not None:
-            transport.producers.pop(producer.ssrc, None)
+            transport.streams.pop(producer.ssrc, None)
         if producer.rtx_ssrc is not None:
             transport.rtx_producers.pop(producer.rtx_ssrc, None)
         self.producers.pop(producer.id, None)
@@ -278,11 +278,19 @@ class MediaSession:
 
     def _send_reports(self, now: float) -> None:
         """One receiver report (and one REMB) per publishing transport, for all its tracks."""
-        self._reports_due = False
         self._next_report = now + REPORT_INTERVAL
+        reported = False
         for transport in self.transports.values():
             producers = transport.producers_by_mid.values()
-            blocks = [b for b in (p.report_block(now) for p in producers) if b is not None]
+            blocks = []
+            for producer in producers:
+                block = producer.report_block(now)
+                if block is not None:
+                    blocks.append(block)
+                elif producer.stream.received and not producer.stream.stalled and not producer.muted:
+                    producer.stream.stalled = True  # until its next packet (ReceiveStream.receive)
+                    self.events.append(StreamStalled(producer.id))
+            reported = reported or bool(blocks)
             for start in range(0, len(blocks), MAX_REPORT_BLOCKS):
                 transport.send_rtcp(
                     build_receiver_report(transport.rtcp_ssrc, blocks[start : start + MAX_REPORT_BLOCKS])
@@ -291,6 +299,11 @@ class MediaSession:
                 if producer.kind is Kind.VIDEO and producer.ssrc is not None and producer.has_received():
                     rtcp_ssrc = transport.rtcp_ssrc
                     transport.send_rtcp(build_remb(rtcp_ssrc, producer.target_bitrate(), [producer.ssrc]))
+        # One more round after the last one that reported anything: it finds the streams that
+        # stopped (StreamStalled), then the reports stop until a packet arrives.
+        self._reports_due = reported
+        if reported:
+            self._wake_at(self._next_report)
 
     def _check_owned(self, transport: Transport) -> None:
         if self.transports.get(transport.id) is not transport:

@@ -28,6 +28,7 @@ from .stats import DropReason
 
 if TYPE_CHECKING:
     from .session import MediaSession
+    from .stream import ReceiveStream
 
 
 class Transport:
@@ -39,7 +40,7 @@ class Transport:
         self.rtcp_ssrc = random.getrandbits(32) or 1
         self.outbox: list[bytes] = []  # RTP to encrypt and send
         self.rtcp_outbox: list[bytes] = []
-        self.producers: dict[int, Producer] = {}  # by media SSRC
+        self.streams: dict[int, ReceiveStream] = {}  # by media SSRC (later also by rid)
         self.rtx_producers: dict[int, Producer] = {}  # by RTX SSRC
         self.producers_by_mid: dict[str, Producer] = {}
         self.consumers: dict[int, Consumer] = {}  # by media and RTX SSRC
@@ -62,9 +63,9 @@ class Transport:
             stats.drops[DropReason.MALFORMED_RTP] += 1
             return
         _, _, seq, ts, ssrc = RTP_HEADER.unpack_from(data)
-        producer = self.producers.get(ssrc)
-        if producer is not None:
-            producer.receive(data, hdr_len, seq, ts, now)
+        stream = self.streams.get(ssrc)
+        if stream is not None:
+            stream.producer.receive(data, hdr_len, seq, ts, now)
             return
         producer = self.rtx_producers.get(ssrc)
         if producer is not None:
@@ -85,9 +86,9 @@ class Transport:
         if producer is None or ssrc in self.consumers:
             return None
         payload_type = data[1] & 0x7F
-        if payload_type == producer.codec.payload_type and producer.ssrc is None:
-            producer.ssrc = ssrc
-            self.producers[ssrc] = producer
+        if payload_type == producer.codec.payload_type and producer.stream.ssrc is None:
+            producer.stream.ssrc = ssrc
+            self.streams[ssrc] = producer.stream
             self.session.events.append(ProducerBound(producer.id, ssrc))
             if producer.keyframes.pending:  # asked for before the SSRC was known
                 self.session.attend(producer, now)
@@ -116,9 +117,9 @@ class Transport:
                 if consumer is not None:
                     consumer.producer.request_keyframe(now)
             elif isinstance(packet, SenderReport):
-                producer = self.producers.get(packet.ssrc)
-                if producer is not None:
-                    producer.on_sender_report(packet.ntp, packet.rtp_timestamp, now)
+                stream = self.streams.get(packet.ssrc)
+                if stream is not None:
+                    stream.producer.on_sender_report(packet.ntp, packet.rtp_timestamp, now)
                 self._on_reports(packet.reports, now)
             elif isinstance(packet, ReceiverReport):
                 self._on_reports(packet.reports, now)
