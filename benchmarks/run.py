@@ -61,7 +61,8 @@ def histogram_quantiles(before: dict[float, float], after: dict[float, float]) -
     return {"p50": quantile(0.5), "p99": quantile(0.99), "max": largest * 1e6}
 
 
-def start_server(target: str, port: int) -> subprocess.Popen[bytes]:
+def start_server(target: str, port: int, settings: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Starts one server; `settings` are extra CLASSE_* variables for Classe."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if target == "classe":
         env |= {
@@ -71,6 +72,7 @@ def start_server(target: str, port: int) -> subprocess.Popen[bytes]:
             # Load clients take dev tokens: no accounts, no lobby. Its SQLite file goes to a throwaway folder.
             "CLASSE_DEV_MODE": "true",
             "CLASSE_DATA_DIR": tempfile.mkdtemp(prefix="classe-bench-"),
+            **(settings or {}),
         }
         cmd = [PY, "-m", "signaling.cli", "serve", "--port", str(port)]
     elif target == "relay":
