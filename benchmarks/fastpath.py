@@ -73,7 +73,8 @@ class LatencyRecorder:
         window = self.window
         if window is not None and window[0] <= sent < window[1]:
             self.delays_us.append((time.monotonic_ns() - sent) / 1000)
-            self.ids.add(ident)
+            # each publisher numbers its packets from 0: the stream's SSRC tells publishers apart
+            self.ids.add(int.from_bytes(packet[8:12]) << 32 | ident)
 
 
 class Downlink:
