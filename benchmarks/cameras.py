@@ -290,7 +290,9 @@ def comparison(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="./dev bench cameras", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of each measured window")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds before each window")
     parser.add_argument("--period", type=float, default=4.0, help="seconds between changes of talkers")

@@ -3,6 +3,12 @@
 Each configuration starts a fresh server process, a load-generator process, and samples the
 server's CPU time, memory and forwarding counter exactly over the measured window. Classe, the
 MediaRelay baseline and the bare UDP forwarder are measured in the same run, side by side.
+
+Two entries (`./dev bench` passes its arguments here):
+- `./dev bench [--sizes ...]`: the fan-out scaling runs above and the audio-only whole class;
+- `./dev bench cameras [--duration ...]`: the class of 30 with cameras, everything forwarded
+  against bandwidth adaptation (`benchmarks/cameras.py`, about 3 minutes), which writes
+  docs/benchmarks-class30.json.
 """
 
 from __future__ import annotations
@@ -291,7 +297,12 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    if sys.argv[1:2] == ["cameras"]:
+        from .cameras import main as cameras
+
+        cameras(sys.argv[2:])
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1,10,50,100,200", help="subscriber counts for Classe and the UDP forwarder")
     parser.add_argument("--relay-sizes", default="1,5,10", help="subscriber counts for the MediaRelay baseline")
     parser.add_argument("--duration", type=float, default=10.0)
