@@ -130,6 +130,13 @@ class Settings(BaseSettings):
     screen_max_bitrate: int = 2_500_000
     # What one subscriber can be sent again on its NACKs, in bits per second (beyond: refused, counted).
     max_retransmission_bitrate: int = Field(default=2_000_000, gt=0)
+    # What each subscriber receives (docs/protocol.md, "Which videos"): the audio of this many loudest
+    # speakers plus every teacher's microphone (0: all audio), and at most this many videos (0: all).
+    audio_forward_loudest: int = Field(default=3, ge=0)
+    video_last_n: int = Field(default=10, ge=0)
+    # A camera that nobody shows at least this wide (css px) is asked (REMB) to send at most thumbnail_bitrate.
+    thumbnail_bitrate: int = Field(default=200_000, gt=0)
+    large_tile_width: int = Field(default=480, ge=0)
     config_file: Path | None = None
 
     @field_validator("teacher_domains")

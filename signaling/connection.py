@@ -154,3 +154,5 @@ async def handle(server: ClassServer, conn: Connection, message: dict[str, Any])
         await moderation.set_media(participant, message["source"], message["enabled"], ref)
     elif kind == "moderate":
         await moderation.moderate(participant, message)
+    elif kind == "view":
+        await moderation.set_view(participant, message)

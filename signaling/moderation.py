@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from sfu.core.selection import View
+
 from .classroom import ChatMessage
 from .participant import Participant
 from .protocol import ProtocolError, encode
@@ -46,6 +48,16 @@ async def set_media(participant: Participant, source: str, enabled: bool, ref: A
         raise ProtocolError("locked", f"a teacher has turned off your {source}", ref)
     _spend(participant, "media", ref)  # a refusal broadcasts nothing: only what reaches the class is counted
     await participant.room.set_enabled(participant, source, enabled)
+
+
+async def set_view(participant: Participant, message: dict[str, Any]) -> None:
+    """The tiles a participant's page draws now: the room sends them only those videos."""
+    now = time.monotonic()
+    if not participant.view_limits.allowed("view", now):
+        raise ProtocolError("rate_limited", "too many views: send the latest one again in a second", message["id"])
+    participant.view_limits.spend("view", now)
+    participant.view = View(message["tiles"], message["pinned"], message["audio_only"])
+    await participant.room.view_changed(participant)
 
 
 async def moderate(teacher: Participant, message: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ from aiortc import RTCRtpSender, RTCRtpTransceiver, RTCSessionDescription
 
 from sfu.adapter.peer import SOURCE_KINDS, PeerTransport
 from sfu.core import Consumer, Producer
+from sfu.core.selection import View
 
 from .protocol import ProtocolError, encode
 from .ratelimit import RateLimiter
@@ -60,8 +61,12 @@ class Participant:
         }
         self.hand = False
         self.limits = RateLimiter(burst=5, window=10.0)  # chat, hand and media messages: one bucket each
+        # `view` follows scrolling and resizing (debounced by the page): a budget of its own, larger.
+        self.view_limits = RateLimiter(burst=10, window=5.0)
+        self.view: View | None = None  # the tiles the page draws; None until its first `view`
         self.publisher: PeerTransport | None = None
         self.subscriber = room.new_peer(f"{self.id}:sub", None)
+        self.subscriber.on_consumer = lambda consumer: room.forwarding.consumer_added(self, consumer)
         self.tracks: dict[str, str] = {}  # subscriber mid -> track id
         self._codecs: dict[str, str] = {}  # subscriber mid -> codec of its track
         self._free: dict[str, list[tuple[RTCRtpTransceiver, Consumer | None]]] = {}  # inactive sections by codec

@@ -22,6 +22,10 @@ LOCKABLE = ("microphone", "camera", "screen", "chat")
 TARGETED_ACTIONS = ("mute", "camera_off", "allow", "stop_screen", "remove", "to_lobby", "admit", "refuse")
 GROUP_ACTIONS = ("mute", "camera_off", "admit", "refuse")
 MODERATION_ACTIONS = (*TARGETED_ACTIONS, "lower_hands", "lock", "lock_class", "lobby", "lock_lobby", "end")
+# A `view`: the tiles a page draws now. A class page shows at most a few dozen; ids are our own short ids.
+MAX_VIEW_TILES = 64
+MAX_TILE_PIXELS = 16384  # css pixels, per side
+MAX_ID = 128
 # Control characters, and the bidi embeddings, overrides and isolates that would reorder what others read.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
@@ -119,6 +123,8 @@ def decode(text: str | bytes, max_answer: int = MAX_MESSAGE_BYTES) -> dict[str, 
         return {"type": kind, "id": ref, "source": source, "enabled": _bool(message.get("enabled"), "enabled", ref)}
     if kind == "moderate":
         return {"type": kind, "id": ref, **_moderation(message, ref)}
+    if kind == "view":
+        return {"type": kind, "id": ref, **_view(message, ref)}
     raise ProtocolError("unknown_type", "unknown message type", ref)
 
 
@@ -126,6 +132,34 @@ def _bool(value: Any, name: str, ref: Any) -> bool:
     if not isinstance(value, bool):
         raise ProtocolError("bad_message", f"'{name}' must be true or false", ref)
     return value
+
+
+def _int(value: Any, name: str, ref: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_TILE_PIXELS:
+        raise ProtocolError("bad_message", f"'{name}' must be a whole number from 0 to {MAX_TILE_PIXELS}", ref)
+    return value
+
+
+def _view(message: dict[str, Any], ref: Any) -> dict[str, Any]:
+    """What a page shows: the tiles (track id -> width, height), the pinned participant, data saver.
+
+    A track id named twice keeps its largest size; unknown ids are the room's business (ignored there).
+    """
+    tiles = message.get("tiles")
+    if not isinstance(tiles, list) or len(tiles) > MAX_VIEW_TILES:
+        raise ProtocolError("bad_message", f"'tiles' must be a list of at most {MAX_VIEW_TILES} tiles", ref)
+    sizes: dict[str, tuple[int, int]] = {}
+    for tile in tiles:
+        if not isinstance(tile, dict):
+            raise ProtocolError("bad_message", "each tile must be an object", ref)
+        track_id = _str(tile.get("track_id"), "track_id", MAX_ID, ref)
+        width, height = _int(tile.get("width"), "width", ref), _int(tile.get("height"), "height", ref)
+        old = sizes.get(track_id, (0, 0))
+        sizes[track_id] = (max(width, old[0]), max(height, old[1]))
+    pinned = message.get("pinned")
+    if pinned is not None:
+        pinned = _str(pinned, "pinned", MAX_ID, ref)
+    return {"tiles": sizes, "pinned": pinned, "audio_only": _bool(message.get("audio_only", False), "audio_only", ref)}
 
 
 def _moderation(message: dict[str, Any], ref: Any) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from sfu.core import MediaStats, Producer
 
 from .classroom import Arrival, ClassSession
 from .config import Settings
+from .forwarding import Forwarding
 from .participant import Participant, owner_of, track_info
 from .protocol import ProtocolError, encode
 from .tokens import JoinGrant, Role
@@ -56,6 +57,7 @@ class Room:
         )
         self.ice_servers = [RTCIceServer(s.urls, s.username, s.credential) for s in settings.ice_servers]
         self.max_bitrates = {"camera": settings.camera_max_bitrate, "screen": settings.screen_max_bitrate}
+        self.forwarding = Forwarding(self)  # loudest-K audio, last-N video, thumbnail caps
 
     def new_peer(self, transport_id: str, on_producer: Callable[[Producer], Awaitable[None]] | None) -> PeerTransport:
         return PeerTransport(
@@ -137,6 +139,9 @@ class Room:
         await self.broadcast(encode("participant_joined", participant=participant.describe()), exclude=participant.id)
         if self.live.session.producers:
             participant.renegotiate()
+        await self.forwarding.refresh(participant)
+        if self.forwarding.speakers:
+            await self.send_to(participant, self.forwarding.describe_speakers())
         if teacher_back:
             await self.broadcast(encode("teacher_back"), exclude=participant.id)
         if grant.role is Role.TEACHER:
@@ -174,7 +179,7 @@ class Room:
     async def _lobby_changed(self) -> None:
         message = encode("lobby", waiting=self.lobby_list())
         for teacher in self.teachers():
-            await self._send(teacher, message)
+            await self.send_to(teacher, message)
 
     async def admit(self, participant_id: str | None) -> int:
         """Let one person (or, with None, everyone) in from the lobby, while the class has room; how many stay."""
@@ -226,6 +231,7 @@ class Room:
             return
         del self.participants[participant.id]
         self.connections.pop(participant.id, None)
+        self.forwarding.departed(participant)
         await participant.close()
         await self.broadcast(encode("participant_left", participant_id=participant.id))
         if participant.role is Role.TEACHER and not returning and not self.teachers():
@@ -284,6 +290,7 @@ class Room:
         if not self.detached:
             self.detached = True
             self._cancel_teacher_away()
+            self.forwarding.close()
             self.live.close()
             self.on_empty(self)
 
@@ -340,12 +347,14 @@ class Room:
         for participant in self.participants.values():
             if owner is None or participant.id != owner.id:
                 participant.renegotiate()
+        await self.forwarding.refresh()
 
     async def remove_producer(self, producer: Producer, owner: str) -> None:
         self.live.session.remove_producer(producer)
         for participant in self.participants.values():
             if participant.id != owner:
                 participant.renegotiate()
+        await self.forwarding.refresh()
         await self.broadcast(encode("track_unpublished", track_id=producer.id, participant_id=owner))
 
     async def set_enabled(self, participant: Participant, source: str, enabled: bool) -> None:
@@ -357,10 +366,15 @@ class Room:
         for producer in participant.producers(*participant.switched_by(source)):
             if enabled:
                 producer.unmute(now)
+                self.forwarding.unmuted(producer)
             else:
                 producer.mute()
         self.live.flush()
         await self.participant_updated(participant)
+
+    async def view_changed(self, participant: Participant) -> None:
+        """A participant's page shows other tiles: choose again what it receives."""
+        await self.forwarding.refresh(participant)
 
     async def participant_updated(self, participant: Participant) -> None:
         await self.broadcast(encode("participant_updated", participant=participant.describe()))
@@ -370,9 +384,9 @@ class Room:
     async def broadcast(self, message: str, exclude: str | None = None) -> None:
         for participant in list(self.participants.values()):
             if participant.id != exclude and not participant.closed:
-                await self._send(participant, message)
+                await self.send_to(participant, message)
 
-    async def _send(self, participant: Participant, message: str) -> None:
+    async def send_to(self, participant: Participant, message: str) -> None:
         try:
             await participant.send(message)
         except ConnectionError:
@@ -380,7 +394,7 @@ class Room:
 
     async def tell(self, participant: Participant, action: str) -> None:
         """Let a participant know what a teacher did to them, so that their page shows it."""
-        await self._send(participant, encode("moderated", action=action))
+        await self.send_to(participant, encode("moderated", action=action))
 
     async def close(self) -> None:
         await self._end_for_all(ProtocolError("server_stopping", "the server is stopping", fatal=True))

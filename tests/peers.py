@@ -73,18 +73,23 @@ class NumberedVideoTrack(VideoStreamTrack):
 
 
 class ToneAudioTrack(AudioStreamTrack):
-    """A 440 Hz tone, so that a receiver can tell real audio from silence."""
+    """A 440 Hz tone, so that a receiver can tell real audio from silence; `amplitude` 0 is silence.
 
-    def __init__(self) -> None:
+    aiortc writes the frame's level in the audio-level extension: the server's speaker detection
+    hears this amplitude (8000 is about -12 dBov), and a test may change it mid-call.
+    """
+
+    def __init__(self, amplitude: int = 8000) -> None:
         super().__init__()
         self._samples = 0
+        self.amplitude = amplitude
 
     async def recv(self) -> av.AudioFrame:
         frame = await super().recv()
         n = frame.samples
         t = (np.arange(n) + self._samples) / frame.sample_rate
         self._samples += n
-        tone = (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16).reshape(1, -1)
+        tone = (np.sin(2 * np.pi * 440 * t) * self.amplitude).astype(np.int16).reshape(1, -1)
         out = av.AudioFrame.from_ndarray(tone, format="s16", layout="mono")
         out.sample_rate, out.pts, out.time_base = frame.sample_rate, frame.pts, fractions.Fraction(1, frame.sample_rate)
         return out
@@ -180,7 +185,7 @@ class Peer:
                 await self.messages.put(data)
 
     async def publish(
-        self, video_codec: str | None = "video/VP8", audio: bool = True, screen: bool = False
+        self, video_codec: str | None = "video/VP8", audio: bool = True, screen: bool = False, amplitude: int = 8000
     ) -> dict[str, str]:
         """Publish camera (and microphone); returns mid -> source."""
         if self.pub is None:
@@ -195,7 +200,7 @@ class Peer:
             new.append((t, "screen" if screen else "camera"))
             self.tracks.append(track)
         if audio:
-            atrack = ToneAudioTrack()
+            atrack = ToneAudioTrack(amplitude)
             new.append((self.pub.addTransceiver(atrack, direction="sendonly"), "microphone"))
             self.tracks.append(atrack)
         await self.pub.setLocalDescription(await self.pub.createOffer())

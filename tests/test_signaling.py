@@ -15,7 +15,19 @@ from signaling.tokens import Role, TokenError, mint_join_token, verify_join_toke
 from .conftest import RunningServer
 from .peers import Peer
 
-ACCEPTED = ("join", "publish", "subscribe_answer", "unpublish", "leave", "ping", "chat", "hand", "media", "moderate")
+ACCEPTED = (
+    "join",
+    "publish",
+    "subscribe_answer",
+    "unpublish",
+    "leave",
+    "ping",
+    "chat",
+    "hand",
+    "media",
+    "moderate",
+    "view",
+)
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
@@ -39,6 +51,14 @@ messages = st.fixed_dictionaries(
         "all": json_values,
         "value": json_values,
         "locks": st.dictionaries(st.sampled_from(["microphone", "chat", "x"]), json_values, max_size=3) | json_values,
+        "tiles": st.lists(
+            st.fixed_dictionaries({}, optional={"track_id": json_values, "width": json_values, "height": json_values})
+            | json_values,
+            max_size=4,
+        )
+        | json_values,
+        "pinned": json_values,
+        "audio_only": json_values,
     },
 )
 
@@ -51,6 +71,48 @@ def test_decode_accepts_or_refuses_cleanly(text: str) -> None:
         assert exc.code in {"bad_message", "unknown_type", "unsupported_version"}
     else:
         assert message["type"] in ACCEPTED
+
+
+TILE = {"track_id": "a1:pub:1", "width": 640, "height": 360}
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        # a view: tiles by track id, the largest size when one is named twice
+        (
+            {"tiles": [TILE, {**TILE, "width": 160, "height": 900}], "pinned": "b2", "audio_only": True},
+            {"tiles": {"a1:pub:1": (640, 900)}, "pinned": "b2", "audio_only": True},
+        ),
+        ({"tiles": []}, {"tiles": {}, "pinned": None, "audio_only": False}),  # a hidden tab
+        (
+            {"tiles": [TILE] * 64, "pinned": None},
+            {"tiles": {"a1:pub:1": (640, 360)}, "pinned": None, "audio_only": False},
+        ),
+        ({"tiles": [TILE] * 65}, "bad_message"),  # at most 64 tiles
+        ({}, "bad_message"),
+        ({"tiles": {"a1:pub:1": [640, 360]}}, "bad_message"),
+        ({"tiles": ["a1:pub:1"]}, "bad_message"),
+        ({"tiles": [{**TILE, "width": -1}]}, "bad_message"),
+        ({"tiles": [{**TILE, "width": 16385}]}, "bad_message"),
+        ({"tiles": [{**TILE, "height": 1.5}]}, "bad_message"),
+        ({"tiles": [{**TILE, "height": True}]}, "bad_message"),
+        ({"tiles": [{**TILE, "track_id": ""}]}, "bad_message"),
+        ({"tiles": [{**TILE, "track_id": "x" * 129}]}, "bad_message"),
+        ({"tiles": [{**TILE, "track_id": 7}]}, "bad_message"),
+        ({"tiles": [], "pinned": 3}, "bad_message"),
+        ({"tiles": [], "pinned": "x" * 129}, "bad_message"),
+        ({"tiles": [], "audio_only": "yes"}, "bad_message"),
+    ],
+)
+def test_view_decoding(fields: dict, expected: dict | str) -> None:  # type: ignore[type-arg]
+    text = json.dumps({"type": "view", "id": 4, **fields})
+    if isinstance(expected, str):
+        with pytest.raises(ProtocolError) as caught:
+            decode(text)
+        assert (caught.value.code, caught.value.ref, caught.value.fatal) == (expected, 4, False)
+    else:
+        assert decode(text) == {"type": "view", "id": 4, **expected}
 
 
 SECRET = "a test secret of at least 32 bytes"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..core import MediaSession, MediaStats
@@ -20,6 +21,8 @@ class LiveSession:
         self.session = MediaSession(stats, retransmission_bitrate)
         self.peers: dict[str, PeerTransport] = {}
         self._timer: asyncio.TimerHandle | None = None
+        # Told (active, loudest) by producer id when the speakers change.
+        self.on_speakers: Callable[[str | None, tuple[str, ...]], None] | None = None
 
     def now(self) -> float:
         return self.loop.time()
@@ -46,7 +49,14 @@ class LiveSession:
 
     def _on_timer(self) -> None:
         self._timer = None
-        self.session.handle_timer(self.now())
+        now = self.now()
+        self.session.handle_timer(now)
+        speakers = self.session.speakers
+        due = speakers.due()
+        if due is not None and due <= now + 0.001:
+            changed = speakers.evaluate(now)
+            if changed is not None and self.on_speakers is not None:
+                self.on_speakers(*changed)
         self.flush()
         self.arm_timer()
 

@@ -77,6 +77,7 @@ class PeerTransport:
         self.pending: dict[RTCRtpTransceiver, Producer] = {}  # consumers to create once negotiated
         self.continue_from: dict[RTCRtpTransceiver, Consumer] = {}  # a reused section's last consumer
         self.consumers: dict[str, Consumer] = {}  # by mid
+        self.on_consumer: Callable[[Consumer], None] | None = None  # told before the first packet
         self.retired: set[str] = set()  # unpublished mids, never registered again on renegotiation
         self._hooked: set[int] = set()
         self._protector: SrtpProtector | None = None
@@ -151,6 +152,8 @@ class PeerTransport:
                 now=now,
             )
             self.consumers[transceiver.mid] = consumer
+            if self.on_consumer is not None:
+                self.on_consumer(consumer)
             self.live.flush()
 
         sender.send = send  # type: ignore[method-assign]

@@ -33,6 +33,7 @@ class Producer:
         "_received",
         "_received_prior",
         "_seq",
+        "_speakers",
         "_sr_ntp",
         "_sr_time",
         "_stats",
@@ -92,6 +93,8 @@ class Producer:
         self._is_keyframe = is_vp8_keyframe if name == "VP8" else is_h264_keyframe if name == "H264" else None
         self._seq = SeqExtender()
         self._stats = transport.session.stats
+        # Only microphones are speakers: a shared video's sound is forwarded whoever speaks.
+        self._speakers = transport.session.speakers if self.kind is Kind.AUDIO and source == "microphone" else None
         self._received = 0
         self._expected_prior = 0
         self._received_prior = 0
@@ -155,6 +158,8 @@ class Producer:
             offset = find_extension(data, self.extensions.audio_level)
             if offset > 0:
                 level = data[offset]
+                if self._speakers is not None:
+                    self._speakers.observe(self.id, level, now)
         payload = data[hdr_len:]
         ast = abs_send_time(now)
         for consumer in consumers:
@@ -225,6 +230,8 @@ class Producer:
         """What the publisher may send: its cap, lowered to the weakest subscriber's share."""
         bitrate = self.max_bitrate
         for consumer in self.consumers:
+            if consumer.paused:
+                continue  # a subscriber this video does not reach does not limit it
             share = consumer.transport.video_share()
             if share is not None and share < bitrate:
                 bitrate = share

@@ -9,6 +9,7 @@ from __future__ import annotations
 from .consumer import Consumer
 from .params import Codec, HeaderExtensions
 from .producer import Producer
+from .speakers import SpeakerDetector
 from .stats import MediaStats
 from .transport import Transport
 
@@ -29,6 +30,8 @@ class MediaSession:
         self.transports: dict[str, Transport] = {}
         self.producers: dict[str, Producer] = {}
         self.ready: list[Transport] = []
+        # Fed by every microphone packet's audio level; the owner evaluates it at `speakers.due()`.
+        self.speakers = SpeakerDetector()
 
     def create_transport(self, transport_id: str) -> Transport:
         if transport_id in self.transports:
@@ -94,6 +97,7 @@ class MediaSession:
         if producer.rtx_ssrc is not None:
             transport.rtx_producers.pop(producer.rtx_ssrc, None)
         self.producers.pop(producer.id, None)
+        self.speakers.remove(producer.id)
         producer.closed = True
 
     def add_consumer(

@@ -148,5 +148,7 @@ class Transport:
         """The part of this subscriber's estimated downlink that one of its video tracks may use."""
         if self.remb is None:
             return None
-        videos = sum(1 for ssrc, c in self.consumers.items() if ssrc == c.ssrc and c.kind is Kind.VIDEO)
+        videos = sum(
+            1 for ssrc, c in self.consumers.items() if ssrc == c.ssrc and c.kind is Kind.VIDEO and not c.paused
+        )
         return self.remb // max(1, videos)

@@ -1,0 +1,209 @@
+"""What each participant of a live class receives: loudest-K audio, last-N video, thumbnail caps.
+
+The choices are pure functions of the core (`sfu.core.selection`, `sfu.core.speakers`); this is
+where the room carries them out: it pauses and resumes subscribers' consumers, caps cameras that
+nobody shows large (REMB), and tells each page what it receives (`videos`) and who speaks
+(`speakers`). Rules: docs/protocol.md, "Which videos a participant receives".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Coroutine, Iterable
+from typing import TYPE_CHECKING, Any
+
+from sfu.core import Consumer, Kind, Producer
+from sfu.core.selection import VideoTrack, choose_videos, shown_large
+
+from .participant import owner_of
+from .protocol import encode
+from .tokens import Role
+
+if TYPE_CHECKING:
+    from .participant import Participant
+    from .room import Room
+
+SPEAKERS_INTERVAL = 0.3  # seconds between two `speakers` messages at most
+MAX_RECENT = 300  # speakers remembered for the order of videos
+
+
+class Forwarding:
+    """Per class: the current speakers, and what each subscriber is sent."""
+
+    def __init__(self, room: Room) -> None:
+        self.room = room
+        settings = room.settings
+        self.loudest_k = settings.audio_forward_loudest
+        self.last_n = settings.video_last_n
+        self.thumbnail_bitrate = settings.thumbnail_bitrate
+        self.large_width = settings.large_tile_width
+        self.loudest: frozenset[str] = frozenset()  # microphone producer ids forwarded to everyone
+        self.active: str | None = None  # participant ids, as the pages are told
+        self.speakers: tuple[str, ...] = ()
+        self.recent: list[str] = []  # participant ids, the most recent speaker first
+        self.receiving: dict[str, frozenset[str]] = {}  # participant id -> the videos its page was told of
+        self._large: dict[str, set[str]] = {}  # participant id -> cameras it receives and shows large
+        self._held: set[Consumer] = set()  # consumers paused by this choice (not by a mute)
+        self._announced: tuple[str | None, tuple[str, ...]] = (None, ())
+        self._announced_at = float("-inf")
+        self._announce_timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        room.live.session.speakers.k = self.loudest_k or 3  # with all audio forwarded, still name 3 speakers
+        room.live.on_speakers = self.on_speakers
+
+    # Carrying out the choice
+
+    def _forward(self, consumer: Consumer, on: bool, now: float) -> None:
+        """Pause or resume one consumer for the choice; a mute pauses it too, and wins."""
+        held = consumer in self._held
+        if on and held:
+            self._held.discard(consumer)
+            if not consumer.producer.muted:
+                consumer.resume(now)  # video: at the next keyframe, requested; audio: no jump
+        elif not on and not held:
+            self._held.add(consumer)
+            consumer.pause()
+
+    def unmuted(self, producer: Producer) -> None:
+        """An unmute resumed every consumer of the track: those the choice holds stay paused."""
+        for consumer in producer.consumers:
+            if consumer in self._held:
+                consumer.pause()
+
+    def _wanted(self, producer: Producer, videos: frozenset[str]) -> bool:
+        return producer.id in videos if producer.kind is Kind.VIDEO else self._audio_on(producer)
+
+    def _audio_on(self, producer: Producer) -> bool:
+        if not self.loudest_k or producer.source != "microphone" or producer.id in self.loudest:
+            return True
+        owner = self.room.participants.get(owner_of(producer))
+        return owner is not None and owner.role is Role.TEACHER
+
+    def _tracks(self) -> list[VideoTrack]:
+        participants = self.room.participants
+        tracks = []
+        for producer in self.room.live.session.producers.values():
+            if producer.kind is Kind.VIDEO and not producer.closed:
+                owner = participants.get(owner_of(producer))
+                role = owner.role.value if owner is not None else Role.STUDENT.value
+                tracks.append(VideoTrack(producer.id, owner_of(producer), role, producer.source))
+        return tracks
+
+    def _choose(self, participant: Participant, tracks: list[VideoTrack], now: float) -> str | None:
+        """Apply the choice to one subscriber's consumers; its `videos` message if its set changed."""
+        chosen = choose_videos(tracks, participant.view, self.recent, self.last_n, participant.id)
+        wanted = frozenset(chosen)
+        for consumer in participant.subscriber.consumers.values():
+            self._forward(consumer, self._wanted(consumer.producer, wanted), now)
+        self._large[participant.id] = shown_large(chosen, participant.view, self.large_width)
+        if self.receiving.get(participant.id) == wanted:
+            return None
+        self.receiving[participant.id] = wanted
+        return encode("videos", receiving=list(chosen))
+
+    def _cap_cameras(self) -> None:
+        """A student's camera that nobody shows large is asked for a thumbnail's bitrate (REMB)."""
+        large = set().union(*self._large.values())
+        full = self.room.max_bitrates
+        for producer in self.room.live.session.producers.values():
+            if producer.kind is not Kind.VIDEO:
+                continue
+            cap = full.get(producer.source, 1_500_000)
+            owner = self.room.participants.get(owner_of(producer))
+            teacher = owner is not None and owner.role is Role.TEACHER
+            if producer.source == "camera" and not teacher and producer.id not in large:
+                cap = min(cap, self.thumbnail_bitrate)
+            producer.max_bitrate = cap
+
+    def update(self, only: Participant | None = None) -> list[tuple[Participant, str]]:
+        """Choose again for everyone (or one subscriber): pause, resume, cap. The messages to send."""
+        room = self.room
+        now = room.live.now()
+        self._held = {c for c in self._held if c in c.producer.consumers}  # forget removed consumers
+        tracks = self._tracks()
+        messages = []
+        for participant in [only] if only is not None else list(room.participants.values()):
+            if participant.closed:
+                continue
+            message = self._choose(participant, tracks, now)
+            if message is not None:
+                messages.append((participant, message))
+        self._cap_cameras()
+        room.live.flush()  # the keyframe requests of resumed videos
+        return messages
+
+    async def refresh(self, only: Participant | None = None) -> None:
+        """After a view, a track or an arrival: choose again and tell the pages what changed."""
+        await self._send(self.update(only))
+
+    def consumer_added(self, participant: Participant, consumer: Consumer) -> None:
+        """A new subscription, before its first packet: held at once if the choice leaves it out."""
+        if participant.closed:
+            return
+        videos = self.receiving.get(participant.id, frozenset())
+        self._forward(consumer, self._wanted(consumer.producer, videos), self.room.live.now())
+
+    def departed(self, participant: Participant) -> None:
+        self.receiving.pop(participant.id, None)
+        self._large.pop(participant.id, None)
+        self._cap_cameras()
+
+    # Speakers
+
+    def on_speakers(self, active: str | None, loudest: tuple[str, ...]) -> None:
+        """The core's detector changed its mind (producer ids): forward, reorder, announce."""
+        self.loudest = frozenset(loudest)
+        producers = self.room.live.session.producers
+        owners = [owner_of(producers[p]) for p in loudest if p in producers]
+        self.active = owner_of(producers[active]) if active in producers else None
+        self.speakers = tuple(dict.fromkeys(owners))
+        front = [p for p in (self.active, *self.speakers) if p is not None]
+        self.recent = list(dict.fromkeys([*front, *self.recent]))[:MAX_RECENT]
+        self._spawn(self._send(self.update()))  # audio, and the videos of the latest speakers
+        self._announce()
+
+    def describe_speakers(self) -> str:
+        """`speakers`, with `active` null when nobody speaks (encode() would leave it out)."""
+        return json.dumps(
+            {"type": "speakers", "active": self.active, "loudest": list(self.speakers)}, separators=(",", ":")
+        )
+
+    def _announce(self) -> None:
+        """Send `speakers` when it changed, at most every SPEAKERS_INTERVAL: the last state wins."""
+        if self._announce_timer is not None:
+            return
+        wait = self._announced_at + SPEAKERS_INTERVAL - self.room.live.now()
+        if wait > 0:
+            self._announce_timer = self.room.live.loop.call_later(wait, self._announce_now)
+        else:
+            self._announce_now()
+
+    def _announce_now(self) -> None:
+        self._announce_timer = None
+        state = (self.active, self.speakers)
+        if state == self._announced or self.room.detached:
+            return
+        self._announced = state
+        self._announced_at = self.room.live.now()
+        self._spawn(self.room.broadcast(self.describe_speakers()))
+
+    # Sending from callbacks
+
+    async def _send(self, messages: Iterable[tuple[Participant, str]]) -> None:
+        for participant, message in messages:
+            if not participant.closed:
+                await self.room.send_to(participant, message)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def close(self) -> None:
+        if self._announce_timer is not None:
+            self._announce_timer.cancel()
+            self._announce_timer = None
+        for task in self._tasks:
+            task.cancel()
+        self.room.live.on_speakers = None
