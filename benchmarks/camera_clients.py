@@ -223,6 +223,8 @@ async def window(
         "student_received_pps": {"audio": mean("audio_pps"), "video": mean("video_pps")},
         "teacher_downlink_kbps": teacher["kbps"],
         "client_received_pps": received / elapsed,
+        # what the server sent: each stream's numbered packets, received or lost
+        "client_expected_pps": expected / elapsed,
         "loss": max(0.0, 1 - received / expected) if expected else None,
         "latency_us": {
             "p50": float(np.percentile(delays, 50)) if delays.size else None,

@@ -45,6 +45,8 @@ def metrics(port: int) -> tuple[dict[str, float], dict[float, float]]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
         text = resp.read().decode()
     values = {name: float(v) for name, v in re.findall(r"^(classe_\w+?)(?:_total)? (\S+)$", text, re.M)}
+    for reason, v in re.findall(r'^classe_dropped_packets(?:_total)?\{reason="(\w+)"\} (\S+)$', text, re.M):
+        values[f"drop_{reason}"] = float(v)
     buckets = {
         float(le): float(count)
         for le, count in re.findall(r'^classe_forwarding_seconds_bucket\{le="([^"]+)"\} (\S+)$', text, re.M)
@@ -113,7 +115,10 @@ def busy(t: Any) -> float:
 
 def row(mode: str, phase: dict[str, Any], a: Sample, b: Sample) -> dict[str, Any]:
     span = b.at - a.at
-    forwarded = b.metrics.get("classe_rtp_forwarded_packets", 0) - a.metrics.get("classe_rtp_forwarded_packets", 0)
+    # Forwarded: the packets the server numbered for the clients (received or lost). Its own counter
+    # (classe_rtp_forwarded_packets) also counts the consumers it visited but did not send to.
+    forwarded = phase["client_expected_pps"] * span
+    counter = b.metrics.get("classe_rtp_forwarded_packets", 0) - a.metrics.get("classe_rtp_forwarded_packets", 0)
     server_cpu = (b.server_cpu - a.server_cpu) / span
     client_cpu = (b.client_cpu - a.client_cpu) / span
     machine = (busy(b.machine) - busy(a.machine)) / span
@@ -125,7 +130,13 @@ def row(mode: str, phase: dict[str, Any], a: Sample, b: Sample) -> dict[str, Any
         "window_s": span,
         "server_cpu": server_cpu,
         "forwarded_pps": forwarded / span,
+        "server_counter_forwarded_pps": counter / span,
         "server_received_pps": received / span,
+        "server_drops_pps": {
+            k[5:]: (b.metrics[k] - a.metrics.get(k, 0)) / span
+            for k in b.metrics
+            if k.startswith("drop_") and b.metrics[k] > a.metrics.get(k, 0)
+        },
         "server_sent_kbps": sent_bytes * 8 / span / 1000,
         "cpu_us_per_forwarded_packet": server_cpu * 1e6 / (forwarded / span) if forwarded else None,
         "server_forwarding_us": histogram_quantiles(a.buckets, b.buckets),
@@ -139,6 +150,62 @@ def row(mode: str, phase: dict[str, Any], a: Sample, b: Sample) -> dict[str, Any
         "keyframe_requests_sent": b.metrics.get("classe_keyframe_requests_sent", 0)
         - a.metrics.get("classe_keyframe_requests_sent", 0),
         **{k: v for k, v in phase.items() if k != "phase"},
+    }
+
+
+# Where the server's time goes, by the innermost of these frames on the stack (py-spy names).
+PROFILE_PARTS = (
+    ("consumer: rewrite and queue", "Consumer.forward ("),
+    ("fan-out loop (incl. paused consumers)", "Producer._fan_out ("),
+    ("producer: receive (cache, NACK, stats)", "Producer.receive ("),
+    ("SRTP decrypt of arrivals", "Session.unprotect ("),
+    ("transport: receive and route", "Transport.receive_rtp ("),
+    ("arrival callback (before routing)", "data_received ("),
+    ("arrival callback (before routing)", "datagram_received ("),
+    ("SRTP encrypt", "SrtpProtector."),
+    ("send: sendto on the socket", "PeerTransport.send ("),
+    ("flush of the outboxes", "LiveSession.flush ("),
+    ("core timers (reports, NACK, keyframes, speakers)", "handle_timer ("),
+    ("signaling (WebSocket, room)", "signaling/"),
+    ("aiohttp (HTTP, WebSocket)", "aiohttp/"),
+    ("aiortc/aioice (ICE checks, DTLS, RTCP)", "aioice/"),
+    ("aiortc/aioice (ICE checks, DTLS, RTCP)", "aiortc/"),
+)
+
+
+def profile_summary(path: Path) -> dict[str, Any]:
+    """The event loop's busy samples from py-spy's collapsed stacks, split by PROFILE_PARTS.
+
+    Only the main thread's stacks count (the others are idle pools), and with native frames a
+    sample waiting in epoll is idle. Each busy sample goes to the innermost part on its stack.
+    """
+    parts: dict[str, int] = {}
+    leaves: dict[str, int] = {}
+    busy = 0
+    for line in path.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if "run_app (" not in stack or not n.isdigit():
+            continue
+        frames = stack.split(";")
+        frames = frames[next(i for i, f in enumerate(frames) if f.startswith("run_app (")) + 1 :]
+        if not frames or frames[-1].startswith(("epoll_wait", "epoll_pwait")):
+            continue
+        busy += int(n)
+        part = "event loop and the rest"
+        for frame in reversed(frames):
+            hit = next((label for label, marker in PROFILE_PARTS if marker in frame), None)
+            if hit:
+                part = hit
+                break
+        parts[part] = parts.get(part, 0) + int(n)
+        leaf = re.sub(r" \((?:.*/)?([^/]+):\d+\)$", r" (\1)", frames[-1])
+        leaves[leaf] = leaves.get(leaf, 0) + int(n)
+    if not busy:
+        return {}
+    return {
+        "busy_samples": busy,
+        "parts": {k: v / busy for k, v in sorted(parts.items(), key=lambda kv: -kv[1])},
+        "self_time": {k: v / busy for k, v in sorted(leaves.items(), key=lambda kv: -kv[1])[:12]},
     }
 
 
@@ -166,6 +233,7 @@ def run_mode(mode: str, args: argparse.Namespace, settings: dict[str, Any] | Non
     ] + (["--views"] if views else [])
     client = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     sp, cp = psutil.Process(server.pid), psutil.Process(client.pid)
+    spies: list[tuple[str, Path, subprocess.Popen[bytes]]] = []
     starts: dict[str, Sample] = {}
     ends: dict[str, Sample] = {}
     phases: list[dict[str, Any]] = []
@@ -174,6 +242,9 @@ def run_mode(mode: str, args: argparse.Namespace, settings: dict[str, Any] | Non
         for line in client.stdout:
             if line.startswith("WINDOW_START"):
                 starts[line.split()[1]] = Sample(sp, cp, port)
+                if args.profile:
+                    out = args.profile / f"{mode}-{line.split()[1]}.txt"
+                    spies.append((line.split()[1], out, profile(server.pid, args.duration, out, args.profile_native)))
             elif line.startswith("WINDOW_END"):
                 ends[line.split()[1]] = Sample(sp, cp, port)
             elif line.startswith("["):
@@ -188,7 +259,32 @@ def run_mode(mode: str, args: argparse.Namespace, settings: dict[str, Any] | Non
             server.wait(timeout=10)
         except subprocess.TimeoutExpired:
             server.kill()
-    return [row(mode, p, starts[p["phase"]], ends[p["phase"]]) for p in phases]
+    rows = [row(mode, p, starts[p["phase"]], ends[p["phase"]]) for p in phases]
+    for phase, out, spy in spies:
+        spy.wait(timeout=60)
+        summary = profile_summary(out) if out.exists() else {}
+        cpu = 0.0
+        for r in rows:
+            if r["phase"] == phase:
+                r["profile"] = {"file": str(out), **summary}
+                cpu = r["server_cpu"]
+        print(f"server profile, {mode}: {phase} ({out}), share of busy samples and of a core:", file=sys.stderr)
+        for name, share in summary.get("parts", {}).items():
+            print(f"  {share:6.1%} {share * cpu:6.1%}  {name}", file=sys.stderr)
+        print("  innermost frames:", file=sys.stderr)
+        for name, share in summary.get("self_time", {}).items():
+            print(f"  {share:6.1%}  {name}", file=sys.stderr)
+    return rows
+
+
+def profile(pid: int, duration: float, out: Path, native: bool) -> subprocess.Popen[bytes]:
+    """Samples the server with py-spy (on PATH) over one window, as collapsed stacks."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cmd = ["py-spy", "record", "--pid", str(pid), "--duration", str(int(duration)), "--rate", "200"]
+    cmd += ["--format", "raw", "--output", str(out)]
+    # native frames show what the event loop's C code does, but need the server stopped at each sample
+    cmd += ["--native"] if native else ["--nonblocking"]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def git(*argv: str) -> str:
@@ -293,7 +389,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="./dev bench cameras", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--duration", type=float, default=20.0, help="seconds of each measured window")
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds of each measured window")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds before each window")
     parser.add_argument("--period", type=float, default=4.0, help="seconds between changes of talkers")
     parser.add_argument("--student-kbps", type=int, default=150, help="the students' camera bitrate")
@@ -301,6 +397,10 @@ def main(argv: list[str] | None = None) -> None:
         "--modes", default="everything,adaptation", help="which servers to run (adaptation needs issue 10's settings)"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks-class30.json")
+    parser.add_argument(
+        "--profile", type=Path, help="sample the server with py-spy (on PATH) in each window, stacks into this folder"
+    )
+    parser.add_argument("--profile-native", action="store_true", help="with --profile: C frames too (slows the server)")
     args = parser.parse_args(argv)
     settings = server_settings()
     modes = [m for m in args.modes.split(",") if m]
