@@ -120,7 +120,7 @@ class Forwarding:
         """Choose again for everyone (or one subscriber): pause, resume, cap. The messages to send."""
         room = self.room
         now = room.live.now()
-        self._held = {c for c in self._held if c in c.producer.consumers}  # forget removed consumers
+        self._held = {c for c in self._held if c.transport.consumers.get(c.ssrc) is c}  # forget removed consumers
         tracks = self._tracks()
         messages = []
         for participant in [only] if only is not None else list(room.participants.values()):

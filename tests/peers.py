@@ -126,6 +126,7 @@ class Peer:
         self.id = ""
         self.messages: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.events: list[dict[str, Any]] = []
+        self.event_times: list[float] = []  # when each of `events` arrived (time.monotonic)
         self.received: dict[str, Received] = {}  # by track id
         self.offer_tracks: dict[str, dict[str, Any]] = {}  # mid -> track info
         self.by_mid: dict[str, Received] = {}  # what each receiving section currently carries
@@ -179,6 +180,7 @@ class Peer:
                 break
             data = json.loads(msg.data)
             self.events.append(data)
+            self.event_times.append(time.monotonic())
             if data["type"] == "subscribe_offer":
                 await self._answer(data)
             else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from typing import Any
 
 import pytest
@@ -62,6 +63,16 @@ async def test_only_the_loudest_student_and_the_teacher_are_heard(classe: Runnin
         await asyncio.sleep(2.0)  # the loud one's hold (1.5 s) is over
         assert await flowing(listener, "audio") == {track[teacher], track[quiet]}
         assert listener.received[track[quiet]].audio_peak > 1000  # the resumed audio decodes: a real tone
+        # Two students taking turns every 150 ms: the page is told at most about every 300 ms.
+        start = time.monotonic()
+        for turn in range(16):
+            tone(quiet).amplitude, tone(loud).amplitude = (LOUD, SILENT) if turn % 2 else (SILENT, LOUD)
+            await asyncio.sleep(0.15)
+        await asyncio.sleep(0.5)
+        told = [at for at, e in zip(listener.event_times, listener.events, strict=True) if e["type"] == "speakers"]
+        told = [at for at in told if at >= start]
+        assert told, "the turns were never told"
+        assert min((b - a for a, b in itertools.pairwise(told)), default=1.0) > 0.25, told
     finally:
         for p in peers:
             await p.close()
@@ -123,6 +134,28 @@ async def test_last_n_videos_follow_the_view(classe: RunningServer) -> None:
         assert await flowing(viewer, "video") == set()
         # The students still receive the teacher: one subscriber's view is its own.
         assert cam[teacher] in await flowing(students[0], "video")
+    finally:
+        for p in peers:
+            await p.close()
+
+
+@pytest.mark.parametrize("settings_overrides", [{"audio_forward_loudest": 1}])
+async def test_unmuting_does_not_forward_a_student_the_choice_leaves_out(classe: RunningServer) -> None:
+    teacher = Peer(classe.url, "mute", "Prof", role="teacher")
+    loud, other = Peer(classe.url, "mute", "Lou"), Peer(classe.url, "mute", "Max")
+    peers = [teacher, loud, other]
+    try:
+        for p in peers:
+            await p.join()
+        await loud.publish(video_codec=None, amplitude=LOUD)
+        await other.publish(video_codec=None, amplitude=SILENT)
+        await wait_for(lambda: len(teacher.audio()) == 2 and (last(teacher, "speakers") or {}).get("active") == loud.id)
+        track = {p: next(t for t in teacher.received if t.startswith(p.id)) for p in (loud, other)}
+        for enabled in (False, True):  # the other student's own switch: a mute, then an unmute
+            await other.send({"type": "media", "source": "microphone", "enabled": enabled})
+            await other.expect("participant_updated")
+        assert await flowing(teacher, "audio") == {track[loud]}
+        assert teacher.received[track[other]].audio_frames == 0
     finally:
         for p in peers:
             await p.close()

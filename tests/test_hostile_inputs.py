@@ -192,7 +192,7 @@ def test_hostile_http_requests_get_clear_errors_and_change_nothing(
 messages = st.fixed_dictionaries(
     {
         "type": st.sampled_from(
-            ["chat", "hand", "media", "moderate", "publish", "unpublish", "subscribe_answer", "join"]
+            ["chat", "hand", "media", "moderate", "publish", "unpublish", "subscribe_answer", "join", "view"]
         )
     },
     optional={
@@ -211,6 +211,17 @@ messages = st.fixed_dictionaries(
         "mid": json_values,
         "tracks": json_values,
         "token": json_values,
+        "tiles": st.lists(
+            st.fixed_dictionaries(
+                {"track_id": st.text(max_size=8) | json_values, "width": st.integers(-5, 20000) | json_values},
+                optional={"height": st.integers(-5, 20000) | json_values},
+            )
+            | json_values,
+            max_size=70,
+        )
+        | json_values,
+        "pinned": json_values,
+        "audio_only": json_values,
     },
 )
 
@@ -266,6 +277,53 @@ def test_hostile_signaling_messages_get_clear_errors_and_change_nothing(
         if role == "student":
             # The connection under test has left again: what remains must be exactly as before.
             assert server.run(_settled(server, before)) == before
+    server.run(_reset(server))
+
+
+async def hostile_views(url: str) -> list[dict[str, Any]]:
+    """A student's page sends views that are huge, malformed, about unknown tracks, and a flood."""
+    tile = {"track_id": "x" * 128, "width": 16384, "height": 16384}
+    unknown = [{**tile, "track_id": f"{i:03}" + "y" * 125} for i in range(64)]
+    frames: list[Any] = [
+        {"type": "view", "tiles": unknown, "pinned": "z" * 128, "audio_only": False},  # all unknown: accepted
+        {"type": "view", "tiles": [tile] * 65},  # one tile too many
+        {"type": "view", "tiles": [{**tile, "width": 16385}]},
+        {"type": "view", "tiles": [{**tile, "track_id": ""}]},
+        {"type": "view", "tiles": [{**tile, "height": None}]},
+        {"type": "view", "tiles": [[tile]]},
+        {"type": "view", "tiles": {"a": tile}},
+        {"type": "view", "tiles": [], "pinned": {"id": 1}},
+        {"type": "view", "tiles": [], "audio_only": 1},
+        {"type": "view", "tiles": [tile] * 600},  # over 64 KiB
+        *({"type": "view", "id": n, "tiles": [], "pinned": None, "audio_only": n % 2 == 0} for n in range(30)),
+    ]
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{url}/api/dev/token", json={"class_id": "fuzz", "name": "v", "role": "student"}) as r:
+            token = (await r.json())["token"]
+        async with http.ws_connect(f"{url}/ws") as ws:
+            await ws.send_json({"type": "join", "protocol": 1, "token": token})
+            assert (await ws.receive_json(timeout=10))["type"] == "joined"
+            for frame in frames:
+                await ws.send_json(frame)
+            await ws.send_json({"type": "ping", "id": "end"})
+            replies = []
+            while True:
+                reply = await ws.receive_json(timeout=10)  # never closed: no error here is fatal
+                if reply["type"] == "pong" and reply.get("ref") == "end":
+                    return replies
+                replies.append(reply)
+
+
+def test_hostile_views_get_clear_errors_and_a_flood_is_rate_limited(server: ThreadedServer) -> None:
+    replies = asyncio.run(hostile_views(server.url))
+    errors = [r for r in replies if r["type"] == "error"]
+    assert all(e.get("fatal") is None for e in errors), errors
+    assert [e["code"] for e in errors[:9]] == ["bad_message"] * 9
+    limited = [e["ref"] for e in errors[9:]]
+    assert all(e["code"] == "rate_limited" for e in errors[9:])
+    assert limited == list(range(9, 30))  # the first view and 9 of the flood fit the budget of 10
+    # Nothing the page names exists: it receives nothing, and is told so once (after joining).
+    assert [r for r in replies if r["type"] == "videos"] == [{"type": "videos", "receiving": []}]
     server.run(_reset(server))
 
 
