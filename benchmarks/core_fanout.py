@@ -60,8 +60,7 @@ def session_with(n: int) -> tuple[MediaSession, object]:
         c = session.add_consumer(
             t, producer, ssrc=2000 + i, payload_type=96, mid="1", extensions=ext, rtx_ssrc=3000 + i, rtx_payload_type=97
         )
-        c.needs_keyframe = False
-        producer.waiting_for_keyframe -= 1
+        c.forwarder.waiting = False  # the replayed packets need not start on a keyframe
     return session, pub
 
 

@@ -14,9 +14,9 @@ from collections.abc import Coroutine, Iterable
 from typing import TYPE_CHECKING, Any
 
 from sfu.core import Consumer, Kind, Producer
+from sfu.core.events import Event, SpeakersChanged
 from sfu.core.selection import VideoTrack, choose_videos, shown_large
 
-from .participant import owner_of
 from .protocol import encode
 from .tokens import Role
 
@@ -44,51 +44,36 @@ class Forwarding:
         self.recent: list[str] = []  # participant ids, the most recent speaker first
         self.receiving: dict[str, frozenset[str]] = {}  # participant id -> the videos its page was told of
         self._large: dict[str, set[str]] = {}  # participant id -> cameras it receives and shows large
-        self._held: set[Consumer] = set()  # consumers paused by this choice (not by a mute)
         self._announced: tuple[str | None, tuple[str, ...]] = (None, ())
         self._announced_at = float("-inf")
         self._announce_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        room.live.session.speakers.k = self.loudest_k or 3  # with all audio forwarded, still name 3 speakers
-        room.live.on_speakers = self.on_speakers
+        room.live.on_event = self.on_event
 
     # Carrying out the choice
 
     def _forward(self, consumer: Consumer, on: bool, now: float) -> None:
-        """Pause or resume one consumer for the choice; a mute pauses it too, and wins."""
-        held = consumer in self._held
-        if on and held:
-            self._held.discard(consumer)
-            if not consumer.producer.muted:
-                consumer.resume(now)  # video: at the next keyframe, requested; audio: no jump
-        elif not on and not held:
-            self._held.add(consumer)
-            consumer.pause()
-
-    def unmuted(self, producer: Producer) -> None:
-        """An unmute resumed every consumer of the track: those the choice holds stay paused."""
-        for consumer in producer.consumers:
-            if consumer in self._held:
-                consumer.pause()
+        """Pause or resume one consumer for the choice. A mute is another reason, kept apart: the
+        consumer forwards when neither holds it (video from a keyframe, requested; no jump in numbers)."""
+        consumer.set_paused("selection", not on, now)
 
     def _wanted(self, producer: Producer, videos: frozenset[str]) -> bool:
         return producer.id in videos if producer.kind is Kind.VIDEO else self._audio_on(producer)
 
     def _audio_on(self, producer: Producer) -> bool:
-        if not self.loudest_k or producer.source != "microphone" or producer.id in self.loudest:
-            return True
-        owner = self.room.participants.get(owner_of(producer))
-        return owner is not None and owner.role is Role.TEACHER
+        return (
+            not self.loudest_k
+            or producer.source != "microphone"
+            or producer.role == Role.TEACHER.value
+            or producer.id in self.loudest
+        )
 
     def _tracks(self) -> list[VideoTrack]:
-        participants = self.room.participants
-        tracks = []
-        for producer in self.room.live.session.producers.values():
-            if producer.kind is Kind.VIDEO and not producer.closed:
-                owner = participants.get(owner_of(producer))
-                role = owner.role.value if owner is not None else Role.STUDENT.value
-                tracks.append(VideoTrack(producer.id, owner_of(producer), role, producer.source))
-        return tracks
+        return [
+            VideoTrack(p.id, p.owner, p.role, p.source)
+            for p in self.room.live.session.producers.values()
+            if p.kind is Kind.VIDEO and not p.closed
+        ]
 
     def _choose(self, participant: Participant, tracks: list[VideoTrack], now: float) -> str | None:
         """Apply the choice to one subscriber's consumers; its `videos` message if its set changed."""
@@ -110,9 +95,7 @@ class Forwarding:
             if producer.kind is not Kind.VIDEO:
                 continue
             cap = full.get(producer.source, 1_500_000)
-            owner = self.room.participants.get(owner_of(producer))
-            teacher = owner is not None and owner.role is Role.TEACHER
-            if producer.source == "camera" and not teacher and producer.id not in large:
+            if producer.source == "camera" and producer.role != Role.TEACHER.value and producer.id not in large:
                 cap = min(cap, self.thumbnail_bitrate)
             producer.max_bitrate = cap
 
@@ -120,7 +103,6 @@ class Forwarding:
         """Choose again for everyone (or one subscriber): pause, resume, cap. The messages to send."""
         room = self.room
         now = room.live.now()
-        self._held = {c for c in self._held if c.transport.consumers.get(c.ssrc) is c}  # forget removed consumers
         tracks = self._tracks()
         messages = []
         for participant in [only] if only is not None else list(room.participants.values()):
@@ -151,12 +133,17 @@ class Forwarding:
 
     # Speakers
 
+    def on_event(self, event: Event) -> None:
+        """The core's events, as the adapter hands them over: the room needs the speakers."""
+        if isinstance(event, SpeakersChanged) and not self.room.detached:
+            self.on_speakers(event.active, event.loudest)
+
     def on_speakers(self, active: str | None, loudest: tuple[str, ...]) -> None:
         """The core's detector changed its mind (producer ids): forward, reorder, announce."""
         self.loudest = frozenset(loudest)
         producers = self.room.live.session.producers
-        owners = [owner_of(producers[p]) for p in loudest if p in producers]
-        self.active = owner_of(producers[active]) if active in producers else None
+        owners = [producers[p].owner for p in loudest if p in producers]
+        self.active = producers[active].owner if active in producers else None
         self.speakers = tuple(dict.fromkeys(owners))
         front = [p for p in (self.active, *self.speakers) if p is not None]
         self.recent = list(dict.fromkeys([*front, *self.recent]))[:MAX_RECENT]
@@ -206,4 +193,4 @@ class Forwarding:
             self._announce_timer = None
         for task in self._tasks:
             task.cancel()
-        self.room.live.on_speakers = None
+        self.room.live.on_event = None

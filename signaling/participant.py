@@ -28,15 +28,10 @@ Send = Callable[[str], Awaitable[None]]
 MAX_UNPUBLISHED_SECTIONS = 32
 
 
-def owner_of(producer: Producer) -> str:
-    """The participant publishing a track: its transport is named "<participant id>:pub"."""
-    return producer.transport.id.rsplit(":", 1)[0]
-
-
 def track_info(producer: Producer) -> dict[str, str]:
     return {
         "track_id": producer.id,
-        "participant_id": owner_of(producer),
+        "participant_id": producer.owner,
         "kind": producer.kind.value,
         "source": producer.source,
     }
@@ -116,7 +111,7 @@ class Participant:
         earlier = set(self.publisher.sources) if self.publisher else set()
         created = self.publisher is None
         if self.publisher is None:
-            self.publisher = self.room.new_peer(f"{self.id}:pub", self.room.on_producer)
+            self.publisher = self.room.new_peer(f"{self.id}:pub", self.room.on_producer, self.id, self.role.value)
         peer = self.publisher
         peer.sources.update(announced)
         try:
@@ -220,7 +215,7 @@ class Participant:
     async def _offer_once(self) -> None:
         peer = self.subscriber
         pc = peer.pc
-        wanted = {p.id: p for p in self.room.live.session.producers.values() if not p.closed and owner_of(p) != self.id}
+        wanted = {p.id: p for p in self.room.live.session.producers.values() if not p.closed and p.owner != self.id}
         for transceiver in pc.getTransceivers():
             track_id = self.tracks.get(transceiver.mid or "")
             if track_id is not None and track_id not in wanted and transceiver.direction != "inactive":

@@ -18,7 +18,7 @@ from sfu.core import MediaStats, Producer
 from .classroom import Arrival, ClassSession
 from .config import Settings
 from .forwarding import Forwarding
-from .participant import Participant, owner_of, track_info
+from .participant import Participant, track_info
 from .protocol import ProtocolError, encode
 from .tokens import JoinGrant, Role
 
@@ -41,7 +41,8 @@ class Room:
         self.id = state.class_id
         self.state = state
         self.settings = settings
-        self.live = LiveSession(stats, settings.max_retransmission_bitrate)
+        # With all audio forwarded (0), the detector still names 3 speakers for the pages.
+        self.live = LiveSession(stats, settings.max_retransmission_bitrate, settings.audio_forward_loudest or 3)
         self.participants: dict[str, Participant] = {}
         self.connections: dict[str, Connection] = {}  # participant id -> its signaling connection
         self.lobby: dict[str, tuple[Connection, JoinGrant, Arrival]] = {}
@@ -59,7 +60,13 @@ class Room:
         self.max_bitrates = {"camera": settings.camera_max_bitrate, "screen": settings.screen_max_bitrate}
         self.forwarding = Forwarding(self)  # loudest-K audio, last-N video, thumbnail caps
 
-    def new_peer(self, transport_id: str, on_producer: Callable[[Producer], Awaitable[None]] | None) -> PeerTransport:
+    def new_peer(
+        self,
+        transport_id: str,
+        on_producer: Callable[[Producer], Awaitable[None]] | None,
+        owner: str = "",
+        role: str = "",
+    ) -> PeerTransport:
         return PeerTransport(
             self.live,
             transport_id,
@@ -67,6 +74,8 @@ class Room:
             network=self.network,
             on_producer=on_producer,
             max_bitrates=self.max_bitrates,
+            owner=owner,
+            role=role,
         )
 
     def teachers(self) -> list[Participant]:
@@ -340,7 +349,7 @@ class Room:
     # Tracks
 
     async def on_producer(self, producer: Producer) -> None:
-        owner = self.participants.get(owner_of(producer))
+        owner = self.participants.get(producer.owner)
         if owner is not None and not owner.forwards(producer.source):
             producer.mute()  # before any await: no packet of a muted participant is ever forwarded
         await self.broadcast(encode("track_published", **track_info(producer)))
@@ -366,7 +375,6 @@ class Room:
         for producer in participant.producers(*participant.switched_by(source)):
             if enabled:
                 producer.unmute(now)
-                self.forwarding.unmuted(producer)
             else:
                 producer.mute()
         self.live.flush()

@@ -63,6 +63,8 @@ class PeerTransport:
         network: MediaNetwork,
         on_producer: Callable[[Producer], Awaitable[None]] | None = None,
         max_bitrates: dict[str, int] | None = None,
+        owner: str = "",
+        role: str = "",
     ) -> None:
         # An explicit list, even empty: given None, aiortc would contact a public STUN server.
         self.pc = RTCPeerConnection(
@@ -72,6 +74,8 @@ class PeerTransport:
         self.transport = live.session.create_transport(transport_id)
         self.network = network
         self.on_producer = on_producer
+        self.owner = owner  # the participant publishing here, and its role: given to its producers
+        self.role = role
         self.max_bitrates = max_bitrates or {}  # video cap by source, sent to the publisher as REMB
         self.sources: dict[str, str] = {}  # announced mid -> camera / microphone / screen / screen_audio
         self.pending: dict[RTCRtpTransceiver, Producer] = {}  # consumers to create once negotiated
@@ -119,6 +123,8 @@ class PeerTransport:
                 ssrc=encoding.ssrc if encoding else None,
                 rtx_ssrc=encoding.rtx.ssrc if encoding and encoding.rtx else None,
                 source=source,
+                owner=self.owner,
+                role=self.role,
                 max_bitrate=self.max_bitrates.get(source, 1_500_000),
             )
             self.live.arm_timer()

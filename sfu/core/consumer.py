@@ -11,7 +11,11 @@ import random
 import struct
 from typing import TYPE_CHECKING
 
+from .events import ConsumerPaused, ConsumerResumed
+from .forwarding import SimpleForwarder
+from .packet import RtpPacket
 from .params import HeaderExtensions, Kind
+from .rewriter import SeqRewriter
 from .rtcp import build_sender_report
 from .rtp import RTP_HEADER, find_extension, header_length
 from .stats import DropReason
@@ -69,25 +73,25 @@ class Consumer:
         "_ready",
         "_resent_at",
         "_resent_seq",
+        "_rewriter",
         "_rtx_header",
         "_sr_lsr",
         "_sr_sent_at",
         "_stats",
         "clock_rate",
-        "first_ext_seq",
+        "forwarder",
         "fraction_lost",
         "has_sent",
         "initial_seq",
         "initial_ts",
         "jitter",
         "kind",
-        "last_seq",
         "last_time",
         "last_ts",
         "mid",
-        "needs_keyframe",
         "octets_sent",
         "packets_sent",
+        "pause_reasons",
         "paused",
         "payload_type",
         "producer",
@@ -96,7 +100,6 @@ class Consumer:
         "rtx_payload_type",
         "rtx_seq",
         "rtx_ssrc",
-        "seq_offset",
         "ssrc",
         "started",
         "transport",
@@ -126,13 +129,12 @@ class Consumer:
         self.rtx_payload_type = rtx_payload_type
         self.mid = mid
         self.clock_rate = producer.codec.clock_rate
-        self.paused = False
-        self.started = False
-        self.needs_keyframe = self.kind is Kind.VIDEO
-        self.seq_offset = 0
+        self.paused = False  # while any pause reason holds; the hot path reads only this
+        self.pause_reasons: set[str] = set()
+        self.started = False  # synced to the source: packets go straight through the rewriter
+        self.forwarder = SimpleForwarder(needs_keyframe=self.kind is Kind.VIDEO)
+        self._rewriter = SeqRewriter()
         self.ts_offset = 0
-        self.first_ext_seq = 0
-        self.last_seq = 0
         self.last_ts = 0
         self.last_time = 0.0
         self.has_sent = False
@@ -152,73 +154,77 @@ class Consumer:
         self._resent_at: list[float] = []
         self._header, self._ast_offset, self._level_offset = _header_template(ssrc, mid, extensions, self.kind)
         self._rtx_header = _header_template(rtx_ssrc or 0, mid, extensions, self.kind)[0]
-        self._history = [-1] * HISTORY_SIZE  # out seq -> extended source seq
+        self._history = [-1] * HISTORY_SIZE  # out seq -> extended source seq (checked by the rewriter)
         self._outbox = transport.outbox
         self._ready = transport.session.ready
         self._stats = transport.session.stats
 
-    def forward(
-        self,
-        data: bytes,
-        payload: bytes,
-        seq: int,
-        ext_seq: int,
-        ts: int,
-        keyframe: bool,
-        ast: bytes,
-        level: int,
-        now: float,
-    ) -> None:
-        """Rewrite one packet of the producer and queue it for the subscriber."""
+    def forward(self, packet: RtpPacket, now: float) -> None:
+        """Rewrite one packet of the producer and queue it for the subscriber.
+
+        Until the stream is started (and again after a pause) the forwarder decides; once
+        started, every packet goes through the rewriter, which refuses only what it cannot place."""
         if not self.started:
-            if self.paused:
-                self._stats.drops[DropReason.PAUSED] += 1
+            reason = self.forwarder.decide(packet)
+            if reason is not None:
+                self._stats.drops[reason] += 1
                 return
-            if self.needs_keyframe and not keyframe:
-                self._stats.drops[DropReason.WAITING_FOR_KEYFRAME] += 1
-                return
-            self._start(seq, ext_seq, ts, now)
-        elif ext_seq < self.first_ext_seq:
-            self._stats.drops[DropReason.BEFORE_STREAM_START] += 1
-            return
-        out_seq = (seq + self.seq_offset) & 0xFFFF
-        out_ts = (ts + self.ts_offset) & 0xFFFFFFFF
-        self._history[out_seq & (HISTORY_SIZE - 1)] = ext_seq
-        if (out_seq - self.last_seq) & 0xFFFF < 0x8000:
-            self.last_seq = out_seq
+            self._start(packet, now)
+        ext_seq = packet.ext_seq
+        rewriter = self._rewriter
+        out_ts = (packet.timestamp + self.ts_offset) & 0xFFFFFFFF
+        if ext_seq > rewriter.max_input and not rewriter.dropped:  # SeqRewriter.input, inlined
+            rewriter.max_input = ext_seq
+            out_seq = (ext_seq + rewriter.base) & 0xFFFF
             self.last_ts = out_ts
             self.last_time = now
+        else:
+            newest = ext_seq > rewriter.max_input
+            rewritten = rewriter.input(ext_seq)
+            if rewritten is None:
+                self._stats.drops[DropReason.BEFORE_STREAM_START] += 1
+                return
+            out_seq = rewritten
+            if newest:
+                self.last_ts = out_ts
+                self.last_time = now
+        self._history[out_seq & (HISTORY_SIZE - 1)] = ext_seq
+        data = packet.data
+        payload = packet.payload
         header = self._header
         header[0] = (header[0] & 0xDF) | (data[0] & 0x20)
         _PT_SEQ_TS.pack_into(header, 1, (data[1] & 0x80) | self.payload_type, out_seq, out_ts)
         if self._ast_offset:
-            header[self._ast_offset : self._ast_offset + 3] = ast
+            header[self._ast_offset : self._ast_offset + 3] = packet.ast
         if self._level_offset:
-            header[self._level_offset] = level
+            header[self._level_offset] = packet.level
         if not self._outbox:
             self._ready.append(self.transport)
         self._outbox.append(b"".join((header, payload)))
         self.packets_sent += 1
         self.octets_sent += len(payload)
 
-    def _start(self, seq: int, ext_seq: int, ts: int, now: float) -> None:
-        """Pick offsets so that the output continues where it stopped (or starts fresh)."""
+    def _start(self, packet: RtpPacket, now: float) -> None:
+        """Sync the rewriter and the timestamp offset so that the output continues where it
+        stopped (or starts fresh)."""
         if self.has_sent:
-            next_seq, next_ts = self._continuation(now)
+            next_ts = self._continuation(now)[1]
+            next_seq = self._rewriter.next_output()
             self._history = [-1] * HISTORY_SIZE
         else:
             next_seq = self.initial_seq
             next_ts = self.initial_ts
             self.has_sent = True
-        self.seq_offset = (next_seq - seq) & 0xFFFF
-        self.ts_offset = (next_ts - ts) & 0xFFFFFFFF
-        self.last_seq = (next_seq - 1) & 0xFFFF
+        self._rewriter.sync(packet.ext_seq, next_seq)
+        self.ts_offset = (next_ts - packet.timestamp) & 0xFFFFFFFF
         self.last_ts = next_ts & 0xFFFFFFFF
         self.last_time = now
-        self.first_ext_seq = ext_seq
         self.started = True
-        if self.needs_keyframe:
-            self.producer.waiting_for_keyframe -= 1
+
+    @property
+    def last_seq(self) -> int:
+        """The newest sequence number sent (or that a dropped packet would have had before it)."""
+        return (self._rewriter.next_output() - 1) & 0xFFFF
 
     def _continuation(self, now: float) -> tuple[int, int]:
         """The sequence number and timestamp that continue this output without a jump."""
@@ -229,21 +235,42 @@ class Consumer:
         """Where a new stream on this SSRC should start so that the receiver sees no jump."""
         return self._continuation(now) if self.has_sent else (None, None)
 
+    def set_paused(self, reason: str, paused: bool, now: float) -> None:
+        """Hold or release forwarding for one reason ("muted": the producer's mute, "selection":
+        the room's choice). It forwards while no reason holds it; resuming video waits for a
+        keyframe (requested now), and any resume continues the subscriber's sequence numbers."""
+        reasons = self.pause_reasons
+        if paused == (reason in reasons):
+            return
+        events = self.transport.session.events
+        if paused:
+            reasons.add(reason)
+            if len(reasons) == 1:
+                self._pause()
+                events.append(ConsumerPaused(self.transport.id, self.producer.id, reason))
+        else:
+            reasons.discard(reason)
+            if not reasons:
+                self._resume(now)
+                events.append(ConsumerResumed(self.transport.id, self.producer.id))
+
     def pause(self) -> None:
-        """Stop forwarding (a muted or blocked track); resume() restarts at a keyframe."""
-        if not self.paused:
-            self.paused = True
-            if self.started:
-                self.started = False
-            elif self.needs_keyframe:
-                self.producer.waiting_for_keyframe -= 1
+        """Pause for the producer's mute (kept for callers of the former API)."""
+        self.set_paused("muted", True, 0.0)
 
     def resume(self, now: float) -> None:
-        if self.paused:
-            self.paused = False
-            if self.needs_keyframe:
-                self.producer.waiting_for_keyframe += 1
-                self.producer.request_keyframe(now)
+        self.set_paused("muted", False, now)
+
+    def _pause(self) -> None:
+        self.paused = True
+        self.started = False
+        self.forwarder.pause()
+
+    def _resume(self, now: float) -> None:
+        self.paused = False
+        self.forwarder.resume()
+        if self.forwarder.waiting:
+            self.producer.request_keyframe(now)
 
     def on_nack(self, lost: list[int], now: float, excess: int = 0) -> None:
         """Answer a subscriber's NACK from the producer's cache, as RTX where negotiated.
@@ -264,7 +291,7 @@ class Consumer:
         transport = self.transport
         budget = transport.retransmission_budget(now)
         history = self._history
-        seq_offset = self.seq_offset
+        rewriter = self._rewriter
         cache = self.producer.cache
         level_id = self.producer.extensions.audio_level
         sent = missed = repeated = over_budget = 0
@@ -274,7 +301,7 @@ class Consumer:
                 break
             slot = out_seq & (HISTORY_SIZE - 1)
             ext_seq = history[slot]
-            if ext_seq < 0 or ((ext_seq + seq_offset) & 0xFFFF) != out_seq:
+            if ext_seq < 0 or rewriter.output_of(ext_seq) != out_seq:
                 missed += 1
                 continue
             if resent_seq[slot] == ext_seq and now - resent_at[slot] < interval:

@@ -26,9 +26,13 @@ class KeyframeRequester:
         self._pending = True
         return False
 
+    def deadline(self) -> float | None:
+        """When a pending request may go out; None when none is pending."""
+        return self._last + self.min_interval if self._pending else None
+
     def poll(self, now: float) -> bool:
         """True when a request kept pending may go out now."""
-        if self._pending and now - self._last >= self.min_interval:
+        if self._pending and now >= self._last + self.min_interval:  # as deadline() computes it
             self._last = now
             self._pending = False
             return True

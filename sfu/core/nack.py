@@ -28,6 +28,18 @@ class NackGenerator:
         self.max_gap = max_gap
 
     @property
+    def highest(self) -> int:
+        return self._highest
+
+    def deadline(self) -> float | None:
+        """When poll() has something to do: a retry or an expiry; None while no gap is open."""
+        missing = self._missing
+        if not missing:
+            return None
+        retry, max_age = self.retry_interval, self.max_age
+        return min(min(max(entry[1] + retry, entry[0]), entry[0] + max_age) for entry in missing.values())
+
+    @property
     def missing(self) -> list[int]:
         return sorted(self._missing)
 
@@ -56,7 +68,7 @@ class NackGenerator:
         for seq, entry in self._missing.items():
             if entry[2] >= self.max_tries or now - entry[0] > self.max_age:
                 expired.append(seq)
-            elif now - entry[1] >= self.retry_interval:
+            elif now >= entry[1] + self.retry_interval:  # the same sum as deadline(), so it is due then
                 entry[1] = now
                 entry[2] += 1
                 due.append(seq)

@@ -7,10 +7,12 @@ from typing import TYPE_CHECKING
 
 from .cache import PacketCache
 from .consumer import Consumer, abs_send_time
+from .events import KeyframeReceived
 from .keyframe import KeyframeRequester
 from .nack import NackGenerator
+from .packet import RtpPacket
 from .params import Codec, HeaderExtensions, Kind
-from .rtcp import ReportBlock, build_nack, build_pli, build_receiver_report, build_remb
+from .rtcp import ReportBlock, build_nack, build_pli
 from .rtp import find_extension, is_h264_keyframe, is_vp8_keyframe
 from .seq import SeqExtender
 from .stats import DropReason
@@ -29,11 +31,10 @@ class Producer:
         "_expected_prior",
         "_is_keyframe",
         "_jitter",
-        "_next_report",
         "_received",
         "_received_prior",
         "_seq",
-        "_speakers",
+        "_session",
         "_sr_ntp",
         "_sr_time",
         "_stats",
@@ -50,12 +51,12 @@ class Producer:
         "mid",
         "muted",
         "nack",
-        "report_interval",
+        "owner",
+        "role",
         "rtx_ssrc",
         "source",
         "ssrc",
         "transport",
-        "waiting_for_keyframe",
     )
 
     def __init__(
@@ -69,14 +70,17 @@ class Producer:
         ssrc: int | None = None,
         rtx_ssrc: int | None = None,
         source: str = "",
+        owner: str = "",
+        role: str = "",
         max_bitrate: int = 1_500_000,
-        report_interval: float = 1.0,
     ) -> None:
         self.id = producer_id
         self.transport = transport
         self.kind = codec.kind
         self.mid = mid
-        self.source = source
+        self.source = source  # camera / microphone / screen / screen_audio
+        self.owner = owner  # the publishing participant's id
+        self.role = role  # "teacher" / "student"
         self.codec = codec
         self.extensions = extensions
         self.ssrc = ssrc
@@ -86,15 +90,13 @@ class Producer:
         self.cache = PacketCache(1024 if self.kind is Kind.VIDEO else 128)
         self.nack = NackGenerator() if self.kind is Kind.VIDEO else None
         self.keyframes = KeyframeRequester()
-        self.waiting_for_keyframe = 0
         self.closed = False
         self.muted = False
         name = codec.name
         self._is_keyframe = is_vp8_keyframe if name == "VP8" else is_h264_keyframe if name == "H264" else None
         self._seq = SeqExtender()
+        self._session = transport.session
         self._stats = transport.session.stats
-        # Only microphones are speakers: a shared video's sound is forwarded whoever speaks.
-        self._speakers = transport.session.speakers if self.kind is Kind.AUDIO and source == "microphone" else None
         self._received = 0
         self._expected_prior = 0
         self._received_prior = 0
@@ -102,8 +104,6 @@ class Producer:
         self._jitter = 0.0
         self._sr_ntp = 0
         self._sr_time = 0.0
-        self._next_report = 0.0
-        self.report_interval = report_interval
 
     def receive(self, data: bytes, hdr_len: int, seq: int, ts: int, now: float) -> None:
         """One media packet from the publisher (already routed to this track by SSRC)."""
@@ -119,9 +119,16 @@ class Producer:
             self._stats.drops[DropReason.DUPLICATE] += 1
             return
         self.cache.put(ext_seq, data)
+        if self._received == self._received_prior:
+            self._session.reports_due()  # the first packet since the last report
         self._received += 1
-        if self.nack is not None and not self.nack.on_packet(ext_seq, now):
-            self.request_keyframe(now)
+        nack = self.nack
+        if nack is not None:
+            gap = ext_seq > nack.highest + 1 and nack.highest >= 0
+            if not nack.on_packet(ext_seq, now):
+                self.request_keyframe(now)
+            elif gap:
+                self._session.attend(self, now)  # NACK the gap at once
         # RFC 3550 interarrival jitter, in timestamp units.
         transit = int(now * self.codec.clock_rate) - ts
         if self._received > 1:
@@ -129,7 +136,15 @@ class Producer:
             if delta < 0x10000000:
                 self._jitter += (delta - self._jitter) / 16
         self._transit = transit
-        self._fan_out(data, hdr_len, seq, ext_seq, ts, now)
+        level = 0x7F
+        level_id = self.extensions.audio_level
+        if level_id:
+            offset = find_extension(data, level_id)
+            if offset > 0:
+                level = data[offset]
+                if self._session.detector is not None:
+                    self._session.observe_level(self.id, level & 0x7F, now)
+        self._fan_out(data, hdr_len, seq, ext_seq, ts, level, now)
 
     def receive_rtx(self, data: bytes, hdr_len: int, now: float) -> None:
         """An RTX packet: restore the original packet (RFC 4588) and handle it as late media."""
@@ -146,43 +161,42 @@ class Producer:
         original += data[hdr_len + 2 : end]
         self.receive(bytes(original), hdr_len, seq, ts, now)
 
-    def _fan_out(self, data: bytes, hdr_len: int, seq: int, ext_seq: int, ts: int, now: float) -> None:
+    def _fan_out(self, data: bytes, hdr_len: int, seq: int, ext_seq: int, ts: int, level: int, now: float) -> None:
+        """Parse once, hand the same packet to every consumer (each rewrites its own header)."""
         consumers = self.consumers
         if not consumers:
             return
         keyframe = False
-        if self.waiting_for_keyframe and self._is_keyframe is not None:
+        if self._is_keyframe is not None:
             keyframe = self._is_keyframe(data, hdr_len)
-        level = 0x7F
-        if self.extensions.audio_level:
-            offset = find_extension(data, self.extensions.audio_level)
-            if offset > 0:
-                level = data[offset]
-                if self._speakers is not None:
-                    self._speakers.observe(self.id, level, now)
-        payload = data[hdr_len:]
-        ast = abs_send_time(now)
+            if keyframe:
+                self._session.events.append(KeyframeReceived(self.id))
+        packet = RtpPacket(data, data[hdr_len:], seq, ext_seq, ts, keyframe, level, abs_send_time(now))
         for consumer in consumers:
-            consumer.forward(data, payload, seq, ext_seq, ts, keyframe, ast, level, now)
+            consumer.forward(packet, now)
         self._stats.rtp_forwarded += len(consumers)
 
-    def mute(self) -> None:
+    def mute(self, now: float = 0.0) -> None:
         """Stop forwarding this track at all (a muted or blocked participant)."""
         if not self.muted:
             self.muted = True
             for consumer in self.consumers:
-                consumer.pause()
+                consumer.set_paused("muted", True, now)
 
     def unmute(self, now: float) -> None:
         """Forward again: audio continues without a jump, video restarts at a keyframe."""
         if self.muted:
             self.muted = False
             for consumer in self.consumers:
-                consumer.resume(now)
+                consumer.set_paused("muted", False, now)
 
     def request_keyframe(self, now: float) -> None:
-        if self.kind is Kind.VIDEO and self.keyframes.request(now) and self.ssrc is not None:
-            self._send_pli()
+        if self.kind is Kind.VIDEO:
+            if self.keyframes.request(now):
+                if self.ssrc is not None:
+                    self._send_pli()
+            else:
+                self._session.attend(self, self.keyframes.deadline() or now)
 
     def _send_pli(self) -> None:
         self._stats.keyframe_requests_sent += 1
@@ -195,22 +209,33 @@ class Producer:
             consumer.on_sender_report(ntp, rtp_timestamp, now)
 
     def on_timer(self, now: float) -> None:
-        """Upstream NACKs, pending keyframe requests, and the periodic receiver report."""
+        """Upstream NACKs and pending keyframe requests, when deadline() says so."""
         if self.ssrc is None:
             return
-        rtcp_ssrc = self.transport.rtcp_ssrc
         if self.nack is not None:
             lost = self.nack.poll(now)
             if lost:
                 self._stats.nacks_sent += 1
-                self.transport.send_rtcp(build_nack(rtcp_ssrc, self.ssrc, [s & 0xFFFF for s in lost]))
+                self.transport.send_rtcp(build_nack(self.transport.rtcp_ssrc, self.ssrc, [s & 0xFFFF for s in lost]))
         if self.keyframes.poll(now):
             self._send_pli()
-        if now >= self._next_report and self._received:
-            self._next_report = now + self.report_interval
-            self.transport.send_rtcp(build_receiver_report(rtcp_ssrc, [self._report_block(now)]))
-            if self.kind is Kind.VIDEO:
-                self.transport.send_rtcp(build_remb(rtcp_ssrc, self.target_bitrate(), [self.ssrc]))
+
+    def deadline(self) -> float | None:
+        """The earliest of the NACK retry (while gaps are open) and the pending keyframe request."""
+        nack = self.nack.deadline() if self.nack is not None else None
+        keyframe = self.keyframes.deadline() if self.ssrc is not None else None
+        if nack is None:
+            return keyframe
+        return nack if keyframe is None or nack < keyframe else keyframe
+
+    def has_received(self) -> bool:
+        return self._received > 0
+
+    def report_block(self, now: float) -> ReportBlock | None:
+        """This stream's receiver-report block, or None when nothing arrived since the last one."""
+        if self.ssrc is None or self._received == self._received_prior:
+            return None
+        return self._report_block(now)
 
     def _report_block(self, now: float) -> ReportBlock:
         highest = self._seq.highest - 0x10000

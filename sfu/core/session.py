@@ -6,32 +6,109 @@ session, so one class's media can never reach another class.
 
 from __future__ import annotations
 
+from collections import deque
+from typing import Protocol
+
 from .consumer import Consumer
-from .params import Codec, HeaderExtensions
+from .events import Event, SpeakersChanged
+from .params import Codec, HeaderExtensions, Kind
 from .producer import Producer
-from .speakers import SpeakerDetector
+from .rtcp import build_receiver_report, build_remb
 from .stats import MediaStats
 from .transport import Transport
 
-TICK = 0.02  # upstream NACK and keyframe timers run at this resolution
+REPORT_INTERVAL = 1.0  # receiver reports and REMB towards publishers, for every track at once
+MAX_REPORT_BLOCKS = 31  # per RTCP receiver report (a 5-bit count)
+MAX_RTCP_DATAGRAM = 1200  # RTCP packets are compounded up to this size
 RETRANSMISSION_BITRATE = 2_000_000  # bits per second that one subscriber may be sent again
 
 
+class SpeakerDetector(Protocol):
+    """What the session needs of a speaker detector (sfu/core/speakers.py provides one)."""
+
+    def observe(self, producer_id: str, level: int, now: float) -> None: ...
+
+    def remove(self, producer_id: str) -> None: ...
+
+    def due(self) -> float | None: ...
+
+    def evaluate(self, now: float) -> tuple[str | None, tuple[str, ...]] | None: ...
+
+
 class MediaSession:
-    """Sans-IO: fed with packets and the time, it leaves datagrams in its transports' outboxes.
+    """Sans-IO, as aioquic: fed with packets and the time; the caller then takes what to send
+    (`take_ready()`), what happened (`next_event()`) and when to call again (`get_timer()`)."""
 
-    After every input, the caller sends what `ready` lists (each transport's `outbox` and
-    `rtcp_outbox`), empties those lists in place, and clears `ready`.
-    """
-
-    def __init__(self, stats: MediaStats | None = None, retransmission_bitrate: int = RETRANSMISSION_BITRATE) -> None:
+    def __init__(
+        self,
+        stats: MediaStats | None = None,
+        retransmission_bitrate: int = RETRANSMISSION_BITRATE,
+        detector: SpeakerDetector | None = None,
+    ) -> None:
         self.stats = stats or MediaStats()
         self.retransmission_rate = retransmission_bitrate / 8  # bytes per second, per subscriber transport
         self.transports: dict[str, Transport] = {}
         self.producers: dict[str, Producer] = {}
-        self.ready: list[Transport] = []
-        # Fed by every microphone packet's audio level; the owner evaluates it at `speakers.due()`.
-        self.speakers = SpeakerDetector()
+        self.ready: list[Transport] = []  # transports with something queued; see take_ready
+        self.events: deque[Event] = deque()
+        self.detector = detector
+        self.timer_changed = False  # an earlier deadline appeared since get_timer(): re-arm
+        self._wake: float | None = None  # the earliest deadline known (a lower bound is fine)
+        self._attention: dict[Producer, None] = {}  # producers with a NACK or keyframe deadline
+        self._next_report = 0.0
+        self._reports_due = False  # a track received something since the last reports
+        self._detecting = False  # the detector has a deadline get_timer() knows of
+
+    # Inputs from the producers (their hot path calls these only on a change)
+
+    def attend(self, producer: Producer, at: float) -> None:
+        """A producer has a deadline (a NACK to send, a keyframe request pending) at `at`."""
+        self._attention[producer] = None
+        self._wake_at(at)
+
+    def reports_due(self) -> None:
+        if not self._reports_due:
+            self._reports_due = True
+            self._wake_at(self._next_report)
+
+    def observe_level(self, producer_id: str, level: int, now: float) -> None:
+        """An audio packet's level (0 loud .. 127 silent), handed to the speaker detector."""
+        detector = self.detector
+        if detector is not None:
+            detector.observe(producer_id, level, now)
+            if not self._detecting:
+                self._detecting = True
+                due = detector.due()
+                if due is not None:
+                    self._wake_at(due)
+
+    def _wake_at(self, at: float) -> None:
+        if self._wake is None or at < self._wake:
+            self._wake = at
+            self.timer_changed = True
+
+    # Outputs
+
+    def next_event(self) -> Event | None:
+        """The oldest event not yet taken, or None."""
+        return self.events.popleft() if self.events else None
+
+    def take_ready(self) -> list[tuple[Transport, list[bytes], list[bytes]]]:
+        """What to send now, per transport: its RTP packets and its RTCP compounded into datagrams.
+
+        The lists handed back belong to the caller; the core keeps its own outboxes."""
+        batches = []
+        for transport in self.ready:
+            if transport.closed:
+                continue
+            rtp = transport.outbox.copy()
+            transport.outbox.clear()
+            rtcp = _compound(transport.rtcp_outbox)
+            transport.rtcp_outbox.clear()
+            if rtp or rtcp:
+                batches.append((transport, rtp, rtcp))
+        self.ready.clear()
+        return batches
 
     def create_transport(self, transport_id: str) -> Transport:
         if transport_id in self.transports:
@@ -62,8 +139,11 @@ class MediaSession:
         ssrc: int | None = None,
         rtx_ssrc: int | None = None,
         source: str = "",
+        owner: str = "",
+        role: str = "",
         max_bitrate: int = 1_500_000,
     ) -> Producer:
+        """Publish a track; `owner`, `role` and `source` are the room's metadata, kept as given."""
         self._check_owned(transport)
         if producer_id in self.producers or mid in transport.producers_by_mid:
             raise ValueError(f"producer {producer_id} (mid {mid}) exists")
@@ -76,6 +156,8 @@ class MediaSession:
             ssrc=ssrc,
             rtx_ssrc=rtx_ssrc,
             source=source,
+            owner=owner,
+            role=role,
             max_bitrate=max_bitrate,
         )
         self.producers[producer_id] = producer
@@ -97,7 +179,9 @@ class MediaSession:
         if producer.rtx_ssrc is not None:
             transport.rtx_producers.pop(producer.rtx_ssrc, None)
         self.producers.pop(producer.id, None)
-        self.speakers.remove(producer.id)
+        self._attention.pop(producer, None)
+        if self.detector is not None and producer.kind is Kind.AUDIO:
+            self.detector.remove(producer.id)
         producer.closed = True
 
     def add_consumer(
@@ -140,9 +224,11 @@ class MediaSession:
             transport.consumers[consumer.rtx_ssrc] = consumer
         producer.consumers.append(consumer)
         if producer.muted:
-            consumer.paused = True  # resumed, at a keyframe for video, when the producer is unmuted
-        elif consumer.needs_keyframe:
-            producer.waiting_for_keyframe += 1
+            # Resumed, at a keyframe for video, when the producer is unmuted.
+            consumer.paused = True
+            consumer.pause_reasons.add("muted")
+            consumer.forwarder.pause()
+        elif consumer.forwarder.waiting:
             producer.request_keyframe(now)
         return consumer
 
@@ -150,21 +236,79 @@ class MediaSession:
         producer = consumer.producer
         if consumer in producer.consumers:
             producer.consumers.remove(consumer)
-            if consumer.needs_keyframe and not consumer.started and not consumer.paused:
-                producer.waiting_for_keyframe -= 1
         transport = consumer.transport
         transport.consumers.pop(consumer.ssrc, None)
         if consumer.rtx_ssrc is not None:
             transport.consumers.pop(consumer.rtx_ssrc, None)
 
     def handle_timer(self, now: float) -> None:
-        for producer in self.producers.values():
+        """Run what is due: upstream NACKs and keyframe requests, reports, speaker evaluation."""
+        for producer in list(self._attention):
             producer.on_timer(now)
+            if producer.deadline() is None:
+                del self._attention[producer]
+        if self._reports_due and now >= self._next_report:
+            self._send_reports(now)
+        detector = self.detector
+        if detector is not None:
+            due = detector.due()
+            if due is not None and now >= due:
+                changed = detector.evaluate(now)
+                if changed is not None:
+                    self.events.append(SpeakersChanged(changed[0], changed[1]))
+            self._detecting = detector.due() is not None
 
-    def get_timer(self, now: float) -> float | None:
-        """When handle_timer should run next; None while nothing is published."""
-        return now + TICK if self.producers else None
+    def get_timer(self, now: float | None = None) -> float | None:
+        """The earliest real deadline, or None when nothing is due (no metronome: an idle class
+        never wakes the server). `now` is accepted for the former signature and ignored."""
+        deadline: float | None = None
+        for producer in self._attention:
+            at = producer.deadline()
+            if at is not None and (deadline is None or at < deadline):
+                deadline = at
+        if self._reports_due and (deadline is None or self._next_report < deadline):
+            deadline = self._next_report
+        if self.detector is not None:
+            due = self.detector.due()
+            if due is not None and (deadline is None or due < deadline):
+                deadline = due
+        self._wake = deadline
+        self.timer_changed = False
+        return deadline
+
+    def _send_reports(self, now: float) -> None:
+        """One receiver report (and one REMB) per publishing transport, for all its tracks."""
+        self._reports_due = False
+        self._next_report = now + REPORT_INTERVAL
+        for transport in self.transports.values():
+            producers = transport.producers_by_mid.values()
+            blocks = [b for b in (p.report_block(now) for p in producers) if b is not None]
+            for start in range(0, len(blocks), MAX_REPORT_BLOCKS):
+                transport.send_rtcp(
+                    build_receiver_report(transport.rtcp_ssrc, blocks[start : start + MAX_REPORT_BLOCKS])
+                )
+            for producer in producers:
+                if producer.kind is Kind.VIDEO and producer.ssrc is not None and producer.has_received():
+                    rtcp_ssrc = transport.rtcp_ssrc
+                    transport.send_rtcp(build_remb(rtcp_ssrc, producer.target_bitrate(), [producer.ssrc]))
 
     def _check_owned(self, transport: Transport) -> None:
         if self.transports.get(transport.id) is not transport:
             raise ValueError("transport does not belong to this session")
+
+
+def _compound(packets: list[bytes]) -> list[bytes]:
+    """RTCP packets joined into compound datagrams of at most MAX_RTCP_DATAGRAM bytes (RFC 3550 6.1)."""
+    if len(packets) < 2:
+        return packets.copy()
+    out: list[bytes] = []
+    current: list[bytes] = []
+    size = 0
+    for packet in packets:
+        if current and size + len(packet) > MAX_RTCP_DATAGRAM:
+            out.append(b"".join(current))
+            current, size = [], 0
+        current.append(packet)
+        size += len(packet)
+    out.append(b"".join(current))
+    return out

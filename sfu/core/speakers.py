@@ -72,10 +72,9 @@ class SpeakerDetector:
             self._next = now + self.interval
 
     def remove(self, producer_id: str) -> None:
-        """A track that went: it is no longer a speaker (the next evaluation tells)."""
-        if self._tracks.pop(producer_id, None) is not None and self._next is None:
-            if producer_id in self._selected or producer_id == self._active:
-                self._next = 0.0  # evaluate at once so that the change is reported
+        """A track that went: it is no longer a speaker. If it was one, evaluations are still
+        running (a speaker keeps them going): the next one reports it gone."""
+        self._tracks.pop(producer_id, None)
 
     def due(self) -> float | None:
         """When `evaluate` should run next: every interval while audio flows or a speaker is held; else None."""

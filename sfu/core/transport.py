@@ -10,6 +10,7 @@ import random
 from typing import TYPE_CHECKING
 
 from .consumer import Consumer
+from .events import ProducerBound
 from .params import Kind
 from .producer import Producer
 from .rtcp import (
@@ -87,6 +88,7 @@ class Transport:
         if payload_type == producer.codec.payload_type and producer.ssrc is None:
             producer.ssrc = ssrc
             self.producers[ssrc] = producer
+            self.session.events.append(ProducerBound(producer.id, ssrc))
         elif payload_type == producer.codec.rtx_payload_type and producer.rtx_ssrc is None:
             producer.rtx_ssrc = ssrc
             self.rtx_producers[ssrc] = producer
