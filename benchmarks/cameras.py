@@ -209,6 +209,22 @@ def profile_summary(path: Path) -> dict[str, Any]:
     }
 
 
+def warnings(r: dict[str, Any]) -> list[str]:
+    """What makes a window's figures doubtful: a machine busy with something else, a starved
+    load generator, packets lost before the server counted them."""
+    out = []
+    published = sum(r["published_pps"].values())
+    if published and r["server_received_pps"] < 0.97 * published:
+        out.append(f"the server received {r['server_received_pps'] / published:.0%} of what the publishers sent")
+    if r["other_processes_cpu"] > 0.3:
+        out.append(f"other processes used {r['other_processes_cpu']:.0%} of a core")
+    if r["load_generator_socket_drops_per_s"] > 0 or (r["loss"] or 0) > 0.001:
+        out.append(f"the clients lost {r['loss'] or 0:.2%}")
+    if r["load_generator_cpu"] > 0.9:
+        out.append(f"the load generator used {r['load_generator_cpu']:.0%} of a core")
+    return out
+
+
 def run_mode(mode: str, args: argparse.Namespace, settings: dict[str, Any] | None) -> list[dict[str, Any]]:
     env: dict[str, str] = {}
     views = mode == "adaptation"
@@ -260,6 +276,10 @@ def run_mode(mode: str, args: argparse.Namespace, settings: dict[str, Any] | Non
         except subprocess.TimeoutExpired:
             server.kill()
     rows = [row(mode, p, starts[p["phase"]], ends[p["phase"]]) for p in phases]
+    for r in rows:
+        r["warnings"] = warnings(r)
+        for w in r["warnings"]:
+            print(f"warning, {mode}: {r['phase']}: {w}", file=sys.stderr)
     for phase, out, spy in spies:
         spy.wait(timeout=60)
         summary = profile_summary(out) if out.exists() else {}
@@ -420,6 +440,9 @@ def main(argv: list[str] | None = None) -> None:
     verdicts = comparison(rows)
     for line in verdicts:
         print(line)
+    for r in rows:
+        for w in r["warnings"]:
+            print(f"warning, {r['mode']}: {r['phase']}: {w} (run again on a quiet machine)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps({"conditions": info, "results": rows, "targets": verdicts}, indent=2, ensure_ascii=False)
