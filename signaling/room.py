@@ -14,6 +14,7 @@ from sfu.adapter.ice import MediaNetwork
 from sfu.adapter.live import LiveSession
 from sfu.adapter.peer import PeerTransport
 from sfu.core import MediaStats, Producer
+from sfu.core.speakers import SpeakerDetector
 
 from .classroom import Arrival, ClassSession
 from .config import Settings
@@ -42,7 +43,8 @@ class Room:
         self.state = state
         self.settings = settings
         # With all audio forwarded (0), the detector still names 3 speakers for the pages.
-        self.live = LiveSession(stats, settings.max_retransmission_bitrate, settings.audio_forward_loudest or 3)
+        speakers = SpeakerDetector(settings.audio_forward_loudest or 3)
+        self.live = LiveSession(stats, settings.max_retransmission_bitrate, speakers)
         self.participants: dict[str, Participant] = {}
         self.connections: dict[str, Connection] = {}  # participant id -> its signaling connection
         self.lobby: dict[str, tuple[Connection, JoinGrant, Arrival]] = {}

@@ -6,10 +6,8 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..core import MediaSession, MediaStats
-from ..core.events import Event
-from ..core.session import RETRANSMISSION_BITRATE
-from ..core.speakers import SpeakerDetector
+from ..core import Event, MediaSession, MediaStats
+from ..core.session import RETRANSMISSION_BITRATE, SpeakerDetector
 
 if TYPE_CHECKING:
     from .peer import PeerTransport
@@ -19,14 +17,18 @@ class LiveSession:
     """Owns a `MediaSession` and the peer connections that feed it."""
 
     def __init__(
-        self, stats: MediaStats, retransmission_bitrate: int = RETRANSMISSION_BITRATE, speakers: int = 3
+        self,
+        stats: MediaStats,
+        retransmission_bitrate: int = RETRANSMISSION_BITRATE,
+        detector: SpeakerDetector | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
-        self.session = MediaSession(stats, retransmission_bitrate, detector=SpeakerDetector(speakers))
+        self.session = MediaSession(stats, retransmission_bitrate, detector)
+        # Called with each core event after every flush (the room sets it); events are drained
+        # either way, so that an unread queue cannot grow.
+        self.on_event: Callable[[Event], None] | None = None
         self.peers: dict[str, PeerTransport] = {}
         self._timer: asyncio.TimerHandle | None = None
-        # The owner's handler of the core's events (speakers changed, ...); without one they are dropped.
-        self.on_event: Callable[[Event], None] | None = None
 
     def now(self) -> float:
         return self.loop.time()
@@ -42,19 +44,12 @@ class LiveSession:
                 if peer is not None:
                     peer.send(rtp, rtcp)
         if session.events:
-            self._dispatch()
+            on_event = self.on_event
+            while (event := session.next_event()) is not None:
+                if on_event is not None:
+                    on_event(event)
         if session.timer_changed:
             self.arm_timer()
-
-    def _dispatch(self) -> None:
-        """Hand every event to the owner, oldest first: the core's queue never grows unread."""
-        session = self.session
-        handler = self.on_event
-        event = session.next_event()
-        while event is not None:
-            if handler is not None:
-                handler(event)
-            event = session.next_event()
 
     def arm_timer(self) -> None:
         """Schedule handle_timer at the core's earliest deadline (none when nothing is due)."""

@@ -34,6 +34,7 @@ MAX_RETRANSMISSIONS_PER_NACK = 128
 RETRANSMIT_SLACK = 0.005
 DEFAULT_RTT = 0.1
 MAX_RTT = 1.0
+MAX_SKIPPED_AT_START = 512
 
 
 def _header_template(ssrc: int, mid: str, ext: HeaderExtensions, kind: Kind) -> tuple[bytearray, int, int]:
@@ -215,7 +216,13 @@ class Consumer:
             next_seq = self.initial_seq
             next_ts = self.initial_ts
             self.has_sent = True
-        self._rewriter.sync(packet.ext_seq, next_seq)
+        rewriter = self._rewriter
+        rewriter.sync(packet.ext_seq, next_seq)
+        # Newer packets that arrived before this start (a keyframe retransmitted late) were never
+        # sent: numbered as dropped, they leave no gap; arriving again, they are refused.
+        highest = self.producer.highest_seq()
+        for ext_seq in range(packet.ext_seq + 1, min(highest, packet.ext_seq + MAX_SKIPPED_AT_START) + 1):
+            rewriter.drop(ext_seq)
         self.ts_offset = (next_ts - packet.timestamp) & 0xFFFFFFFF
         self.last_ts = next_ts & 0xFFFFFFFF
         self.last_time = now

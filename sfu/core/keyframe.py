@@ -26,6 +26,14 @@ class KeyframeRequester:
         self._pending = True
         return False
 
+    def defer(self) -> None:
+        """Keep a request pending without using the interval (the publisher cannot be asked yet)."""
+        self._pending = True
+
+    @property
+    def pending(self) -> bool:
+        return self._pending
+
     def deadline(self) -> float | None:
         """When a pending request may go out; None when none is pending."""
         return self._last + self.min_interval if self._pending else None

@@ -31,6 +31,13 @@ class NackGenerator:
     def highest(self) -> int:
         return self._highest
 
+    def skip_to(self, ext_seq: int) -> None:
+        """Forget every gap up to `ext_seq` and take it as received (packets not wanted again)."""
+        if ext_seq > self._highest:
+            self._highest = ext_seq
+        for seq in [s for s in self._missing if s <= ext_seq]:
+            del self._missing[seq]
+
     def deadline(self) -> float | None:
         """When poll() has something to do: a retry or an expiry; None while no gap is open."""
         missing = self._missing

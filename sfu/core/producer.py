@@ -29,6 +29,7 @@ class Producer:
 
     __slots__ = (
         "_expected_prior",
+        "_floor",
         "_is_keyframe",
         "_jitter",
         "_received",
@@ -95,6 +96,7 @@ class Producer:
         name = codec.name
         self._is_keyframe = is_vp8_keyframe if name == "VP8" else is_h264_keyframe if name == "H264" else None
         self._seq = SeqExtender()
+        self._floor = 0  # packets below this extended sequence number were sent while muted
         self._session = transport.session
         self._stats = transport.session.stats
         self._received = 0
@@ -108,13 +110,23 @@ class Producer:
     def receive(self, data: bytes, hdr_len: int, seq: int, ts: int, now: float) -> None:
         """One media packet from the publisher (already routed to this track by SSRC)."""
         if self.muted:
-            # Not even cached: a NACK must not be able to fetch what a muted participant said.
+            # Not even cached: a NACK must not be able to fetch what a muted participant said,
+            # and after the unmute nothing up to here is asked for again or accepted late.
+            if data[1] & 0x7F == self.codec.payload_type:
+                ext_seq = self._seq.extend(seq)
+                if ext_seq >= self._floor:
+                    self._floor = ext_seq + 1
+                    if self.nack is not None:
+                        self.nack.skip_to(ext_seq)
             self._stats.drops[DropReason.MUTED] += 1
             return
         if data[1] & 0x7F != self.codec.payload_type:
             self._stats.drops[DropReason.UNEXPECTED_PAYLOAD_TYPE] += 1
             return
         ext_seq = self._seq.extend(seq)
+        if ext_seq < self._floor:
+            self._stats.drops[DropReason.MUTED] += 1  # sent while muted, arriving late
+            return
         if ext_seq in self.cache:
             self._stats.drops[DropReason.DUPLICATE] += 1
             return
@@ -192,9 +204,10 @@ class Producer:
 
     def request_keyframe(self, now: float) -> None:
         if self.kind is Kind.VIDEO:
-            if self.keyframes.request(now):
-                if self.ssrc is not None:
-                    self._send_pli()
+            if self.ssrc is None:
+                self.keyframes.defer()  # sent once the SSRC is bound (Transport._bind_by_mid)
+            elif self.keyframes.request(now):
+                self._send_pli()
             else:
                 self._session.attend(self, self.keyframes.deadline() or now)
 
@@ -227,6 +240,10 @@ class Producer:
         if nack is None:
             return keyframe
         return nack if keyframe is None or nack < keyframe else keyframe
+
+    def highest_seq(self) -> int:
+        """The newest extended sequence number received (0 before any)."""
+        return self._seq.highest
 
     def has_received(self) -> bool:
         return self._received > 0

@@ -70,7 +70,7 @@ class Transport:
         if producer is not None:
             producer.receive_rtx(data, hdr_len, now)
             return
-        producer = self._bind_by_mid(data, ssrc)
+        producer = self._bind_by_mid(data, ssrc, now)
         if producer is None:
             stats.drops[DropReason.UNKNOWN_SSRC] += 1
         elif producer.ssrc == ssrc:
@@ -78,7 +78,7 @@ class Transport:
         else:
             producer.receive_rtx(data, hdr_len, now)
 
-    def _bind_by_mid(self, data: bytes, ssrc: int) -> Producer | None:
+    def _bind_by_mid(self, data: bytes, ssrc: int, now: float) -> Producer | None:
         """Learn an SSRC that the SDP did not announce from the packet's mid extension."""
         mid = read_mid(data, self.mid_extension) if self.mid_extension else None
         producer = self.producers_by_mid.get(mid) if mid is not None else None
@@ -89,6 +89,8 @@ class Transport:
             producer.ssrc = ssrc
             self.producers[ssrc] = producer
             self.session.events.append(ProducerBound(producer.id, ssrc))
+            if producer.keyframes.pending:  # asked for before the SSRC was known
+                self.session.attend(producer, now)
         elif payload_type == producer.codec.rtx_payload_type and producer.rtx_ssrc is None:
             producer.rtx_ssrc = ssrc
             self.rtx_producers[ssrc] = producer

@@ -1,0 +1,286 @@
+"""A deterministic simulation of a class around the sans-IO core: no socket, no wall clock.
+
+Publishers replay the benchmark's pre-encoded VP8/Opus packets; subscribers behave like a browser
+(they detect gaps, send NACKs and receiver reports); every datagram crosses a seeded `Link` with
+loss, delay, jitter and a bandwidth cap. The clock jumps from one deadline to the next: the
+earliest of the core's `get_timer()`, the next delivery, the next frame, a subscriber's retry.
+"""
+
+from __future__ import annotations
+
+import functools
+import heapq
+import random
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from benchmarks.media import EncodedFrame, encode_audio, encode_video
+from sfu.core import Codec, Event, HeaderExtensions, MediaSession, Transport
+from sfu.core.rtcp import KeyframeRequest, Nack, ReportBlock, build_nack, build_receiver_report, parse_rtcp
+from sfu.core.rtp import RTP_HEADER, header_length, is_vp8_keyframe
+
+from .rtp_helpers import rtp_packet
+
+VP8 = Codec("video/VP8", 96, 90000)
+OPUS = Codec("audio/opus", 111, 48000)
+EXT = HeaderExtensions(mid=4, audio_level=1)
+KEYFRAME_EVERY = 30  # frames: benchmarks.media forces one keyframe a second at 30 fps
+
+
+@functools.cache
+def video_frames() -> tuple[EncodedFrame, ...]:
+    return tuple(encode_video(seconds=2.0, bitrate=300_000, width=160, height=120))
+
+
+@functools.cache
+def audio_frames() -> tuple[EncodedFrame, ...]:
+    return tuple(encode_audio(seconds=1.0))
+
+
+@dataclass
+class Link:
+    """One direction of a network path, seeded: the same run gives the same losses and delays."""
+
+    seed: int = 1
+    loss: float = 0.0
+    delay: float = 0.02
+    jitter: float = 0.0
+    bandwidth: float | None = None  # bits per second; packets queue behind each other
+    lost: int = 0
+    _free_at: float = 0.0
+    _rng: random.Random = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+
+    def arrival(self, size: int, now: float) -> float | None:
+        """When a datagram sent now arrives, or None when it is lost."""
+        start = now
+        if self.bandwidth is not None:
+            start = max(now, self._free_at) + size * 8 / self.bandwidth
+            self._free_at = start
+        if self._rng.random() < self.loss:
+            self.lost += 1
+            return None
+        return start + self.delay + self._rng.random() * self.jitter
+
+
+class Publisher:
+    """Sends one track's pre-encoded frames on time; answers NACKs from what it sent, PLIs with the
+    next keyframe of the recording."""
+
+    def __init__(self, ssrc: int, mid: str, video: bool, level: int = 0x7F) -> None:
+        self.ssrc = ssrc
+        self.mid = mid.encode()
+        self.video = video
+        self.level = level  # the audio-level byte each Opus packet carries
+        self.frames = video_frames() if video else audio_frames()
+        self.interval = 1 / 30 if video else 0.02
+        self.next_time = 0.0
+        self.index = 0
+        self.seq = 1000
+        self.ts = 0
+        self.sent: dict[int, bytes] = {}
+        self.resent = 0
+        self.running = True
+
+    def emit(self, now: float) -> list[bytes]:
+        frame = self.frames[self.index % len(self.frames)]
+        self.index += 1
+        self.next_time = now + self.interval
+        packets = []
+        ext = [(4, self.mid)] if self.video else [(4, self.mid), (1, bytes([self.level]))]
+        for i, payload in enumerate(frame.payloads):
+            last = i == len(frame.payloads) - 1
+            pt = 96 if self.video else 111
+            data = rtp_packet(self.seq, self.ts, self.ssrc, pt=pt, payload=payload, marker=last, extensions=ext)
+            self.sent[self.seq & 0xFFFF] = data
+            self.seq = (self.seq + 1) & 0xFFFF
+            packets.append(data)
+        self.ts = (self.ts + frame.timestamp_step) & 0xFFFFFFFF
+        return packets
+
+    def on_rtcp(self, data: bytes) -> list[bytes]:
+        out = []
+        for packet in parse_rtcp(data):
+            if isinstance(packet, Nack) and packet.media_ssrc == self.ssrc:
+                out += [self.sent[s] for s in packet.lost if s in self.sent]
+            elif isinstance(packet, KeyframeRequest) and self.video:
+                self.index = -(-self.index // KEYFRAME_EVERY) * KEYFRAME_EVERY
+        self.resent += len(out)
+        return out
+
+
+@dataclass
+class Received:
+    """What a subscriber got on one SSRC, as its jitter buffer sees it."""
+
+    seqs: list[int] = field(default_factory=list)  # unwrapped, in arrival order
+    first_is_keyframe: bool | None = None
+    keyframes: list[int] = field(default_factory=list)  # sequence numbers starting a keyframe
+    missing: dict[int, list[float]] = field(default_factory=dict)  # seq -> [first missing, last asked, tries]
+    highest: int = -1
+
+    def gaps(self) -> list[int]:
+        """Sequence numbers never received between the first and the highest."""
+        got = set(self.seqs)
+        return [s for s in range(min(got), max(got) + 1) if s not in got] if got else []
+
+
+class Subscriber:
+    """A browser's receiving side: NACK on gap (then every 50 ms, 10 tries), a report a second."""
+
+    NACK_RETRY = 0.05
+    NACK_TRIES = 10
+
+    def __init__(self, ssrc: int = 7) -> None:
+        self.ssrc = ssrc
+        self.streams: dict[int, Received] = {}
+        self.next_report = 1.0
+
+    def on_rtp(self, data: bytes, now: float) -> None:
+        _, _, seq, _, ssrc = RTP_HEADER.unpack_from(data)
+        stream = self.streams.setdefault(ssrc, Received())
+        keyframe = data[1] & 0x7F != 111 and is_vp8_keyframe(data, header_length(data))
+        if stream.first_is_keyframe is None:
+            stream.first_is_keyframe = keyframe
+        if stream.highest < 0:
+            ext = seq
+        else:
+            ext = stream.highest + ((seq - stream.highest + 0x8000) & 0xFFFF) - 0x8000
+        if keyframe:
+            stream.keyframes.append(ext)
+        stream.seqs.append(ext)
+        stream.missing.pop(ext, None)
+        if stream.highest >= 0 and ext > stream.highest + 1:
+            for lost in range(stream.highest + 1, ext):
+                stream.missing[lost] = [now, float("-inf"), 0]
+        stream.highest = max(stream.highest, ext)
+
+    def due(self) -> float:
+        retries = [max(m[1] + self.NACK_RETRY, m[0]) for s in self.streams.values() for m in s.missing.values()]
+        return min([self.next_report, *retries])
+
+    def on_timer(self, now: float) -> list[bytes]:
+        out = []
+        for ssrc, stream in self.streams.items():
+            ask = []
+            for seq, entry in list(stream.missing.items()):
+                if entry[2] >= self.NACK_TRIES:
+                    del stream.missing[seq]
+                elif now >= entry[1] + self.NACK_RETRY:
+                    entry[1], entry[2] = now, entry[2] + 1
+                    ask.append(seq & 0xFFFF)
+            if ask:
+                out.append(build_nack(self.ssrc, ssrc, ask))
+        if now >= self.next_report and self.streams:
+            self.next_report = now + 1.0
+            blocks = [ReportBlock(ssrc, 0, 0, s.highest, 0, 0, 0) for ssrc, s in self.streams.items()]
+            out.append(build_receiver_report(self.ssrc, blocks[:31]))
+        return out
+
+
+class Sim:
+    """The core and its endpoints on one simulated clock."""
+
+    def __init__(self, seed: int = 1, **link: float) -> None:
+        self.session = MediaSession()
+        self.now = 0.0
+        self.seed = seed
+        self.link = link
+        self.publishers: dict[str, tuple[Transport, Publisher, Link]] = {}
+        self.subscribers: dict[str, tuple[Transport, Subscriber, Link, Link]] = {}
+        self._queue: list[tuple[float, int, Callable[[float], None]]] = []
+        self._order = 0
+        self.core_wakeups = 0
+        self.events: list[Event] = []
+
+    def publish(self, name: str, video: bool, **kw: int) -> Publisher:
+        transport = self.session.create_transport(f"{name}:pub")
+        publisher = Publisher(ssrc=len(self.publishers) + 100, mid="0", video=video, **kw)
+        self.session.add_producer(transport, name, mid="0", codec=VP8 if video else OPUS, extensions=EXT)
+        self.publishers[name] = (transport, publisher, Link(seed=self.seed + len(self.publishers), **self.link))
+        publisher.next_time = self.now
+        return publisher
+
+    def subscribe(self, name: str, producer: str) -> Subscriber:
+        if name not in self.subscribers:
+            seed = self.seed + 100 + len(self.subscribers)
+            down, up = Link(seed=seed, **self.link), Link(seed=seed + 50)
+            self.subscribers[name] = (self.session.create_transport(f"{name}:sub"), Subscriber(), down, up)
+        transport, subscriber, _, _ = self.subscribers[name]
+        index = len(transport.consumers)
+        self.session.add_consumer(
+            transport,
+            self.session.producers[producer],
+            ssrc=5000 + index,
+            payload_type=96,
+            mid=str(index),
+            extensions=HeaderExtensions(mid=1),
+            now=self.now,
+        )
+        self.flush()
+        return subscriber
+
+    def _at(self, when: float, action: Callable[[float], None]) -> None:
+        self._order += 1
+        heapq.heappush(self._queue, (when, self._order, action))
+
+    def _send(self, link: Link, data: bytes, deliver: Callable[[bytes, float], None]) -> None:
+        when = link.arrival(len(data), self.now)
+        if when is not None:
+            self._at(when, lambda now: deliver(data, now))
+
+    def flush(self) -> None:
+        for transport, rtp, rtcp in self.session.take_ready():
+            if transport.id.endswith(":pub"):
+                _, publisher, link = self.publishers[transport.id[:-4]]
+                for data in rtcp:
+                    self._send(link, data, self._to_publisher(publisher, transport, link))
+            else:
+                _, subscriber, down, _ = self.subscribers[transport.id[:-4]]
+                for data in rtp:
+                    self._send(down, data, subscriber.on_rtp)
+        while (event := self.session.next_event()) is not None:
+            self.events.append(event)
+
+    def _to_publisher(self, publisher: Publisher, transport: Transport, link: Link) -> Callable[[bytes, float], None]:
+        def deliver(data: bytes, now: float) -> None:
+            for resent in publisher.on_rtcp(data):
+                self._send(link, resent, transport.receive_rtp)
+
+        return deliver
+
+    def run(self, until: float) -> None:
+        """Advance the clock deadline by deadline up to `until`."""
+        while True:
+            core = self.session.get_timer()
+            candidates = [self._queue[0][0]] if self._queue else []
+            candidates += [p.next_time for _, p, _ in self.publishers.values() if p.running]
+            candidates += [s.due() for _, s, _, _ in self.subscribers.values()]
+            if core is not None:
+                candidates.append(core)
+            when = min(candidates, default=until + 1)
+            if when > until:
+                self.now = until
+                return
+            self.now = now = max(self.now, when)
+            if core is not None and core <= now:
+                self.core_wakeups += 1
+                self.session.handle_timer(now)
+            while self._queue and self._queue[0][0] <= now:
+                heapq.heappop(self._queue)[2](now)
+            for transport, publisher, link in self.publishers.values():
+                if publisher.running and publisher.next_time <= now:
+                    for data in publisher.emit(now):
+                        self._send(link, data, transport.receive_rtp)
+            for transport, subscriber, _, up in self.subscribers.values():
+                if subscriber.due() <= now:
+                    for data in subscriber.on_timer(now):
+                        self._send(up, data, transport.receive_rtcp)
+            self.flush()
+
+
+def seq_of(data: bytes) -> int:
+    return struct.unpack_from("!H", data, 2)[0]
