@@ -99,6 +99,7 @@ class ClasseClient:
         self.sub: RTCPeerConnection | None = None
         self.path: FastPath | None = None
         self.replies: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.joined: dict[str, Any] = {}
         self.offers = 0
 
     async def join(self, role: str = "student") -> None:
@@ -109,7 +110,8 @@ class ClasseClient:
         self.ws = await self.http.ws_connect(f"{self.url}/ws", heartbeat=None, max_msg_size=0)
         self.reader = asyncio.create_task(self._read())
         await self.ws.send_json({"type": "join", "protocol": 1, "token": token})
-        assert (await self.replies.get())["type"] == "joined"
+        self.joined = await self.replies.get()
+        assert self.joined["type"] == "joined", self.joined
 
     async def _read(self) -> None:
         async for msg in self.ws:

@@ -73,4 +73,84 @@ class LatencyRecorder:
         window = self.window
         if window is not None and window[0] <= sent < window[1]:
             self.delays_us.append((time.monotonic_ns() - sent) / 1000)
-            self.ids.add(ident)
+            # each publisher numbers its packets from 0: the stream's SSRC tells publishers apart
+            self.ids.add(int.from_bytes(packet[8:12]) << 32 | ident)
+
+
+class Downlink:
+    """What one subscriber receives, counted from the clear RTP header without decrypting.
+
+    A class of 30 with cameras sends its clients tens of thousands of packets a second: the load
+    generator can count them (bytes, packets by kind, sequence gaps per SSRC) but not decrypt them
+    all. One RTP packet in `sample` is decrypted to read the publisher's send-time trailer.
+    Counting happens between `open()` and `close()`; RTCP is counted in the bytes and dropped.
+    """
+
+    def __init__(self, pc: RTCPeerConnection, sample: int = 16) -> None:
+        self.kinds: dict[int, str] = {}  # payload type -> "audio" / "video", from the offer
+        self.sample = sample
+        self.open_at = 0
+        self.reset()
+        dtls = pc.getTransceivers()[0].receiver.transport
+        ice = dtls.transport._connection
+        put = ice._queue.put_nowait
+
+        def data_received(data: bytes, component: int) -> None:
+            rx = dtls._rx_srtp
+            if rx is None or not 127 < data[0] < 192:
+                put((data, component))  # DTLS
+                return
+            if not self.counting:
+                return
+            size = len(data)
+            self.bytes += size
+            second = data[1]
+            if 191 < second < 224:  # RTCP
+                self.rtcp_bytes += size
+                return
+            kind = self.kinds.get(second & 0x7F, "other")
+            self.packets[kind] = self.packets.get(kind, 0) + 1
+            self.kind_bytes[kind] = self.kind_bytes.get(kind, 0) + size
+            seq = (data[2] << 8) | data[3]
+            ssrc = data[8:12]
+            state = self.streams.get(ssrc)
+            if state is None:
+                self.streams[ssrc] = [seq, seq, 1]
+            else:
+                top = state[1]
+                ext = top + ((seq - top + 0x8000) & 0xFFFF) - 0x8000
+                if ext > top:
+                    state[1] = ext
+                state[2] += 1
+            self.seen += 1
+            if self.seen % self.sample == 0:
+                try:
+                    packet = rx.unprotect(data)
+                except pylibsrtp.Error:
+                    return
+                sent, _ = TRAILER.unpack_from(packet, len(packet) - 12)
+                self.delays_us.append((time.monotonic_ns() - sent) / 1000)
+
+        ice.data_received = data_received  # type: ignore[method-assign]
+
+    def reset(self) -> None:
+        self.counting = False
+        self.bytes = self.rtcp_bytes = self.seen = 0
+        self.packets: dict[str, int] = {}
+        self.kind_bytes: dict[str, int] = {}
+        self.streams: dict[bytes, list[int]] = {}  # ssrc -> [first extended seq, highest, received]
+        self.delays_us: list[float] = []
+
+    def open(self) -> None:
+        self.reset()
+        self.counting = True
+
+    def close(self) -> None:
+        self.counting = False
+
+    def expected(self) -> int:
+        """Packets the server numbered for this subscriber in the window (gaps are losses)."""
+        return sum(top - first + 1 for first, top, _ in self.streams.values())
+
+    def received(self) -> int:
+        return sum(count for _, _, count in self.streams.values())

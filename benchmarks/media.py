@@ -25,23 +25,31 @@ class EncodedFrame:
 
 
 def encode_video(
-    seconds: float = 4.0, bitrate: int = 1_000_000, width: int = 640, height: int = 360
+    seconds: float = 4.0,
+    bitrate: int = 1_000_000,
+    width: int = 640,
+    height: int = 360,
+    fps: int = VIDEO_FPS,
+    keyframe_seconds: float = 1.0,
 ) -> list[EncodedFrame]:
-    """VP8 frames of a moving pattern, one keyframe per second, at about `bitrate`."""
+    """VP8 frames of a moving pattern at about `bitrate`, a keyframe every `keyframe_seconds`."""
     codec = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
     encoder = get_encoder(codec)
-    encoder.target_bitrate = bitrate  # type: ignore[attr-defined]
+    # aiortc clamps its target to at least 250 kbit/s; a thumbnail is below that, so set it directly.
+    setattr(encoder, "_Vp8Encoder__target_bitrate", bitrate)  # noqa: B010
+    keyframe_every = max(1, round(keyframe_seconds * fps))
     rng = np.random.default_rng(1)
     base = np.full((height * 3 // 2, width), 128, dtype=np.uint8)
     base[:height] = (np.add.outer(np.arange(height), np.arange(width)) % 256).astype(np.uint8)
     base[:height] ^= rng.integers(0, 24, (height, width), dtype=np.uint8)  # some texture
     frames = []
-    for i in range(int(seconds * VIDEO_FPS)):
-        img = np.roll(base, i * 6, axis=1)
+    step = 90000 // fps
+    for i in range(int(seconds * fps)):
+        img = np.roll(base, i * 180 // fps, axis=1)  # the same motion per second at any frame rate
         frame = av.VideoFrame.from_ndarray(img, format="yuv420p")
-        frame.pts, frame.time_base = i * 3000, fractions.Fraction(1, 90000)
-        payloads, _ = encoder.encode(frame, force_keyframe=i % VIDEO_FPS == 0)
-        frames.append(EncodedFrame(tuple(payloads), 90000 // VIDEO_FPS))
+        frame.pts, frame.time_base = i * step, fractions.Fraction(1, 90000)
+        payloads, _ = encoder.encode(frame, force_keyframe=i % keyframe_every == 0)
+        frames.append(EncodedFrame(tuple(payloads), step))
     return frames
 
 
@@ -58,4 +66,37 @@ def encode_audio(seconds: float = 4.0) -> list[EncodedFrame]:
         frame.sample_rate, frame.pts, frame.time_base = 48000, i * samples, fractions.Fraction(1, 48000)
         payloads, _ = encoder.encode(frame)
         frames.append(EncodedFrame(tuple(payloads), samples))
+    return frames
+
+
+def encode_voice(seconds: float = 4.0, talking: bool = True, bitrate: int = 32_000) -> list[EncodedFrame]:
+    """Opus frames as a browser sends a microphone: mono, 20 ms, about `bitrate` (Chrome's 32 kbit/s).
+
+    Talking is a tone that comes and goes with some noise (about 75-byte packets); not talking is
+    a quiet room's low-level noise, still one packet every 20 ms as without DTX (about 40 bytes).
+    """
+    codec = av.CodecContext.create("libopus", "w")
+    assert isinstance(codec, av.AudioCodecContext)
+    codec.bit_rate = bitrate
+    codec.format = "s16"
+    codec.layout = "mono"
+    codec.sample_rate = 48000
+    codec.time_base = fractions.Fraction(1, 48000)
+    codec.options = {"application": "voip"}
+    samples = int(48000 * AUDIO_PTIME)
+    count = int(seconds / AUDIO_PTIME)
+    rng = np.random.default_rng(2 if talking else 3)
+    t = np.arange(samples * count) / 48000
+    if talking:
+        signal = np.sin(2 * np.pi * 220 * t) * np.abs(np.sin(2 * np.pi * 2 * t)) * 6000 + rng.normal(0, 600, t.size)
+    else:
+        signal = rng.normal(0, 1.5, t.size)
+    pcm = signal.astype(np.int16)
+    frames: list[EncodedFrame] = []
+    for i in range(count):
+        frame = av.AudioFrame.from_ndarray(
+            pcm[i * samples : (i + 1) * samples].reshape(1, -1), format="s16", layout="mono"
+        )
+        frame.sample_rate, frame.pts, frame.time_base = 48000, i * samples, fractions.Fraction(1, 48000)
+        frames.extend(EncodedFrame((bytes(p),), samples) for p in codec.encode(frame))
     return frames

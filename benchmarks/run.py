@@ -3,6 +3,12 @@
 Each configuration starts a fresh server process, a load-generator process, and samples the
 server's CPU time, memory and forwarding counter exactly over the measured window. Classe, the
 MediaRelay baseline and the bare UDP forwarder are measured in the same run, side by side.
+
+Two entries (`./dev bench` passes its arguments here):
+- `./dev bench [--sizes ...]`: the fan-out scaling runs above and the audio-only whole class;
+- `./dev bench cameras [--duration ...]`: the class of 30 with cameras, everything forwarded
+  against bandwidth adaptation (`benchmarks/cameras.py`, about 3 minutes), which writes
+  docs/benchmarks-class30.json.
 """
 
 from __future__ import annotations
@@ -61,7 +67,8 @@ def histogram_quantiles(before: dict[float, float], after: dict[float, float]) -
     return {"p50": quantile(0.5), "p99": quantile(0.99), "max": largest * 1e6}
 
 
-def start_server(target: str, port: int) -> subprocess.Popen[bytes]:
+def start_server(target: str, port: int, settings: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Starts one server; `settings` are extra CLASSE_* variables for Classe."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if target == "classe":
         env |= {
@@ -71,6 +78,7 @@ def start_server(target: str, port: int) -> subprocess.Popen[bytes]:
             # Load clients take dev tokens: no accounts, no lobby. Its SQLite file goes to a throwaway folder.
             "CLASSE_DEV_MODE": "true",
             "CLASSE_DATA_DIR": tempfile.mkdtemp(prefix="classe-bench-"),
+            **(settings or {}),
         }
         cmd = [PY, "-m", "signaling.cli", "serve", "--port", str(port)]
     elif target == "relay":
@@ -289,7 +297,12 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    if sys.argv[1:2] == ["cameras"]:
+        from .cameras import main as cameras
+
+        cameras(sys.argv[2:])
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1,10,50,100,200", help="subscriber counts for Classe and the UDP forwarder")
     parser.add_argument("--relay-sizes", default="1,5,10", help="subscriber counts for the MediaRelay baseline")
     parser.add_argument("--duration", type=float, default=10.0)
