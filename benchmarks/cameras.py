@@ -34,7 +34,7 @@ from typing import Any
 
 import psutil
 
-from .run import ROOT, free_port, histogram_quantiles, start_server
+from .run import ROOT, fmt, free_port, histogram_quantiles, start_server
 
 PY = sys.executable
 SETTINGS = ("audio_forward_loudest", "video_last_n", "thumbnail_bitrate", "large_tile_width")
@@ -346,10 +346,6 @@ def conditions(args: argparse.Namespace, settings: dict[str, Any] | None) -> dic
             "trailer": "every RTP payload carries a 12-byte send-time trailer: downlink 'media' excludes it",
         },
     }
-
-
-def fmt(value: Any, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
 
 
 def table(rows: list[dict[str, Any]]) -> str:
