@@ -34,7 +34,7 @@ from typing import Any
 
 import psutil
 
-from .run import ROOT, fmt, free_port, histogram_quantiles, start_server
+from .run import ROOT, fmt, free_port, histogram_quantiles, machine, start_server
 
 PY = sys.executable
 SETTINGS = ("audio_forward_loudest", "video_last_n", "thumbnail_bitrate", "large_tile_width")
@@ -312,14 +312,6 @@ def git(*argv: str) -> str:
 
 
 def conditions(args: argparse.Namespace, settings: dict[str, Any] | None) -> dict[str, Any]:
-    cpu_model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
     branches = {}
     for branch in ("i10-select", "i10-core"):
         tip = git("rev-parse", "--short", branch)
@@ -331,7 +323,7 @@ def conditions(args: argparse.Namespace, settings: dict[str, Any] | None) -> dic
         "commit": git("rev-parse", "--short", "HEAD") + ("-dirty" if git("status", "--porcelain") else ""),
         "commit_subject": git("log", "-1", "--format=%s"),
         "branches": branches,
-        "machine": f"{cpu_model}, {psutil.cpu_count()} logical CPUs, {psutil.virtual_memory().total // 2**30} GiB",
+        "machine": machine(),
         "python": platform.python_version(),
         "loadavg_at_start": os.getloadavg(),
         "server_settings": settings,
