@@ -34,7 +34,7 @@ from typing import Any
 
 import psutil
 
-from .run import ROOT, fmt, free_port, histogram_quantiles, machine, start_server
+from .run import ROOT, fmt, free_port, git, histogram_quantiles, machine, start_server
 
 PY = sys.executable
 SETTINGS = ("audio_forward_loudest", "video_last_n", "thumbnail_bitrate", "large_tile_width")
@@ -305,10 +305,6 @@ def profile(pid: int, duration: float, out: Path, native: bool) -> subprocess.Po
     # native frames show what the event loop's C code does, but need the server stopped at each sample
     cmd += ["--native"] if native else ["--nonblocking"]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def git(*argv: str) -> str:
-    return subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
 
 def conditions(args: argparse.Namespace, settings: dict[str, Any] | None) -> dict[str, Any]:

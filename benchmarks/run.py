@@ -182,6 +182,10 @@ def run_one(target: str, scenario: str, subscribers: int, duration: float, warmu
     }
 
 
+def git(*argv: str) -> str:
+    return subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+
 def machine() -> str:
     """The CPU model, logical CPUs and memory of this machine, for a result's conditions."""
     cpu_model = next(
@@ -196,15 +200,9 @@ def machine() -> str:
 
 
 def conditions(args: argparse.Namespace) -> dict[str, Any]:
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
-    dirty = bool(
-        subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    )
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "commit": commit + ("-dirty" if dirty else ""),
+        "commit": git("rev-parse", "--short", "HEAD") + ("-dirty" if git("status", "--porcelain") else ""),
         "machine": machine(),
         "python": platform.python_version(),
         "parameters": {
