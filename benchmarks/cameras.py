@@ -34,7 +34,7 @@ from typing import Any
 
 import psutil
 
-from .run import ROOT, free_port, histogram_quantiles, start_server
+from .run import ROOT, fmt, free_port, git, histogram_quantiles, machine, start_server
 
 PY = sys.executable
 SETTINGS = ("audio_forward_loudest", "video_last_n", "thumbnail_bitrate", "large_tile_width")
@@ -307,19 +307,7 @@ def profile(pid: int, duration: float, out: Path, native: bool) -> subprocess.Po
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def git(*argv: str) -> str:
-    return subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-
-
 def conditions(args: argparse.Namespace, settings: dict[str, Any] | None) -> dict[str, Any]:
-    cpu_model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
     branches = {}
     for branch in ("i10-select", "i10-core"):
         tip = git("rev-parse", "--short", branch)
@@ -331,7 +319,7 @@ def conditions(args: argparse.Namespace, settings: dict[str, Any] | None) -> dic
         "commit": git("rev-parse", "--short", "HEAD") + ("-dirty" if git("status", "--porcelain") else ""),
         "commit_subject": git("log", "-1", "--format=%s"),
         "branches": branches,
-        "machine": f"{cpu_model}, {psutil.cpu_count()} logical CPUs, {psutil.virtual_memory().total // 2**30} GiB",
+        "machine": machine(),
         "python": platform.python_version(),
         "loadavg_at_start": os.getloadavg(),
         "server_settings": settings,
@@ -346,10 +334,6 @@ def conditions(args: argparse.Namespace, settings: dict[str, Any] | None) -> dic
             "trailer": "every RTP payload carries a 12-byte send-time trailer: downlink 'media' excludes it",
         },
     }
-
-
-def fmt(value: Any, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
 
 
 def table(rows: list[dict[str, Any]]) -> str:

@@ -182,13 +182,12 @@ def run_one(target: str, scenario: str, subscribers: int, duration: float, warmu
     }
 
 
-def conditions(args: argparse.Namespace) -> dict[str, Any]:
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
-    dirty = bool(
-        subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    )
+def git(*argv: str) -> str:
+    return subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+
+def machine() -> str:
+    """The CPU model, logical CPUs and memory of this machine, for a result's conditions."""
     cpu_model = next(
         (
             line.split(":", 1)[1].strip()
@@ -197,10 +196,14 @@ def conditions(args: argparse.Namespace) -> dict[str, Any]:
         ),
         platform.processor(),
     )
+    return f"{cpu_model}, {psutil.cpu_count()} logical CPUs, {psutil.virtual_memory().total // 2**30} GiB"
+
+
+def conditions(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "commit": commit + ("-dirty" if dirty else ""),
-        "machine": f"{cpu_model}, {psutil.cpu_count()} logical CPUs, {psutil.virtual_memory().total // 2**30} GiB",
+        "commit": git("rev-parse", "--short", "HEAD") + ("-dirty" if git("status", "--porcelain") else ""),
+        "machine": machine(),
         "python": platform.python_version(),
         "parameters": {
             "sizes": args.sizes,

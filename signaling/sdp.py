@@ -24,6 +24,10 @@ class Section:
     port: int
 
 
+def _is_payload_type(text: str) -> bool:
+    return text.isdigit() and int(text) <= MAX_PAYLOAD_TYPE
+
+
 def media_sections(sdp: str) -> list[Section]:
     """The offer's media sections in order; raises SdpError on a malformed media line or mid."""
     found: list[list[str]] = []  # [kind, port, mid]
@@ -35,12 +39,12 @@ def media_sections(sdp: str) -> list[Section]:
             kind, port, protocol, *formats = fields
             if not port.isdigit() or int(port) > 65535:
                 raise SdpError(f"bad port in media line {len(found)}")
-            if "RTP" in protocol and not all(f.isdigit() and int(f) <= MAX_PAYLOAD_TYPE for f in formats):
+            if "RTP" in protocol and not all(_is_payload_type(f) for f in formats):
                 raise SdpError(f"RTP payload types are numbers from 0 to {MAX_PAYLOAD_TYPE}")
             found.append([kind, port, ""])
         elif line.startswith("a=rtpmap:") or line.startswith("a=fmtp:") or line.startswith("a=rtcp-fb:"):
             payload_type = line.split(":", 1)[1].split(" ", 1)[0]
-            if payload_type != "*" and not (payload_type.isdigit() and int(payload_type) <= MAX_PAYLOAD_TYPE):
+            if payload_type != "*" and not _is_payload_type(payload_type):
                 raise SdpError(f"RTP payload types are numbers from 0 to {MAX_PAYLOAD_TYPE}")
         elif line.startswith("a=mid:") and found:
             if found[-1][2]:
