@@ -115,8 +115,9 @@ def busy(t: Any) -> float:
 
 def row(mode: str, phase: dict[str, Any], a: Sample, b: Sample) -> dict[str, Any]:
     span = b.at - a.at
-    # Forwarded: the packets the server numbered for the clients (received or lost). Its own counter
-    # (classe_rtp_forwarded_packets) also counts the consumers it visited but did not send to.
+    # Forwarded: the packets the server numbered for the clients (received or lost). The server's own
+    # counter (classe_rtp_forwarded_packets) is kept beside it: older servers counted in it the
+    # consumers they visited but did not send to.
     forwarded = phase["client_expected_pps"] * span
     counter = b.metrics.get("classe_rtp_forwarded_packets", 0) - a.metrics.get("classe_rtp_forwarded_packets", 0)
     server_cpu = (b.server_cpu - a.server_cpu) / span

@@ -38,6 +38,7 @@ def test_a_consumer_forwards_only_while_no_reason_holds_it() -> None:
     pub.receive_rtp(rtp_packet(3, 1920, 1111, pt=111), 0.06)
     seqs = [fields(p)[1] for p in session.take_ready()[0][1]]
     assert len(seqs) == 2 and (seqs[1] - seqs[0]) & 0xFFFF == 1  # no gap for the subscriber
+    assert session.stats.rtp_forwarded == 2  # the packet held back is not counted as forwarded
     assert events(session) == [ConsumerPaused("sub0", "p1", "selection"), ConsumerResumed("sub0", "p1")]
 
 

@@ -170,7 +170,9 @@ class Consumer:
         if not self.started:
             reason = self.forwarder.decide(packet)
             if reason is not None:
-                self._stats.drops[reason] += 1
+                stats = self._stats
+                stats.drops[reason] += 1
+                stats.rtp_forwarded -= 1  # the fan-out counts every consumer it visits, ahead of the decision
                 return
             self._start(packet, now)
         ext_seq = packet.ext_seq
@@ -185,7 +187,9 @@ class Consumer:
             newest = ext_seq > rewriter.max_input
             rewritten = rewriter.input(ext_seq)
             if rewritten is None:
-                self._stats.drops[DropReason.BEFORE_STREAM_START] += 1
+                stats = self._stats
+                stats.drops[DropReason.BEFORE_STREAM_START] += 1
+                stats.rtp_forwarded -= 1
                 return
             out_seq = rewritten
             if newest:

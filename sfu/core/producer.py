@@ -147,9 +147,9 @@ class Producer:
             if keyframe:
                 self.session.events.append(KeyframeReceived(self.id))
         packet = RtpPacket(data, data[hdr_len:], seq, ext_seq, ts, keyframe, level, abs_send_time(now))
+        self.stats.rtp_forwarded += len(consumers)  # a consumer that drops the packet takes its one back
         for consumer in consumers:
             consumer.forward(packet, now)
-        self.stats.rtp_forwarded += len(consumers)
 
     def mute(self, now: float = 0.0) -> None:
         """Stop forwarding this track at all (a muted or blocked participant)."""
