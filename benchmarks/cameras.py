@@ -34,7 +34,7 @@ from typing import Any
 
 import psutil
 
-from .run import ROOT, fmt, free_port, git, histogram_quantiles, machine, start_server
+from .run import ROOT, fmt, free_port, git, histogram_quantiles, machine, start_server, stop
 
 PY = sys.executable
 SETTINGS = ("audio_forward_loudest", "video_last_n", "thumbnail_bitrate", "large_tile_width")
@@ -270,12 +270,7 @@ def run_mode(mode: str, args: argparse.Namespace, settings: dict[str, Any] | Non
         if not phases:
             raise RuntimeError(f"load generator failed: {client.stderr.read()[-3000:] if client.stderr else ''}")
     finally:
-        client.kill()
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop(client, server)
     rows = [row(mode, p, starts[p["phase"]], ends[p["phase"]]) for p in phases]
     for r in rows:
         r["warnings"] = warnings(r)

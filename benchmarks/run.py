@@ -101,6 +101,16 @@ def start_server(target: str, port: int, settings: dict[str, str] | None = None)
     raise RuntimeError(f"{target} server did not start")
 
 
+def stop(client: subprocess.Popen[str], server: subprocess.Popen[bytes]) -> None:
+    """The load generator at once; the server given ten seconds to close its sockets."""
+    client.kill()
+    server.terminate()
+    try:
+        server.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
 def run_one(target: str, scenario: str, subscribers: int, duration: float, warmup: float) -> dict[str, Any]:
     port = free_port()
     server = start_server(target, port)
@@ -155,12 +165,7 @@ def run_one(target: str, scenario: str, subscribers: int, duration: float, warmu
         if not result:
             raise RuntimeError(f"load generator failed: {client.stderr.read()[-2000:] if client.stderr else ''}")
     finally:
-        client.kill()
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop(client, server)
     cpu = cpu1 - cpu0
     # MediaRelay and the UDP forwarder have no counter: what the clients received is what they sent.
     pps = (fwd1 - fwd0) / duration if target == "classe" else result["received_pps"]
