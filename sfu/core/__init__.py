@@ -6,6 +6,8 @@ Nothing here imports asyncio, opens a socket or reads a clock: `tests/test_core_
 
 from .consumer import Consumer
 from .events import (
+    BandwidthEstimate,
+    ConsumerLayerChanged,
     ConsumerPaused,
     ConsumerResumed,
     Event,
@@ -21,8 +23,10 @@ from .stats import DropReason, MediaStats
 from .transport import Transport
 
 __all__ = [
+    "BandwidthEstimate",
     "Codec",
     "Consumer",
+    "ConsumerLayerChanged",
     "ConsumerPaused",
     "ConsumerResumed",
     "DropReason",

@@ -57,4 +57,31 @@ class StreamStalled:
     producer_id: str
 
 
-Event = ProducerBound | KeyframeReceived | SpeakersChanged | ConsumerPaused | ConsumerResumed | StreamStalled
+@dataclass(frozen=True, slots=True)
+class ConsumerLayerChanged:
+    """A layered consumer now forwards another spatial or temporal layer (a switch completed)."""
+
+    transport_id: str
+    producer_id: str
+    spatial: int
+    temporal: int
+
+
+@dataclass(frozen=True, slots=True)
+class BandwidthEstimate:
+    """A subscriber's downlink estimate moved by more than a tenth since the last one told."""
+
+    transport_id: str
+    bitrate: int
+
+
+Event = (
+    ProducerBound
+    | KeyframeReceived
+    | SpeakersChanged
+    | ConsumerPaused
+    | ConsumerResumed
+    | StreamStalled
+    | ConsumerLayerChanged
+    | BandwidthEstimate
+)

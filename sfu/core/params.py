@@ -36,3 +36,6 @@ class HeaderExtensions:
     mid: int = 0
     audio_level: int = 0
     abs_send_time: int = 0
+    rid: int = 0  # rtp-stream-id: which simulcast encoding a packet belongs to
+    repaired_rid: int = 0  # repaired-rtp-stream-id: the same, on RTX packets
+    transport_cc: int = 0  # transport-wide sequence number, for the subscriber's congestion feedback

@@ -14,6 +14,9 @@ ONE_BYTE_PROFILE = 0xBEDE
 URI_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
 URI_AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 URI_ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+URI_RID = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
+URI_REPAIRED_RID = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id"
+URI_TRANSPORT_CC = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
 
 
 def header_length(data: bytes) -> int:
