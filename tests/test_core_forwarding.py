@@ -232,7 +232,7 @@ def test_receiver_reports_remb_and_translated_sender_reports() -> None:
     report = next(p for p in packets if isinstance(p, ReceiverReport))
     assert report.reports[0].packets_lost == 1 and report.reports[0].ssrc == 1111
     remb = next(p for p in packets if isinstance(p, Remb))
-    assert remb.bitrate == 800_000
+    assert remb.bitrate == 1_500_000  # the publisher's cap: a subscriber's own estimate never lowers it
     pub.receive_rtcp(build_sender_report(1111, 1 << 40, 12000, 3, 30), 1.1)
     sr = parse_rtcp(sub_t.rtcp_outbox[-1])[0]
     assert sr.ssrc == consumer.ssrc  # type: ignore[union-attr]

@@ -12,7 +12,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from .events import ConsumerPaused, ConsumerResumed
-from .forwarding import SimpleForwarder
+from .forwarding import LayeredForwarder, SimpleForwarder
 from .packet import RtpPacket
 from .params import HeaderExtensions, Kind
 from .rewriter import SeqRewriter
@@ -104,6 +104,7 @@ class Consumer:
         "rtx_ssrc",
         "ssrc",
         "started",
+        "stream",
         "transport",
         "ts_offset",
     )
@@ -134,7 +135,8 @@ class Consumer:
         self.paused = False  # while any pause reason holds; the hot path reads only this
         self.pause_reasons: set[str] = set()
         self.started = False  # synced to the source: packets go straight through the rewriter
-        self.forwarder = SimpleForwarder(needs_keyframe=self.kind is Kind.VIDEO)
+        self.stream = producer.stream  # the stream forwarded: its cache answers NACKs
+        self.forwarder: SimpleForwarder | LayeredForwarder = SimpleForwarder(needs_keyframe=self.kind is Kind.VIDEO)
         self._rewriter = SeqRewriter()
         self.ts_offset = 0
         self.last_ts = 0
@@ -175,6 +177,11 @@ class Consumer:
                 stats.rtp_forwarded -= 1  # the fan-out counts every consumer it visits, ahead of the decision
                 return
             self._start(packet, now)
+        self._send(packet, packet.payload, now)
+
+    def _send(self, packet: RtpPacket, payload: bytes, now: float) -> None:
+        """Number one packet for the subscriber and queue it (the rewriter refuses only what it
+        cannot place: older than the start, or numbered as dropped)."""
         ext_seq = packet.ext_seq
         rewriter = self._rewriter
         out_ts = (packet.timestamp + self.ts_offset) & 0xFFFFFFFF
@@ -196,7 +203,6 @@ class Consumer:
                 self.last_ts = out_ts
                 self.last_time = now
         self._history[out_seq & (HISTORY_SIZE - 1)] = ext_seq
-        payload = packet.payload
         header = self._header
         header[0] = self._first_byte | packet.padding
         _PT_SEQ_TS.pack_into(header, 1, packet.marker | self.payload_type, out_seq, out_ts)
@@ -225,7 +231,7 @@ class Consumer:
         rewriter.sync(packet.ext_seq, next_seq)
         # Newer packets that arrived before this start (a keyframe retransmitted late) were never
         # sent: numbered as dropped, they leave no gap; arriving again, they are refused.
-        highest = self.producer.highest_seq()
+        highest = self.stream.seq.highest
         for ext_seq in range(packet.ext_seq + 1, min(highest, packet.ext_seq + MAX_SKIPPED_AT_START) + 1):
             rewriter.drop(ext_seq)
         self.ts_offset = (next_ts - packet.timestamp) & 0xFFFFFFFF
@@ -283,7 +289,15 @@ class Consumer:
         self.paused = False
         self.forwarder.resume()
         if self.forwarder.waiting:
-            self.producer.request_keyframe(now)
+            self.request_keyframe(now)
+
+    def request_keyframe(self, now: float) -> None:
+        """The subscriber needs a keyframe (a start, a resume, its own PLI): ask the publisher."""
+        self.producer.request_keyframe(now)
+
+    def route(self) -> None:
+        """Tell the producer which of its streams this consumer sees: its one stream, always."""
+        self.producer.route(self, (0,))
 
     def on_nack(self, lost: list[int], now: float, excess: int = 0) -> None:
         """Answer a subscriber's NACK from the producer's cache, as RTX where negotiated.
@@ -305,7 +319,7 @@ class Consumer:
         budget = transport.retransmission_budget(now)
         history = self._history
         rewriter = self._rewriter
-        cache = self.producer.cache
+        cache = self.stream.cache
         level_id = self.producer.extensions.audio_level
         sent = missed = repeated = over_budget = 0
         for index, out_seq in enumerate(lost):

@@ -11,6 +11,7 @@ from typing import Protocol
 
 from .consumer import Consumer
 from .events import Event, SpeakersChanged, StreamStalled
+from .layered import LayeredConsumer
 from .params import Codec, HeaderExtensions, Kind
 from .producer import Producer
 from .rtcp import build_receiver_report, build_remb
@@ -138,12 +139,14 @@ class MediaSession:
         extensions: HeaderExtensions,
         ssrc: int | None = None,
         rtx_ssrc: int | None = None,
+        rids: tuple[str, ...] = (),
         source: str = "",
         owner: str = "",
         role: str = "",
         max_bitrate: int = 1_500_000,
     ) -> Producer:
-        """Publish a track; `owner`, `role` and `source` are the room's metadata, kept as given."""
+        """Publish a track; `owner`, `role` and `source` are the room's metadata, kept as given.
+        `rids` names its simulcast encodings, lowest first: their SSRCs are learnt from packets."""
         self._check_owned(transport)
         if producer_id in self.producers or mid in transport.producers_by_mid:
             raise ValueError(f"producer {producer_id} (mid {mid}) exists")
@@ -155,6 +158,7 @@ class MediaSession:
             extensions=extensions,
             ssrc=ssrc,
             rtx_ssrc=rtx_ssrc,
+            rids=rids,
             source=source,
             owner=owner,
             role=role,
@@ -163,10 +167,11 @@ class MediaSession:
         self.producers[producer_id] = producer
         transport.producers_by_mid[mid] = producer
         transport.mid_extension = transport.mid_extension or extensions.mid
-        if ssrc is not None:
-            transport.streams[ssrc] = producer.stream
-        if rtx_ssrc is not None and codec.rtx_payload_type is not None:
-            transport.rtx_producers[rtx_ssrc] = producer
+        stream = producer.stream
+        if stream.ssrc is not None:
+            transport.streams[stream.ssrc] = stream
+        if stream.rtx_ssrc is not None and codec.rtx_payload_type is not None:
+            transport.rtx_streams[stream.rtx_ssrc] = stream
         return producer
 
     def remove_producer(self, producer: Producer) -> None:
@@ -174,10 +179,11 @@ class MediaSession:
             self.remove_consumer(consumer)
         transport = producer.transport
         transport.producers_by_mid.pop(producer.mid, None)
-        if producer.ssrc is not None:
-            transport.streams.pop(producer.ssrc, None)
-        if producer.rtx_ssrc is not None:
-            transport.rtx_producers.pop(producer.rtx_ssrc, None)
+        for stream in producer.streams:
+            if stream.ssrc is not None:
+                transport.streams.pop(stream.ssrc, None)
+            if stream.rtx_ssrc is not None:
+                transport.rtx_streams.pop(stream.rtx_ssrc, None)
         self.producers.pop(producer.id, None)
         self._attention.pop(producer, None)
         if self.detector is not None and producer.kind is Kind.AUDIO:
@@ -207,7 +213,8 @@ class MediaSession:
             raise ValueError("a transport cannot consume its own producer")
         if ssrc in transport.consumers or (rtx_ssrc is not None and rtx_ssrc in transport.consumers):
             raise ValueError(f"SSRC {ssrc} is already used on this transport")
-        consumer = Consumer(
+        kind = LayeredConsumer if producer.layered else Consumer
+        consumer = kind(
             transport,
             producer,
             ssrc=ssrc,
@@ -229,13 +236,15 @@ class MediaSession:
             consumer.pause_reasons.add("muted")
             consumer.forwarder.pause()
         elif consumer.forwarder.waiting:
-            producer.request_keyframe(now)
+            consumer.request_keyframe(now)
+        consumer.route()
         return consumer
 
     def remove_consumer(self, consumer: Consumer) -> None:
         producer = consumer.producer
         if consumer in producer.consumers:
             producer.consumers.remove(consumer)
+            producer.route(consumer, ())
         transport = consumer.transport
         transport.consumers.pop(consumer.ssrc, None)
         if consumer.rtx_ssrc is not None:
@@ -284,9 +293,9 @@ class MediaSession:
             producers = transport.producers_by_mid.values()
             blocks = []
             for producer in producers:
-                block = producer.report_block(now)
-                if block is not None:
-                    blocks.append(block)
+                found = producer.report_blocks(now)
+                if found:
+                    blocks.extend(found)
                 elif producer.stream.received and not producer.stream.stalled and not producer.muted:
                     producer.stream.stalled = True  # until its next packet (ReceiveStream.receive)
                     self.events.append(StreamStalled(producer.id))
@@ -295,10 +304,17 @@ class MediaSession:
                 transport.send_rtcp(
                     build_receiver_report(transport.rtcp_ssrc, blocks[start : start + MAX_REPORT_BLOCKS])
                 )
+            # One REMB per publisher (browsers take it for the whole connection): the sum of its
+            # video tracks' caps, whoever subscribes. A weak subscriber gets a lower layer (the
+            # allocator's choice); it does not lower what everyone else receives.
+            cap = 0
+            ssrcs: list[int] = []
             for producer in producers:
-                if producer.kind is Kind.VIDEO and producer.ssrc is not None and producer.has_received():
-                    rtcp_ssrc = transport.rtcp_ssrc
-                    transport.send_rtcp(build_remb(rtcp_ssrc, producer.target_bitrate(), [producer.ssrc]))
+                if producer.kind is Kind.VIDEO and producer.has_received():
+                    cap += producer.max_bitrate
+                    ssrcs.extend(stream.ssrc for stream in producer.streams if stream.ssrc is not None)
+            if ssrcs:
+                transport.send_rtcp(build_remb(transport.rtcp_ssrc, cap, ssrcs))
         # One more round after the last one that reported anything: it finds the streams that
         # stopped (StreamStalled), then the reports stop until a packet arrives.
         self._reports_due = reported

@@ -33,6 +33,8 @@ class DropReason(enum.IntEnum):
     NACK_OVER_LIMIT = 15  # beyond the retransmissions one NACK may cause
     NACK_OVER_BUDGET = 16  # beyond the subscriber's retransmission bitrate
     UNVALIDATED_ADDRESS = 17  # DTLS or SRTP from an address no ICE check validated
+    TEMPORAL_LAYER = 18  # a frame of a temporal layer above the one a subscriber is given
+    UNKNOWN_RID = 19  # a simulcast packet whose rid the offer did not announce
 
 
 class MediaStats:

@@ -1,9 +1,9 @@
 """One encoding of a published track as it arrives: numbering, cache, loss, reports, bitrate.
 
-A `Producer` is the track; it holds one `ReceiveStream` per SSRC (one today; simulcast adds one per
-rid). What belongs to the packets of one SSRC lives here: the sequence extender, the packet cache
-for NACKs, the upstream NACK generator, the receiver-report state, and a bitrate meter the
-allocator will read.
+A `Producer` is the track; it holds one `ReceiveStream` per SSRC: one, or one per simulcast rid.
+What belongs to the packets of one SSRC lives here: the sequence extender, the packet cache for
+NACKs, the upstream NACK generator, keyframe requests, the receiver-report state, the consumers
+it feeds, and the bitrate meters (per temporal layer too) the allocator reads.
 """
 
 from __future__ import annotations
@@ -11,12 +11,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .cache import PacketCache
+from .keyframe import KeyframeRequester
 from .nack import NackGenerator
 from .rtcp import ReportBlock
 from .seq import SeqExtender
 from .stats import DropReason
 
 if TYPE_CHECKING:
+    from .consumer import Consumer
     from .producer import Producer
 
 METER_SLOTS = 10  # the bitrate meter's window: 10 slots of 100 ms
@@ -34,21 +36,37 @@ class ReceiveStream:
         "_received_prior",
         "_sr_ntp",
         "_sr_time",
+        "_temporal_shares",
         "_transit",
         "cache",
         "clock_rate",
+        "consumers",
         "floor",
+        "keyframes",
         "nack",
         "producer",
         "received",
+        "rid",
+        "rtx_ssrc",
         "seq",
+        "spatial",
         "ssrc",
         "stalled",
+        "temporal_bytes",
     )
 
-    def __init__(self, producer: Producer, ssrc: int | None, clock_rate: int, video: bool) -> None:
+    def __init__(
+        self, producer: Producer, ssrc: int | None, clock_rate: int, video: bool, spatial: int = 0, rid: str = ""
+    ) -> None:
         self.producer = producer
         self.ssrc = ssrc
+        self.rtx_ssrc: int | None = None
+        self.spatial = spatial
+        self.rid = rid
+        self.consumers: list[Consumer] = []  # those that see this stream's packets (Producer.route)
+        self.keyframes = KeyframeRequester()
+        self.temporal_bytes = [0, 0, 0, 0]  # by VP8 TID since the last layer_bitrates()
+        self._temporal_shares: tuple[float, ...] = (1.0,)
         self.clock_rate = clock_rate
         self.seq = SeqExtender()
         self.cache = PacketCache(1024 if video else 128)
@@ -114,6 +132,27 @@ class ReceiveStream:
         """Bits per second received over the last second (the current slot included)."""
         self._advance_meter(int(now / METER_SLOT))
         return int(sum(self._meter) * 8 / (METER_SLOTS * METER_SLOT))
+
+    def layer_bitrates(self, now: float) -> tuple[int, ...]:
+        """The bitrate with temporal layers 0..t included, for each layer seen (one entry without
+        temporal layers). The shares are smoothed over successive calls."""
+        total = self.bitrate(now)
+        counts = self.temporal_bytes
+        seen = sum(counts)
+        if seen:
+            layers = max(i for i, count in enumerate(counts) if count) + 1
+            shares = []
+            running = 0
+            for tid in range(layers):
+                running += counts[tid]
+                shares.append(running / seen)
+            previous = self._temporal_shares
+            if len(previous) == layers:
+                shares = [(a + b) / 2 for a, b in zip(previous, shares, strict=True)]
+            self._temporal_shares = tuple(shares)
+            for tid in range(len(counts)):
+                counts[tid] = 0
+        return tuple(int(total * share) for share in self._temporal_shares)
 
     def _advance_meter(self, slot: int) -> None:
         meter = self._meter

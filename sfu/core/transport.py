@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 
 from .consumer import Consumer
 from .events import ProducerBound
-from .params import Kind
 from .producer import Producer
 from .rtcp import (
     KeyframeRequest,
@@ -40,8 +39,8 @@ class Transport:
         self.rtcp_ssrc = random.getrandbits(32) or 1
         self.outbox: list[bytes] = []  # RTP to encrypt and send
         self.rtcp_outbox: list[bytes] = []
-        self.streams: dict[int, ReceiveStream] = {}  # by media SSRC (later also by rid)
-        self.rtx_producers: dict[int, Producer] = {}  # by RTX SSRC
+        self.streams: dict[int, ReceiveStream] = {}  # by media SSRC (learnt by mid and rid when new)
+        self.rtx_streams: dict[int, ReceiveStream] = {}  # by RTX SSRC
         self.producers_by_mid: dict[str, Producer] = {}
         self.consumers: dict[int, Consumer] = {}  # by media and RTX SSRC
         self.remb: int | None = None  # the subscriber's own estimate of its downlink
@@ -65,39 +64,52 @@ class Transport:
         _, _, seq, ts, ssrc = RTP_HEADER.unpack_from(data)
         stream = self.streams.get(ssrc)
         if stream is not None:
-            stream.producer.receive(data, hdr_len, seq, ts, now)
+            stream.producer.receive(stream, data, hdr_len, seq, ts, now)
             return
-        producer = self.rtx_producers.get(ssrc)
-        if producer is not None:
-            producer.receive_rtx(data, hdr_len, now)
+        stream = self.rtx_streams.get(ssrc)
+        if stream is not None:
+            stream.producer.receive_rtx(stream, data, hdr_len, now)
             return
-        producer = self._bind_by_mid(data, ssrc, now)
-        if producer is None:
-            stats.drops[DropReason.UNKNOWN_SSRC] += 1
-        elif producer.ssrc == ssrc:
-            producer.receive(data, hdr_len, seq, ts, now)
+        stream = self._bind(data, ssrc, now)
+        if stream is None:
+            return
+        if stream.ssrc == ssrc:
+            stream.producer.receive(stream, data, hdr_len, seq, ts, now)
         else:
-            producer.receive_rtx(data, hdr_len, now)
+            stream.producer.receive_rtx(stream, data, hdr_len, now)
 
-    def _bind_by_mid(self, data: bytes, ssrc: int, now: float) -> Producer | None:
-        """Learn an SSRC that the SDP did not announce from the packet's mid extension."""
+    def _bind(self, data: bytes, ssrc: int, now: float) -> ReceiveStream | None:
+        """Learn an SSRC that the SDP did not announce: its track from the packet's mid, its
+        simulcast encoding from the rid (repaired rid for RTX). Unknown ones are dropped, counted."""
+        drops = self._stats.drops
         mid = read_mid(data, self.mid_extension) if self.mid_extension else None
         producer = self.producers_by_mid.get(mid) if mid is not None else None
         if producer is None or ssrc in self.consumers:
+            drops[DropReason.UNKNOWN_SSRC] += 1
             return None
         payload_type = data[1] & 0x7F
-        if payload_type == producer.codec.payload_type and producer.stream.ssrc is None:
-            producer.stream.ssrc = ssrc
-            self.streams[ssrc] = producer.stream
-            self.session.events.append(ProducerBound(producer.id, ssrc))
-            if producer.keyframes.pending:  # asked for before the SSRC was known
-                self.session.attend(producer, now)
-        elif payload_type == producer.codec.rtx_payload_type and producer.rtx_ssrc is None:
-            producer.rtx_ssrc = ssrc
-            self.rtx_producers[ssrc] = producer
-        else:
+        rtx = payload_type == producer.codec.rtx_payload_type and payload_type != producer.codec.payload_type
+        stream: ReceiveStream | None = producer.stream
+        if producer.simulcast:
+            ext_id = producer.extensions.repaired_rid if rtx else producer.extensions.rid
+            rid = read_mid(data, ext_id) if ext_id else None
+            stream = next((s for s in producer.streams if s.rid == rid), None)
+        if stream is None:
+            drops[DropReason.UNKNOWN_RID] += 1
             return None
-        return producer
+        if payload_type == producer.codec.payload_type and stream.ssrc is None:
+            stream.ssrc = ssrc
+            self.streams[ssrc] = stream
+            self.session.events.append(ProducerBound(producer.id, ssrc))
+            if stream.keyframes.pending:  # asked for before the SSRC was known
+                self.session.attend(producer, now)
+        elif rtx and stream.rtx_ssrc is None:
+            stream.rtx_ssrc = ssrc
+            self.rtx_streams[ssrc] = stream
+        else:
+            drops[DropReason.UNKNOWN_SSRC] += 1
+            return None
+        return stream
 
     def receive_rtcp(self, data: bytes, now: float) -> None:
         self._stats.rtcp_received += 1
@@ -115,11 +127,11 @@ class Transport:
             elif isinstance(packet, KeyframeRequest):
                 consumer = self.consumers.get(packet.media_ssrc)
                 if consumer is not None:
-                    consumer.producer.request_keyframe(now)
+                    consumer.request_keyframe(now)
             elif isinstance(packet, SenderReport):
                 stream = self.streams.get(packet.ssrc)
                 if stream is not None:
-                    stream.producer.on_sender_report(packet.ntp, packet.rtp_timestamp, now)
+                    stream.producer.on_sender_report(stream, packet.ntp, packet.rtp_timestamp, now)
                 self._on_reports(packet.reports, now)
             elif isinstance(packet, ReceiverReport):
                 self._on_reports(packet.reports, now)
@@ -148,12 +160,3 @@ class Transport:
             self.session.ready.append(self)
         self.rtcp_outbox.append(packet)
         self._stats.rtcp_sent += 1
-
-    def video_share(self) -> int | None:
-        """The part of this subscriber's estimated downlink that one of its video tracks may use."""
-        if self.remb is None:
-            return None
-        videos = sum(
-            1 for ssrc, c in self.consumers.items() if ssrc == c.ssrc and c.kind is Kind.VIDEO and not c.paused
-        )
-        return self.remb // max(1, videos)

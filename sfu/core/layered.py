@@ -1,0 +1,158 @@
+"""A subscription with layers: a simulcast stream and a VP8 temporal layer chosen per subscriber.
+
+The allocator sets the target (`set_layers`); the `LayeredForwarder` decides packet by packet;
+this consumer carries the decision out so that the subscriber sees one continuous stream: sequence
+numbers without holes (dropped frames are numbered as dropped), timestamps that continue across a
+switch of stream, and picture ids / TL0PICIDX made continuous too, since the decoder tracks
+references by them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .consumer import Consumer
+from .events import ConsumerLayerChanged
+from .forwarding import FORWARD, SKIP, SWITCH, LayeredForwarder
+from .packet import RtpPacket
+from .params import HeaderExtensions
+from .stats import DropReason
+from .vp8 import IdRewriter, rewrite
+
+if TYPE_CHECKING:
+    from .producer import Producer
+    from .transport import Transport
+
+MAX_TEMPORAL = 2  # L1T3: temporal layers 0, 1, 2
+
+
+class LayeredConsumer(Consumer):
+    """A consumer of a simulcast or VP8 track: every packet goes through its forwarder."""
+
+    __slots__ = ("_last_picture_id", "_last_tl0", "_picture_ids", "_rewriting", "_tl0s", "_told", "layered_forwarder")
+
+    def __init__(
+        self,
+        transport: Transport,
+        producer: Producer,
+        *,
+        ssrc: int,
+        payload_type: int,
+        mid: str,
+        extensions: HeaderExtensions,
+        rtx_ssrc: int | None = None,
+        rtx_payload_type: int | None = None,
+        initial_seq: int | None = None,
+        initial_ts: int | None = None,
+    ) -> None:
+        super().__init__(
+            transport,
+            producer,
+            ssrc=ssrc,
+            payload_type=payload_type,
+            mid=mid,
+            extensions=extensions,
+            rtx_ssrc=rtx_ssrc,
+            rtx_payload_type=rtx_payload_type,
+            initial_seq=initial_seq,
+            initial_ts=initial_ts,
+        )
+        self.layered_forwarder = self.forwarder = LayeredForwarder()
+        # Until a frame is dropped or the stream switched, ids go out as they came: only the last
+        # ones are kept (two stores a packet); from then on the rewriters map every packet.
+        self._rewriting = False
+        self._last_picture_id = -1
+        self._last_tl0 = -1
+        self._picture_ids = IdRewriter(15)
+        self._tl0s = IdRewriter(8)
+        self._told = (-1, -1)  # the layers last announced with ConsumerLayerChanged
+
+    @property
+    def target_layers(self) -> tuple[int, int]:
+        forwarder = self.layered_forwarder
+        return forwarder.target, forwarder.target_temporal
+
+    @property
+    def current_layers(self) -> tuple[int, int] | None:
+        """The layers forwarded now; None before the first keyframe and while paused."""
+        forwarder = self.layered_forwarder
+        return None if forwarder.current < 0 else (forwarder.current, forwarder.temporal)
+
+    def set_layers(self, spatial: int, temporal: int, now: float) -> None:
+        """The allocator's target: a spatial switch waits for a keyframe of the target stream
+        (asked for now), a temporal one for the next frame that allows it."""
+        forwarder = self.layered_forwarder
+        spatial = min(max(spatial, 0), len(self.producer.streams) - 1)
+        forwarder.target_temporal = min(max(temporal, 0), MAX_TEMPORAL)
+        if spatial == forwarder.target:
+            return
+        forwarder.target = spatial
+        self.route()
+        if not forwarder.paused and forwarder.current != spatial:
+            self.producer.request_keyframe(now, spatial)
+
+    def request_keyframe(self, now: float) -> None:
+        forwarder = self.layered_forwarder
+        self.producer.request_keyframe(now, forwarder.current if forwarder.current >= 0 else forwarder.target)
+
+    def route(self) -> None:
+        self.producer.route(self, self.layered_forwarder.listens_to())
+
+    def forward(self, packet: RtpPacket, now: float) -> None:
+        forwarder = self.layered_forwarder
+        decision = forwarder.decide(packet)
+        if decision == SWITCH:
+            self.stream = self.producer.streams[packet.spatial]
+            if self.has_sent:
+                self._start_rewriting()
+                self._picture_ids.sync()
+                self._tl0s.sync()
+            self._start(packet, now)
+            self.route()
+        elif decision != FORWARD:
+            stats = self._stats
+            stats.rtp_forwarded -= 1
+            if decision == SKIP:
+                self._rewriter.drop(packet.ext_seq)
+                if packet.picture_id_offset >= 0:
+                    self._start_rewriting()
+                    self._picture_ids.skip(packet.picture_id)
+                stats.drops[DropReason.TEMPORAL_LAYER] += 1
+            elif forwarder.current < 0 and packet.spatial == forwarder.target:
+                stats.drops[DropReason.WAITING_FOR_KEYFRAME] += 1
+            return
+        if (forwarder.current, forwarder.temporal) != self._told:
+            self._told = (forwarder.current, forwarder.temporal)
+            self.transport.session.events.append(
+                ConsumerLayerChanged(self.transport.id, self.producer.id, forwarder.current, forwarder.temporal)
+            )
+        payload = packet.payload
+        pid_offset = packet.picture_id_offset
+        tl0_offset = packet.tl0_offset
+        if not self._rewriting:
+            self._last_picture_id = packet.picture_id
+            self._last_tl0 = packet.tl0
+        elif pid_offset >= 0 or tl0_offset >= 0:
+            picture_ids = self._picture_ids
+            tl0s = self._tl0s
+            picture_id = picture_ids.map(packet.picture_id) if pid_offset >= 0 else 0
+            tl0 = tl0s.map(packet.tl0) if tl0_offset >= 0 else 0
+            if not (picture_ids.identity and tl0s.identity):
+                payload = rewrite(payload, pid_offset, picture_id, tl0_offset, tl0)
+        self._send(packet, payload, now)
+
+    def _start_rewriting(self) -> None:
+        if not self._rewriting:
+            self._rewriting = True
+            if self._last_picture_id >= 0:
+                self._picture_ids.continue_from(self._last_picture_id)
+            if self._last_tl0 >= 0:
+                self._tl0s.continue_from(self._last_tl0)
+
+    def _pause(self) -> None:
+        super()._pause()
+        self.route()
+
+    def _resume(self, now: float) -> None:
+        super()._resume(now)
+        self.route()
