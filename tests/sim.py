@@ -19,12 +19,13 @@ from benchmarks.media import EncodedFrame, encode_audio, encode_video
 from sfu.core import Codec, Event, HeaderExtensions, MediaSession, Transport
 from sfu.core.rtcp import KeyframeRequest, Nack, ReportBlock, build_nack, build_receiver_report, parse_rtcp
 from sfu.core.rtp import RTP_HEADER, header_length, is_vp8_keyframe
+from sfu.core.vp8 import Vp8Descriptor, parse
 
 from .rtp_helpers import rtp_packet
 
 VP8 = Codec("video/VP8", 96, 90000)
 OPUS = Codec("audio/opus", 111, 48000)
-EXT = HeaderExtensions(mid=4, audio_level=1)
+EXT = HeaderExtensions(mid=4, audio_level=1, rid=5)
 KEYFRAME_EVERY = 30  # frames: benchmarks.media forces one keyframe a second at 30 fps
 
 
@@ -106,10 +107,53 @@ class Publisher:
         for packet in parse_rtcp(data):
             if isinstance(packet, Nack) and packet.media_ssrc == self.ssrc:
                 out += [self.sent[s] for s in packet.lost if s in self.sent]
-            elif isinstance(packet, KeyframeRequest) and self.video:
+            elif isinstance(packet, KeyframeRequest) and self.video and packet.media_ssrc == self.ssrc:
                 self.index = -(-self.index // KEYFRAME_EVERY) * KEYFRAME_EVERY
         self.resent += len(out)
         return out
+
+
+TEMPORAL_PATTERN = (0, 2, 1, 2)  # L1T3: the TID of each frame after a keyframe, in turn
+LAYER_SYNC = (True, True, True, False)  # frame 3 (TL2) refers to frame 2 (TL1): not a switch point
+
+
+class LayerPublisher(Publisher):
+    """One simulcast encoding: its own SSRC, a rid extension, and VP8 descriptors carrying a 15-bit
+    picture id, TL0PICIDX and the L1T3 temporal pattern (written around the recorded frames: the
+    simulation never decodes)."""
+
+    def __init__(self, ssrc: int, mid: str, rid: str, picture_id: int) -> None:
+        super().__init__(ssrc, mid, video=True)
+        self.rid = rid.encode()
+        self.picture_id = picture_id
+        self.tl0 = 0
+        self.since_key = 0
+
+    def emit(self, now: float) -> list[bytes]:
+        frame = self.frames[self.index % len(self.frames)]
+        self.index += 1
+        self.next_time = now + self.interval
+        key = is_vp8_keyframe(frame.payloads[0], 0)
+        self.since_key = 0 if key else self.since_key + 1
+        tid = TEMPORAL_PATTERN[self.since_key % 4]
+        sync = LAYER_SYNC[self.since_key % 4] or key
+        if tid == 0:
+            self.tl0 = (self.tl0 + 1) & 0xFF
+        self.picture_id = (self.picture_id + 1) & 0x7FFF
+        descriptor = bytes(
+            (0xE0, 0x80 | self.picture_id >> 8, self.picture_id & 0xFF, self.tl0, tid << 6 | (0x20 if sync else 0))
+        )
+        packets = []
+        ext = [(4, self.mid), (5, self.rid)]
+        for i, payload in enumerate(frame.payloads):
+            last = i == len(frame.payloads) - 1
+            body = bytes([payload[0]]) + descriptor + payload[4:]  # the recording's 4-byte descriptor replaced
+            data = rtp_packet(self.seq, self.ts, self.ssrc, pt=96, payload=body, marker=last, extensions=ext)
+            self.sent[self.seq & 0xFFFF] = data
+            self.seq = (self.seq + 1) & 0xFFFF
+            packets.append(data)
+        self.ts = (self.ts + frame.timestamp_step) & 0xFFFFFFFF
+        return packets
 
 
 @dataclass
@@ -119,6 +163,7 @@ class Received:
     seqs: list[int] = field(default_factory=list)  # unwrapped, in arrival order
     first_is_keyframe: bool | None = None
     keyframes: list[int] = field(default_factory=list)  # sequence numbers starting a keyframe
+    frames: list[tuple[float, int, int]] = field(default_factory=list)  # (time, picture id, TID) complete
     missing: dict[int, list[float]] = field(default_factory=dict)  # seq -> [first missing, last asked, tries]
     highest: int = -1
 
@@ -157,6 +202,14 @@ class Subscriber:
             for lost in range(stream.highest + 1, ext):
                 stream.missing[lost] = [now, float("-inf"), 0]
         stream.highest = max(stream.highest, ext)
+        if data[1] & 0x80 and not stream.missing and stream.keyframes:  # a frame the decoder can show
+            self._frame_done(stream, data, now)
+
+    @staticmethod
+    def _frame_done(stream: Received, data: bytes, now: float) -> None:
+        descriptor = Vp8Descriptor()
+        parse(data[header_length(data) :], descriptor)
+        stream.frames.append((now, descriptor.picture_id, descriptor.temporal))
 
     def due(self) -> float:
         retries = [max(m[1] + self.NACK_RETRY, m[0]) for s in self.streams.values() for m in s.missing.values()]
@@ -204,6 +257,19 @@ class Sim:
         publisher.next_time = self.now
         return publisher
 
+    def publish_simulcast(self, name: str, rids: tuple[str, ...] = ("q", "h", "f")) -> list[LayerPublisher]:
+        """A camera in three encodings, each on its own (unannounced) SSRC: the core learns them by rid."""
+        transport = self.session.create_transport(f"{name}:pub")
+        self.session.add_producer(transport, name, mid="0", codec=VP8, extensions=EXT, rids=rids)
+        layers = []
+        for spatial, rid in enumerate(rids):
+            layer = LayerPublisher(ssrc=300 + 10 * len(self.publishers), mid="0", rid=rid, picture_id=1000 * spatial)
+            layer.next_time = self.now
+            key = f"{name}/{rid}"
+            self.publishers[key] = (transport, layer, Link(seed=self.seed + len(self.publishers), **self.link))
+            layers.append(layer)
+        return layers
+
     def subscribe(self, name: str, producer: str) -> Subscriber:
         if name not in self.subscribers:
             seed = self.seed + 100 + len(self.subscribers)
@@ -235,9 +301,10 @@ class Sim:
     def flush(self) -> None:
         for transport, rtp, rtcp in self.session.take_ready():
             if transport.id.endswith(":pub"):
-                _, publisher, link = self.publishers[transport.id[:-4]]
-                for data in rtcp:
-                    self._send(link, data, self._to_publisher(publisher, transport, link))
+                for pub_transport, publisher, link in self.publishers.values():
+                    if pub_transport is transport:
+                        for data in rtcp:
+                            self._send(link, data, self._to_publisher(publisher, transport, link))
             else:
                 _, subscriber, down, _ = self.subscribers[transport.id[:-4]]
                 for data in rtp:
