@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from sfu.core import ConsumerLayerChanged
 from sfu.core.layered import LayeredConsumer
 
@@ -24,7 +26,7 @@ def consumer_of(sim: Sim, name: str) -> LayeredConsumer:
 
 def longest_freeze(stream: Received, after: float = 0.0) -> float:
     times = [t for t, _, _ in stream.frames if t >= after]
-    return max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0)
+    return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
 
 
 def test_switching_layers_keeps_one_continuous_stream() -> None:
@@ -42,7 +44,7 @@ def test_switching_layers_keeps_one_continuous_stream() -> None:
     assert stream.first_is_keyframe
     assert stream.gaps() == []  # no hole in the numbering across three switches
     ids = [pid for _, pid, _ in stream.frames]
-    assert all((b - a) & 0x7FFF == 1 for a, b in zip(ids, ids[1:], strict=False))  # picture ids continue
+    assert all((b - a) & 0x7FFF == 1 for a, b in itertools.pairwise(ids))  # picture ids continue
     assert longest_freeze(stream, after=0.5) < KEYFRAME_WAIT
     changes = [e for e in sim.events if isinstance(e, ConsumerLayerChanged)]
     assert [(e.spatial, e.temporal) for e in changes] == [(0, 2), (2, 2), (1, 2), (0, 2)]
@@ -69,7 +71,7 @@ def test_temporal_layers_lower_the_frame_rate_without_a_gap() -> None:
     assert 11 <= len(low) <= 16  # 7.5 frames a second
     assert 50 <= len(full) <= 56  # 30 frames a second again
     ids = [pid for _, pid, _ in stream.frames]
-    assert all((b - a) & 0x7FFF == 1 for a, b in zip(ids, ids[1:], strict=False))
+    assert all((b - a) & 0x7FFF == 1 for a, b in itertools.pairwise(ids))
 
 
 def test_a_paused_layered_consumer_costs_no_visit() -> None:
