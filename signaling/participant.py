@@ -15,7 +15,7 @@ from sfu.core.selection import View
 
 from .protocol import ProtocolError, encode
 from .ratelimit import RateLimiter
-from .sdp import SdpError, media_sections
+from .sdp import SdpError, answer_simulcast, media_sections
 from .tokens import JoinGrant, Role
 
 if TYPE_CHECKING:
@@ -107,13 +107,14 @@ class Participant:
             self.role, "screen", self.id
         ):
             raise ProtocolError("locked", "a teacher has locked screen sharing", ref)
-        self._check_offer(sdp, announced, ref)
+        rids = self._check_offer(sdp, announced, ref)
         earlier = set(self.publisher.sources) if self.publisher else set()
         created = self.publisher is None
         if self.publisher is None:
             self.publisher = self.room.new_peer(f"{self.id}:pub", self.room.on_producer, self.id, self.role.value)
         peer = self.publisher
         peer.sources.update(announced)
+        peer.rids.update(rids)
         try:
             await peer.pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
             peer.prepare()
@@ -130,10 +131,12 @@ class Participant:
             raise ProtocolError("bad_sdp", f"the offer could not be used: {detail}", ref) from None
         if created:
             self._watch_ice(peer)
-        await self.send(encode("publish_answer", sdp=peer.pc.localDescription.sdp, ref=ref))
+        answer_sdp = answer_simulcast(peer.pc.localDescription.sdp, peer.rids)
+        await self.send(encode("publish_answer", sdp=answer_sdp, ref=ref))
 
-    def _check_offer(self, sdp: str, announced: dict[str, str], ref: Any) -> None:
-        """Refuse, before anything is created, an offer with sections beyond its tracks or mislabelled.
+    def _check_offer(self, sdp: str, announced: dict[str, str], ref: Any) -> dict[str, tuple[str, ...]]:
+        """Refuse, before anything is created, an offer with sections beyond its tracks or mislabelled;
+        returns the simulcast encodings of each section (only a camera may have them).
 
         Every section must be an announced track, one announced before, or one unpublished earlier
         on this connection (a client keeps its section); the announced and earlier tracks together
@@ -166,6 +169,9 @@ class Participant:
                 raise ProtocolError("bad_sdp", f"a {source} track must be {SOURCE_KINDS[source]}", ref)
             if earlier.get(mid, source) != source:
                 raise ProtocolError("bad_sdp", "a published track keeps its source", ref)
+        simulcast = {s.mid: s.rids for s in sections if s.rids}
+        if any(announced.get(mid, earlier.get(mid)) != "camera" for mid in simulcast):
+            raise ProtocolError("bad_sdp", "only a camera may be sent in simulcast", ref)
         known = announced.keys() | earlier.keys() | retired
         unknown = [s.mid for s in sections if s.mid not in known]
         unpublished = sum(1 for s in sections if s.mid in retired)
@@ -175,6 +181,7 @@ class Participant:
                 f"too many media sections: {len(sections)} for {len(announced)} announced tracks",
                 ref,
             )
+        return simulcast
 
     async def unpublish(self, mid: str, ref: Any) -> None:
         producer = self.publisher.transport.producers_by_mid.get(mid) if self.publisher else None

@@ -15,10 +15,18 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pylibsrtp
-from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpTransceiver
+from aiortc import (
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpHeaderExtensionParameters,
+    RTCRtpTransceiver,
+)
+from aiortc.codecs import HEADER_EXTENSIONS
 
 from ..core import Codec, Consumer, DropReason, HeaderExtensions, Kind, Producer
-from ..core.rtp import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID
+from ..core.rtp import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID, URI_REPAIRED_RID, URI_RID
 from .ice import MediaNetwork, use_media_network
 from .live import LiveSession
 from .srtp import SrtpProtector
@@ -27,6 +35,21 @@ log = logging.getLogger(__name__)
 
 # What each announced source may carry: an audio track cannot pass for a camera or a screen.
 SOURCE_KINDS = {"microphone": Kind.AUDIO, "screen_audio": Kind.AUDIO, "camera": Kind.VIDEO, "screen": Kind.VIDEO}
+# The caps a browser puts on each simulcast encoding (web_client/static/js/class/encodings.js):
+# a simulcast track's REMB is their sum, so that the browser never leaves out its top layer.
+LAYER_BITRATES = {"q": 150_000, "h": 500_000, "f": 1_500_000}
+
+
+def _register_extensions() -> None:
+    """Make aiortc accept the rid header extensions in a simulcast offer (it answers only the
+    extensions it lists): the core reads them to learn which SSRC is which encoding."""
+    video = HEADER_EXTENSIONS["video"]
+    for uri in (URI_RID, URI_REPAIRED_RID):
+        if all(ext.uri != uri for ext in video):
+            video.append(RTCRtpHeaderExtensionParameters(id=max(ext.id for ext in video) + 1, uri=uri))
+
+
+_register_extensions()
 
 
 def negotiated_codec(parameters: Any) -> Codec:
@@ -47,7 +70,11 @@ def negotiated_codec(parameters: Any) -> Codec:
 def negotiated_extensions(parameters: Any) -> HeaderExtensions:
     ids = {ext.uri: ext.id for ext in parameters.headerExtensions}
     return HeaderExtensions(
-        mid=ids.get(URI_MID, 0), audio_level=ids.get(URI_AUDIO_LEVEL, 0), abs_send_time=ids.get(URI_ABS_SEND_TIME, 0)
+        mid=ids.get(URI_MID, 0),
+        audio_level=ids.get(URI_AUDIO_LEVEL, 0),
+        abs_send_time=ids.get(URI_ABS_SEND_TIME, 0),
+        rid=ids.get(URI_RID, 0),
+        repaired_rid=ids.get(URI_REPAIRED_RID, 0),
     )
 
 
@@ -78,6 +105,7 @@ class PeerTransport:
         self.role = role
         self.max_bitrates = max_bitrates or {}  # video cap by source, sent to the publisher as REMB
         self.sources: dict[str, str] = {}  # announced mid -> camera / microphone / screen / screen_audio
+        self.rids: dict[str, tuple[str, ...]] = {}  # mid -> its simulcast encodings, lowest first
         self.pending: dict[RTCRtpTransceiver, Producer] = {}  # consumers to create once negotiated
         self.continue_from: dict[RTCRtpTransceiver, Consumer] = {}  # a reused section's last consumer
         self.consumers: dict[str, Consumer] = {}  # by mid
@@ -114,6 +142,8 @@ class PeerTransport:
                 log.warning("%s: section %s is no announced %s track", self.transport.id, mid, codec.kind)
                 return
             encoding = parameters.encodings[0] if parameters.encodings else None
+            rids = self.rids.get(mid, ())
+            cap = sum(LAYER_BITRATES[rid] for rid in rids) if rids else self.max_bitrates.get(source, 1_500_000)
             producer = self.live.session.add_producer(
                 self.transport,
                 f"{self.transport.id}:{mid}",
@@ -122,10 +152,11 @@ class PeerTransport:
                 extensions=negotiated_extensions(parameters),
                 ssrc=encoding.ssrc if encoding else None,
                 rtx_ssrc=encoding.rtx.ssrc if encoding and encoding.rtx else None,
+                rids=rids,
                 source=source,
                 owner=self.owner,
                 role=self.role,
-                max_bitrate=self.max_bitrates.get(source, 1_500_000),
+                max_bitrate=cap,
             )
             self.live.arm_timer()
             if self.on_producer is not None:

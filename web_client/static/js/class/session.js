@@ -6,6 +6,8 @@
 // refused (a request was refused: {code, ref}), videos (which videos the server sends now),
 // speakers (who speaks, as the server hears it).
 
+import { addSection, applyLayers } from "./encodings.js";
+
 const PROTOCOL = 1;
 const PING_EVERY_MS = 10_000;
 const SILENCE_LIMIT_MS = 25_000; // no message for this long: the link is dead, rejoin
@@ -211,6 +213,9 @@ export class ClassSession extends EventTarget {
         this.receiving = new Set(message.receiving);
         this.emit("videos", message);
         break;
+      case "layers":
+        this.applyLayers(message);
+        break;
       case "speakers":
         this.speaker = message.active ?? null;
         this.loudest = message.loudest || [];
@@ -387,6 +392,15 @@ export class ClassSession extends EventTarget {
     this.emit("local");
   }
 
+  /** Dynacast: the server says which layers of one of our sections anyone receives. */
+  applyLayers(message) {
+    for (const entry of this.local.values()) {
+      if (entry.transceiver?.mid === message.mid) {
+        applyLayers(entry.transceiver, message.active).catch(() => {}); // a section being replaced
+      }
+    }
+  }
+
   republish() {
     this.publishing = (this.publishing || Promise.resolve()).then(() => this.negotiate()).catch((error) => {
       if (error.code === "locked" || error.code === "too_many_tracks") {
@@ -405,7 +419,7 @@ export class ClassSession extends EventTarget {
     for (const [source, entry] of this.local) {
       if (!entry.transceiver) {
         // A stopped camera still gets its section, so that turning it on needs no renegotiation.
-        entry.transceiver = pc.addTransceiver(entry.track || entry.kind, { direction: "sendonly" });
+        entry.transceiver = addSection(pc, source, entry.track || entry.kind);
         fresh.push(source);
       }
     }
