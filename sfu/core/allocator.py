@@ -125,8 +125,8 @@ def allocate(
     layers: dict[tuple[str, str], tuple[int, int] | None] = {}
     for row in ordered:
         key = (row.subscriber, row.track)
-        index = choice.get(key)
-        layers[key] = None if index is None else offered[key][index][:2]
+        chosen = choice.get(key)
+        layers[key] = None if chosen is None else offered[key][chosen][:2]
     for sub in wanted:
         wanted[sub] += audio.get(sub, 0)
         used[sub] = used.get(sub, 0) + audio.get(sub, 0)
