@@ -137,6 +137,11 @@ class Settings(BaseSettings):
     # A camera that nobody shows at least this wide (css px) is asked (REMB) to send at most thumbnail_bitrate.
     thumbnail_bitrate: int = Field(default=200_000, gt=0)
     large_tile_width: int = Field(default=480, ge=0)
+    # Bandwidth adaptation (docs/architecture.md, "The room allocator"): what all the subscribers of one
+    # class may be sent together, in bits per second (a server on a small uplink; 0: no limit), and a
+    # cap on each subscriber's downlink estimate (0: none).
+    room_egress_bitrate: int = Field(default=0, ge=0)
+    max_downlink_bitrate: int = Field(default=0, ge=0)
     config_file: Path | None = None
 
     @field_validator("teacher_domains")

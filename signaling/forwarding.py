@@ -17,6 +17,7 @@ from sfu.core import Consumer, Kind, Producer
 from sfu.core.events import Event, SpeakersChanged
 from sfu.core.selection import VideoTrack, choose_videos, shown_large
 
+from .allocation import RoomAllocator
 from .protocol import encode
 from .tokens import Role
 
@@ -48,6 +49,8 @@ class Forwarding:
         self._announced_at = float("-inf")
         self._announce_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self.allocator = RoomAllocator(room)
+        self.allocator.start()
         room.live.on_event = self.on_event
 
     # Carrying out the choice
@@ -88,11 +91,12 @@ class Forwarding:
         return encode("videos", receiving=list(chosen))
 
     def _cap_cameras(self) -> None:
-        """A student's camera that nobody shows large is asked for a thumbnail's bitrate (REMB)."""
+        """A student's camera that nobody shows large is asked for a thumbnail's bitrate (REMB); a
+        simulcast camera keeps its cap: dynacast stops its layers that nobody receives instead."""
         large = set().union(*self._large.values())
         full = self.room.max_bitrates
         for producer in self.room.live.session.producers.values():
-            if producer.kind is not Kind.VIDEO:
+            if producer.kind is not Kind.VIDEO or producer.simulcast:
                 continue
             cap = full.get(producer.source, 1_500_000)
             if producer.source == "camera" and producer.role != Role.TEACHER.value and producer.id not in large:
@@ -112,7 +116,7 @@ class Forwarding:
             if message is not None:
                 messages.append((participant, message))
         self._cap_cameras()
-        room.live.flush()  # the keyframe requests of resumed videos
+        self.allocator.run()  # the layers of what is now chosen; flushes the keyframe requests
         return messages
 
     async def refresh(self, only: Participant | None = None) -> None:
@@ -127,6 +131,7 @@ class Forwarding:
         self._forward(consumer, self._wanted(consumer.producer, videos), self.room.live.now())
 
     def departed(self, participant: Participant) -> None:
+        self.allocator.departed(participant)
         self.receiving.pop(participant.id, None)
         self._large.pop(participant.id, None)
         self._cap_cameras()
@@ -188,6 +193,7 @@ class Forwarding:
         task.add_done_callback(self._tasks.discard)
 
     def close(self) -> None:
+        self.allocator.close()
         if self._announce_timer is not None:
             self._announce_timer.cancel()
             self._announce_timer = None

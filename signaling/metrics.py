@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -10,11 +10,18 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from sfu.core import DropReason, MediaStats
 from sfu.core.stats import FORWARDING_BUCKETS
 
+# Per live class: its id, the bitrate its subscribers are allocated and estimated to take, and
+# the simulcast layers its publishers were told to stop (dynacast).
+Bandwidth = Callable[[], Iterable[tuple[str, int, int, int]]]
+
 
 class MediaCollector(Collector):
-    def __init__(self, stats: MediaStats, census: Callable[[], tuple[int, int, int]]) -> None:
+    def __init__(
+        self, stats: MediaStats, census: Callable[[], tuple[int, int, int]], bandwidth: Bandwidth | None = None
+    ) -> None:
         self.stats = stats
         self.census = census  # classes, participants, published tracks
+        self.bandwidth = bandwidth
 
     def collect(self) -> Iterator[Metric]:
         s = self.stats
@@ -29,6 +36,7 @@ class MediaCollector(Collector):
             ("classe_retransmitted_packets", s.retransmissions, "packets retransmitted from the cache"),
             ("classe_nacks_sent", s.nacks_sent, "NACK messages sent to publishers"),
             ("classe_keyframe_requests_sent", s.keyframe_requests_sent, "PLIs sent to publishers"),
+            ("classe_layer_switches", s.layer_switches, "simulcast or temporal layer switches of subscriptions"),
         ):
             yield CounterMetricFamily(name, doc, value=value)
         drops = CounterMetricFamily("classe_dropped_packets", "packets dropped, by reason", labels=["reason"])
@@ -50,9 +58,30 @@ class MediaCollector(Collector):
         yield GaugeMetricFamily("classe_live_classes", "classes with participants", value=classes)
         yield GaugeMetricFamily("classe_participants", "connected participants", value=participants)
         yield GaugeMetricFamily("classe_published_tracks", "tracks being published", value=tracks)
+        if self.bandwidth is not None:
+            allocated = GaugeMetricFamily(
+                "classe_allocated_bitrate", "bits/s the allocator gives a class's subscribers", labels=["class"]
+            )
+            estimated = GaugeMetricFamily(
+                "classe_estimated_bitrate",
+                "bits/s a class's subscribers' links are estimated to take",
+                labels=["class"],
+            )
+            paused = GaugeMetricFamily(
+                "classe_paused_layers", "simulcast layers stopped at the publisher (dynacast)", labels=["class"]
+            )
+            for class_id, used, estimate, stopped in self.bandwidth():
+                allocated.add_metric([class_id], used)
+                estimated.add_metric([class_id], estimate)
+                paused.add_metric([class_id], stopped)
+            yield allocated
+            yield estimated
+            yield paused
 
 
-def make_registry(stats: MediaStats, census: Callable[[], tuple[int, int, int]]) -> CollectorRegistry:
+def make_registry(
+    stats: MediaStats, census: Callable[[], tuple[int, int, int]], bandwidth: Bandwidth | None = None
+) -> CollectorRegistry:
     registry = CollectorRegistry()
-    registry.register(MediaCollector(stats, census))
+    registry.register(MediaCollector(stats, census, bandwidth))
     return registry

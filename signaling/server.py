@@ -21,7 +21,7 @@ class ClassServer:
         # Outlives a room that empties for a moment, so that a removed student stays out; dropped when
         # the class ends or has been empty for class_idle_seconds.
         self.sessions: dict[str, ClassSession] = {}
-        self.registry = make_registry(self.stats, self.census)
+        self.registry = make_registry(self.stats, self.census, self.bandwidth)
         self.sockets: Counter[str] = Counter()  # open signaling WebSockets by client address
 
     async def apply_lobby(self, class_id: str, lobby: bool) -> None:
@@ -37,6 +37,14 @@ class ClassServer:
             sum(len(r.participants) for r in rooms),
             sum(len(r.live.session.producers) for r in rooms),
         )
+
+    def bandwidth(self) -> list[tuple[str, int, int, int]]:
+        """Per live class: allocated and estimated bits/s, simulcast layers stopped (metrics)."""
+        return [
+            (class_id, a.allocated, a.estimated, a.paused_layers())
+            for class_id, room in list(self.rooms.items())
+            for a in (room.forwarding.allocator,)
+        ]
 
     def room(self, class_id: str) -> Room:
         room = self.rooms.get(class_id)

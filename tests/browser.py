@@ -84,9 +84,10 @@ async def screenshot(page: Page, name: str) -> None:
 
 
 @asynccontextmanager
-async def chromium(origin: str) -> AsyncIterator[Chromium]:
+async def chromium(origin: str, *extra_flags: str) -> AsyncIterator[Chromium]:
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_FLAGS, headless=True)
+        flags = [*CHROMIUM_FLAGS, *extra_flags]
+        browser = await playwright.chromium.launch(executable_path=chromium_path(), args=flags, headless=True)
         try:
             yield Chromium(origin, browser)
         finally:

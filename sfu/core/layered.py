@@ -123,6 +123,7 @@ class LayeredConsumer(Consumer):
             return
         if (forwarder.current, forwarder.temporal) != self._told:
             self._told = (forwarder.current, forwarder.temporal)
+            self._stats.layer_switches += 1
             self.transport.session.events.append(
                 ConsumerLayerChanged(self.transport.id, self.producer.id, forwarder.current, forwarder.temporal)
             )

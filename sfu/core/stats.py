@@ -47,6 +47,7 @@ class MediaStats:
         "forwarding_counts",
         "forwarding_sum",
         "keyframe_requests_sent",
+        "layer_switches",
         "nacks_received",
         "nacks_sent",
         "retransmissions",
@@ -67,6 +68,7 @@ class MediaStats:
         self.retransmissions = 0
         self.nacks_sent = 0
         self.keyframe_requests_sent = 0
+        self.layer_switches = 0  # a layered consumer started forwarding another layer
         self.drops = [0] * len(DropReason)
         self.forwarding_counts = [0] * len(FORWARDING_BUCKETS)
         self.forwarding_sum = 0.0

@@ -1,0 +1,173 @@
+"""Simulcast in a real Chromium: a 1280x720 camera in three layers, each student given what its
+screen and its link take, and the layers nobody receives stopped at the publisher (dynacast).
+
+The fake camera is a generated 1280x720 video file, so that the browser has three resolutions to
+send. One student's downlink is shaped with `tc` on the loopback interface (a token bucket on the
+UDP port its browser receives on), the way a poor home connection would hold it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from playwright.async_api import Page, expect
+
+from sfu.core import Kind
+
+from .browser import Chromium, chromium
+from .conftest import RunningServer
+from .test_access import new_class
+from .test_web_client import join_quietly, participant, sign_in, until
+from .web import teacher
+
+WIDTH, HEIGHT, FRAMES = 1280, 720, 30
+
+OUTBOUND = """async () => {
+  const layers = {};
+  for (const pc of window.__peers) {
+    for (const r of (await pc.getStats()).values()) {
+      if (r.type === 'outbound-rtp' && r.kind === 'video' && r.rid) {
+        layers[r.rid] = {width: r.frameWidth || 0, bytes: r.bytesSent};
+      }
+    }
+  }
+  return layers;
+}"""
+INBOUND_WIDTH = """async () => {
+  let width = 0;
+  for (const pc of window.__peers) {
+    for (const r of (await pc.getStats()).values()) {
+      if (r.type === 'inbound-rtp' && r.kind === 'video' && r.frameWidth) width = Math.max(width, r.frameWidth);
+    }
+  }
+  return width;
+}"""
+RECEIVING_PORT = """async () => {
+  for (const pc of window.__peers) {
+    for (const r of (await pc.getStats()).values()) {
+      if (r.type === 'inbound-rtp' && r.kind === 'video') {
+        const pair = [...(await pc.getStats()).values()].find((p) => p.type === 'candidate-pair' && p.nominated);
+        const local = pair && (await pc.getStats()).get(pair.localCandidateId);
+        if (local) return local.port;
+      }
+    }
+  }
+  return 0;
+}"""
+ENCODINGS = """() => window.__peers.flatMap((pc) => pc.getSenders())
+  .filter((s) => s.track && s.track.kind === 'video')
+  .flatMap((s) => s.getParameters().encodings.map((e) => [e.rid, e.active]))"""
+
+
+def camera_file(directory: Path) -> Path:
+    """A moving 1280x720 picture in YUV4MPEG2, the format Chromium's fake capture reads."""
+    path = directory / "camera.y4m"
+    y, x = np.mgrid[0:HEIGHT, 0:WIDTH]
+    with path.open("wb") as out:
+        out.write(f"YUV4MPEG2 W{WIDTH} H{HEIGHT} F30:1 Ip A1:1 C420jpeg\n".encode())
+        for frame in range(FRAMES):
+            luma = ((x // 40 + y // 40 + frame) % 2 * 160 + (x + 8 * frame) % 64).astype(np.uint8)
+            chroma = np.full((HEIGHT // 2, WIDTH // 2), 128 + 4 * frame, dtype=np.uint8)
+            out.write(b"FRAME\n" + luma.tobytes() + chroma.tobytes() + chroma.tobytes())
+    return path
+
+
+class Shaper:
+    """A token bucket on the loopback interface for the UDP datagrams to one port (one browser's
+    downlink); everything else on loopback is left alone."""
+
+    def __init__(self, port: int, rate: str) -> None:
+        self.port = port
+        self.rate = rate
+
+    def __enter__(self) -> Shaper:
+        self.lift()
+        for command in (
+            "tc qdisc add dev lo root handle 1: prio bands 3 priomap 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1",
+            f"tc qdisc add dev lo parent 1:3 handle 30: tbf rate {self.rate} burst 4kb latency 300ms",
+            f"tc filter add dev lo parent 1: protocol ip prio 1 u32 match ip protocol 17 0xff "
+            f"match ip dport {self.port} 0xffff flowid 1:3",
+        ):
+            subprocess.run(command.split(), check=True, capture_output=True)
+        return self
+
+    def lift(self) -> None:
+        subprocess.run("tc qdisc del dev lo root".split(), capture_output=True)
+
+    def __exit__(self, *exc: object) -> None:
+        self.lift()
+
+
+async def students_page(browser: Chromium, link: str, name: str, width: int) -> Page:
+    page = await browser.page(name)
+    await page.set_viewport_size({"width": width, "height": 700})
+    await join_quietly(page, link, name)
+    return page
+
+
+async def test_a_camera_in_three_layers_each_student_what_the_link_takes(classe: RunningServer, tmp_path: Path) -> None:
+    flags = (f"--use-file-for-fake-video-capture={camera_file(tmp_path)}",)
+    async with await teacher(classe) as t, chromium(classe.url, *flags) as browser:
+        classroom = await new_class(t, lobby=False, title="Physique 3e")
+        link = classroom["link"]
+        prof = await browser.page("prof")
+        await sign_in(prof, classe.url, "prof@ac-lyon.fr")
+        await prof.wait_for_url("**/classes")
+        await join_quietly(prof, link, None)
+
+        # The teacher's browser sends q, h and f; the server receives each on its own stream.
+        sent = await until(lambda: _three_layers(prof), timeout=30)
+        assert [sent[rid]["width"] for rid in ("q", "h", "f")] == [320, 640, 1280], sent
+        camera = next(p for p in participant(classe, "Mme Durand").producers("camera"))
+        assert camera.rids == ("q", "h", "f") and camera.kind is Kind.VIDEO
+        await until(lambda: _flowing(camera), timeout=20)
+
+        # Two students see the teacher large: both are given the full layer.
+        alice = await students_page(browser, link, "Alice", 1280)
+        bruno = await students_page(browser, link, "Bruno", 1280)
+        for page in (alice, bruno):
+            await until(lambda page=page: _width(page, 1280), timeout=40)
+
+        # Bruno's link drops to 300 kbit/s: he gets the lowest layer, Alice keeps the full one.
+        port = await until(lambda: _port(bruno))
+        with Shaper(port, "300kbit") as shaper:
+            await until(lambda: _width(bruno, 320), timeout=60)
+            assert await alice.evaluate(INBOUND_WIDTH) == 1280
+            # The link recovers: probing steps bring the full layer back.
+            shaper.lift()
+            await until(lambda: _width(bruno, 1280), timeout=90)
+
+        # Dynacast: nobody shows the teacher large any more (small windows): nobody receives f,
+        # and the teacher's browser stops encoding it.
+        for page in (alice, bruno):
+            await page.set_viewport_size({"width": 560, "height": 500})
+        await until(lambda: _encoding_active(prof, "f", False), timeout=30)
+        assert dict(await prof.evaluate(ENCODINGS))["q"] is True
+        await alice.set_viewport_size({"width": 1280, "height": 800})
+        await until(lambda: _encoding_active(prof, "f", True), timeout=20)
+        await until(lambda: _width(alice, 1280), timeout=40)
+        await expect(alice.locator("#room")).to_be_visible()
+
+
+async def _three_layers(page: Page) -> Any:
+    sent = await page.evaluate(OUTBOUND)
+    return sent if {"q", "h", "f"} <= sent.keys() and all(v["width"] for v in sent.values()) else None
+
+
+async def _flowing(camera: Any) -> bool:
+    return all(stream.ssrc is not None and stream.received > 0 for stream in camera.streams)
+
+
+async def _width(page: Page, width: int) -> bool:
+    return bool(await page.evaluate(INBOUND_WIDTH) == width)
+
+
+async def _port(page: Page) -> Any:
+    return await page.evaluate(RECEIVING_PORT) or None
+
+
+async def _encoding_active(page: Page, rid: str, active: bool) -> bool:
+    return bool(dict(await page.evaluate(ENCODINGS)).get(rid) is active)
