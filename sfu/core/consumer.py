@@ -366,13 +366,17 @@ class Consumer:
                 header[self._level_offset] = data[offset] if offset > 0 else 0x7F
             if not self._outbox:
                 self._ready.append(transport)
-            self._outbox.append(b"".join((header, prefix, data[hdr_len:])))
+            self._outbox.append(b"".join((header, prefix, self._resent_payload(data[hdr_len:]))))
         transport.spend_retransmission_budget(budget)
         drops[DropReason.NACK_CACHE_MISS] += missed
         drops[DropReason.NACK_REPEATED] += repeated
         drops[DropReason.NACK_OVER_BUDGET] += over_budget
         self.retransmissions += sent
         self._stats.retransmissions += sent
+
+    def _resent_payload(self, payload: bytes) -> bytes:
+        """A cached payload as it was first sent (a layered consumer rewrites its ids again)."""
+        return payload
 
     def on_sender_report(self, ntp: int, rtp_timestamp: int, now: float) -> None:
         """Translate the publisher's SR into this stream's timestamps, for lip sync."""

@@ -17,7 +17,7 @@ from .forwarding import FORWARD, SKIP, SWITCH, LayeredForwarder
 from .packet import RtpPacket
 from .params import HeaderExtensions
 from .stats import DropReason
-from .vp8 import IdRewriter, rewrite
+from .vp8 import IdRewriter, Vp8Descriptor, parse, rewrite
 
 if TYPE_CHECKING:
     from .producer import Producer
@@ -29,7 +29,16 @@ MAX_TEMPORAL = 2  # L1T3: temporal layers 0, 1, 2
 class LayeredConsumer(Consumer):
     """A consumer of a simulcast or VP8 track: every packet goes through its forwarder."""
 
-    __slots__ = ("_last_picture_id", "_last_tl0", "_picture_ids", "_rewriting", "_tl0s", "_told", "layered_forwarder")
+    __slots__ = (
+        "_descriptor",
+        "_last_picture_id",
+        "_last_tl0",
+        "_picture_ids",
+        "_rewriting",
+        "_tl0s",
+        "_told",
+        "layered_forwarder",
+    )
 
     def __init__(
         self,
@@ -65,6 +74,7 @@ class LayeredConsumer(Consumer):
         self._last_tl0 = -1
         self._picture_ids = IdRewriter(15)
         self._tl0s = IdRewriter(8)
+        self._descriptor = Vp8Descriptor()  # for retransmissions: read again from the cache
         self._told = (-1, -1)  # the layers last announced with ConsumerLayerChanged
 
     @property
@@ -141,6 +151,19 @@ class LayeredConsumer(Consumer):
             if not (picture_ids.identity and tl0s.identity):
                 payload = rewrite(payload, pid_offset, picture_id, tl0_offset, tl0)
         self._send(packet, payload, now)
+
+    def _resent_payload(self, payload: bytes) -> bytes:
+        """A retransmission carries the ids its first copy had: mapped again (an older id keeps
+        its distance from the newest), never the publisher's own."""
+        if not self._rewriting:
+            return payload
+        descriptor = self._descriptor
+        parse(payload, descriptor)
+        if not descriptor.valid or (descriptor.picture_id_offset < 0 and descriptor.tl0_offset < 0):
+            return payload
+        picture_id = self._picture_ids.map(descriptor.picture_id) if descriptor.picture_id_offset >= 0 else 0
+        tl0 = self._tl0s.map(descriptor.tl0) if descriptor.tl0_offset >= 0 else 0
+        return rewrite(payload, descriptor.picture_id_offset, picture_id, descriptor.tl0_offset, tl0)
 
     def _start_rewriting(self) -> None:
         if not self._rewriting:
