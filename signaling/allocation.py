@@ -267,6 +267,9 @@ class RoomAllocator:
                 if producer is not None and producer.simulcast:
                     self.wanted_at[(track, producer.rids[layers[0]])] = now
         for producer in producers:
+            if producer.id not in self.active:  # a new track: every layer gets the delay to be wanted
+                for rid in producer.rids:
+                    self.wanted_at.setdefault((producer.id, rid), now)
             active = tuple(
                 rid
                 for index, rid in enumerate(producer.rids)

@@ -1,6 +1,7 @@
 // The participant's own camera and microphone: asking for them, listing them, metering the microphone.
 
-const CAMERA = { width: { ideal: 640 }, height: { ideal: 360 }, frameRate: { ideal: 24, max: 30 } };
+// 720p when the camera has it: the full simulcast layer (encodings.js); the server sends each subscriber less.
+const CAMERA = { width: { ideal: 1280 }, height: { ideal: 720 }, frameRate: { ideal: 24, max: 30 } };
 const MICROPHONE = { echoCancellation: true, noiseSuppression: true, autoGainControl: true };
 
 /** Why a device could not be opened, as a catalogue key suffix: denied, missing, busy, insecure. */
