@@ -305,6 +305,11 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["simulcast"]:
+        from .simulcast import main as simulcast
+
+        simulcast(sys.argv[2:])
+        return
     if sys.argv[1:2] == ["cameras"]:
         from .cameras import main as cameras
 

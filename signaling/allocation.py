@@ -127,6 +127,7 @@ class RoomAllocator:
                 1 for c in participant.subscriber.consumers.values() if c.kind is Kind.AUDIO and not c.paused
             )
             estimate = self._estimate(participant, layered, now)
+            participant.subscriber.transport.estimate = estimate  # bounds its retransmissions too
             if estimate is not None:
                 estimates[participant.id] = estimate
             for consumer in layered:

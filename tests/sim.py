@@ -48,6 +48,7 @@ class Link:
     delay: float = 0.02
     jitter: float = 0.0
     bandwidth: float | None = None  # bits per second; packets queue behind each other
+    queue: float | None = None  # seconds of queue; a packet that would wait longer is dropped (tail drop)
     lost: int = 0
     _free_at: float = 0.0
     _rng: random.Random = field(init=False)
@@ -59,6 +60,9 @@ class Link:
         """When a datagram sent now arrives, or None when it is lost."""
         start = now
         if self.bandwidth is not None:
+            if self.queue is not None and self._free_at - now > self.queue:
+                self.lost += 1
+                return None
             start = max(now, self._free_at) + size * 8 / self.bandwidth
             self._free_at = start
         if self._rng.random() < self.loss:
@@ -71,12 +75,14 @@ class Publisher:
     """Sends one track's pre-encoded frames on time; answers NACKs from what it sent, PLIs with the
     next keyframe of the recording."""
 
-    def __init__(self, ssrc: int, mid: str, video: bool, level: int = 0x7F) -> None:
+    def __init__(
+        self, ssrc: int, mid: str, video: bool, level: int = 0x7F, frames: tuple[EncodedFrame, ...] | None = None
+    ) -> None:
         self.ssrc = ssrc
         self.mid = mid.encode()
         self.video = video
         self.level = level  # the audio-level byte each Opus packet carries
-        self.frames = video_frames() if video else audio_frames()
+        self.frames = frames or (video_frames() if video else audio_frames())
         self.interval = 1 / 30 if video else 0.02
         self.next_time = 0.0
         self.index = 0
@@ -122,8 +128,10 @@ class LayerPublisher(Publisher):
     picture id, TL0PICIDX and the L1T3 temporal pattern (written around the recorded frames: the
     simulation never decodes)."""
 
-    def __init__(self, ssrc: int, mid: str, rid: str, picture_id: int) -> None:
-        super().__init__(ssrc, mid, video=True)
+    def __init__(
+        self, ssrc: int, mid: str, rid: str, picture_id: int, frames: tuple[EncodedFrame, ...] | None = None
+    ) -> None:
+        super().__init__(ssrc, mid, video=True, frames=frames)
         self.rid = rid.encode()
         self.picture_id = picture_id
         self.tl0 = 0
@@ -249,21 +257,33 @@ class Sim:
         self.core_wakeups = 0
         self.events: list[Event] = []
 
-    def publish(self, name: str, video: bool, **kw: int) -> Publisher:
+    def publish(self, name: str, video: bool, frames: tuple[EncodedFrame, ...] | None = None, **kw: int) -> Publisher:
         transport = self.session.create_transport(f"{name}:pub")
-        publisher = Publisher(ssrc=len(self.publishers) + 100, mid="0", video=video, **kw)
+        publisher = Publisher(ssrc=len(self.publishers) + 100, mid="0", video=video, frames=frames, **kw)
         self.session.add_producer(transport, name, mid="0", codec=VP8 if video else OPUS, extensions=EXT)
         self.publishers[name] = (transport, publisher, Link(seed=self.seed + len(self.publishers), **self.link))
         publisher.next_time = self.now
         return publisher
 
-    def publish_simulcast(self, name: str, rids: tuple[str, ...] = ("q", "h", "f")) -> list[LayerPublisher]:
-        """A camera in three encodings, each on its own (unannounced) SSRC: the core learns them by rid."""
+    def publish_simulcast(
+        self,
+        name: str,
+        rids: tuple[str, ...] = ("q", "h", "f"),
+        frames: tuple[tuple[EncodedFrame, ...], ...] | None = None,
+    ) -> list[LayerPublisher]:
+        """A camera in three encodings, each on its own (unannounced) SSRC: the core learns them by rid.
+        `frames`: each layer's recording (the same small one for all by default)."""
         transport = self.session.create_transport(f"{name}:pub")
         self.session.add_producer(transport, name, mid="0", codec=VP8, extensions=EXT, rids=rids)
         layers = []
         for spatial, rid in enumerate(rids):
-            layer = LayerPublisher(ssrc=300 + 10 * len(self.publishers), mid="0", rid=rid, picture_id=1000 * spatial)
+            layer = LayerPublisher(
+                ssrc=300 + 10 * len(self.publishers),
+                mid="0",
+                rid=rid,
+                picture_id=1000 * spatial,
+                frames=frames[spatial] if frames is not None else None,
+            )
             layer.next_time = self.now
             key = f"{name}/{rid}"
             self.publishers[key] = (transport, layer, Link(seed=self.seed + len(self.publishers), **self.link))

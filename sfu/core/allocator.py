@@ -73,7 +73,7 @@ def allocate(
 ) -> Allocation:
     """Choose a layer for every subscription within each subscriber's estimate (bits/s; a
     subscriber missing from `estimates` has no limit) and `room_budget` (None: none).
-    `cooling`: the subscriptions lowered recently, not raised above their current layers."""
+    `cooling`: the subscriptions lowered (or paused) recently, not raised above their current layers."""
     audio = audio or {}
     ordered = sorted(rows, key=lambda r: (-r.priority, r.subscriber, r.track))
     left = {sub: estimates[sub] - audio.get(sub, 0) for sub in {r.subscriber for r in ordered} if sub in estimates}
@@ -99,6 +99,8 @@ def allocate(
         found = offered[key]
         if found:
             wanted[row.subscriber] = wanted.get(row.subscriber, 0) + found[-1][2]
+            if row.current is None and key in cooling:
+                continue  # paused for bandwidth a moment ago: not resumed yet, or it would flap
             if fits(row.subscriber, found[0][2]):
                 choice[key] = 0
                 spend(row.subscriber, found[0][2])

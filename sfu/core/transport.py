@@ -25,6 +25,8 @@ from .rtcp import (
 from .rtp import RTP_HEADER, RTP_MAX_SIZE, header_length, read_mid
 from .stats import DropReason
 
+RETRANSMISSION_SHARE = 0.25  # of a subscriber's downlink estimate, at most, for retransmissions
+
 if TYPE_CHECKING:
     from .session import MediaSession
     from .stream import ReceiveStream
@@ -44,6 +46,7 @@ class Transport:
         self.producers_by_mid: dict[str, Producer] = {}
         self.consumers: dict[int, Consumer] = {}  # by media and RTX SSRC
         self.remb: int | None = None  # the subscriber's own estimate of its downlink
+        self.estimate: int | None = None  # the downlink estimate the room allocates by (bits/s), if any
         self.mid_extension = 0
         self.closed = False
         self._stats = session.stats
@@ -146,8 +149,12 @@ class Transport:
 
     def retransmission_budget(self, now: float) -> float:
         """Bytes this subscriber may be sent again now: a token bucket refilled at the session's
-        retransmission bitrate, holding at most one second of it (libwebrtc's RetransmissionRateLimiter)."""
+        retransmission bitrate, holding at most one second of it (libwebrtc's RetransmissionRateLimiter).
+        With a downlink estimate, at most RETRANSMISSION_SHARE of it: on a link already full,
+        answering every NACK would only lose more."""
         rate = self.session.retransmission_rate
+        if self.estimate is not None:
+            rate = min(rate, self.estimate * RETRANSMISSION_SHARE / 8)
         tokens = self._rtx_tokens + (now - self._rtx_time) * rate
         self._rtx_time = now
         return tokens if tokens < rate else rate
