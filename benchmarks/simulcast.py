@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import platform
 import time
@@ -123,7 +124,7 @@ def reallocate(
     """One allocation round, as the room runs it: rows, estimates, apply; then dynacast."""
     now = sim.now
     rows, consumers = [], {}
-    for name, (transport, _, down, _) in sim.subscribers.items():
+    for name, (transport, _, _down, _) in sim.subscribers.items():
         for consumer in set(transport.consumers.values()):
             if not isinstance(consumer, LayeredConsumer):
                 continue
@@ -147,18 +148,18 @@ def reallocate(
     audio = {name: 40_000 * (MICS + 1) for name in sim.subscribers}
     cooling = frozenset(key for key, at in lowered.items() if now - at < 4.0)
     result = allocate(rows, estimates, audio, cooling=cooling)
-    for key, layers in result.layers.items():
+    for key, chosen in result.layers.items():
         consumer = consumers[key]
-        if layers is None:
+        if chosen is None:
             if not consumer.paused:
                 lowered[key] = now
             consumer.set_paused("bandwidth", True, now)
         else:
-            if layers < consumer.target_layers:
+            if chosen < consumer.target_layers:
                 lowered[key] = now
-            consumer.set_layers(*layers, now)
+            consumer.set_layers(*chosen, now)
             consumer.set_paused("bandwidth", False, now)
-            wanted_at[(key[1], layers[0])] = now
+            wanted_at[(key[1], chosen[0])] = now
     for track, publishers in layered.items():
         for spatial, publisher in enumerate(publishers):
             on = spatial == 0 or now - wanted_at.setdefault((track, spatial), now) < DYNACAST_DELAY
@@ -237,7 +238,7 @@ def constrained_figures(sim: Sim, name: str, after: float) -> dict[str, Any]:
     if stream is None:
         return {"student": name, "frames": 0}
     times = [t for t, _, _ in stream.frames if t >= after]
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     got = len(stream.seqs)
     return {
         "student": name,

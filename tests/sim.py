@@ -14,6 +14,7 @@ import random
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from benchmarks.media import EncodedFrame, encode_audio, encode_video
 from sfu.core import Codec, Event, HeaderExtensions, MediaSession, Transport
@@ -249,7 +250,7 @@ class Sim:
         self.session = MediaSession()
         self.now = 0.0
         self.seed = seed
-        self.link = link
+        self.link: dict[str, Any] = dict(link)
         self.publishers: dict[str, tuple[Transport, Publisher, Link]] = {}
         self.subscribers: dict[str, tuple[Transport, Subscriber, Link, Link]] = {}
         self._queue: list[tuple[float, int, Callable[[float], None]]] = []
@@ -374,4 +375,4 @@ class Sim:
 
 
 def seq_of(data: bytes) -> int:
-    return struct.unpack_from("!H", data, 2)[0]
+    return int(struct.unpack_from("!H", data, 2)[0])
