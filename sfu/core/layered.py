@@ -36,7 +36,8 @@ class LayeredConsumer(Consumer):
         "_picture_ids",
         "_rewriting",
         "_tl0s",
-        "_told",
+        "_told_spatial",
+        "_told_temporal",
         "layered_forwarder",
     )
 
@@ -75,7 +76,7 @@ class LayeredConsumer(Consumer):
         self._picture_ids = IdRewriter(15)
         self._tl0s = IdRewriter(8)
         self._descriptor = Vp8Descriptor()  # for retransmissions: read again from the cache
-        self._told = (-1, -1)  # the layers last announced with ConsumerLayerChanged
+        self._told_spatial = self._told_temporal = -1  # the layers last announced (ConsumerLayerChanged)
 
     @property
     def target_layers(self) -> tuple[int, int]:
@@ -110,7 +111,14 @@ class LayeredConsumer(Consumer):
 
     def forward(self, packet: RtpPacket, now: float) -> None:
         forwarder = self.layered_forwarder
-        decision = forwarder.decide(packet)
+        if (
+            packet.spatial == forwarder.current
+            and packet.temporal <= forwarder.temporal
+            and (not packet.begins_frame or forwarder.target_temporal == forwarder.temporal)
+        ):
+            decision = FORWARD  # LayeredForwarder.decide's common case, inlined (nothing changes)
+        else:
+            decision = forwarder.decide(packet)
         if decision == SWITCH:
             self.stream = self.producer.streams[packet.spatial]
             if self.has_sent:
@@ -131,8 +139,9 @@ class LayeredConsumer(Consumer):
             elif forwarder.current < 0 and packet.spatial == forwarder.target:
                 stats.drops[DropReason.WAITING_FOR_KEYFRAME] += 1
             return
-        if (forwarder.current, forwarder.temporal) != self._told:
-            self._told = (forwarder.current, forwarder.temporal)
+        if forwarder.current != self._told_spatial or forwarder.temporal != self._told_temporal:
+            self._told_spatial = forwarder.current
+            self._told_temporal = forwarder.temporal
             self._stats.layer_switches += 1
             self.transport.session.events.append(
                 ConsumerLayerChanged(self.transport.id, self.producer.id, forwarder.current, forwarder.temporal)
