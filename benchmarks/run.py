@@ -4,11 +4,14 @@ Each configuration starts a fresh server process, a load-generator process, and 
 server's CPU time, memory and forwarding counter exactly over the measured window. Classe, the
 MediaRelay baseline and the bare UDP forwarder are measured in the same run, side by side.
 
-Two entries (`./dev bench` passes its arguments here):
+Three entries (`./dev bench` passes its arguments here):
 - `./dev bench [--sizes ...]`: the fan-out scaling runs above and the audio-only whole class;
 - `./dev bench cameras [--duration ...]`: the class of 30 with cameras, everything forwarded
   against bandwidth adaptation (`benchmarks/cameras.py`, about 3 minutes), which writes
-  docs/benchmarks-class30.json.
+  docs/benchmarks-class30.json;
+- `./dev bench simulcast [--duration ...]`: the class of 30 with simulcast cameras and three
+  students behind 500 kbit/s, in the core's simulation (`benchmarks/simulcast.py`, about 20 s),
+  which writes docs/benchmarks-simulcast.json with `--json`.
 """
 
 from __future__ import annotations

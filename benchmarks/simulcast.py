@@ -196,7 +196,7 @@ def measure(
             if mode == "simulcast":
                 reallocate(sim, layered, wanted_at, lowered)
         stats = sim.session.stats
-        forwarded, received = stats.rtp_forwarded, stats.rtp_received
+        forwarded, received, resent = stats.rtp_forwarded, stats.rtp_received, stats.retransmissions
         start_wall = time.process_time()
         clock.on = True
         while step < warmup + duration:
@@ -225,6 +225,7 @@ def measure(
         "simulation_seconds": process,
         "forwarded": forwarded,
         "received": stats.rtp_received - received,
+        "retransmitted": stats.retransmissions - resent,
         "constrained": constrained,
         "teacher_layer_of_the_others": dict(layers),
     }
@@ -256,9 +257,9 @@ def constrained_figures(sim: Sim, name: str, after: float) -> dict[str, Any]:
 
 def table(rows: list[dict[str, Any]]) -> str:
     out = [
-        "| mode | core µs / forwarded packet | packets forwarded | constrained: fps, freezes > 0.5 s, longest, "
-        "never received | others: teacher's layer |",
-        "|---|---|---|---|---|",
+        "| mode | core µs / forwarded packet | packets forwarded | retransmitted | constrained: fps, freezes > 0.5 s, "
+        "longest, never received | others: teacher's layer |",
+        "|---|---|---|---|---|---|",
     ]
     for r in rows:
         students = "; ".join(
@@ -267,7 +268,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             for c in r["constrained"]
         )
         out.append(
-            f"| {r['mode']} | {r['core_us_per_forwarded']:.2f} | {r['forwarded']:,} | {students} | "
+            f"| {r['mode']} | {r['core_us_per_forwarded']:.2f} | {r['forwarded']:,} | {r['retransmitted']:,} | {students} | "
             f"{r['teacher_layer_of_the_others']} |"
         )
     return "\n".join(out)
