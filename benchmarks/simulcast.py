@@ -268,8 +268,8 @@ def table(rows: list[dict[str, Any]]) -> str:
             for c in r["constrained"]
         )
         out.append(
-            f"| {r['mode']} | {r['core_us_per_forwarded']:.2f} | {r['forwarded']:,} | {r['retransmitted']:,} | {students} | "
-            f"{r['teacher_layer_of_the_others']} |"
+            f"| {r['mode']} | {r['core_us_per_forwarded']:.2f} | {r['forwarded']:,} | {r['retransmitted']:,} | "
+            f"{students} | {r['teacher_layer_of_the_others']} |"
         )
     return "\n".join(out)
 
