@@ -163,6 +163,10 @@ class Consumer:
         self._outbox = transport.outbox
         self._ready = transport.session.ready
         self._stats = transport.session.stats
+        self._prepare()
+
+    def _prepare(self) -> None:
+        """What a kind of consumer adds to the common state (LayeredConsumer: its forwarder)."""
 
     def forward(self, packet: RtpPacket, now: float) -> None:
         """Rewrite one packet of the producer and queue it for the subscriber.

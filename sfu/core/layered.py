@@ -9,19 +9,12 @@ references by them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from .consumer import Consumer
 from .events import ConsumerLayerChanged
 from .forwarding import FORWARD, SKIP, SWITCH, LayeredForwarder
 from .packet import RtpPacket
-from .params import HeaderExtensions
 from .stats import DropReason
 from .vp8 import IdRewriter, Vp8Descriptor, parse, rewrite
-
-if TYPE_CHECKING:
-    from .producer import Producer
-    from .transport import Transport
 
 MAX_TEMPORAL = 2  # L1T3: temporal layers 0, 1, 2
 
@@ -41,32 +34,7 @@ class LayeredConsumer(Consumer):
         "layered_forwarder",
     )
 
-    def __init__(
-        self,
-        transport: Transport,
-        producer: Producer,
-        *,
-        ssrc: int,
-        payload_type: int,
-        mid: str,
-        extensions: HeaderExtensions,
-        rtx_ssrc: int | None = None,
-        rtx_payload_type: int | None = None,
-        initial_seq: int | None = None,
-        initial_ts: int | None = None,
-    ) -> None:
-        super().__init__(
-            transport,
-            producer,
-            ssrc=ssrc,
-            payload_type=payload_type,
-            mid=mid,
-            extensions=extensions,
-            rtx_ssrc=rtx_ssrc,
-            rtx_payload_type=rtx_payload_type,
-            initial_seq=initial_seq,
-            initial_ts=initial_ts,
-        )
+    def _prepare(self) -> None:
         self.layered_forwarder = self.forwarder = LayeredForwarder()
         # Until a frame is dropped or the stream switched, ids go out as they came: only the last
         # ones are kept (two stores a packet); from then on the rewriters map every packet.
