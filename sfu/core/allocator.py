@@ -7,8 +7,9 @@ uplink) bounds the sum, spent by priority (the teacher's screen, the teacher's c
 speaker, the pinned participant, the others). Audio is counted first: it is never paused for video.
 
 Steps: every wanted video gets its lowest layer, by priority, while it fits (what does not is
-paused); then, tier by tier, the videos of a tier are raised one step at a time in turn while the
-subscriber's estimate and the room budget allow. Going up needs headroom (`UP_HEADROOM`) and no
+paused, except the teacher's screen and camera, which get their lowest layer over a subscriber's
+estimate, though not over the room budget); then, tier by tier, the videos of a tier are raised
+one step at a time in turn while the subscriber's estimate and the room budget allow. Going up needs headroom (`UP_HEADROOM`) and no
 recent down-switch of that video (`cooling`): layers do not oscillate; going down is immediate.
 """
 
@@ -23,6 +24,7 @@ TEACHER_CAMERA = 4
 ACTIVE_SPEAKER = 3
 PINNED = 2
 OTHER = 1
+ESSENTIAL = TEACHER_CAMERA  # from this priority up, a video is never paused for bandwidth
 UP_HEADROOM = 1.1  # a step above the current layer must leave a tenth of its bitrate spare
 
 
@@ -83,8 +85,9 @@ def allocate(
     used: dict[str, int] = {}
     wanted: dict[str, int] = {}
 
-    def fits(sub: str, cost: int) -> bool:
-        return (sub not in left or cost <= left[sub]) and (room_left is None or cost <= room_left)
+    def fits(sub: str, cost: int, essential: bool = False) -> bool:
+        """Within the subscriber's estimate (unless essential) and the room's budget (always)."""
+        return (essential or sub not in left or cost <= left[sub]) and (room_left is None or cost <= room_left)
 
     def spend(sub: str, cost: int) -> None:
         nonlocal room_left
@@ -101,7 +104,9 @@ def allocate(
             wanted[row.subscriber] = wanted.get(row.subscriber, 0) + found[-1][2]
             if row.current is None and key in cooling:
                 continue  # paused for bandwidth a moment ago: not resumed yet, or it would flap
-            if fits(row.subscriber, found[0][2]):
+            # The teacher's screen and camera are the lesson: their lowest layer goes even over the
+            # subscriber's estimate (a stuttering picture beats none), not over the room's budget.
+            if fits(row.subscriber, found[0][2], row.priority >= ESSENTIAL):
                 choice[key] = 0
                 spend(row.subscriber, found[0][2])
     for priority in sorted({r.priority for r in ordered}, reverse=True):
