@@ -9,8 +9,9 @@ speaker, the pinned participant, the others). Audio is counted first: it is neve
 Steps: every wanted video gets its lowest layer, by priority, while it fits (what does not is
 paused, except the teacher's screen and camera, which get their lowest layer over a subscriber's
 estimate, though not over the room budget); then, tier by tier, the videos of a tier are raised
-one step at a time in turn while the subscriber's estimate and the room budget allow. Going up needs headroom (`UP_HEADROOM`) and no
-recent down-switch of that video (`cooling`): layers do not oscillate; going down is immediate.
+one step at a time in turn while the subscriber's estimate and the room budget allow. Going up
+needs headroom (`UP_HEADROOM`) and no recent down-switch of that video (`cooling`): layers do not
+oscillate; going down is immediate.
 """
 
 from __future__ import annotations
