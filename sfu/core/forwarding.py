@@ -1,8 +1,9 @@
 """Which of a track's packets one subscriber is sent: the decision, apart from the rewrite.
 
-A forwarder answers `decide(packet)` with None (forward) or the reason to drop. It is the one
-owner of "waiting for a keyframe": a video consumer starts, and resumes after a pause, on a
-keyframe. Later strategies (simulcast layers, temporal layers) are other forwarders.
+A forwarder owns "waiting for a keyframe": a video consumer starts, and resumes after a pause, on
+a keyframe. `SimpleForwarder` (one encoding, decided only before the start) answers `decide(packet)`
+with None (forward) or the reason to drop; `LayeredForwarder` (simulcast streams, VP8 temporal
+layers) decides on every packet: forward, skip, ignore or switch.
 """
 
 from __future__ import annotations
@@ -56,10 +57,9 @@ class LayeredForwarder:
     referenced by lower ones, so dropping them whole leaves a decodable stream.
     """
 
-    __slots__ = ("current", "needs_keyframe", "paused", "target", "target_temporal", "temporal", "waiting")
+    __slots__ = ("current", "paused", "target", "target_temporal", "temporal", "waiting")
 
     def __init__(self) -> None:
-        self.needs_keyframe = True
         self.paused = False
         self.current = -1  # the spatial layer forwarded; -1 before a start (or after a pause)
         self.temporal = 2  # the highest temporal layer forwarded

@@ -269,10 +269,6 @@ class Producer:
                     deadline = at
         return deadline
 
-    def highest_seq(self) -> int:
-        """The newest extended sequence number received on the first stream (0 before any)."""
-        return self.stream.seq.highest
-
     def has_received(self) -> bool:
         return any(stream.received for stream in self.streams)
 
