@@ -6,11 +6,12 @@ subscriber's downlink estimate), applies the result to the consumers, and tells 
 of their simulcast layers anyone receives (`layers`, docs/protocol.md). It runs after every choice
 of videos and every ALLOCATE_EVERY seconds, since estimates and bitrates move on their own.
 
-The estimate is the subscriber's own (REMB, from the browser's receive-side estimator) lowered on
-loss. A browser's REMB follows what it receives, so it cannot show that a link has room for more:
-a subscriber held below what it wants is, from time to time, given one step more than its estimate
-(a probe by the media itself). If loss follows, it goes back at once and waits twice as long before
-the next try (PROBE_BACKOFF_MAX at most); if not, the browser's estimate has grown with it.
+The estimate is the core's, from the subscriber's transport-wide feedback (`sfu/core/bwe.py`), or
+for a browser that sends none its own REMB, lowered on loss. Either follows what the subscriber
+receives, so neither can show that a link has room for more: a subscriber held below what it wants
+is, from time to time, given one step more than its estimate (a probe by the media itself). If loss
+follows, it goes back at once and waits twice as long before the next try (PROBE_BACKOFF_MAX at
+most); if not, the estimate has grown with what arrived.
 """
 
 from __future__ import annotations
@@ -50,8 +51,12 @@ DYNACAST_DELAY = 5.0  # seconds a layer must stay unwanted before its publisher 
 LOSS_HIGH = 0.1  # fraction lost above which the estimate is lowered
 PROBE_LOSS = 0.05  # fraction lost during a probe that makes it fail
 PROBE_STEP = 1.5  # a probe lets the subscriber receive up to this times what it used
-PROBE_TIME = 4.0  # seconds a probe lasts before it counts as a success
-PROBE_BACKOFF = 5.0
+# Seconds a probe lasts before it counts as a success: the core's estimate takes what arrived at
+# once (sfu/core/bwe.py); a browser's REMB needs a few seconds to follow.
+PROBE_TIME = 2.0
+PROBE_TIME_REMB = 4.0
+PROBE_AGAIN = 1.0  # seconds from a successful probe to the next, while more is wanted
+PROBE_BACKOFF = 5.0  # seconds from a failed probe (or a start) to the next, doubling on failure
 PROBE_BACKOFF_MAX = 60.0
 TEMPORAL_SHARES = (0.5, 0.75, 1.0)  # a paused layer's nominal bitrate split by temporal layer
 
@@ -193,8 +198,12 @@ class RoomAllocator:
         return wish(view.tiles.get(consumer.producer.id, (0, 0))[0])
 
     def _estimate(self, participant: Participant, consumers: list[LayeredConsumer], now: float) -> int | None:
-        """The subscriber's REMB (None: unknown, no limit), lowered on loss, within the operator's cap."""
-        estimate = participant.subscriber.transport.remb
+        """The subscriber's downlink estimate: the core's, from its transport feedback, or its own
+        REMB for a browser that sends none (None: unknown, no limit); lowered on loss, within the
+        operator's cap."""
+        transport = participant.subscriber.transport
+        bwe = transport.bwe
+        estimate = bwe.estimate if bwe is not None and bwe.feedbacks else transport.remb
         loss = max((c.fraction_lost for c in consumers if not c.paused), default=0) / 256
         if loss > LOSS_HIGH and self.last is not None:
             used = self.last.used.get(participant.id)
@@ -227,12 +236,14 @@ class RoomAllocator:
                 if now >= probe.until:
                     probe.until = None
                     probe.backoff = PROBE_BACKOFF
-                    probe.next_at = now + probe.backoff
+                    probe.next_at = now + PROBE_AGAIN
                 continue
             used = allocation.used.get(sub, 0)
             capped = self.max_downlink is not None and estimate >= self.max_downlink
             if allocation.wanted.get(sub, 0) > estimate and now >= probe.next_at and not capped:
-                probe.until = now + PROBE_TIME
+                participant = self.room.participants.get(sub)
+                bwe = participant.subscriber.transport.bwe if participant is not None else None
+                probe.until = now + (PROBE_TIME if bwe is not None and bwe.feedbacks else PROBE_TIME_REMB)
                 probe.ceiling = int(max(used, estimate) * PROBE_STEP)
 
     def _apply(self, allocation: Allocation, consumers: dict[tuple[str, str], LayeredConsumer], now: float) -> None:

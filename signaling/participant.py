@@ -15,7 +15,7 @@ from sfu.core.selection import View
 
 from .protocol import ProtocolError, encode
 from .ratelimit import RateLimiter
-from .sdp import SdpError, answer_simulcast, media_sections
+from .sdp import SdpError, media_sections, publisher_answer
 from .tokens import JoinGrant, Role
 
 if TYPE_CHECKING:
@@ -131,7 +131,7 @@ class Participant:
             raise ProtocolError("bad_sdp", f"the offer could not be used: {detail}", ref) from None
         if created:
             self._watch_ice(peer)
-        answer_sdp = answer_simulcast(peer.pc.localDescription.sdp, peer.rids)
+        answer_sdp = publisher_answer(peer.pc.localDescription.sdp, peer.rids)
         await self.send(encode("publish_answer", sdp=answer_sdp, ref=ref))
 
     def _check_offer(self, sdp: str, announced: dict[str, str], ref: Any) -> dict[str, tuple[str, ...]]:

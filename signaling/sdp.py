@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sfu.core.rtp import URI_TRANSPORT_CC
+
 MAX_PAYLOAD_TYPE = 127  # RTP payload types are 7 bits (RFC 3550)
 # The simulcast encodings a camera may send, lowest first (quarter, half, full resolution):
 # docs/protocol.md, "Simulcast and layers".
@@ -100,9 +102,18 @@ def _simulcast_rids(kind: str, offered: list[str], listed: str | None) -> tuple[
     return tuple(rid for rid in SIMULCAST_RIDS if rid in offered)
 
 
-def answer_simulcast(answer: str, rids: dict[str, tuple[str, ...]]) -> str:
-    """The answer with each simulcast section's receive lines (a=rid:<id> recv, a=simulcast:recv),
-    which aiortc does not write: without them a browser sends one encoding only."""
+def publisher_answer(answer: str, rids: dict[str, tuple[str, ...]]) -> str:
+    """The answer to a publisher as it must reach the browser: each simulcast section with its
+    receive lines (a=rid:<id> recv, a=simulcast:recv), which aiortc does not write (without them a
+    browser sends one encoding only), and no transport-wide congestion control: the server sends a
+    publisher REMB, not transport feedback, and a browser that negotiated it would wait for that
+    feedback and never raise its bitrate."""
+    answer = "".join(
+        line
+        for line in answer.splitlines(keepends=True)
+        if not (line.startswith("a=extmap:") and URI_TRANSPORT_CC in line)
+        and not (line.startswith("a=rtcp-fb:") and line.rstrip().endswith(" transport-cc"))
+    )
     if not any(rids.values()):
         return answer
     out: list[str] = []

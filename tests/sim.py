@@ -19,7 +19,8 @@ from typing import Any
 from benchmarks.media import EncodedFrame, encode_audio, encode_video
 from sfu.core import Codec, Event, HeaderExtensions, MediaSession, Transport
 from sfu.core.rtcp import KeyframeRequest, Nack, ReportBlock, build_nack, build_receiver_report, parse_rtcp
-from sfu.core.rtp import RTP_HEADER, header_length, is_vp8_keyframe
+from sfu.core.rtp import RTP_HEADER, find_extension, header_length, is_vp8_keyframe
+from sfu.core.twcc import build_feedback
 from sfu.core.vp8 import Vp8Descriptor, parse
 
 from .rtp_helpers import rtp_packet
@@ -27,6 +28,7 @@ from .rtp_helpers import rtp_packet
 VP8 = Codec("video/VP8", 96, 90000)
 OPUS = Codec("audio/opus", 111, 48000)
 EXT = HeaderExtensions(mid=4, audio_level=1, rid=5)
+WIDE_ID = 3  # the transport-cc extension id on subscriptions that negotiate it
 KEYFRAME_EVERY = 30  # frames: benchmarks.media forces one keyframe a second at 30 fps
 
 
@@ -183,17 +185,27 @@ class Received:
 
 
 class Subscriber:
-    """A browser's receiving side: NACK on gap (then every 50 ms, 10 tries), a report a second."""
+    """A browser's receiving side: NACK on gap (then every 50 ms, 10 tries), a report a second,
+    and with `wide_id` (the transport-cc extension) a transport feedback every 50 ms, as Chrome."""
 
     NACK_RETRY = 0.05
     NACK_TRIES = 10
+    FEEDBACK_EVERY = 0.05
 
-    def __init__(self, ssrc: int = 7) -> None:
+    def __init__(self, ssrc: int = 7, wide_id: int = 0) -> None:
         self.ssrc = ssrc
         self.streams: dict[int, Received] = {}
         self.next_report = 1.0
+        self.wide_id = wide_id
+        self.arrivals: dict[int, float] = {}  # unwrapped transport-wide number -> arrival, not yet reported
+        self.wide_base = -1  # the first number the next feedback reports
+        self.wide_highest = -1
+        self.next_feedback = 0.0
+        self.feedbacks = 0
 
     def on_rtp(self, data: bytes, now: float) -> None:
+        if self.wide_id:
+            self._arrived(data, now)
         _, _, seq, _, ssrc = RTP_HEADER.unpack_from(data)
         stream = self.streams.setdefault(ssrc, Received())
         keyframe = data[1] & 0x7F != 111 and is_vp8_keyframe(data, header_length(data))
@@ -214,6 +226,29 @@ class Subscriber:
         if data[1] & 0x80 and not stream.missing and stream.keyframes:  # a frame the decoder can show
             self._frame_done(stream, data, now)
 
+    def _arrived(self, data: bytes, now: float) -> None:
+        offset = find_extension(data, self.wide_id)
+        if offset < 0:
+            return
+        seq = (data[offset] << 8) | data[offset + 1]
+        if self.wide_highest < 0:
+            wide = seq
+            self.wide_base = seq
+            self.next_feedback = now + self.FEEDBACK_EVERY
+        else:
+            wide = self.wide_highest + ((seq - self.wide_highest + 0x8000) & 0xFFFF) - 0x8000
+        if wide >= self.wide_base:
+            self.arrivals[wide] = now
+            self.wide_highest = max(self.wide_highest, wide)
+
+    def _feedback(self) -> bytes:
+        base, highest = self.wide_base, self.wide_highest
+        arrivals = [self.arrivals.get(n) for n in range(base, highest + 1)]
+        self.arrivals.clear()
+        self.wide_base = highest + 1
+        self.feedbacks += 1
+        return build_feedback(self.ssrc, 0, base & 0xFFFF, arrivals, self.feedbacks)
+
     @staticmethod
     def _frame_done(stream: Received, data: bytes, now: float) -> None:
         descriptor = Vp8Descriptor()
@@ -222,7 +257,8 @@ class Subscriber:
 
     def due(self) -> float:
         retries = [max(m[1] + self.NACK_RETRY, m[0]) for s in self.streams.values() for m in s.missing.values()]
-        return min([self.next_report, *retries])
+        feedback = [self.next_feedback] if self.arrivals else []
+        return min([self.next_report, *retries, *feedback])
 
     def on_timer(self, now: float) -> list[bytes]:
         out = []
@@ -236,6 +272,9 @@ class Subscriber:
                     ask.append(seq & 0xFFFF)
             if ask:
                 out.append(build_nack(self.ssrc, ssrc, ask))
+        if self.arrivals and now >= self.next_feedback:
+            self.next_feedback = now + self.FEEDBACK_EVERY
+            out.append(self._feedback())
         if now >= self.next_report and self.streams:
             self.next_report = now + 1.0
             blocks = [ReportBlock(ssrc, 0, 0, s.highest, 0, 0, 0) for ssrc, s in self.streams.items()]
@@ -291,11 +330,14 @@ class Sim:
             layers.append(layer)
         return layers
 
-    def subscribe(self, name: str, producer: str) -> Subscriber:
+    def subscribe(self, name: str, producer: str, wide: bool = False) -> Subscriber:
+        """Subscribe `name` to a producer; `wide`: the transport-cc extension is negotiated (the
+        subscriber sends transport feedback)."""
         if name not in self.subscribers:
             seed = self.seed + 100 + len(self.subscribers)
             down, up = Link(seed=seed, **self.link), Link(seed=seed + 50)
-            self.subscribers[name] = (self.session.create_transport(f"{name}:sub"), Subscriber(), down, up)
+            subscriber = Subscriber(wide_id=WIDE_ID if wide else 0)
+            self.subscribers[name] = (self.session.create_transport(f"{name}:sub"), subscriber, down, up)
         transport, subscriber, _, _ = self.subscribers[name]
         index = len(transport.consumers)
         self.session.add_consumer(
@@ -304,7 +346,7 @@ class Sim:
             ssrc=5000 + index,
             payload_type=96,
             mid=str(index),
-            extensions=HeaderExtensions(mid=1),
+            extensions=HeaderExtensions(mid=1, transport_cc=WIDE_ID if subscriber.wide_id else 0),
             now=self.now,
         )
         self.flush()

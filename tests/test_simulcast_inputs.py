@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sfu.core import DropReason, MediaSession
-from signaling.sdp import SdpError, answer_simulcast, media_sections
+from signaling.sdp import SdpError, media_sections, publisher_answer
 
 from .rtp_helpers import rtp_packet
 from .sim import EXT, VP8
@@ -48,11 +48,11 @@ def test_offer_rows(lines: tuple[str, ...], kind: str, rids: tuple[str, ...] | N
 
 def test_the_answer_gets_the_receive_lines_of_its_simulcast_sections_only() -> None:
     answer = HEAD + section("video", "0", "a=sendrecv") + section("audio", "1")
-    out = answer_simulcast(answer, {"0": ("q", "h", "f")})
+    out = publisher_answer(answer, {"0": ("q", "h", "f")})
     video, audio = out.split("m=audio")
     assert video.endswith("a=rid:q recv\r\na=rid:h recv\r\na=rid:f recv\r\na=simulcast:recv q;h;f\r\n")
     assert "rid" not in audio and out.endswith("\r\n")
-    assert answer_simulcast(answer, {}) == answer
+    assert publisher_answer(answer, {}) == answer
 
 
 def test_unknown_rids_and_extra_ssrcs_are_dropped_and_counted() -> None:

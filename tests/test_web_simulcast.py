@@ -2,7 +2,8 @@
 screen and its link take, and the layers nobody receives stopped at the publisher (dynacast).
 
 The fake camera is a generated 1280x720 video file, so that the browser has three resolutions to
-send. One student's downlink is shaped with `tc` on the loopback interface (a token bucket on the
+send. The students' browsers send transport-wide feedback, from which the server estimates their
+downlinks. One student's downlink is shaped with `tc` on the loopback interface (a token bucket on the
 UDP port its browser receives on), the way a poor home connection would hold it.
 """
 
@@ -120,6 +121,11 @@ async def test_a_camera_in_three_layers_each_student_what_the_link_takes(classe:
         bruno = await students_page(browser, link, "Bruno", 1280)
         for page in (alice, bruno):
             await until(lambda page=page: _width(page, 1280), timeout=40)
+
+        # Their browsers report what arrives (transport-wide feedback): the server's own estimate.
+        for name in ("Alice", "Bruno"):
+            bwe = participant(classe, name).subscriber.transport.bwe
+            assert bwe is not None and bwe.feedbacks > 0, name
 
         # Bruno's link drops to 300 kbit/s: he gets the lowest layer, Alice keeps the full one.
         port = await until(lambda: _port(bruno))

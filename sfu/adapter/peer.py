@@ -23,10 +23,11 @@ from aiortc import (
     RTCRtpHeaderExtensionParameters,
     RTCRtpTransceiver,
 )
-from aiortc.codecs import HEADER_EXTENSIONS
+from aiortc.codecs import CODECS, HEADER_EXTENSIONS
+from aiortc.rtcrtpparameters import RTCRtcpFeedback
 
 from ..core import Codec, Consumer, DropReason, HeaderExtensions, Kind, Producer
-from ..core.rtp import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID, URI_REPAIRED_RID, URI_RID
+from ..core.rtp import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID, URI_REPAIRED_RID, URI_RID, URI_TRANSPORT_CC
 from .ice import MediaNetwork, use_media_network
 from .live import LiveSession
 from .srtp import SrtpProtector
@@ -41,12 +42,22 @@ LAYER_BITRATES = {"q": 150_000, "h": 500_000, "f": 1_500_000}
 
 
 def _register_extensions() -> None:
-    """Make aiortc accept the rid header extensions in a simulcast offer (it answers only the
-    extensions it lists): the core reads them to learn which SSRC is which encoding."""
-    video = HEADER_EXTENSIONS["video"]
-    for uri in (URI_RID, URI_REPAIRED_RID):
-        if all(ext.uri != uri for ext in video):
-            video.append(RTCRtpHeaderExtensionParameters(id=max(ext.id for ext in video) + 1, uri=uri))
+    """Make aiortc negotiate what it does not know (it answers and offers only the extensions and
+    feedback it lists): the rid extensions, read by the core to tell simulcast encodings apart, and
+    transport-wide congestion control, numbered on what the server sends a subscriber and reported
+    back by its browser (the downlink estimate). Answers to publishers leave the latter out
+    (signaling/sdp.py, `publisher_answer`): they get REMB."""
+    wanted = {"video": (URI_RID, URI_REPAIRED_RID, URI_TRANSPORT_CC), "audio": (URI_TRANSPORT_CC,)}
+    for kind, uris in wanted.items():
+        extensions = HEADER_EXTENSIONS[kind]
+        for uri in uris:
+            if all(ext.uri != uri for ext in extensions):
+                ids = {ext.id for e in HEADER_EXTENSIONS.values() for ext in e if ext.uri == uri}
+                ident = ids.pop() if ids else max(ext.id for e in HEADER_EXTENSIONS.values() for ext in e) + 1
+                extensions.append(RTCRtpHeaderExtensionParameters(id=ident, uri=uri))
+    for codec in CODECS["video"]:
+        if codec.mimeType.lower() != "video/rtx" and all(fb.type != "transport-cc" for fb in codec.rtcpFeedback):
+            codec.rtcpFeedback.append(RTCRtcpFeedback(type="transport-cc"))
 
 
 _register_extensions()
@@ -75,6 +86,7 @@ def negotiated_extensions(parameters: Any) -> HeaderExtensions:
         abs_send_time=ids.get(URI_ABS_SEND_TIME, 0),
         rid=ids.get(URI_RID, 0),
         repaired_rid=ids.get(URI_REPAIRED_RID, 0),
+        transport_cc=ids.get(URI_TRANSPORT_CC, 0),
     )
 
 

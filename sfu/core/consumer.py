@@ -37,11 +37,11 @@ MAX_RTT = 1.0
 MAX_SKIPPED_AT_START = 512
 
 
-def _header_template(ssrc: int, mid: str, ext: HeaderExtensions, kind: Kind) -> tuple[bytearray, int, int]:
-    """A reusable header with the extension block laid out; returns it with the
-    offsets of the abs-send-time and audio-level values (0 when absent)."""
+def _header_template(ssrc: int, mid: str, ext: HeaderExtensions, kind: Kind) -> tuple[bytearray, int, int, int]:
+    """A reusable header with the extension block laid out; returns it with the offsets of the
+    abs-send-time, audio-level and transport-wide sequence number values (0 when absent)."""
     block = bytearray()
-    ast_offset = level_offset = 0
+    ast_offset = level_offset = wide_offset = 0
     if ext.mid and mid:
         value = mid.encode("ascii")[:16]
         block.append((ext.mid << 4) | (len(value) - 1))
@@ -54,12 +54,16 @@ def _header_template(ssrc: int, mid: str, ext: HeaderExtensions, kind: Kind) -> 
         block.append(ext.audio_level << 4)
         level_offset = 16 + len(block)
         block.append(0x7F)
+    if ext.transport_cc:
+        block.append((ext.transport_cc << 4) | 1)
+        wide_offset = 16 + len(block)
+        block += b"\x00\x00"
     header = bytearray(RTP_HEADER.pack(0x80, 0, 0, 0, ssrc))
     if block:
         block += b"\x00" * (-len(block) % 4)
         header[0] = 0x90
         header += b"\xbe\xde" + (len(block) // 4).to_bytes(2, "big") + block
-    return header, ast_offset, level_offset
+    return header, ast_offset, level_offset, wide_offset
 
 
 class Consumer:
@@ -80,6 +84,7 @@ class Consumer:
         "_sr_lsr",
         "_sr_sent_at",
         "_stats",
+        "_wide_offset",
         "clock_rate",
         "forwarder",
         "fraction_lost",
@@ -156,7 +161,9 @@ class Consumer:
         # Per history slot: the source packet last sent again from it, and when. Made on the first NACK.
         self._resent_seq: list[int] | None = None
         self._resent_at: list[float] = []
-        self._header, self._ast_offset, self._level_offset = _header_template(ssrc, mid, extensions, self.kind)
+        self._header, self._ast_offset, self._level_offset, self._wide_offset = _header_template(
+            ssrc, mid, extensions, self.kind
+        )
         self._first_byte = self._header[0] & 0xDF  # version and extension bits; padding per packet
         self._rtx_header = _header_template(rtx_ssrc or 0, mid, extensions, self.kind)[0]
         self._history = [-1] * HISTORY_SIZE  # out seq -> extended source seq (checked by the rewriter)
@@ -214,6 +221,8 @@ class Consumer:
             header[self._ast_offset : self._ast_offset + 3] = packet.ast
         if self._level_offset:
             header[self._level_offset] = packet.level
+        if self._wide_offset:  # the subscriber reports its arrival: the downlink estimate
+            _SEQ.pack_into(header, self._wide_offset, self.transport.wide_seq(len(header) + len(payload), now))
         if not self._outbox:
             self._ready.append(self.transport)
         self._outbox.append(b"".join((header, payload)))
@@ -368,6 +377,8 @@ class Consumer:
             if self._level_offset:
                 offset = find_extension(data, level_id)
                 header[self._level_offset] = data[offset] if offset > 0 else 0x7F
+            if self._wide_offset:
+                _SEQ.pack_into(header, self._wide_offset, transport.wide_seq(len(header) + len(data) - hdr_len, now))
             if not self._outbox:
                 self._ready.append(transport)
             self._outbox.append(b"".join((header, prefix, self._resent_payload(data[hdr_len:]))))

@@ -9,6 +9,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
+from .twcc import FeedbackError, TransportFeedback, parse_feedback
+
 _HEADER = struct.Struct("!BBH")
 _SSRC = struct.Struct("!I")
 _SR_INFO = struct.Struct("!IQIII")
@@ -16,7 +18,7 @@ _REPORT = struct.Struct("!IBBHIIII")  # ssrc, fraction, lost (24 bits split 8+16
 _TWO_SSRC = struct.Struct("!II")
 
 SR, RR, SDES, BYE, RTPFB, PSFB = 200, 201, 202, 203, 205, 206
-FMT_NACK, FMT_PLI, FMT_FIR, FMT_AFB = 1, 1, 4, 15
+FMT_NACK, FMT_PLI, FMT_FIR, FMT_AFB, FMT_TWCC = 1, 1, 4, 15, 15
 # Sequence numbers read from one NACK; the others are only counted (a datagram can hold ~6,000).
 MAX_NACK_LOST = 512
 
@@ -75,7 +77,7 @@ class Remb:
     ssrcs: list[int]
 
 
-RtcpPacket = SenderReport | ReceiverReport | Nack | KeyframeRequest | Remb
+RtcpPacket = SenderReport | ReceiverReport | Nack | KeyframeRequest | Remb | TransportFeedback
 
 
 def _report_blocks(data: bytes, pos: int, count: int, end: int) -> list[ReportBlock]:
@@ -143,6 +145,11 @@ def parse_rtcp(data: bytes) -> list[RtcpPacket]:
                         if blp & (1 << bit):
                             lost.append((pid + bit + 1) & 0xFFFF)
                 packets.append(Nack(sender, media, lost, excess))
+            elif ptype == RTPFB and count == FMT_TWCC:
+                try:
+                    packets.append(parse_feedback(sender, media, data, fci, end))
+                except FeedbackError as exc:
+                    raise RtcpError(str(exc)) from None
             elif ptype == PSFB and count == FMT_PLI:
                 packets.append(KeyframeRequest(sender, media))
             elif ptype == PSFB and count == FMT_FIR:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING
 
+from .bwe import DownlinkEstimator
 from .consumer import Consumer
-from .events import ProducerBound
+from .events import BandwidthEstimate, ProducerBound
 from .producer import Producer
 from .rtcp import (
     KeyframeRequest,
@@ -24,8 +25,11 @@ from .rtcp import (
 )
 from .rtp import RTP_HEADER, RTP_MAX_SIZE, header_length, read_mid
 from .stats import DropReason
+from .twcc import TransportFeedback
 
 RETRANSMISSION_SHARE = 0.25  # of a subscriber's downlink estimate, at most, for retransmissions
+SENT_RING = 4096  # packets remembered by transport-wide number, for the subscriber's feedback (a power of two)
+ESTIMATE_STEP = 0.1  # a change of the estimate by more than this fraction is an event
 
 if TYPE_CHECKING:
     from .session import MediaSession
@@ -50,6 +54,12 @@ class Transport:
         self.mid_extension = 0
         self.closed = False
         self._stats = session.stats
+        self.bwe: DownlinkEstimator | None = None  # made at the first transport-wide number sent
+        self._wide = 0
+        self._sent_seq: list[int] = []
+        self._sent_time: list[float] = []
+        self._sent_size: list[int] = []
+        self._told_estimate = 0
         self._rtx_tokens = float(session.retransmission_rate)  # bytes; see retransmission_budget
         self._rtx_time = 0.0
 
@@ -140,6 +150,40 @@ class Transport:
                 self._on_reports(packet.reports, now)
             elif isinstance(packet, Remb):
                 self.remb = packet.bitrate
+            elif isinstance(packet, TransportFeedback):
+                self._on_feedback(packet, now)
+
+    def wide_seq(self, size: int, now: float) -> int:
+        """The next transport-wide sequence number, for a packet of `size` bytes sent now."""
+        if self.bwe is None:
+            self.bwe = DownlinkEstimator()
+            self._sent_seq = [-1] * SENT_RING
+            self._sent_time = [0.0] * SENT_RING
+            self._sent_size = [0] * SENT_RING
+        seq = self._wide
+        self._wide = (seq + 1) & 0xFFFF
+        slot = seq & (SENT_RING - 1)
+        self._sent_seq[slot] = seq
+        self._sent_time[slot] = now
+        self._sent_size[slot] = size
+        return seq
+
+    def _on_feedback(self, feedback: TransportFeedback, now: float) -> None:
+        """What arrived of what we sent: the estimator's input. Numbers we did not send (or sent
+        too long ago) are ignored, so a forged feedback can only report our own packets."""
+        bwe = self.bwe
+        if bwe is None:
+            return
+        results = []
+        for seq, arrival in feedback.packets:
+            slot = seq & (SENT_RING - 1)
+            if self._sent_seq[slot] == seq:
+                results.append((self._sent_time[slot], self._sent_size[slot], arrival))
+        bwe.on_feedback(results, now)
+        told = self._told_estimate
+        if abs(bwe.estimate - told) > told * ESTIMATE_STEP:
+            self._told_estimate = bwe.estimate
+            self.session.events.append(BandwidthEstimate(self.id, bwe.estimate))
 
     def _on_reports(self, reports: list[ReportBlock], now: float) -> None:
         for block in reports:
