@@ -158,7 +158,7 @@ def test_the_estimate_finds_the_link_follows_a_drop_and_recovers() -> None:
     # may try the next one for a moment: the media is the probe), and the picture never frozen
     # for long while it goes down.
     constrained = [layers[t] for t in estimates if 14.0 <= t < 20.0]
-    assert constrained.count(0) >= 0.9 * len(constrained) and max(l or 0 for l in constrained) <= 1, constrained
+    assert constrained.count(0) >= 0.9 * len(constrained) and max(s or 0 for s in constrained) <= 1, constrained
     frames = [t for t, _, _ in sim.subscribers["pupil"][1].streams[teacher.ssrc].frames if 11.0 <= t < 20.0]
     longest = max(b - a for a, b in itertools.pairwise(frames))
     assert longest < FREEZE, longest
