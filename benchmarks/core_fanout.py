@@ -1,11 +1,12 @@
 """Micro-benchmark of the per-packet path, without sockets: core fan-out, then SRTP, vs a bare loop.
 
 `python -m benchmarks.core_fanout [--subscribers 100] [--profile]` prints microseconds per
-forwarded packet for three paths measured in the same run:
+forwarded packet for these paths, measured in the same run:
   bare   — rewrite the sequence number in a bytearray and SRTP-protect (the floor);
   core   — MediaSession fan-out (rewriting, header extension template, cache, history);
   core + pylibsrtp — the core, then pylibsrtp's Session.protect on each output;
-  core + srtp (adapter) — the core, then the adapter's SrtpProtector, as the server does.
+  core + srtp (adapter) — the core, then the adapter's SrtpProtector, as the server does;
+  ", transport-cc" — the same with transport-wide numbering on, as for a browser subscriber.
 `--nack-storm` instead measures what a subscriber's NACK storm costs the core: NACKs 3.6 ms
 apart, each asking for the last 500 packets, answered (or refused) from the cache.
 """
@@ -48,17 +49,27 @@ def packets(count: int) -> list[bytes]:
     ]
 
 
-def session_with(n: int) -> tuple[MediaSession, object]:
+def session_with(n: int, wide: bool = False) -> tuple[MediaSession, object]:
+    """A VP8 track and `n` subscribers; `wide`: they negotiated transport-wide congestion control
+    (Chrome does: every packet sent is numbered and remembered for its feedback)."""
     session = MediaSession()
     pub = session.create_transport("pub")
     ext = HeaderExtensions(mid=1, abs_send_time=3)
+    sub_ext = HeaderExtensions(mid=1, abs_send_time=3, transport_cc=5 if wide else 0)
     producer = session.add_producer(
         pub, "p", mid="0", codec=Codec("video/VP8", 96, 90000, 97), extensions=ext, ssrc=1111
     )
     for i in range(n):
         t = session.create_transport(f"s{i}")
         c = session.add_consumer(
-            t, producer, ssrc=2000 + i, payload_type=96, mid="1", extensions=ext, rtx_ssrc=3000 + i, rtx_payload_type=97
+            t,
+            producer,
+            ssrc=2000 + i,
+            payload_type=96,
+            mid="1",
+            extensions=sub_ext,
+            rtx_ssrc=3000 + i,
+            rtx_payload_type=97,
         )
         c.forwarder.waiting = False  # the replayed packets need not start on a keyframe
     return session, pub
@@ -78,9 +89,9 @@ def bench_bare(pkts: list[bytes], n: int, protect: bool) -> float:
     return time.perf_counter() - start
 
 
-def bench_core(pkts: list[bytes], n: int, protect: bool, direct: bool = True) -> float:
+def bench_core(pkts: list[bytes], n: int, protect: bool, direct: bool = True, wide: bool = False) -> float:
     """The core's fan-out, then SRTP through the adapter's protector (`direct`) or pylibsrtp's."""
-    session, pub = session_with(n)
+    session, pub = session_with(n, wide)
     srtp: dict[object, Any] = {
         t: SrtpProtector(pylibsrtp.Session(policy())) if direct else pylibsrtp.Session(policy())
         for t in session.transports.values()
@@ -163,12 +174,14 @@ def main() -> None:
         ("bare (rewrite only)", lambda: bench_bare(pkts, args.subscribers, False)),
         ("bare + srtp", lambda: bench_bare(pkts, args.subscribers, True)),
         ("core", lambda: bench_core(pkts, args.subscribers, False)),
+        ("core, transport-cc", lambda: bench_core(pkts, args.subscribers, False, wide=True)),
         ("core + pylibsrtp", lambda: bench_core(pkts, args.subscribers, True, direct=False)),
         ("core + srtp (adapter)", lambda: bench_core(pkts, args.subscribers, True)),
+        ("core + srtp, transport-cc", lambda: bench_core(pkts, args.subscribers, True, wide=True)),
     ]
     for name, run in runs:
         best = min(run() for _ in range(3))
-        print(f"{name:22s} {best / forwarded * 1e6:6.2f} µs per forwarded packet  ({forwarded / best:,.0f} packets/s)")
+        print(f"{name:26s} {best / forwarded * 1e6:6.2f} µs per forwarded packet  ({forwarded / best:,.0f} packets/s)")
 
 
 if __name__ == "__main__":
