@@ -92,6 +92,7 @@ class RoomAllocator:
         self.estimated = 0  # sums over the class, for the metrics
         self.allocated = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._soon: asyncio.Handle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
@@ -104,7 +105,20 @@ class RoomAllocator:
         self.run()
         self.start()
 
+    def soon(self) -> None:
+        """Run again as soon as the loop is free (an estimate moved): several asks, one run."""
+        if self._soon is None:
+            self._soon = self.room.live.loop.call_soon(self._run_soon)
+
+    def _run_soon(self) -> None:
+        self._soon = None
+        if not self.room.detached:
+            self.run()
+
     def close(self) -> None:
+        if self._soon is not None:
+            self._soon.cancel()
+            self._soon = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

@@ -14,7 +14,7 @@ from collections.abc import Coroutine, Iterable
 from typing import TYPE_CHECKING, Any
 
 from sfu.core import Consumer, Kind, Producer
-from sfu.core.events import Event, SpeakersChanged
+from sfu.core.events import BandwidthEstimate, Event, SpeakersChanged
 from sfu.core.selection import VideoTrack, choose_videos, shown_large
 
 from .allocation import RoomAllocator
@@ -139,9 +139,13 @@ class Forwarding:
     # Speakers
 
     def on_event(self, event: Event) -> None:
-        """The core's events, as the adapter hands them over: the room needs the speakers."""
-        if isinstance(event, SpeakersChanged) and not self.room.detached:
+        """The core's events, as the adapter hands them over: the speakers, and estimates that moved."""
+        if self.room.detached:
+            return
+        if isinstance(event, SpeakersChanged):
             self.on_speakers(event.active, event.loudest)
+        elif isinstance(event, BandwidthEstimate):
+            self.allocator.soon()  # a link that dropped is not left full until the next second
 
     def on_speakers(self, active: str | None, loudest: tuple[str, ...]) -> None:
         """The core's detector changed its mind (producer ids): forward, reorder, announce."""
