@@ -24,6 +24,16 @@ def consumer_of(sim: Sim, name: str) -> LayeredConsumer:
     return consumer
 
 
+def teacher_and_pupil() -> tuple[Sim, LayeredConsumer]:
+    """A simulcast teacher and one pupil subscribed, one second in: on q, every temporal layer."""
+    sim = Sim()
+    sim.publish_simulcast("teacher")
+    sim.subscribe("pupil", "teacher")
+    consumer = consumer_of(sim, "pupil")
+    sim.run(1.0)
+    return sim, consumer
+
+
 def longest_freeze(stream: Received, after: float = 0.0) -> float:
     times = [t for t, _, _ in stream.frames if t >= after]
     return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
@@ -52,11 +62,7 @@ def test_switching_layers_keeps_one_continuous_stream() -> None:
 
 
 def test_temporal_layers_lower_the_frame_rate_without_a_gap() -> None:
-    sim = Sim()
-    sim.publish_simulcast("teacher")
-    sim.subscribe("pupil", "teacher")
-    consumer = consumer_of(sim, "pupil")
-    sim.run(1.0)
+    sim, consumer = teacher_and_pupil()
     consumer.set_layers(0, 0, sim.now)
     sim.run(3.0)
     assert consumer.current_layers == (0, 0)
@@ -75,11 +81,7 @@ def test_temporal_layers_lower_the_frame_rate_without_a_gap() -> None:
 
 
 def test_a_paused_layered_consumer_costs_no_visit() -> None:
-    sim = Sim()
-    sim.publish_simulcast("teacher")
-    sim.subscribe("pupil", "teacher")
-    consumer = consumer_of(sim, "pupil")
-    sim.run(1.0)
+    sim, consumer = teacher_and_pupil()
     producer = consumer.producer
     assert [len(s.consumers) for s in producer.streams] == [1, 0, 0]
     consumer.set_paused("bandwidth", True, sim.now)
