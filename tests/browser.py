@@ -37,6 +37,19 @@ window.RTCPeerConnection = class extends Native {
   constructor(...args) { super(...args); window.__peers.push(this); }
 };
 """
+# Test instrumentation too: the client asks for a 720p camera (the full simulcast layer); the
+# browser tests other than simulcast's ask for 640x360, as the client did before, so that a CI
+# machine of 2 CPUs is not busy encoding three layers of 720p for every page.
+SMALLER_CAMERA = """
+if (navigator.mediaDevices) {
+  const open = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+  navigator.mediaDevices.getUserMedia = (c) => {
+    const video = c && typeof c.video === 'object' ? c.video : null;
+    const hd = video && video.width && video.width.ideal === 1280;
+    return open(hd ? { ...c, video: { ...video, width: { ideal: 640 }, height: { ideal: 360 } } } : c);
+  };
+}
+"""
 
 
 def chromium_path() -> str:
@@ -48,9 +61,10 @@ def chromium_path() -> str:
 
 
 class Chromium:
-    def __init__(self, origin: str, browser: Any) -> None:
+    def __init__(self, origin: str, browser: Any, full_camera: bool = False) -> None:
         self.origin = origin
         self.browser = browser
+        self.full_camera = full_camera
         self.requests: list[str] = []
         self.errors: list[str] = []
 
@@ -58,7 +72,7 @@ class Chromium:
         context: BrowserContext = await self.browser.new_context(
             viewport={"width": 1280, "height": 800}, locale="fr-FR"
         )
-        await context.add_init_script(WATCH_PEERS + init_script)
+        await context.add_init_script(WATCH_PEERS + ("" if self.full_camera else SMALLER_CAMERA) + init_script)
         context.on("request", lambda request: self.requests.append(request.url))
         context.on("page", lambda page: self._watch(page, name))
         return context
@@ -84,11 +98,11 @@ async def screenshot(page: Page, name: str) -> None:
 
 
 @asynccontextmanager
-async def chromium(origin: str, *extra_flags: str) -> AsyncIterator[Chromium]:
+async def chromium(origin: str, *extra_flags: str, full_camera: bool = False) -> AsyncIterator[Chromium]:
     async with async_playwright() as playwright:
         flags = [*CHROMIUM_FLAGS, *extra_flags]
         browser = await playwright.chromium.launch(executable_path=chromium_path(), args=flags, headless=True)
         try:
-            yield Chromium(origin, browser)
+            yield Chromium(origin, browser, full_camera)
         finally:
             await browser.close()

@@ -102,7 +102,7 @@ async def students_page(browser: Chromium, link: str, name: str, width: int) -> 
 
 async def test_a_camera_in_three_layers_each_student_what_the_link_takes(classe: RunningServer, tmp_path: Path) -> None:
     flags = (f"--use-file-for-fake-video-capture={camera_file(tmp_path)}",)
-    async with await teacher(classe) as t, chromium(classe.url, *flags) as browser:
+    async with await teacher(classe) as t, chromium(classe.url, *flags, full_camera=True) as browser:
         classroom = await new_class(t, lobby=False, title="Physique 3e")
         link = classroom["link"]
         prof = await browser.page("prof")
