@@ -56,7 +56,7 @@ PROBE_STEP = 1.5  # a probe lets the subscriber receive up to this times what it
 PROBE_TIME = 2.0
 PROBE_TIME_REMB = 4.0
 PROBE_AGAIN = 1.0  # seconds from a successful probe to the next, while more is wanted
-PROBE_BACKOFF = 5.0  # seconds from a failed probe (or a start) to the next, doubling on failure
+PROBE_BACKOFF = 5.0  # seconds from a failed probe to the next, doubling on each failure
 PROBE_BACKOFF_MAX = 60.0
 TEMPORAL_SHARES = (0.5, 0.75, 1.0)  # a paused layer's nominal bitrate split by temporal layer
 
@@ -245,7 +245,7 @@ class RoomAllocator:
     def _after_probes(self, allocation: Allocation, estimates: dict[str, int], now: float) -> None:
         """End the probes that lasted without loss; start one for a subscriber held below its wish."""
         for sub, estimate in estimates.items():
-            probe = self.probes.setdefault(sub, Probe(next_at=now + PROBE_BACKOFF))
+            probe = self.probes.setdefault(sub, Probe(next_at=now + PROBE_AGAIN))  # the first soon
             if probe.until is not None:
                 if now >= probe.until:
                     probe.until = None
