@@ -162,7 +162,7 @@ class RoomAllocator:
                         self._priority(participant, producer),
                         self._wish(participant, consumer),
                         bitrates[producer.id],
-                        None if consumer.pause_reasons - {"bandwidth"} else consumer.target_layers,
+                        None if consumer.paused else consumer.target_layers,  # paused: resuming is going up
                     )
                 )
         cooling = frozenset(key for key, at in self.lowered.items() if now - at < COOLING)
