@@ -275,7 +275,11 @@ async def test_a_student_signs_in_and_joins_an_account_class(classe: RunningServ
             await ines.get_by_role("button", name="Se connecter").click()
             await ines.wait_for_url(classroom["link"])
             # By keyboard alone, in the order the page reads: name, devices, switches, join.
-            await ines.get_by_label("Votre nom").focus()
+            # The pre-join form shows once the page has asked the server about the class: focus waits for it.
+            name = ines.get_by_label("Votre nom")
+            await expect(name).to_be_visible()
+            await name.focus()
+            await expect(name).to_be_focused()
             order = []
             for _ in range(5):
                 await ines.keyboard.press("Tab")
