@@ -30,7 +30,9 @@ DECREASE = 0.85
 INCREASE_PER_SECOND = 1.08
 ACKED_WINDOW = 0.5  # seconds of acknowledged packets the acknowledged bitrate is measured over
 LOSS_HIGH, LOSS_LOW = 0.1, 0.02
+LOSS_SEVERE = 0.3  # lost above this, the link carries what arrived
 LOSS_INTERVAL = 0.3  # seconds between two loss-based decreases
+MIN_SPAN = 0.02  # seconds of arrivals a feedback must cover to measure what the link carries
 PROBE_CREDIT = 0.95  # of the acknowledged bitrate, taken as the estimate when nothing went wrong
 
 OVERUSE, NORMAL, UNDERUSE = 1, 0, -1
@@ -118,6 +120,7 @@ class DownlinkEstimator:
         self._last_decrease = float("-inf")
         self._last_loss_cut = float("-inf")
         self.feedbacks = 0
+        self.loss = 0.0  # the fraction the last feedback reported lost
 
     def acked_bitrate(self) -> int:
         if len(self._acked) < 2:
@@ -141,7 +144,7 @@ class DownlinkEstimator:
         while self._acked and self._acked[-1][0] - self._acked[0][0] > ACKED_WINDOW:
             self._acked_bytes -= self._acked.popleft()[1]
         acked = self.acked_bitrate()
-        loss = lost / len(results)
+        loss = self.loss = lost / len(results)
         state = self.detector.state
         if state == OVERUSE and now - self._last_decrease > 0.2:
             self.estimate = int(DECREASE * acked) if acked else int(self.estimate * DECREASE)
@@ -158,7 +161,30 @@ class DownlinkEstimator:
         self._last_increase = now
         if loss > LOSS_HIGH and now - self._last_loss_cut > LOSS_INTERVAL:
             # Lowered in proportion, but not below what arrives anyway: a burst of tail drops
-            # when a probe overshoots must not take the estimate far under the link.
-            self.estimate = max(int(self.estimate * (1 - 0.5 * loss)), int(DECREASE * acked))
+            # when a probe overshoots must not take the estimate far under the link. A link
+            # that loses most of what it is sent carries no more than this feedback saw arrive:
+            # one that fell from 2 Mbit/s to 300 kbit/s is found at once, not in seconds of cuts.
+            lowered = max(int(self.estimate * (1 - 0.5 * loss)), int(DECREASE * acked))
+            arrived = _arrival_rate(results) if loss > LOSS_SEVERE else 0
+            if arrived:
+                lowered = max(min(lowered, arrived), int(DECREASE * arrived))
+            self.estimate = lowered
             self._last_loss_cut = now
         self.estimate = max(self.floor, min(self.cap, self.estimate))
+
+
+def _arrival_rate(results: list[tuple[float, int, float | None]]) -> int:
+    """Bits per second that arrived over one feedback's span (0 when too short to tell)."""
+    first = last = None
+    size = 0
+    for _, length, arrival in results:
+        if arrival is None:
+            continue
+        if first is None or arrival < first:
+            first = arrival
+        if last is None or arrival > last:
+            last = arrival
+        size += length
+    if first is None or last is None or last - first < MIN_SPAN:
+        return 0
+    return int(size * 8 / (last - first))
