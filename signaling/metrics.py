@@ -37,6 +37,7 @@ class MediaCollector(Collector):
             ("classe_nacks_sent", s.nacks_sent, "NACK messages sent to publishers"),
             ("classe_keyframe_requests_sent", s.keyframe_requests_sent, "PLIs sent to publishers"),
             ("classe_layer_switches", s.layer_switches, "simulcast or temporal layer switches of subscriptions"),
+            ("classe_probe_packets", s.probe_packets, "padding packets sent to probe subscribers' links"),
         ):
             yield CounterMetricFamily(name, doc, value=value)
         drops = CounterMetricFamily("classe_dropped_packets", "packets dropped, by reason", labels=["reason"])

@@ -31,6 +31,7 @@ HISTORY_SIZE = 1024  # sent packets remembered for NACKs; a power of two
 # (plus 5 ms), at most MAX_RETRANSMISSIONS_PER_NACK for one NACK, within the subscriber's
 # retransmission budget (Transport). Until a receiver report gives the round trip, DEFAULT_RTT.
 MAX_RETRANSMISSIONS_PER_NACK = 128
+PADDING_BURST = 8  # packets of probe padding one consumer sends at a time
 RETRANSMIT_SLACK = 0.005
 DEFAULT_RTT = 0.1
 MAX_RTT = 1.0
@@ -333,7 +334,6 @@ class Consumer:
         history = self._history
         rewriter = self._rewriter
         cache = self.stream.cache
-        level_id = self.producer.extensions.audio_level
         sent = missed = repeated = over_budget = 0
         for index, out_seq in enumerate(lost):
             if sent == MAX_RETRANSMISSIONS_PER_NACK:
@@ -358,36 +358,66 @@ class Consumer:
             resent_seq[slot] = ext_seq
             resent_at[slot] = now
             sent += 1
-            hdr_len = header_length(data)
-            out_ts = (RTP_HEADER.unpack_from(data)[3] + self.ts_offset) & 0xFFFFFFFF
-            pt_byte = (data[1] & 0x80) | self.payload_type
-            prefix = b""
-            if self.rtx_payload_type is not None:
-                header = self._rtx_header
-                prefix = _SEQ.pack(out_seq)
-                pt_byte = (data[1] & 0x80) | self.rtx_payload_type
-                out_seq = self.rtx_seq
-                self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
-            else:
-                header = self._header
-            header[0] = (header[0] & 0xDF) | (data[0] & 0x20)
-            _PT_SEQ_TS.pack_into(header, 1, pt_byte, out_seq, out_ts)
-            if self._ast_offset:
-                header[self._ast_offset : self._ast_offset + 3] = abs_send_time(now)
-            if self._level_offset:
-                offset = find_extension(data, level_id)
-                header[self._level_offset] = data[offset] if offset > 0 else 0x7F
-            if self._wide_offset:
-                _SEQ.pack_into(header, self._wide_offset, transport.wide_seq(len(header) + len(data) - hdr_len, now))
-            if not self._outbox:
-                self._ready.append(transport)
-            self._outbox.append(b"".join((header, prefix, self._resent_payload(data[hdr_len:]))))
+            self._resend(data, out_seq, now)
         transport.spend_retransmission_budget(budget)
         drops[DropReason.NACK_CACHE_MISS] += missed
         drops[DropReason.NACK_REPEATED] += repeated
         drops[DropReason.NACK_OVER_BUDGET] += over_budget
         self.retransmissions += sent
         self._stats.retransmissions += sent
+
+    def _resend(self, data: bytes, out_seq: int, now: float) -> int:
+        """Queue a cached packet again as first sent (numbered `out_seq`), on the RTX stream where
+        negotiated; returns its size."""
+        transport = self.transport
+        hdr_len = header_length(data)
+        out_ts = (RTP_HEADER.unpack_from(data)[3] + self.ts_offset) & 0xFFFFFFFF
+        pt_byte = (data[1] & 0x80) | self.payload_type
+        prefix = b""
+        if self.rtx_payload_type is not None:
+            header = self._rtx_header
+            prefix = _SEQ.pack(out_seq)
+            pt_byte = (data[1] & 0x80) | self.rtx_payload_type
+            out_seq = self.rtx_seq
+            self.rtx_seq = (self.rtx_seq + 1) & 0xFFFF
+        else:
+            header = self._header
+        header[0] = (header[0] & 0xDF) | (data[0] & 0x20)
+        _PT_SEQ_TS.pack_into(header, 1, pt_byte, out_seq, out_ts)
+        if self._ast_offset:
+            header[self._ast_offset : self._ast_offset + 3] = abs_send_time(now)
+        if self._level_offset:
+            offset = find_extension(data, self.producer.extensions.audio_level)
+            header[self._level_offset] = data[offset] if offset > 0 else 0x7F
+        size = len(header) + len(prefix) + len(data) - hdr_len
+        if self._wide_offset:
+            _SEQ.pack_into(header, self._wide_offset, transport.wide_seq(size, now))
+        if not self._outbox:
+            self._ready.append(transport)
+        self._outbox.append(b"".join((header, prefix, self._resent_payload(data[hdr_len:]))))
+        return size
+
+    def pad(self, budget: float, now: float) -> int:
+        """Probe padding: copies of the newest packets sent, on the RTX stream (a receiver drops
+        a copy it already has; if lost, nothing is missing). Returns the bytes queued, at most
+        PADDING_BURST packets; nothing without RTX or before the stream started."""
+        if self.rtx_payload_type is None or not self.started or self.paused:
+            return 0
+        history = self._history
+        rewriter = self._rewriter
+        cache = self.stream.cache
+        out_seq = self.last_seq
+        sent = count = 0
+        while sent < budget and count < PADDING_BURST:
+            ext_seq = history[out_seq & (HISTORY_SIZE - 1)]
+            data = cache.get(ext_seq) if ext_seq >= 0 and rewriter.output_of(ext_seq) == out_seq else None
+            if data is None:
+                break
+            sent += self._resend(data, out_seq, now)
+            count += 1
+            out_seq = (out_seq - 1) & 0xFFFF
+        self._stats.probe_packets += count
+        return sent
 
     def _resent_payload(self, payload: bytes) -> bytes:
         """A cached payload as it was first sent (a layered consumer rewrites its ids again)."""

@@ -9,7 +9,7 @@ references by them.
 
 from __future__ import annotations
 
-from .consumer import Consumer
+from .consumer import HISTORY_SIZE, Consumer
 from .events import ConsumerLayerChanged
 from .forwarding import FORWARD, SKIP, SWITCH, LayeredForwarder
 from .packet import RtpPacket
@@ -57,15 +57,21 @@ class LayeredConsumer(Consumer):
         forwarder = self.layered_forwarder
         return None if forwarder.current < 0 else (forwarder.current, forwarder.temporal)
 
-    def set_layers(self, spatial: int, temporal: int, now: float) -> None:
+    def set_layers(self, spatial: int, temporal: int, now: float, at_once: bool = False) -> None:
         """The allocator's target: a spatial switch waits for a keyframe of the target stream
-        (asked for now), a temporal one for the next frame that allows it."""
+        (asked for now), a temporal one for the next frame that allows it. `at_once`, going down:
+        the current stream stops now (the link cannot carry it; what it would send until the
+        keyframe would only be lost, and delay the keyframe)."""
         forwarder = self.layered_forwarder
         spatial = min(max(spatial, 0), len(self.producer.streams) - 1)
         forwarder.target_temporal = min(max(temporal, 0), MAX_TEMPORAL)
-        if spatial == forwarder.target:
+        if spatial == forwarder.target and not (at_once and forwarder.current > spatial):
             return
         forwarder.target = spatial
+        if at_once and forwarder.current > spatial:
+            forwarder.current = -1
+            forwarder.waiting = True
+            self._history = [-1] * HISTORY_SIZE  # its packets are of no use now: not resent
         self.route()
         if not forwarder.paused and forwarder.current != spatial:
             self.producer.request_keyframe(now, spatial)

@@ -58,6 +58,7 @@ class MediaSession:
         self._attention: dict[Producer, None] = {}  # producers with a NACK or keyframe deadline
         self._next_report = 0.0
         self._reports_due = False  # a track received something since the last reports
+        self._probing: dict[Transport, None] = {}  # transports sending probe padding
         self._detecting = False  # the detector has a deadline get_timer() knows of
 
     # Inputs from the producers (their hot path calls these only on a change)
@@ -125,6 +126,7 @@ class MediaSession:
         for consumer in set(transport.consumers.values()):
             self.remove_consumer(consumer)
         transport.closed = True
+        self._probing.pop(transport, None)
         transport.outbox.clear()
         transport.rtcp_outbox.clear()
         self.transports.pop(transport.id, None)
@@ -250,12 +252,23 @@ class MediaSession:
         if consumer.rtx_ssrc is not None:
             transport.consumers.pop(consumer.rtx_ssrc, None)
 
+    def probing(self, transport: Transport) -> None:
+        """A transport started a probe (Transport.start_probe): its bursts are timer work."""
+        self._probing[transport] = None
+        self._wake_at(transport.probe_next)
+
     def handle_timer(self, now: float) -> None:
-        """Run what is due: upstream NACKs and keyframe requests, reports, speaker evaluation."""
+        """Run what is due: upstream NACKs and keyframe requests, probe padding, reports, speaker
+        evaluation."""
         for producer in list(self._attention):
             producer.on_timer(now)
             if producer.deadline() is None:
                 del self._attention[producer]
+        for transport in list(self._probing):
+            if now >= transport.probe_next:
+                transport.on_probe_timer(now)
+            if transport.probe_until is None or transport.closed:
+                del self._probing[transport]
         if self._reports_due and now >= self._next_report:
             self._send_reports(now)
         detector = self.detector
@@ -275,6 +288,9 @@ class MediaSession:
             at = producer.deadline()
             if at is not None and (deadline is None or at < deadline):
                 deadline = at
+        for transport in self._probing:
+            if deadline is None or transport.probe_next < deadline:
+                deadline = transport.probe_next
         if self._reports_due and (deadline is None or self._next_report < deadline):
             deadline = self._next_report
         if self.detector is not None:

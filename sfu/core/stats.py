@@ -50,6 +50,7 @@ class MediaStats:
         "layer_switches",
         "nacks_received",
         "nacks_sent",
+        "probe_packets",
         "retransmissions",
         "rtcp_received",
         "rtcp_sent",
@@ -69,6 +70,7 @@ class MediaStats:
         self.nacks_sent = 0
         self.keyframe_requests_sent = 0
         self.layer_switches = 0  # a layered consumer started forwarding another layer
+        self.probe_packets = 0  # padding sent to find out whether a subscriber's link has room
         self.drops = [0] * len(DropReason)
         self.forwarding_counts = [0] * len(FORWARDING_BUCKETS)
         self.forwarding_sum = 0.0

@@ -9,9 +9,10 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING
 
-from .bwe import DownlinkEstimator
+from .bwe import OVERUSE, DownlinkEstimator
 from .consumer import Consumer
 from .events import BandwidthEstimate, ProducerBound
+from .params import Kind
 from .producer import Producer
 from .rtcp import (
     KeyframeRequest,
@@ -30,6 +31,8 @@ from .twcc import TransportFeedback
 RETRANSMISSION_SHARE = 0.25  # of a subscriber's downlink estimate, at most, for retransmissions
 SENT_RING = 4096  # packets remembered by transport-wide number, for the subscriber's feedback (a power of two)
 ESTIMATE_STEP = 0.1  # a change of the estimate by more than this fraction is an event
+PROBE_LOSS = 0.05  # fraction lost in one feedback that ends a probe
+PROBE_TICK = 0.01  # seconds between two bursts of probe padding (a pacer's granularity)
 
 if TYPE_CHECKING:
     from .session import MediaSession
@@ -62,6 +65,12 @@ class Transport:
         self._told_estimate = 0
         self._rtx_tokens = float(session.retransmission_rate)  # bytes; see retransmission_budget
         self._rtx_time = 0.0
+        self._probe_rate = 0.0  # bytes/s of padding while probing
+        self._probe_start = 0.0
+        self._probe_sent = 0
+        self.probe_until: float | None = None  # a probe by padding runs until then
+        self.probe_next = 0.0
+        self.probe_failed = False  # a probe met loss or a growing queue (read and reset by the room)
 
     def receive_rtp(self, data: bytes, now: float) -> None:
         stats = self._stats
@@ -180,6 +189,9 @@ class Transport:
             if self._sent_seq[slot] == seq:
                 results.append((self._sent_time[slot], self._sent_size[slot], arrival))
         bwe.on_feedback(results, now)
+        if self.probe_until is not None and (bwe.loss > PROBE_LOSS or bwe.detector.state == OVERUSE):
+            self.probe_until = None  # the link has no room for it: stop at once (the room backs off)
+            self.probe_failed = True
         told = self._told_estimate
         if abs(bwe.estimate - told) > told * ESTIMATE_STEP:
             self._told_estimate = bwe.estimate
@@ -205,6 +217,44 @@ class Transport:
 
     def spend_retransmission_budget(self, left: float) -> None:
         self._rtx_tokens = left
+
+    def start_probe(self, rate: int, until: float, now: float) -> bool:
+        """Send `rate` bits/s of padding until `until`, spread over PROBE_TICK bursts, with
+        transport-wide numbers so that the feedback tells whether it all arrived. False when no
+        video consumer can carry padding (no RTX negotiated): the caller probes otherwise."""
+        if rate <= 0 or not any(c.rtx_payload_type is not None and c.started for c in self._videos()):
+            return False
+        self._probe_rate = rate / 8
+        self._probe_start = now
+        self._probe_sent = 0
+        self.probe_until = until
+        self.probe_next = now
+        self.probe_failed = False
+        self.session.probing(self)
+        return True
+
+    def stop_probe(self) -> None:
+        self.probe_until = None
+
+    def on_probe_timer(self, now: float) -> None:
+        """One burst: what the probe's rate owes since its start, from the newest video packets."""
+        until = self.probe_until
+        if until is None or self.closed:
+            return
+        if now >= until:
+            self.probe_until = None
+            return
+        due = self._probe_rate * (now - self._probe_start) - self._probe_sent
+        for consumer in self._videos():
+            if due <= 0:
+                break
+            sent = consumer.pad(due, now)
+            due -= sent
+            self._probe_sent += sent
+        self.probe_next = now + PROBE_TICK
+
+    def _videos(self) -> list[Consumer]:
+        return [c for ssrc, c in self.consumers.items() if ssrc == c.ssrc and c.kind is Kind.VIDEO]
 
     def send_rtcp(self, packet: bytes) -> None:
         if not self.rtcp_outbox and not self.outbox:

@@ -1,0 +1,303 @@
+"""A class's bandwidth, round after round: the allocator's choice carried out on the consumers.
+
+`allocate` (sfu/core/allocator.py) is a pure function of one moment. What lasts between two
+rounds lives here, sans-IO like the rest of the core (fed with the consumers and the time):
+
+- each subscriber's downlink (`Downlink`): the estimate to allocate by (the core's from transport-
+  wide feedback, else the subscriber's REMB), lowered on loss, within the operator's cap; and the
+  probing that finds out whether the link has room for more. The estimators only follow what
+  arrives, so a subscriber held below what it wants is sent more now and then: padding (copies of
+  its recent video packets on the RTX stream, harmless if lost) at the rate the next step needs,
+  or, where no RTX was negotiated, the next step itself. A probe that meets loss or a falling
+  estimate ends at once and the next waits twice as long (PROBE_BACKOFF_MAX at most);
+- cooling: a video lowered is not raised again for COOLING seconds (no oscillation);
+- a switch down because the link cannot carry the current layer (its bitrate above the whole
+  estimate) happens at once: the old layer stops instead of filling the queue until the lower
+  layer's keyframe, which then arrives sooner;
+- dynacast: which simulcast layers anyone receives; one unwanted for DYNACAST_DELAY is reported
+  so that its publisher stops encoding it (the lowest always stays).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from .allocator import Allocation, Subscription, allocate
+from .layered import LayeredConsumer
+from .params import Kind
+from .producer import Producer
+from .transport import Transport
+
+AUDIO_COST = 40_000  # bits/s counted per forwarded microphone (Opus with headers)
+COOLING = 4.0  # seconds during which a video lowered is not raised again
+DYNACAST_DELAY = 5.0  # seconds a layer must stay unwanted before its publisher stops encoding it
+LOSS_HIGH = 0.1  # fraction lost (receiver reports) above which the estimate is lowered
+PROBE_LOSS = 0.05  # fraction lost during a probe that makes it fail
+PROBE_STEP = 1.25  # a first probe sends this times what the subscriber uses; each success, this times more
+PROBE_STEP_MAX = 2.0
+PROBE_STEP_AFTER_FAILURE = 1.1  # a link found full is probed again more gently
+PROBE_MARGIN = 1.2  # ... and never more than this times what the subscriber wants
+PROBE_FALL = 0.9  # an estimate falling under this fraction of its value at the start ends a probe
+# Seconds a probe lasts before it counts as a success: the core's estimate takes what arrived
+# within a few feedbacks (sfu/core/bwe.py); a browser's REMB needs a few seconds to follow.
+PROBE_TIME = 0.5
+PROBE_TIME_REMB = 4.0
+PROBE_AGAIN = 1.0  # seconds from a successful probe (or a subscriber's start) to the next
+PROBE_BACKOFF = 1.0  # seconds from a failed probe to the next, doubling on each failure
+PROBE_BACKOFF_MAX = 8.0
+TEMPORAL_SHARES = (0.5, 0.75, 1.0)  # a paused layer's nominal bitrate split by temporal layer
+
+
+@dataclass(slots=True)
+class Wanted:
+    """One video a subscriber receives, as the room ranks it: its priority and the spatial layer
+    its tile needs (None: not chosen, or muted, so it costs nothing)."""
+
+    consumer: LayeredConsumer
+    priority: int
+    max_spatial: int | None
+
+
+@dataclass(slots=True)
+class Subscriber:
+    """One subscriber's round input: its transport and videos, and the audio it is sent (bits/s)."""
+
+    id: str
+    transport: Transport
+    videos: list[Wanted]
+    audio: int = 0
+
+
+@dataclass(slots=True)
+class Downlink:
+    """One subscriber's probing state."""
+
+    backoff: float = PROBE_BACKOFF
+    next_at: float = 0.0
+    until: float | None = None  # a probe in progress ends then
+    ceiling: int = 0  # the estimate a probe by media allows (0: probing by padding)
+    started_with: int = 0  # the estimate when the probe began
+
+    step: float = PROBE_STEP  # how much more than it uses the next probe tries
+
+    def fail(self, now: float) -> None:
+        """The step was too much: back at once, wait longer before the next, try less."""
+        self.until = None
+        self.backoff = min(self.backoff * 2, PROBE_BACKOFF_MAX)
+        self.next_at = now + self.backoff
+        self.step = PROBE_STEP_AFTER_FAILURE
+
+    def succeed(self, now: float) -> None:
+        """The link carried it: try again soon, and more (the estimate grows by steps that grow,
+        as GCC's probes do, so a link that recovered is found in a few seconds)."""
+        self.until = None
+        self.backoff = PROBE_BACKOFF
+        self.next_at = now + PROBE_AGAIN
+        self.step = min(self.step * PROBE_STEP, PROBE_STEP_MAX)
+
+
+@dataclass
+class RoomBandwidth:
+    """One class's allocation state; `run` is one round."""
+
+    room_budget: int | None = None  # bits/s for all the class's subscribers together
+    max_downlink: int | None = None  # the operator's cap on one subscriber's estimate
+    nominal: Mapping[str, int] = field(default_factory=dict)  # a simulcast layer's bitrate by rid, while stopped
+    downlinks: dict[str, Downlink] = field(default_factory=dict)
+    lowered: dict[tuple[str, str], float] = field(default_factory=dict)  # (subscriber, track) -> when lowered
+    wanted_at: dict[tuple[str, str], float] = field(default_factory=dict)  # (track, rid) -> last wanted
+    active: dict[str, tuple[str, ...]] = field(default_factory=dict)  # track -> rids its publisher sends
+    last: Allocation | None = None
+    estimated: int = 0  # sums over the class, for the metrics
+    allocated: int = 0
+
+    def run(
+        self, subscribers: Iterable[Subscriber], producers: Iterable[Producer], now: float
+    ) -> dict[str, tuple[str, ...]]:
+        """Allocate and apply; returns the simulcast tracks whose publisher must now send other
+        layers (track -> rids)."""
+        videos = [p for p in producers if p.kind is Kind.VIDEO and not p.closed]
+        bitrates = {p.id: self._layers(p, now) for p in videos}
+        rows: list[Subscription] = []
+        consumers: dict[tuple[str, str], LayeredConsumer] = {}
+        estimates: dict[str, int] = {}
+        audio: dict[str, int] = {}
+        transports: dict[str, Transport] = {}
+        for sub in subscribers:
+            if not sub.videos:
+                continue
+            transports[sub.id] = sub.transport
+            audio[sub.id] = sub.audio
+            estimate = self._estimate(sub, now)
+            sub.transport.estimate = estimate  # bounds its retransmissions too
+            if estimate is not None:
+                estimates[sub.id] = estimate
+            for video in sub.videos:
+                consumer = video.consumer
+                track = consumer.producer.id
+                if track not in bitrates:
+                    continue
+                consumers[(sub.id, track)] = consumer
+                current = None if consumer.paused else consumer.target_layers  # paused: resuming is going up
+                rows.append(Subscription(sub.id, track, video.priority, video.max_spatial, bitrates[track], current))
+        cooling = frozenset(key for key, at in self.lowered.items() if now - at < COOLING)
+        allocation = allocate(rows, self._with_probes(estimates), audio, self.room_budget, cooling)
+        self._apply(allocation, consumers, estimates, now)
+        self._probe(allocation, estimates, transports, now)
+        changed = self._dynacast([p for p in videos if p.simulcast], allocation, now)
+        for sub_id in [s for s in self.downlinks if s not in transports]:
+            del self.downlinks[sub_id]
+        self.last = allocation
+        self.allocated = sum(allocation.used.values())
+        self.estimated = sum(estimates.values())
+        return changed
+
+    def _layers(self, producer: Producer, now: float) -> tuple[tuple[int, ...], ...]:
+        """Measured bitrates, with the nominal ones of the layers dynacast stopped (they can resume)."""
+        measured = producer.layer_bitrates(now)
+        active = self.active.get(producer.id)
+        if not producer.simulcast or active is None:
+            return measured
+        layers = []
+        for rid, bitrates in zip(producer.rids, measured, strict=True):
+            if rid not in active:
+                nominal = self.nominal.get(rid, 0)
+                bitrates = tuple(int(nominal * share) for share in TEMPORAL_SHARES)
+            layers.append(bitrates)
+        return tuple(layers)
+
+    def _estimate(self, sub: Subscriber, now: float) -> int | None:
+        """The estimate to allocate by (None: unknown, no limit); a probe that meets loss or a
+        falling estimate ends here."""
+        transport = sub.transport
+        bwe = transport.bwe
+        estimate = bwe.estimate if bwe is not None and bwe.feedbacks else transport.remb
+        loss = max((v.consumer.fraction_lost for v in sub.videos if not v.consumer.paused), default=0) / 256
+        if loss > LOSS_HIGH and self.last is not None:
+            used = self.last.used.get(sub.id)
+            if used is not None:
+                lowered = int(used * (1 - loss / 2))
+                estimate = lowered if estimate is None else min(estimate, lowered)
+        downlink = self.downlinks.get(sub.id)
+        if downlink is not None and downlink.until is not None:
+            fell = estimate is not None and estimate < downlink.started_with * PROBE_FALL
+            if loss > PROBE_LOSS or fell or transport.probe_failed:
+                downlink.fail(now)
+                transport.stop_probe()
+        transport.probe_failed = False
+        if self.max_downlink is not None:
+            estimate = self.max_downlink if estimate is None else min(estimate, self.max_downlink)
+        return estimate
+
+    def _with_probes(self, estimates: dict[str, int]) -> dict[str, int]:
+        """The estimates, raised for the subscribers probing by media (never above the operator's cap)."""
+        raised = dict(estimates)
+        for sub, downlink in self.downlinks.items():
+            if downlink.until is not None and downlink.ceiling and sub in raised:
+                ceiling = downlink.ceiling if self.max_downlink is None else min(downlink.ceiling, self.max_downlink)
+                raised[sub] = max(raised[sub], ceiling)
+        return raised
+
+    def _probe(
+        self, allocation: Allocation, estimates: dict[str, int], transports: dict[str, Transport], now: float
+    ) -> None:
+        """End the probes that lasted without trouble; start one for a subscriber held below its wish."""
+        for sub, estimate in estimates.items():
+            downlink = self.downlinks.get(sub)
+            if downlink is None:
+                downlink = self.downlinks[sub] = Downlink(next_at=now + PROBE_AGAIN)
+            if downlink.until is not None:
+                if now >= downlink.until:
+                    downlink.succeed(now)
+                continue
+            wanted = allocation.wanted.get(sub, 0)
+            capped = self.max_downlink is not None and estimate >= self.max_downlink
+            if wanted <= estimate or now < downlink.next_at or capped:
+                continue
+            transport = transports[sub]
+            used = allocation.used.get(sub, 0)
+            target = int(min(max(used, estimate) * downlink.step, wanted * PROBE_MARGIN))
+            if self.max_downlink is not None:
+                target = min(target, self.max_downlink)
+            feedback = transport.bwe is not None and transport.bwe.feedbacks
+            downlink.until = now + (PROBE_TIME if feedback else PROBE_TIME_REMB)
+            downlink.started_with = estimate
+            padded = transport.start_probe(max(target - used, 0), downlink.until, now)
+            downlink.ceiling = 0 if padded else target
+
+    def _apply(
+        self,
+        allocation: Allocation,
+        consumers: dict[tuple[str, str], LayeredConsumer],
+        estimates: dict[str, int],
+        now: float,
+    ) -> None:
+        for key, layers in allocation.layers.items():
+            consumer = consumers[key]
+            if consumer.pause_reasons - {"bandwidth"}:
+                consumer.set_paused("bandwidth", False, now)  # held for another reason: not ours to hold
+                continue
+            if layers is None:
+                if "bandwidth" not in consumer.pause_reasons and not consumer.paused:
+                    self.lowered[key] = now
+                consumer.set_paused("bandwidth", True, now)
+                continue
+            before = consumer.target_layers
+            if "bandwidth" in consumer.pause_reasons:
+                consumer.set_layers(*layers, now)
+                consumer.set_paused("bandwidth", False, now)
+            elif layers != before:
+                if layers < before:
+                    self.lowered[key] = now
+                estimate = estimates.get(key[0])
+                current = consumer.current_layers
+                at_once = (
+                    estimate is not None
+                    and current is not None
+                    and layers[0] < current[0]
+                    and consumer.producer.layer_bitrates(now)[current[0]][-1] > estimate
+                )
+                consumer.set_layers(*layers, now, at_once=at_once)
+        for key in [k for k in self.lowered if k not in allocation.layers]:
+            del self.lowered[key]
+
+    def _dynacast(self, producers: list[Producer], allocation: Allocation, now: float) -> dict[str, tuple[str, ...]]:
+        for (_, track), layers in allocation.layers.items():
+            if layers is not None:
+                for producer in producers:
+                    if producer.id == track:
+                        self.wanted_at[(track, producer.rids[layers[0]])] = now
+        changed: dict[str, tuple[str, ...]] = {}
+        for producer in producers:
+            if producer.id not in self.active:  # a new track: every layer gets the delay to be wanted
+                for rid in producer.rids:
+                    self.wanted_at.setdefault((producer.id, rid), now)
+            active = tuple(
+                rid
+                for index, rid in enumerate(producer.rids)
+                if index == 0 or now - self.wanted_at.get((producer.id, rid), float("-inf")) < DYNACAST_DELAY
+            )
+            if self.active.get(producer.id, producer.rids) != active:
+                changed[producer.id] = active
+            self.active[producer.id] = active
+        gone = {p.id for p in producers}
+        for track in [t for t in self.active if t not in gone]:
+            del self.active[track]
+        for key in [k for k in self.wanted_at if k[0] not in gone]:
+            del self.wanted_at[key]
+        return changed
+
+    def paused_layers(self, producers: Mapping[str, Producer]) -> int:
+        """Simulcast layers that publishers of this class were told to stop."""
+        return sum(len(producers[t].rids) - len(a) for t, a in self.active.items() if t in producers)
+
+    def departed(self, subscriber: str) -> None:
+        self.downlinks.pop(subscriber, None)
+        for key in [k for k in self.lowered if k[0] == subscriber]:
+            del self.lowered[key]
+
+
+def audio_cost(transport: Transport) -> int:
+    """What the microphones forwarded to a subscriber cost, as the allocator counts them."""
+    return AUDIO_COST * sum(1 for c in set(transport.consumers.values()) if c.kind is Kind.AUDIO and not c.paused)
