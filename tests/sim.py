@@ -12,12 +12,12 @@ import functools
 import heapq
 import random
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from benchmarks.media import EncodedFrame, encode_audio, encode_video
-from sfu.core import Codec, Event, HeaderExtensions, MediaSession, Transport
+from sfu.core import Codec, Event, HeaderExtensions, Kind, MediaSession, Transport
 from sfu.core.rtcp import KeyframeRequest, Nack, ReportBlock, build_nack, build_receiver_report, parse_rtcp
 from sfu.core.rtp import RTP_HEADER, find_extension, header_length, is_vp8_keyframe
 from sfu.core.twcc import build_feedback
@@ -29,6 +29,7 @@ VP8 = Codec("video/VP8", 96, 90000)
 OPUS = Codec("audio/opus", 111, 48000)
 EXT = HeaderExtensions(mid=4, audio_level=1, rid=5)
 WIDE_ID = 3  # the transport-cc extension id on subscriptions that negotiate it
+RTX_PT = 97
 KEYFRAME_EVERY = 30  # frames: benchmarks.media forces one keyframe a second at 30 fps
 
 
@@ -177,6 +178,7 @@ class Received:
     frames: list[tuple[float, int, int]] = field(default_factory=list)  # (time, picture id, TID) complete
     missing: dict[int, list[float]] = field(default_factory=dict)  # seq -> [first missing, last asked, tries]
     highest: int = -1
+    duplicates: int = 0
 
     def gaps(self) -> list[int]:
         """Sequence numbers never received between the first and the highest."""
@@ -202,11 +204,23 @@ class Subscriber:
         self.wide_highest = -1
         self.next_feedback = 0.0
         self.feedbacks = 0
+        self.rtx: dict[int, int] = {}  # RTX SSRC -> media SSRC
+        self.rtx_received = 0
 
     def on_rtp(self, data: bytes, now: float) -> None:
         if self.wide_id:
             self._arrived(data, now)
         _, _, seq, _, ssrc = RTP_HEADER.unpack_from(data)
+        media = self.rtx.get(ssrc)
+        if media is not None:  # RTX: the original packet is restored (a copy already held changes nothing)
+            self.rtx_received += 1
+            hdr_len = header_length(data)
+            seq = (data[hdr_len] << 8) | data[hdr_len + 1]
+            header = bytearray(data[:hdr_len])
+            header[1] = (data[1] & 0x80) | 96
+            RTP_HEADER.pack_into(header, 0, header[0], header[1], seq, RTP_HEADER.unpack_from(data)[3], media)
+            data = bytes(header) + data[hdr_len + 2 :]
+            ssrc = media
         stream = self.streams.setdefault(ssrc, Received())
         keyframe = data[1] & 0x7F != 111 and is_vp8_keyframe(data, header_length(data))
         if stream.first_is_keyframe is None:
@@ -215,6 +229,9 @@ class Subscriber:
             ext = seq
         else:
             ext = stream.highest + ((seq - stream.highest + 0x8000) & 0xFFFF) - 0x8000
+            if ext <= stream.highest and ext not in stream.missing:
+                stream.duplicates += 1  # already held (or given up): the jitter buffer drops it
+                return
         if keyframe:
             stream.keyframes.append(ext)
         stream.seqs.append(ext)
@@ -223,8 +240,12 @@ class Subscriber:
             for lost in range(stream.highest + 1, ext):
                 stream.missing[lost] = [now, float("-inf"), 0]
         stream.highest = max(stream.highest, ext)
-        if data[1] & 0x80 and not stream.missing and stream.keyframes:  # a frame the decoder can show
-            self._frame_done(stream, data, now)
+        if data[1] & 0x80 and stream.keyframes:
+            # A frame the decoder can show: nothing missing since the last keyframe (what is older
+            # is no longer needed to decode; it is still asked for, as the NACK tests expect).
+            start = stream.keyframes[-1]
+            if all(seq < start for seq in stream.missing):
+                self._frame_done(stream, data, now)
 
     def _arrived(self, data: bytes, now: float) -> None:
         offset = find_extension(data, self.wide_id)
@@ -296,6 +317,7 @@ class Sim:
         self._order = 0
         self.core_wakeups = 0
         self.events: list[Event] = []
+        self.layers: dict[str, list[LayerPublisher]] = {}  # simulcast track -> its encodings
 
     def publish(self, name: str, video: bool, frames: tuple[EncodedFrame, ...] | None = None, **kw: int) -> Publisher:
         transport = self.session.create_transport(f"{name}:pub")
@@ -328,7 +350,19 @@ class Sim:
             key = f"{name}/{rid}"
             self.publishers[key] = (transport, layer, Link(seed=self.seed + len(self.publishers), **self.link))
             layers.append(layer)
+        self.layers[name] = layers
         return layers
+
+    def dynacast(self, changed: Mapping[str, tuple[str, ...]]) -> None:
+        """What the room tells simulcast publishers (RoomBandwidth.run): the encodings to send. A
+        browser resumes an encoding with a keyframe."""
+        for track, active in changed.items():
+            for layer in self.layers.get(track, ()):
+                on = layer.rid.decode() in active
+                if on and not layer.running:
+                    layer.index = -(-layer.index // KEYFRAME_EVERY) * KEYFRAME_EVERY
+                    layer.next_time = self.now
+                layer.running = on
 
     def subscribe(self, name: str, producer: str, wide: bool = False) -> Subscriber:
         """Subscribe `name` to a producer; `wide`: the transport-cc extension is negotiated (the
@@ -339,16 +373,24 @@ class Sim:
             subscriber = Subscriber(wide_id=WIDE_ID if wide else 0)
             self.subscribers[name] = (self.session.create_transport(f"{name}:sub"), subscriber, down, up)
         transport, subscriber, _, _ = self.subscribers[name]
-        index = len(transport.consumers)
+        index = len({id(c) for c in transport.consumers.values()})
+        source = self.session.producers[producer]
+        # With transport-cc, video goes with RTX too, as browsers negotiate both: retransmissions and
+        # probe padding arrive on their own SSRC.
+        rtx = wide and source.kind is Kind.VIDEO
         self.session.add_consumer(
             transport,
-            self.session.producers[producer],
+            source,
             ssrc=5000 + index,
             payload_type=96,
             mid=str(index),
             extensions=HeaderExtensions(mid=1, transport_cc=WIDE_ID if subscriber.wide_id else 0),
+            rtx_ssrc=6000 + index if rtx else None,
+            rtx_payload_type=RTX_PT if rtx else None,
             now=self.now,
         )
+        if rtx:
+            subscriber.rtx[6000 + index] = 5000 + index
         self.flush()
         return subscriber
 

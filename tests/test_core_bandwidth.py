@@ -1,0 +1,93 @@
+"""The room's bandwidth between rounds (sfu/core/bandwidth.py): probing by padding, a switch down
+at once when the link cannot carry the current layer, and dynacast, in the simulation."""
+
+from __future__ import annotations
+
+from sfu.adapter.peer import LAYER_BITRATES
+from sfu.core.allocator import TEACHER_CAMERA
+from sfu.core.bandwidth import RoomBandwidth, Subscriber, Wanted
+from sfu.core.layered import LayeredConsumer
+from sfu.core.stats import DropReason
+from sfu.core.twcc import build_feedback
+
+from .sim import Sim
+
+
+def pupil_on_full(wide: bool = True) -> tuple[Sim, LayeredConsumer]:
+    """A simulcast teacher; one pupil on its full layer, two seconds in."""
+    sim = Sim(seed=5)
+    sim.publish_simulcast("teacher")
+    sim.subscribe("pupil", "teacher", wide=wide)
+    consumer = next(iter(sim.subscribers["pupil"][0].consumers.values()))
+    assert isinstance(consumer, LayeredConsumer)
+    consumer.set_layers(2, 2, sim.now)
+    sim.run(2.0)
+    assert consumer.current_layers == (2, 2)
+    return sim, consumer
+
+
+def test_a_probe_pads_with_copies_on_rtx_at_its_rate_then_stops() -> None:
+    sim, consumer = pupil_on_full()
+    transport, subscriber, _, _ = sim.subscribers["pupil"]
+    stats = sim.session.stats
+    resent, rtx_before = stats.retransmissions, subscriber.rtx_received
+    seqs_before = len(subscriber.streams[consumer.ssrc].seqs)
+    assert transport.start_probe(400_000, sim.now + 0.5, sim.now)
+    sim.run(3.0)
+    padded = subscriber.rtx_received - rtx_before
+    # 400 kbit/s for half a second is 25 kB: copies of the newest packets, on the RTX stream only.
+    assert stats.probe_packets == padded > 0 and stats.retransmissions == resent
+    assert 10 <= padded <= 60, padded  # full-layer packets are about 1 kB
+    assert subscriber.streams[consumer.ssrc].duplicates >= padded - 1  # the decoder had them all
+    assert len(subscriber.streams[consumer.ssrc].seqs) > seqs_before  # the media went on meanwhile
+    assert transport.probe_until is None  # over at its end
+
+
+def test_a_probe_needs_rtx_and_ends_at_the_first_loss() -> None:
+    sim, _ = pupil_on_full(wide=False)  # no transport-cc here, so no RTX either (tests/sim.py)
+    assert not sim.subscribers["pupil"][0].start_probe(400_000, sim.now + 1.0, sim.now)
+    sim, _ = pupil_on_full()
+    transport = sim.subscribers["pupil"][0]
+    assert transport.start_probe(400_000, sim.now + 1.0, sim.now)
+    sim.run(sim.now + 0.1)
+    # A feedback on the last 40 packets sent, half of them lost.
+    last = (transport.wide_seq(100, sim.now) - 40) & 0xFFFF
+    arrivals = [sim.now if i % 2 else None for i in range(40)]
+    transport.receive_rtcp(build_feedback(1, 0, last, arrivals), sim.now)
+    assert transport.probe_until is None and transport.probe_failed
+
+
+def test_a_layer_the_link_cannot_carry_stops_at_once() -> None:
+    sim, consumer = pupil_on_full()
+    bandwidth = RoomBandwidth(nominal=LAYER_BITRATES)
+    transport = sim.subscribers["pupil"][0]
+    assert transport.bwe is not None
+    transport.bwe.estimate = 200_000  # the link fell under the full layer (1.5 Mbit/s)
+    transport.bwe.feedbacks += 1
+    pupil = Subscriber("pupil", transport, [Wanted(consumer, TEACHER_CAMERA, 2)])
+    bandwidth.run([pupil], sim.session.producers.values(), sim.now)
+    assert consumer.target_layers[0] == 0
+    assert consumer.current_layers is None  # the full layer no longer sent, before the keyframe
+    waiting = sim.session.stats.drops[DropReason.WAITING_FOR_KEYFRAME]
+    sim.run(sim.now + 1.0)
+    assert consumer.current_layers is not None and consumer.current_layers[0] == 0
+    assert sim.session.stats.drops[DropReason.WAITING_FOR_KEYFRAME] >= waiting
+
+
+def test_dynacast_stops_an_unwanted_layer_after_its_delay_and_resumes_it() -> None:
+    sim, consumer = pupil_on_full()
+    bandwidth = RoomBandwidth(nominal=LAYER_BITRATES)
+    transport = sim.subscribers["pupil"][0]
+    producers = sim.session.producers
+    small = Subscriber("pupil", transport, [Wanted(consumer, TEACHER_CAMERA, 0)])  # a thumbnail
+    changes = {}
+    for step in range(8):
+        sim.run(2.0 + step)
+        changes[step] = bandwidth.run([small], producers.values(), sim.now)
+        sim.dynacast(changes[step])
+    stopped = [step for step, changed in changes.items() if changed]
+    assert len(stopped) == 1 and changes[stopped[0]] == {"teacher": ("q",)}
+    assert bandwidth.paused_layers(producers) == 2
+    assert not sim.layers["teacher"][2].running
+    large = Subscriber("pupil", transport, [Wanted(consumer, TEACHER_CAMERA, 2)])
+    assert bandwidth.run([large], producers.values(), sim.now) == {"teacher": ("q", "f")}
