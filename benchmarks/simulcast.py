@@ -10,11 +10,10 @@ one after the other on the same recordings:
 - **single**: one encoding per camera, as before simulcast (the teacher's at 1.5 Mbit/s, the
   students' at a thumbnail's 150 kbit/s, what the former REMB cap gave), everything forwarded;
 - **simulcast**: q/h/f encodings (150 / 500 / 1,500 kbit/s) with L1T3 descriptors; every second
-  the room allocator (`sfu.core.allocator.allocate`) chooses each subscriber's layers within the
-  core's estimate of its downlink (every subscriber sends transport feedback every 50 ms, as
-  Chrome), and dynacast stops the layers nobody receives after 5 s. The room's probing by steps
-  (signaling/allocation.py) is not reproduced: nobody here wants more than its link carries for
-  long, and the estimate grows with what arrives.
+  the room (`sfu.core.bandwidth.RoomBandwidth` with `sfu.core.allocator.allocate`) chooses each
+  subscriber's layers within the core's estimate of its downlink (every subscriber sends
+  transport feedback every 50 ms, as Chrome), probes by padding where a subscriber wants more
+  than its estimate, and dynacast stops the layers nobody receives after 5 s, as the server does.
 
 For each mode, over the measured window: the core's CPU time per forwarded packet (time inside the
 core's entry points, `time.perf_counter`), packets forwarded; for the constrained students their
@@ -35,9 +34,10 @@ from collections.abc import Callable
 from typing import Any
 
 from sfu.core import MediaSession, Transport
-from sfu.core.allocator import OTHER, TEACHER_CAMERA, Subscription, allocate
+from sfu.core.allocator import OTHER, TEACHER_CAMERA
+from sfu.core.bandwidth import AUDIO_COST, RoomBandwidth, Subscriber, Wanted
 from sfu.core.layered import LayeredConsumer
-from tests.sim import LayerPublisher, Received, Sim
+from tests.sim import Received, Sim
 
 from .media import EncodedFrame, encode_video, encode_voice
 from .run import git, machine
@@ -49,7 +49,6 @@ LAYERS = (("q", 320, 180, 150_000), ("h", 640, 360, 500_000), ("f", 1280, 720, 1
 PAGE = 9
 MICS = 3
 FREEZE = 0.5
-DYNACAST_DELAY = 5.0
 
 
 def recordings(seconds: float) -> tuple[tuple[EncodedFrame, ...], ...]:
@@ -90,15 +89,12 @@ class CoreClock:
         self._saved.clear()
 
 
-def build(
-    mode: str, frames: tuple[tuple[EncodedFrame, ...], ...], speech: tuple[EncodedFrame, ...]
-) -> tuple[Sim, dict[str, list[LayerPublisher]]]:
+def build(mode: str, frames: tuple[tuple[EncodedFrame, ...], ...], speech: tuple[EncodedFrame, ...]) -> Sim:
     sim = Sim(seed=7, delay=0.02)
-    layered: dict[str, list[LayerPublisher]] = {}
     members = ["teacher", *(f"s{i}" for i in range(1, STUDENTS + 1))]
     for name in members:
         if mode == "simulcast":
-            layered[f"{name}-cam"] = sim.publish_simulcast(f"{name}-cam", frames=frames)
+            sim.publish_simulcast(f"{name}-cam", frames=frames)
         else:
             sim.publish(f"{name}-cam", True, frames=frames[2] if name == "teacher" else frames[0])
         sim.publish(f"{name}-mic", False, frames=speech, level=0x20)
@@ -114,63 +110,25 @@ def build(
             down.bandwidth, down.queue = LINK, 0.2
     for m in members[1 : PAGE + 1]:
         sim.subscribe("teacher", f"{m}-cam", wide=True)
-    return sim, layered
+    return sim
 
 
-def reallocate(
-    sim: Sim,
-    layered: dict[str, list[LayerPublisher]],
-    wanted_at: dict[tuple[str, int], float],
-    lowered: dict[tuple[str, str], float],
-) -> None:
-    """One allocation round, as the room runs it: rows, estimates, apply; then dynacast."""
-    now = sim.now
-    rows, consumers = [], {}
-    for name, (transport, _, _down, _) in sim.subscribers.items():
-        for consumer in set(transport.consumers.values()):
-            if not isinstance(consumer, LayeredConsumer):
-                continue
-            producer = consumer.producer
-            teacher = producer.id == "teacher-cam"
-            layers = tuple(
-                bitrates if any(bitrates) else tuple(int(LAYERS[s][3] * f) for f in (0.5, 0.75, 1.0))
-                for s, bitrates in enumerate(producer.layer_bitrates(now))
-            )
-            key = (name, producer.id)
-            consumers[key] = consumer
-            current = None if consumer.paused else consumer.target_layers
-            rows.append(
-                Subscription(
-                    name, producer.id, TEACHER_CAMERA if teacher else OTHER, 2 if teacher else 0, layers, current
-                )
-            )
-    estimates = {}
+def room_round(sim: Sim, bandwidth: RoomBandwidth) -> None:
+    """One allocation round, as the room runs it (sfu.core.bandwidth): the teacher's camera large,
+    the others as thumbnails; then what dynacast tells the publishers."""
+    subscribers = []
     for name, (transport, _, _, _) in sim.subscribers.items():
-        bwe = transport.bwe
-        if bwe is not None and bwe.feedbacks:
-            estimates[name] = transport.estimate = bwe.estimate
-    audio = {name: 40_000 * (MICS + 1) for name in sim.subscribers}
-    cooling = frozenset(key for key, at in lowered.items() if now - at < 4.0)
-    result = allocate(rows, estimates, audio, cooling=cooling)
-    for key, chosen in result.layers.items():
-        consumer = consumers[key]
-        if chosen is None:
-            if not consumer.paused:
-                lowered[key] = now
-            consumer.set_paused("bandwidth", True, now)
-        else:
-            if chosen < consumer.target_layers:
-                lowered[key] = now
-            consumer.set_layers(*chosen, now)
-            consumer.set_paused("bandwidth", False, now)
-            wanted_at[(key[1], chosen[0])] = now
-    for track, publishers in layered.items():
-        for spatial, publisher in enumerate(publishers):
-            on = spatial == 0 or now - wanted_at.setdefault((track, spatial), now) < DYNACAST_DELAY
-            if on and not publisher.running:  # a browser resumes an encoding with a keyframe
-                publisher.index = -(-publisher.index // 30) * 30
-                publisher.next_time = now
-            publisher.running = on
+        videos = [
+            Wanted(
+                c,
+                TEACHER_CAMERA if c.producer.id == "teacher-cam" else OTHER,
+                2 if c.producer.id == "teacher-cam" else 0,
+            )
+            for c in set(transport.consumers.values())
+            if isinstance(c, LayeredConsumer)
+        ]
+        subscribers.append(Subscriber(name, transport, videos, AUDIO_COST * (MICS + 1)))
+    sim.dynacast(bandwidth.run(subscribers, sim.session.producers.values(), sim.now))
     sim.flush()
 
 
@@ -181,9 +139,8 @@ def measure(
     warmup: float,
     duration: float,
 ) -> dict[str, Any]:
-    sim, layered = build(mode, frames, speech)
-    wanted_at: dict[tuple[str, int], float] = {}
-    lowered: dict[tuple[str, str], float] = {}
+    sim = build(mode, frames, speech)
+    bandwidth = RoomBandwidth(nominal={rid: bitrate for rid, _, _, bitrate in LAYERS})
     clock = CoreClock()
     for owner, name in (
         (Transport, "receive_rtp"),
@@ -198,7 +155,7 @@ def measure(
             step += 1.0
             sim.run(step)
             if mode == "simulcast":
-                reallocate(sim, layered, wanted_at, lowered)
+                room_round(sim, bandwidth)
         stats = sim.session.stats
         forwarded, received, resent = stats.rtp_forwarded, stats.rtp_received, stats.retransmissions
         start_wall = time.process_time()
@@ -207,7 +164,7 @@ def measure(
             step += 1.0
             sim.run(step)
             if mode == "simulcast":
-                reallocate(sim, layered, wanted_at, lowered)
+                room_round(sim, bandwidth)
         clock.on = False
         process = time.process_time() - start_wall
     finally:
