@@ -37,7 +37,7 @@ def wish(width: int) -> int:
 
 
 class RoomAllocator:
-    """One class's allocation: applies `allocate` and keeps what it needs between runs."""
+    """One class's allocation on the live class: the core's RoomBandwidth, its inputs and its timers."""
 
     def __init__(self, room: Room) -> None:
         self.room = room
