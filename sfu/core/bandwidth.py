@@ -78,7 +78,6 @@ class Downlink:
     until: float | None = None  # a probe in progress ends then
     ceiling: int = 0  # the estimate a probe by media allows (0: probing by padding)
     started_with: int = 0  # the estimate when the probe began
-
     step: float = PROBE_STEP  # how much more than it uses the next probe tries
 
     def fail(self, now: float) -> None:
@@ -263,11 +262,11 @@ class RoomBandwidth:
             del self.lowered[key]
 
     def _dynacast(self, producers: list[Producer], allocation: Allocation, now: float) -> dict[str, tuple[str, ...]]:
+        by_id = {p.id: p for p in producers}
         for (_, track), layers in allocation.layers.items():
-            if layers is not None:
-                for producer in producers:
-                    if producer.id == track:
-                        self.wanted_at[(track, producer.rids[layers[0]])] = now
+            producer = by_id.get(track)
+            if layers is not None and producer is not None:
+                self.wanted_at[(track, producer.rids[layers[0]])] = now
         changed: dict[str, tuple[str, ...]] = {}
         for producer in producers:
             if producer.id not in self.active:  # a new track: every layer gets the delay to be wanted
@@ -281,10 +280,9 @@ class RoomBandwidth:
             if self.active.get(producer.id, producer.rids) != active:
                 changed[producer.id] = active
             self.active[producer.id] = active
-        gone = {p.id for p in producers}
-        for track in [t for t in self.active if t not in gone]:
+        for track in [t for t in self.active if t not in by_id]:
             del self.active[track]
-        for key in [k for k in self.wanted_at if k[0] not in gone]:
+        for key in [k for k in self.wanted_at if k[0] not in by_id]:
             del self.wanted_at[key]
         return changed
 
