@@ -39,6 +39,13 @@ def video_frames() -> tuple[EncodedFrame, ...]:
 
 
 @functools.cache
+def layer_recordings() -> tuple[tuple[EncodedFrame, ...], ...]:
+    """Two seconds of VP8 at each simulcast layer's size and bitrate (q, h, f)."""
+    sizes = ((320, 180, 150_000), (640, 360, 500_000), (1280, 720, 1_500_000))
+    return tuple(tuple(encode_video(2.0, bitrate, w, h)) for w, h, bitrate in sizes)
+
+
+@functools.cache
 def audio_frames() -> tuple[EncodedFrame, ...]:
     return tuple(encode_audio(seconds=1.0))
 
@@ -112,13 +119,17 @@ class Publisher:
         self.ts = (self.ts + frame.timestamp_step) & 0xFFFFFFFF
         return packets
 
+    def skip_to_keyframe(self) -> None:
+        """The next frame sent is the recording's next keyframe (an encoder asked for one)."""
+        self.index = -(-self.index // KEYFRAME_EVERY) * KEYFRAME_EVERY
+
     def on_rtcp(self, data: bytes) -> list[bytes]:
         out = []
         for packet in parse_rtcp(data):
             if isinstance(packet, Nack) and packet.media_ssrc == self.ssrc:
                 out += [self.sent[s] for s in packet.lost if s in self.sent]
             elif isinstance(packet, KeyframeRequest) and self.video and packet.media_ssrc == self.ssrc:
-                self.index = -(-self.index // KEYFRAME_EVERY) * KEYFRAME_EVERY
+                self.skip_to_keyframe()
         self.resent += len(out)
         return out
 
@@ -210,15 +221,14 @@ class Subscriber:
     def on_rtp(self, data: bytes, now: float) -> None:
         if self.wide_id:
             self._arrived(data, now)
-        _, _, seq, _, ssrc = RTP_HEADER.unpack_from(data)
+        _, _, seq, ts, ssrc = RTP_HEADER.unpack_from(data)
         media = self.rtx.get(ssrc)
         if media is not None:  # RTX: the original packet is restored (a copy already held changes nothing)
             self.rtx_received += 1
             hdr_len = header_length(data)
             seq = (data[hdr_len] << 8) | data[hdr_len + 1]
             header = bytearray(data[:hdr_len])
-            header[1] = (data[1] & 0x80) | 96
-            RTP_HEADER.pack_into(header, 0, header[0], header[1], seq, RTP_HEADER.unpack_from(data)[3], media)
+            RTP_HEADER.pack_into(header, 0, data[0], (data[1] & 0x80) | VP8.payload_type, seq, ts, media)
             data = bytes(header) + data[hdr_len + 2 :]
             ssrc = media
         stream = self.streams.setdefault(ssrc, Received())
@@ -360,7 +370,7 @@ class Sim:
             for layer in self.layers.get(track, ()):
                 on = layer.rid.decode() in active
                 if on and not layer.running:
-                    layer.index = -(-layer.index // KEYFRAME_EVERY) * KEYFRAME_EVERY
+                    layer.skip_to_keyframe()
                     layer.next_time = self.now
                 layer.running = on
 

@@ -3,13 +3,11 @@ in the simulation: a capped link found, a drop followed, a recovery."""
 
 from __future__ import annotations
 
-import functools
 import itertools
 import struct
 
 import pytest
 
-from benchmarks.media import EncodedFrame, encode_video
 from sfu.adapter.peer import LAYER_BITRATES
 from sfu.core.allocator import OTHER, TEACHER_CAMERA
 from sfu.core.bandwidth import RoomBandwidth, Subscriber, Wanted
@@ -18,7 +16,7 @@ from sfu.core.layered import LayeredConsumer
 from sfu.core.rtcp import RtcpError, parse_rtcp
 from sfu.core.twcc import MAX_STATUSES, TransportFeedback, build_feedback
 
-from .sim import Sim
+from .sim import Sim, layer_recordings
 
 # The longest the picture may stop when the link falls from 2 Mbit/s to 300 kbit/s under a full
 # layer. The issue asks 0.5 s; measured here 1.3 s: the 0.3 s queue fills with the full layer
@@ -76,12 +74,6 @@ def test_a_run_chunk_cannot_make_more_packets_than_the_count() -> None:
     assert packet.packets == [(9, None), (10, None), (11, None)]
 
 
-@functools.cache
-def recordings() -> tuple[tuple[EncodedFrame, ...], ...]:
-    sizes = ((320, 180, 150_000), (640, 360, 500_000), (1280, 720, 1_500_000))
-    return tuple(tuple(encode_video(2.0, bitrate, w, h)) for w, h, bitrate in sizes)
-
-
 class Room:
     """The class's allocation round for one subscriber (the core's RoomBandwidth, as
     signaling/allocation.py runs it): the teacher's camera wanted at full size, the others as
@@ -112,7 +104,7 @@ class Room:
 def test_the_estimate_finds_the_link_follows_a_drop_and_recovers() -> None:
     sim = Sim(seed=3, delay=0.02)
     for name in ("teacher", "ada", "bob"):
-        sim.publish_simulcast(name, frames=recordings())
+        sim.publish_simulcast(name, frames=layer_recordings())
     for name in ("teacher", "ada", "bob"):  # wants 1.5 + 2 x 0.5 Mbit/s: more than the link
         sim.subscribe("pupil", name, wide=True)
     down = sim.subscribers["pupil"][2]
