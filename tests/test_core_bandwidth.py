@@ -10,7 +10,7 @@ from sfu.core.layered import LayeredConsumer
 from sfu.core.stats import DropReason
 from sfu.core.twcc import build_feedback
 
-from .sim import Sim
+from .sim import Sim, layer_recordings
 
 
 def pupil_on_full(wide: bool = True) -> tuple[Sim, LayeredConsumer]:
@@ -91,3 +91,39 @@ def test_dynacast_stops_an_unwanted_layer_after_its_delay_and_resumes_it() -> No
     assert not sim.layers["teacher"][2].running
     large = Subscriber("pupil", transport, [Wanted(consumer, TEACHER_CAMERA, 2)])
     assert bandwidth.run([large], producers.values(), sim.now) == {"teacher": ("q", "f")}
+
+
+def test_what_a_subscriber_can_make_the_server_pad_is_bounded() -> None:
+    # Feedback saying everything arrived at once (an unlimited link, or a subscriber lying about
+    # one) and a wish for the full layer: probes stop once the estimate covers the wish, and until
+    # then pad at most 1.2 times what is wanted, half a second in every one and a half.
+    sim = Sim(seed=9)
+    sim.publish_simulcast("teacher", frames=layer_recordings())  # 150 kbit/s, 500 kbit/s, 1.5 Mbit/s
+    sim.subscribe("pupil", "teacher", wide=True)
+    transport = sim.subscribers["pupil"][0]
+    consumer = next(iter(transport.consumers.values()))
+    assert isinstance(consumer, LayeredConsumer)
+    bandwidth = RoomBandwidth(nominal=LAYER_BITRATES)
+    pupil = Subscriber("pupil", transport, [Wanted(consumer, TEACHER_CAMERA, 2)])
+    sim.run(0.5)
+    assert transport.bwe is not None
+    transport.bwe.estimate = 100_000  # starting low, it must be found by probing
+    starts: list[float] = []
+    for step in range(3, 83):
+        sim.run(step * 0.25)
+        bandwidth.run([pupil], sim.session.producers.values(), sim.now)
+        downlink = bandwidth.downlinks.get("pupil")
+        if downlink is not None and downlink.until is not None and (not starts or starts[-1] != downlink.until):
+            starts.append(downlink.until)
+        sim.flush()
+    assert bandwidth.last is not None
+    wanted = bandwidth.last.wanted["pupil"]
+    padded = sim.session.stats.probe_packets * 1_200 * 8  # bits, every packet at its largest
+    assert starts and padded <= 1.2 * wanted * 0.5 * len(starts), (starts, padded, wanted)
+    assert len(starts) <= 20 / 1.5
+    assert transport.bwe.estimate >= wanted  # found, then left alone
+    last = sim.session.stats.probe_packets
+    sim.run(sim.now + 3.0)
+    bandwidth.run([pupil], sim.session.producers.values(), sim.now)
+    sim.run(sim.now + 2.0)
+    assert sim.session.stats.probe_packets == last
