@@ -6,7 +6,9 @@ forwarded packet for these paths, measured in the same run:
   core   — MediaSession fan-out (rewriting, header extension template, cache, history);
   core + pylibsrtp — the core, then pylibsrtp's Session.protect on each output;
   core + srtp (adapter) — the core, then the adapter's SrtpProtector, as the server does;
-  ", transport-cc" — the same with transport-wide numbering on, as for a browser subscriber.
+  ", transport-cc" — the same with transport-wide numbering on, as for a browser subscriber;
+  "take_ready" — with transport-cc, the batches taken as the adapter takes them, without and with
+  the subscribers' pacers on (at an estimate that holds nothing: the cost of looking).
 `--nack-storm` instead measures what a subscriber's NACK storm costs the core: NACKs 3.6 ms
 apart, each asking for the last 500 packets, answered (or refused) from the cache.
 """
@@ -89,8 +91,14 @@ def bench_bare(pkts: list[bytes], n: int, protect: bool) -> float:
     return time.perf_counter() - start
 
 
-def bench_core(pkts: list[bytes], n: int, protect: bool, direct: bool = True, wide: bool = False) -> float:
-    """The core's fan-out, then SRTP through the adapter's protector (`direct`) or pylibsrtp's."""
+def bench_core(
+    pkts: list[bytes], n: int, protect: bool, direct: bool = True, wide: bool = False, take: str = ""
+) -> float:
+    """The core's fan-out, then SRTP through the adapter's protector (`direct`) or pylibsrtp's.
+    `take`: the outboxes read directly (""), through take_ready() ("ready"), or through
+    take_ready(now) with every subscriber's pacer on, at an estimate that holds nothing ("paced")."""
+    if take:
+        return bench_take(pkts, n, paced=take == "paced")
     session, pub = session_with(n, wide)
     srtp: dict[object, Any] = {
         t: SrtpProtector(pylibsrtp.Session(policy())) if direct else pylibsrtp.Session(policy())
@@ -114,6 +122,27 @@ def bench_core(pkts: list[bytes], n: int, protect: bool, direct: bool = True, wi
     elapsed = time.perf_counter() - start
     if sent != len(pkts) * n:
         raise RuntimeError(f"the core forwarded {sent} packets, expected {len(pkts) * n}")
+    return elapsed
+
+
+def bench_take(pkts: list[bytes], n: int, paced: bool) -> float:
+    session, pub = session_with(n, wide=True)
+    now = 0.0
+    pub.receive_rtp(pkts[0], now)  # type: ignore[attr-defined]
+    session.take_ready()
+    for t in session.transports.values():
+        if t.pacer is not None:
+            t.pacer.set_estimate(50_000_000 if paced else 0)
+    sent = 0
+    start = time.perf_counter()
+    for data in pkts[1:]:
+        now += 0.001
+        pub.receive_rtp(data, now)  # type: ignore[attr-defined]
+        for _, rtp, _ in session.take_ready(now if paced else None):
+            sent += len(rtp)
+    elapsed = time.perf_counter() - start
+    if sent != (len(pkts) - 1) * n:
+        raise RuntimeError(f"the core sent {sent} packets, expected {(len(pkts) - 1) * n}")
     return elapsed
 
 
@@ -178,6 +207,8 @@ def main() -> None:
         ("core + pylibsrtp", lambda: bench_core(pkts, args.subscribers, True, direct=False)),
         ("core + srtp (adapter)", lambda: bench_core(pkts, args.subscribers, True)),
         ("core + srtp, transport-cc", lambda: bench_core(pkts, args.subscribers, True, wide=True)),
+        ("core, take_ready()", lambda: bench_core(pkts, args.subscribers, False, take="ready")),
+        ("core, take_ready(now) paced", lambda: bench_core(pkts, args.subscribers, False, take="paced")),
     ]
     for name, run in runs:
         best = min(run() for _ in range(3))

@@ -18,7 +18,7 @@ from typing import Any
 
 from benchmarks.media import EncodedFrame, encode_audio, encode_video
 from sfu.core import Codec, Event, HeaderExtensions, Kind, MediaSession, Transport
-from sfu.core.rtcp import KeyframeRequest, Nack, ReportBlock, build_nack, build_receiver_report, parse_rtcp
+from sfu.core.rtcp import KeyframeRequest, Nack, ReportBlock, build_nack, build_pli, build_receiver_report, parse_rtcp
 from sfu.core.rtp import RTP_HEADER, find_extension, header_length, is_vp8_keyframe
 from sfu.core.twcc import build_feedback
 from sfu.core.vp8 import Vp8Descriptor, parse
@@ -30,7 +30,7 @@ OPUS = Codec("audio/opus", 111, 48000)
 EXT = HeaderExtensions(mid=4, audio_level=1, rid=5)
 WIDE_ID = 3  # the transport-cc extension id on subscriptions that negotiate it
 RTX_PT = 97
-KEYFRAME_EVERY = 30  # frames: benchmarks.media forces one keyframe a second at 30 fps
+PACING = 2.5 * (150_000 + 500_000 + 1_500_000)  # Chrome paces at 2.5 times its encodings' target
 
 
 @functools.cache
@@ -40,9 +40,10 @@ def video_frames() -> tuple[EncodedFrame, ...]:
 
 @functools.cache
 def layer_recordings() -> tuple[tuple[EncodedFrame, ...], ...]:
-    """Two seconds of VP8 at each simulcast layer's size and bitrate (q, h, f)."""
+    """Four seconds of VP8 at each simulcast layer's size and bitrate (q, h, f), one keyframe at
+    the start: a browser's encoder sends keyframes when asked, not on a clock."""
     sizes = ((320, 180, 150_000), (640, 360, 500_000), (1280, 720, 1_500_000))
-    return tuple(tuple(encode_video(2.0, bitrate, w, h)) for w, h, bitrate in sizes)
+    return tuple(tuple(encode_video(4.0, bitrate, w, h, keyframe_seconds=4.0)) for w, h, bitrate in sizes)
 
 
 @functools.cache
@@ -94,6 +95,7 @@ class Publisher:
         self.video = video
         self.level = level  # the audio-level byte each Opus packet carries
         self.frames = frames or (video_frames() if video else audio_frames())
+        self.keyframes = [i for i, f in enumerate(self.frames) if video and is_vp8_keyframe(f.payloads[0], 0)]
         self.interval = 1 / 30 if video else 0.02
         self.next_time = 0.0
         self.index = 0
@@ -121,7 +123,10 @@ class Publisher:
 
     def skip_to_keyframe(self) -> None:
         """The next frame sent is the recording's next keyframe (an encoder asked for one)."""
-        self.index = -(-self.index // KEYFRAME_EVERY) * KEYFRAME_EVERY
+        length = len(self.frames)
+        loop, position = divmod(self.index, length)
+        later = [k for k in self.keyframes if k >= position]
+        self.index = loop * length + later[0] if later else (loop + 1) * length + self.keyframes[0]
 
     def on_rtcp(self, data: bytes) -> list[bytes]:
         out = []
@@ -190,6 +195,10 @@ class Received:
     missing: dict[int, list[float]] = field(default_factory=dict)  # seq -> [first missing, last asked, tries]
     highest: int = -1
     duplicates: int = 0
+    given_up: int = -1  # the highest sequence number no longer asked for: undecodable until a keyframe after it
+    stuck_since: float | None = None  # a frame ended that the decoder cannot show (since then)
+    last_pli: float = float("-inf")
+    plis: int = 0
 
     def gaps(self) -> list[int]:
         """Sequence numbers never received between the first and the highest."""
@@ -198,12 +207,15 @@ class Received:
 
 
 class Subscriber:
-    """A browser's receiving side: NACK on gap (then every 50 ms, 10 tries), a report a second,
-    and with `wide_id` (the transport-cc extension) a transport feedback every 50 ms, as Chrome."""
+    """A browser's receiving side: NACK on gap (then every 50 ms, 10 tries), a keyframe request
+    (PLI) when frames end that it cannot show for KEYFRAME_WAIT, a report a second, and with
+    `wide_id` (the transport-cc extension) a transport feedback every 50 ms, as Chrome."""
 
     NACK_RETRY = 0.05
     NACK_TRIES = 10
     FEEDBACK_EVERY = 0.05
+    KEYFRAME_WAIT = 0.2
+    PLI_AGAIN = 0.3
 
     def __init__(self, ssrc: int = 7, wide_id: int = 0) -> None:
         self.ssrc = ssrc
@@ -250,12 +262,15 @@ class Subscriber:
             for lost in range(stream.highest + 1, ext):
                 stream.missing[lost] = [now, float("-inf"), 0]
         stream.highest = max(stream.highest, ext)
-        if data[1] & 0x80 and stream.keyframes:
+        if data[1] & 0x80:
             # A frame the decoder can show: nothing missing since the last keyframe (what is older
             # is no longer needed to decode; it is still asked for, as the NACK tests expect).
-            start = stream.keyframes[-1]
-            if all(seq < start for seq in stream.missing):
+            start = stream.keyframes[-1] if stream.keyframes else None
+            if start is not None and start > stream.given_up and all(seq < start for seq in stream.missing):
                 self._frame_done(stream, data, now)
+                stream.stuck_since = None
+            elif stream.stuck_since is None:
+                stream.stuck_since = now
 
     def _arrived(self, data: bytes, now: float) -> None:
         offset = find_extension(data, self.wide_id)
@@ -289,7 +304,12 @@ class Subscriber:
     def due(self) -> float:
         retries = [max(m[1] + self.NACK_RETRY, m[0]) for s in self.streams.values() for m in s.missing.values()]
         feedback = [self.next_feedback] if self.arrivals else []
-        return min([self.next_report, *retries, *feedback])
+        plis = [
+            max(s.stuck_since + self.KEYFRAME_WAIT, s.last_pli + self.PLI_AGAIN)
+            for s in self.streams.values()
+            if s.stuck_since is not None
+        ]
+        return min([self.next_report, *retries, *feedback, *plis])
 
     def on_timer(self, now: float) -> list[bytes]:
         out = []
@@ -298,11 +318,17 @@ class Subscriber:
             for seq, entry in list(stream.missing.items()):
                 if entry[2] >= self.NACK_TRIES:
                     del stream.missing[seq]
+                    stream.given_up = max(stream.given_up, seq)
                 elif now >= entry[1] + self.NACK_RETRY:
                     entry[1], entry[2] = now, entry[2] + 1
                     ask.append(seq & 0xFFFF)
             if ask:
                 out.append(build_nack(self.ssrc, ssrc, ask))
+            stuck = stream.stuck_since
+            if stuck is not None and now >= max(stuck + self.KEYFRAME_WAIT, stream.last_pli + self.PLI_AGAIN):
+                stream.last_pli = now
+                stream.plis += 1
+                out.append(build_pli(self.ssrc, ssrc))
         if self.arrivals and now >= self.next_feedback:
             self.next_feedback = now + self.FEEDBACK_EVERY
             out.append(self._feedback())
@@ -342,11 +368,16 @@ class Sim:
         name: str,
         rids: tuple[str, ...] = ("q", "h", "f"),
         frames: tuple[tuple[EncodedFrame, ...], ...] | None = None,
+        pacing: float = PACING,
     ) -> list[LayerPublisher]:
         """A camera in three encodings, each on its own (unannounced) SSRC: the core learns them by rid.
-        `frames`: each layer's recording (the same small one for all by default)."""
+        `frames`: each layer's recording (the same small one for all by default). The encodings
+        leave through one pacer, as a browser's: a frame's packets are spread at `pacing` bits
+        per second instead of arriving together (which would hide a queue from the delay signal)."""
         transport = self.session.create_transport(f"{name}:pub")
         self.session.add_producer(transport, name, mid="0", codec=VP8, extensions=EXT, rids=rids)
+        uplink = Link(seed=self.seed + len(self.publishers), **self.link)
+        uplink.bandwidth = pacing
         layers = []
         for spatial, rid in enumerate(rids):
             layer = LayerPublisher(
@@ -357,8 +388,7 @@ class Sim:
                 frames=frames[spatial] if frames is not None else None,
             )
             layer.next_time = self.now
-            key = f"{name}/{rid}"
-            self.publishers[key] = (transport, layer, Link(seed=self.seed + len(self.publishers), **self.link))
+            self.publishers[f"{name}/{rid}"] = (transport, layer, uplink)
             layers.append(layer)
         self.layers[name] = layers
         return layers
@@ -414,7 +444,7 @@ class Sim:
             self._at(when, lambda now: deliver(data, now))
 
     def flush(self) -> None:
-        for transport, rtp, rtcp in self.session.take_ready():
+        for transport, rtp, rtcp in self.session.take_ready(self.now):
             if transport.id.endswith(":pub"):
                 for pub_transport, publisher, link in self.publishers.values():
                     if pub_transport is transport:

@@ -4,7 +4,7 @@ at once when the link cannot carry the current layer, and dynacast, in the simul
 from __future__ import annotations
 
 from sfu.adapter.peer import LAYER_BITRATES
-from sfu.core.allocator import TEACHER_CAMERA
+from sfu.core.allocator import OTHER, TEACHER_CAMERA
 from sfu.core.bandwidth import RoomBandwidth, Subscriber, Wanted
 from sfu.core.layered import LayeredConsumer
 from sfu.core.stats import DropReason
@@ -127,3 +127,71 @@ def test_what_a_subscriber_can_make_the_server_pad_is_bounded() -> None:
     bandwidth.run([pupil], sim.session.producers.values(), sim.now)
     sim.run(sim.now + 2.0)
     assert sim.session.stats.probe_packets == last
+
+
+def three_videos(estimate: int) -> tuple[Sim, RoomBandwidth, Subscriber]:
+    """A teacher and two pupils' cameras to one pupil whose estimate is fixed (no feedback)."""
+    sim = Sim(seed=4)
+    for name in ("teacher", "ada", "bob"):
+        sim.publish_simulcast(name, frames=layer_recordings())
+        sim.subscribe("pupil", name, wide=True)
+    transport, subscriber, _, _ = sim.subscribers["pupil"]
+    consumers = {c.producer.id: c for c in set(transport.consumers.values())}
+    for consumer in consumers.values():
+        consumer.set_layers(2, 2, sim.now)  # type: ignore[attr-defined]
+    sim.run(1.0)
+    subscriber.wide_id = 0
+    sim.run(1.2)
+    assert transport.bwe is not None
+    transport.bwe.estimate = estimate
+    videos = [
+        Wanted(c, TEACHER_CAMERA if track == "teacher" else OTHER, 2)  # type: ignore[arg-type]
+        for track, c in consumers.items()
+    ]
+    return sim, RoomBandwidth(nominal=LAYER_BITRATES), Subscriber("pupil", transport, videos)
+
+
+def test_on_a_slow_link_keyframes_are_asked_one_at_a_time_the_teacher_first() -> None:
+    sim, bandwidth, pupil = three_videos(300_000)
+    producers = sim.session.producers.values()
+    assert all(v.consumer.current_layers == (2, 2) for v in pupil.videos)
+    bandwidth.run([pupil], producers, sim.now)  # the link fell under the full layers
+    # 300 kbit/s takes about 11 kB of keyframes in 0.3 s: the teacher's (6.5 kB), not three. The
+    # others stop at once too (nothing of theirs can pass) and come back in later rounds.
+    waiting = {v.consumer.producer.id for v in pupil.videos if not v.consumer.paused}
+    assert waiting == {"teacher"}, waiting
+    assert next(v for v in pupil.videos if v.priority == TEACHER_CAMERA).consumer.target_layers[0] == 0
+    for step in range(1, 14):  # once their cooling is over (COOLING), one by one
+        sim.run(1.2 + step * 0.5)
+        bandwidth.run([pupil], producers, sim.now)
+    assert all(v.consumer.current_layers is not None for v in pupil.videos)
+
+
+def test_a_video_lowered_is_raised_before_its_cooling_ends_once_the_link_grew() -> None:
+    sim, consumer = pupil_on_full()
+    bandwidth = RoomBandwidth(nominal=LAYER_BITRATES)
+    transport = sim.subscribers["pupil"][0]
+    assert transport.bwe is not None
+    sim.subscribers["pupil"][1].wide_id = 0  # the estimate stays where the test puts it
+    sim.run(sim.now + 0.2)
+    pupil = Subscriber("pupil", transport, [Wanted(consumer, TEACHER_CAMERA, 2)])
+    transport.bwe.estimate = 150_000
+    bandwidth.run([pupil], sim.session.producers.values(), sim.now)
+    assert consumer.target_layers[0] == 0
+    sim.run(sim.now + 1.0)
+    transport.bwe.estimate = 160_000  # within a quarter: still cooling
+    bandwidth.run([pupil], sim.session.producers.values(), sim.now)
+    assert consumer.target_layers[0] == 0
+    transport.bwe.estimate = 5_000_000
+    bandwidth.run([pupil], sim.session.producers.values(), sim.now)
+    assert consumer.target_layers[0] > 0
+
+
+def test_rounds_close_together_keep_the_temporal_layers() -> None:
+    # A round 50 ms after another (an estimate event) used to see a keyframe alone and take the
+    # layer for one without temporal layers: the teacher then lost its higher ones.
+    sim, _ = pupil_on_full()
+    producer = sim.session.producers["teacher"]
+    first = producer.layer_bitrates(sim.now)
+    sim.run(sim.now + 0.05)
+    assert [len(layer) for layer in producer.layer_bitrates(sim.now)] == [len(layer) for layer in first] == [3, 3, 3]

@@ -172,8 +172,8 @@ def test_ssrc_learned_from_mid_when_sdp_did_not_announce_it() -> None:
     session.add_consumer(sub, producer, ssrc=9, payload_type=109, mid="0", extensions=SUB_EXT)
     pub.receive_rtp(rtp_packet(7, 960, 4242, pt=111, extensions=[(4, b"1"), (1, b"\x85")], payload=b"opus"), 0.0)
     assert producer.ssrc == 4242
-    assert len(sub.outbox) == 1
-    out = sub.outbox[0]
+    assert len(sub.audio_outbox) == 1  # audio apart from video: never held by the pacer
+    out = sub.audio_outbox[0]
     assert out[find_extension(out, SUB_EXT.audio_level)] == 0x85
     pub.receive_rtp(rtp_packet(8, 960, 999, pt=111, extensions=[(4, b"7")]), 0.0)
     assert session.stats.drops[DropReason.UNKNOWN_SSRC] == 1
@@ -189,7 +189,7 @@ def test_pause_and_resume_keep_the_output_continuous() -> None:
     assert session.stats.drops[DropReason.PAUSED] == 1
     consumer.resume(1.0)
     pub.receive_rtp(rtp_packet(500, 480000, 1111, pt=111), 1.0)
-    out = [fields(p) for p in sub_t.outbox]
+    out = [fields(p) for p in sub_t.audio_outbox]
     assert len(out) == 3
     assert (out[2][1] - out[1][1]) & 0xFFFF == 1
     assert abs(((out[2][2] - out[1][2]) & 0xFFFFFFFF) - 0.98 * 48000) < 10
@@ -199,7 +199,7 @@ def test_a_successor_on_the_same_ssrc_continues_the_numbering() -> None:
     session, pub, producer, subs = setup_session(OPUS, subscribers=1)
     sub_t, consumer = subs[0]
     pub.receive_rtp(rtp_packet(1, 0, 1111, pt=111), 0.0)
-    last = fields(sub_t.outbox[-1])
+    last = fields(sub_t.audio_outbox[-1])
     session.remove_consumer(consumer)
     seq, ts = consumer.successor_start(0.5)
     successor = session.add_consumer(
@@ -213,7 +213,7 @@ def test_a_successor_on_the_same_ssrc_continues_the_numbering() -> None:
         initial_ts=ts,
     )
     pub.receive_rtp(rtp_packet(2, 960, 1111, pt=111), 0.5)
-    first = fields(sub_t.outbox[-1])
+    first = fields(sub_t.audio_outbox[-1])
     assert successor.ssrc == first[3] == last[3]
     assert (first[1] - last[1]) & 0xFFFF == 1
     assert (first[2] - last[2]) & 0xFFFFFFFF == 24000

@@ -19,12 +19,13 @@ from sfu.core.twcc import MAX_STATUSES, TransportFeedback, build_feedback
 from .sim import Sim, layer_recordings
 
 # The longest the picture may stop when the link falls from 2 Mbit/s to 300 kbit/s under a full
-# layer. The issue asks 0.5 s; measured here 1.3 s: the 0.3 s queue fills with the full layer
-# before the first feedback can tell (its packets come out at the new rate), the estimate falls
-# about 0.4 s after the drop, the old layer stops at once, and the lowest layer's keyframe still
-# waits behind what the queue holds. Everywhere else (steady at 2 Mbit/s, constrained, recovered)
-# the picture never stops longer than STALL.
-FREEZE_ON_DROP = 2.0
+# layer. The issue asks 0.5 s; measured on a clean link 0.38 to 0.70 s depending on the moment and
+# the link's queue (five of the eight runs within 0.5 s), near the floor physics sets: the fall is
+# seen in 0.1 to 0.15 s (the
+# first packets that queue), the old layer stops at once, but what the link already queued (0.1 or
+# 0.3 s of it) still has to drain before the lowest layer's keyframe (about 7 kB: 0.19 s at
+# 300 kbit/s) can arrive. Everywhere else the picture never stops longer than STALL.
+FREEZE_ON_DROP = 0.75
 STALL = 0.6
 
 
@@ -101,58 +102,87 @@ class Room:
         self.sim.flush()
 
 
-def test_the_estimate_finds_the_link_follows_a_drop_and_recovers() -> None:
-    sim = Sim(seed=3, delay=0.02)
+def drop_and_recover(drop: float, queue: float, loss: float = 0.0, jitter: float = 0.0, seed: int = 3) -> Run:
+    """A pupil wanting more than its 2 Mbit/s link (the teacher's full layer and two half-size
+    tiles); the link falls to 300 kbit/s at `drop` and recovers at 20 s. The room runs as the
+    server runs it: every second, and at once when an estimate moves."""
+    sim = Sim(seed=seed, delay=0.02, loss=loss, jitter=jitter)
     for name in ("teacher", "ada", "bob"):
         sim.publish_simulcast(name, frames=layer_recordings())
-    for name in ("teacher", "ada", "bob"):  # wants 1.5 + 2 x 0.5 Mbit/s: more than the link
+    for name in ("teacher", "ada", "bob"):
         sim.subscribe("pupil", name, wide=True)
     down = sim.subscribers["pupil"][2]
-    down.bandwidth, down.queue = 2_000_000, 0.3
+    down.bandwidth, down.queue = 2_000_000, queue
     room = Room(sim, "pupil")
     teacher = room.consumers["teacher"]
     assert isinstance(teacher, LayeredConsumer)
-    estimates: dict[float, int] = {}
-    layers: dict[float, int | None] = {}
+    run = Run()
     now = 0.0
     while now < 30.0:
         now = round(now + 0.05, 2)
-        if now == 12.0:
+        if now == drop:
             down.bandwidth = 300_000
         if now == 20.0:
             down.bandwidth = 2_000_000
         seen = len(sim.events)
         sim.run(now)
-        # As the server runs it: every second, and at once when an estimate moves.
         if now == int(now) or any(isinstance(e, BandwidthEstimate) for e in sim.events[seen:]):
             room.run(now)
-        estimates[now] = room.estimate()
+        run.estimates[now] = room.estimate()
         current = teacher.current_layers
-        layers[now] = None if current is None else current[0]
-    # At 2 Mbit/s, from 4 s on: never above the link, its median within a fifth of it. The issue
-    # asks all of it within a fifth: a probe that fails (the pupil wants more than the link) costs
-    # a dip to about 55 % (GCC's decrease to 85 % of what arrived), regained at 8 % a second, so
-    # measured here 56 % of the time within a fifth.
-    steady = sorted(e for t, e in estimates.items() if 4.0 <= t < 12.0)
-    assert steady[-1] <= 2_100_000 and steady[0] >= 1_000_000, steady
-    assert steady[len(steady) // 2] >= 1_600_000, steady
-    assert sum(e >= 1_600_000 for e in steady) >= 0.5 * len(steady), steady
-    # The link drops to 300 kbit/s: the teacher's camera on its lowest layer within 2 s, and
-    # mostly there while the link stays low (a probe's success may try the next layer for a
-    # moment: it is taken back on the first loss).
-    assert any(layers[t] == 0 for t in estimates if 12.0 <= t < 14.0), layers
-    constrained = [layers[t] for t in estimates if 14.0 <= t < 20.0]
-    assert constrained.count(0) >= 0.75 * len(constrained) and max(s or 0 for s in constrained) <= 1, constrained
-    low = sorted(e for t, e in estimates.items() if 14.0 <= t < 20.0)
-    assert low[len(low) // 2] <= 360_000 and low[-1] <= 800_000, low
-    # The link recovers: the top layer back within 10 s.
-    assert any(layers[t] == 2 for t in estimates if 20.0 < t <= 30.0), layers
-    # The picture, as the pupil's decoder shows it, over the whole run.
+        run.layers[now] = None if current is None else current[0]
     frames = [t for t, _, _ in sim.subscribers["pupil"][1].streams[teacher.ssrc].frames]
-    gaps = [(b - a, a) for a, b in itertools.pairwise(frames)]
-    assert max(g for g, at in gaps if 11.5 <= at < 14.0) < FREEZE_ON_DROP, gaps
-    assert max(g for g, at in gaps if not 11.5 <= at < 14.0) < STALL, gaps
-    # It learnt by padding (copies on RTX), never by sending the media a layer too high.
-    assert sim.session.stats.probe_packets > 0
-    # Chrome sends one every 50 ms.
-    assert sim.subscribers["pupil"][1].feedbacks > 500
+    run.gaps = [(b - a, a) for a, b in itertools.pairwise(frames)]
+    run.probes = sim.session.stats.probe_packets
+    return run
+
+
+class Run:
+    def __init__(self) -> None:
+        self.estimates: dict[float, int] = {}
+        self.layers: dict[float, int | None] = {}
+        self.gaps: list[tuple[float, float]] = []
+        self.probes = 0
+
+    def first(self, after: float, spatial: int) -> float:
+        return min(t for t, s in self.layers.items() if t >= after and s == spatial) - after
+
+    def freeze(self, drop: float, at_drop: bool) -> float:
+        """The longest stop of the teacher's picture around the fall (or elsewhere, after the start)."""
+        return max(g for g, at in self.gaps if (drop - 0.5 <= at < drop + 2.0) == at_drop and at > 2.0)
+
+
+@pytest.mark.parametrize("queue", [0.1, 0.3])
+@pytest.mark.parametrize("drop", [12.0, 12.3, 12.6, 12.85])
+def test_the_estimate_finds_the_link_follows_a_drop_and_recovers(drop: float, queue: float) -> None:
+    run = drop_and_recover(drop, queue)
+    # At 2 Mbit/s, from 4 s on: within a fifth of the link all the time (measured 1.70 to 2.10 Mbit/s).
+    steady = [e for t, e in run.estimates.items() if 4.0 <= t < drop]
+    assert all(1_600_000 <= e <= 2_400_000 for e in steady), steady
+    # The fall: the teacher's camera on its lowest layer within a second (the issue: 2 s; measured
+    # 0.2 to 0.25 s), the picture stopped at most FREEZE_ON_DROP, and there while the link stays low.
+    assert run.first(drop, 0) <= 1.0
+    assert run.freeze(drop, at_drop=True) < FREEZE_ON_DROP, run.gaps
+    constrained = [s for t, s in run.layers.items() if drop + 2.0 <= t < 20.0]
+    assert constrained.count(0) >= 0.9 * len(constrained), constrained
+    low = sorted(e for t, e in run.estimates.items() if drop + 2.0 <= t < 20.0)
+    assert low[len(low) // 2] <= 360_000 and low[-1] <= 800_000, low
+    # The recovery: the top layer back within 10 s (measured 3.8 to 8.1 s), found by padding probes.
+    assert run.first(20.0, 2) <= 10.0
+    assert run.probes > 0
+    # Everywhere else the picture runs (steady at 2 Mbit/s, constrained, going up again: measured
+    # at most 0.47 s, a raise's keyframe on a thin link).
+    assert run.freeze(drop, at_drop=False) < STALL, run.gaps
+
+
+def test_a_lossy_jittery_link_is_followed_too() -> None:
+    # 1 % loss and 3 ms of jitter on every link, the publishers' included. The estimate and the
+    # switches hold; the pictures stop longer (a packet lost twice, or reordered past a frame's
+    # end, costs the subscriber's decoder a keyframe in this simulation: measured 0.6 s at the
+    # fall, 1 s elsewhere).
+    run = drop_and_recover(12.0, 0.3, loss=0.01, jitter=0.003, seed=7)
+    steady = [e for t, e in run.estimates.items() if 4.0 <= t < 12.0]
+    assert sum(1_600_000 <= e <= 2_400_000 for e in steady) >= 0.9 * len(steady)
+    assert run.first(12.0, 0) <= 1.0
+    assert run.first(20.0, 2) <= 10.0
+    assert run.freeze(12.0, at_drop=True) < 1.5 and run.freeze(12.0, at_drop=False) < 1.5, run.gaps

@@ -39,7 +39,7 @@ class LiveSession:
         session = self.session
         if session.ready:
             peers = self.peers
-            for transport, rtp, rtcp in session.take_ready():
+            for transport, rtp, rtcp in session.take_ready(self.now()):
                 peer = peers.get(transport.id)
                 if peer is not None:
                     peer.send(rtp, rtcp)

@@ -10,7 +10,8 @@ rounds lives here, sans-IO like the rest of the core (fed with the consumers and
   its recent video packets on the RTX stream, harmless if lost) at the rate the next step needs,
   or, where no RTX was negotiated, the next step itself. A probe that meets loss or a falling
   estimate ends at once and the next waits twice as long (PROBE_BACKOFF_MAX at most);
-- cooling: a video lowered is not raised again for COOLING seconds (no oscillation);
+- cooling: a video lowered is not raised again for COOLING seconds (no oscillation), unless its
+  subscriber's estimate has grown by a quarter since (what lowered it no longer holds);
 - a switch down because the link cannot carry the current layer (its bitrate above the whole
   estimate) happens at once: the old layer stops instead of filling the queue until the lower
   layer's keyframe, which then arrives sooner;
@@ -23,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from .allocator import Allocation, Subscription, allocate
+from .allocator import ESSENTIAL, Allocation, Subscription, allocate
 from .layered import LayeredConsumer
 from .params import Kind
 from .producer import Producer
@@ -31,6 +32,7 @@ from .transport import Transport
 
 AUDIO_COST = 40_000  # bits/s counted per forwarded microphone (Opus with headers)
 COOLING = 4.0  # seconds during which a video lowered is not raised again
+RECOVERED = 1.25  # ... unless its subscriber's estimate has grown this much since
 DYNACAST_DELAY = 5.0  # seconds a layer must stay unwanted before its publisher stops encoding it
 LOSS_HIGH = 0.1  # fraction lost (receiver reports) above which the estimate is lowered
 PROBE_LOSS = 0.05  # fraction lost (receiver reports) during a probe that makes it fail
@@ -45,7 +47,12 @@ PROBE_TIME = 0.5
 PROBE_TIME_REMB = 4.0
 PROBE_AGAIN = 1.0  # seconds from a successful probe (or a subscriber's start) to the next
 PROBE_BACKOFF = 1.0  # seconds from a failed probe to the next, doubling on each failure
-PROBE_BACKOFF_MAX = 8.0
+PROBE_BACKOFF_MAX = 4.0
+BACKLOG = 0.1  # seconds of the estimate held by a subscriber's pacer, beyond which nothing is raised
+REPAIR_WINDOW = 1.0  # seconds over which the retransmissions sent to a subscriber are measured
+KEYFRAME_SECONDS = 0.35  # a keyframe weighs about this many seconds of its layer's bitrate
+KEYFRAME_BURST = 0.3  # seconds of a subscriber's estimate that keyframes asked in one round may take
+RAISE_BURST = 0.5  # ... and the most one raise's keyframe may take (the picture waits for it)
 TEMPORAL_SHARES = (0.5, 0.75, 1.0)  # a paused layer's nominal bitrate split by temporal layer
 
 
@@ -79,6 +86,9 @@ class Downlink:
     ceiling: int = 0  # the estimate a probe by media allows (0: probing by padding)
     started_with: int = 0  # the estimate when the probe began
     step: float = PROBE_STEP  # how much more than it uses the next probe tries
+    resent: int = 0  # the transport's retransmitted bytes when last measured
+    resent_at: float = 0.0
+    repair: int = 0  # bits/s of retransmissions lately: the link carries them besides the layers
 
     def fail(self, now: float) -> None:
         """The step was too much: back at once, wait longer before the next, try less."""
@@ -104,7 +114,8 @@ class RoomBandwidth:
     max_downlink: int | None = None  # the operator's cap on one subscriber's estimate
     nominal: Mapping[str, int] = field(default_factory=dict)  # a simulcast layer's bitrate by rid, while stopped
     downlinks: dict[str, Downlink] = field(default_factory=dict)
-    lowered: dict[tuple[str, str], float] = field(default_factory=dict)  # (subscriber, track) -> when lowered
+    # (subscriber, track) -> when lowered, and the subscriber's estimate then
+    lowered: dict[tuple[str, str], tuple[float, int | None]] = field(default_factory=dict)
     wanted_at: dict[tuple[str, str], float] = field(default_factory=dict)  # (track, rid) -> last wanted
     active: dict[str, tuple[str, ...]] = field(default_factory=dict)  # track -> rids its publisher sends
     last: Allocation | None = None
@@ -120,6 +131,8 @@ class RoomBandwidth:
         bitrates = {p.id: self._layers(p, now) for p in videos}
         rows: list[Subscription] = []
         consumers: dict[tuple[str, str], LayeredConsumer] = {}
+        essential: set[tuple[str, str]] = set()
+        busy: set[str] = set()  # subscribers whose pacer holds a backlog
         estimates: dict[str, int] = {}
         audio: dict[str, int] = {}
         transports: dict[str, Transport] = {}
@@ -128,21 +141,43 @@ class RoomBandwidth:
                 continue
             transports[sub.id] = sub.transport
             audio[sub.id] = sub.audio
-            estimate = self._estimate(sub, now)
+            downlink = self.downlinks.get(sub.id)
+            if downlink is None:
+                downlink = self.downlinks[sub.id] = Downlink(next_at=now + PROBE_AGAIN, resent_at=now)
+            estimate = self._estimate(sub, downlink, now)
             sub.transport.estimate = estimate  # bounds its retransmissions too
             if estimate is not None:
-                estimates[sub.id] = estimate
+                # What is resent takes room from the layers (libwebrtc lowers its encoder's target
+                # by its protection overhead): on a full link, retransmissions would otherwise keep
+                # it full, and a full link loses more.
+                estimates[sub.id] = max(estimate - downlink.repair, estimate // 2)
+                # Nothing is raised while the pacer holds more than BACKLOG of the estimate (a
+                # raise adds a keyframe to a queue that has not drained the last one).
+                pacer = sub.transport.pacer
+                if pacer is not None and pacer.queued * 8 > estimate * BACKLOG:
+                    busy.add(sub.id)
+            priorities = sub.transport.priorities
+            priorities.clear()
             for video in sub.videos:
                 consumer = video.consumer
+                priorities[consumer.ssrc] = video.priority
+                if consumer.rtx_ssrc is not None:
+                    priorities[consumer.rtx_ssrc] = video.priority
                 track = consumer.producer.id
                 if track not in bitrates:
                     continue
                 consumers[(sub.id, track)] = consumer
+                if video.priority >= ESSENTIAL:
+                    essential.add((sub.id, track))
                 current = None if consumer.paused else consumer.target_layers  # paused: resuming is going up
                 rows.append(Subscription(sub.id, track, video.priority, video.max_spatial, bitrates[track], current))
-        cooling = frozenset(key for key, at in self.lowered.items() if now - at < COOLING)
+        cooling = frozenset(
+            key
+            for key, (at, then) in self.lowered.items()
+            if now - at < COOLING and (then is None or key[0] not in estimates or estimates[key[0]] < then * RECOVERED)
+        ) | frozenset(key for key in consumers if key[0] in busy)
         allocation = allocate(rows, self._with_probes(estimates), audio, self.room_budget, cooling)
-        self._apply(allocation, consumers, estimates, now)
+        self._apply(allocation, consumers, estimates, essential, now)
         self._probe(allocation, estimates, transports, now)
         changed = self._dynacast([p for p in videos if p.simulcast], allocation, now)
         for sub_id in [s for s in self.downlinks if s not in transports]:
@@ -166,10 +201,13 @@ class RoomBandwidth:
             layers.append(bitrates)
         return tuple(layers)
 
-    def _estimate(self, sub: Subscriber, now: float) -> int | None:
+    def _estimate(self, sub: Subscriber, downlink: Downlink, now: float) -> int | None:
         """The estimate to allocate by (None: unknown, no limit); a probe that meets loss or a
         falling estimate ends here."""
         transport = sub.transport
+        if now - downlink.resent_at >= REPAIR_WINDOW:
+            downlink.repair = int((transport.resent_bytes - downlink.resent) * 8 / (now - downlink.resent_at))
+            downlink.resent, downlink.resent_at = transport.resent_bytes, now
         bwe = transport.bwe
         estimate = bwe.estimate if bwe is not None and bwe.feedbacks else transport.remb
         loss = max((v.consumer.fraction_lost for v in sub.videos if not v.consumer.paused), default=0) / 256
@@ -178,8 +216,7 @@ class RoomBandwidth:
             if used is not None:
                 lowered = int(used * (1 - loss / 2))
                 estimate = lowered if estimate is None else min(estimate, lowered)
-        downlink = self.downlinks.get(sub.id)
-        if downlink is not None and downlink.until is not None:
+        if downlink.until is not None:
             fell = estimate is not None and estimate < downlink.started_with * PROBE_FALL
             if loss > PROBE_LOSS or fell or transport.probe_failed:
                 downlink.fail(now)
@@ -203,9 +240,7 @@ class RoomBandwidth:
     ) -> None:
         """End the probes that lasted without trouble; start one for a subscriber held below its wish."""
         for sub, estimate in estimates.items():
-            downlink = self.downlinks.get(sub)
-            if downlink is None:
-                downlink = self.downlinks[sub] = Downlink(next_at=now + PROBE_AGAIN)
+            downlink = self.downlinks[sub]
             if downlink.until is not None:
                 if now >= downlink.until:
                     downlink.succeed(now)
@@ -230,8 +265,16 @@ class RoomBandwidth:
         allocation: Allocation,
         consumers: dict[tuple[str, str], LayeredConsumer],
         estimates: dict[str, int],
+        essential: set[tuple[str, str]],
         now: float,
     ) -> None:
+        # Keyframes a subscriber may be sent this round, in bytes (see KEYFRAME_BURST), less
+        # those it still waits for: on a slow link, three keyframes asked at once arrive after all
+        # three, and all three pictures wait. The most important switch goes first.
+        keyframes = {sub: estimate * KEYFRAME_BURST / 8 for sub, estimate in estimates.items()}
+        for (sub, _), consumer in consumers.items():
+            if sub in keyframes:
+                keyframes[sub] -= self._keyframe(consumer, now)
         for key, layers in allocation.layers.items():
             consumer = consumers[key]
             if consumer.pause_reasons - {"bandwidth"}:
@@ -239,27 +282,66 @@ class RoomBandwidth:
                 continue
             if layers is None:
                 if "bandwidth" not in consumer.pause_reasons and not consumer.paused:
-                    self.lowered[key] = now
+                    self.lowered[key] = (now, estimates.get(key[0]))
                 consumer.set_paused("bandwidth", True, now)
                 continue
             before = consumer.target_layers
-            if "bandwidth" in consumer.pause_reasons:
+            resuming = "bandwidth" in consumer.pause_reasons
+            if not resuming and layers == before:
+                continue
+            estimate = estimates.get(key[0])
+            current = consumer.current_layers
+            down = not resuming and layers < before
+            at_once = down and estimate is not None and current is not None and layers[0] < current[0]
+            if at_once and current is not None:  # only when what it is sent now exceeds the whole link
+                forwarded = consumer.producer.layer_bitrates(now)[current[0]]
+                at_once = bool(forwarded) and forwarded[min(current[1], len(forwarded) - 1)] > (estimate or 0)
+            if key[0] in keyframes and (resuming or layers[0] != before[0]):
+                left = keyframes[key[0]]
+                cost = self._keyframe_cost(consumer, layers[0], now)
+                spent = left < estimates[key[0]] * KEYFRAME_BURST / 8  # another keyframe is on its way
+                # A raise is a choice: one at a time, never one whose keyframe alone would stop the
+                # picture longer than RAISE_BURST (the old layer stops when the new one starts). A
+                # resume or a switch down is needed: the first of a round goes, and the essential
+                # ones always.
+                if not resuming and not down:
+                    if spent or cost > estimates[key[0]] * RAISE_BURST / 8:
+                        continue
+                elif cost > left and spent and (resuming or (at_once and key not in essential)):
+                    if at_once:  # the link cannot carry it and has no room for a keyframe: nothing
+                        self.lowered[key] = (now, estimate)
+                        consumer.set_paused("bandwidth", True, now)
+                        consumer.drop_queued()
+                    continue  # raised or resumed in a later round, once the others have theirs
+                keyframes[key[0]] = left - cost
+            if resuming:
                 consumer.set_layers(*layers, now)
                 consumer.set_paused("bandwidth", False, now)
-            elif layers != before:
-                if layers < before:
-                    self.lowered[key] = now
-                estimate = estimates.get(key[0])
-                current = consumer.current_layers
-                at_once = (
-                    estimate is not None
-                    and current is not None
-                    and layers[0] < current[0]
-                    and consumer.producer.layer_bitrates(now)[current[0]][-1] > estimate
-                )
-                consumer.set_layers(*layers, now, at_once=at_once)
+                continue
+            if down:
+                self.lowered[key] = (now, estimate)
+            consumer.set_layers(*layers, now, at_once=at_once)
         for key in [k for k in self.lowered if k not in allocation.layers]:
             del self.lowered[key]
+
+    def _keyframe(self, consumer: LayeredConsumer, now: float) -> float:
+        """The bytes of the keyframe a consumer still waits for (0: none)."""
+        if consumer.paused:
+            return 0.0
+        target, current = consumer.target_layers, consumer.current_layers
+        if current is not None and current[0] == target[0]:
+            return 0.0
+        return self._keyframe_cost(consumer, target[0], now)
+
+    def _keyframe_cost(self, consumer: LayeredConsumer, spatial: int, now: float) -> float:
+        """What a keyframe of one spatial layer weighs, in bytes: KEYFRAME_SECONDS of its bitrate
+        (the nominal one of a simulcast layer: a keyframe is sized by the encoder's target)."""
+        producer = consumer.producer
+        bitrate = self.nominal.get(producer.rids[spatial], 0) if producer.simulcast else 0
+        if not bitrate:
+            measured = producer.layer_bitrates(now)
+            bitrate = measured[spatial][-1] if spatial < len(measured) and measured[spatial] else 0
+        return bitrate * KEYFRAME_SECONDS / 8
 
     def _dynacast(self, producers: list[Producer], allocation: Allocation, now: float) -> dict[str, tuple[str, ...]]:
         by_id = {p.id: p for p in producers}

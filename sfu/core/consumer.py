@@ -43,6 +43,10 @@ def _header_template(ssrc: int, mid: str, ext: HeaderExtensions, kind: Kind) -> 
     abs-send-time, audio-level and transport-wide sequence number values (0 when absent)."""
     block = bytearray()
     ast_offset = level_offset = wide_offset = 0
+    if ext.transport_cc:  # first, where the pacer finds it (WIDE_OFFSET)
+        block.append((ext.transport_cc << 4) | 1)
+        wide_offset = 16 + len(block)
+        block += b"\x00\x00"
     if ext.mid and mid:
         value = mid.encode("ascii")[:16]
         block.append((ext.mid << 4) | (len(value) - 1))
@@ -55,10 +59,6 @@ def _header_template(ssrc: int, mid: str, ext: HeaderExtensions, kind: Kind) -> 
         block.append(ext.audio_level << 4)
         level_offset = 16 + len(block)
         block.append(0x7F)
-    if ext.transport_cc:
-        block.append((ext.transport_cc << 4) | 1)
-        wide_offset = 16 + len(block)
-        block += b"\x00\x00"
     header = bytearray(RTP_HEADER.pack(0x80, 0, 0, 0, ssrc))
     if block:
         block += b"\x00" * (-len(block) % 4)
@@ -168,7 +168,10 @@ class Consumer:
         self._first_byte = self._header[0] & 0xDF  # version and extension bits; padding per packet
         self._rtx_header = _header_template(rtx_ssrc or 0, mid, extensions, self.kind)[0]
         self._history = [-1] * HISTORY_SIZE  # out seq -> extended source seq (checked by the rewriter)
-        self._outbox = transport.outbox
+        # Audio apart, never held by the subscriber's pacer.
+        self._outbox = transport.audio_outbox if self.kind is Kind.AUDIO else transport.outbox
+        if extensions.transport_cc:
+            transport.wide_id = extensions.transport_cc
         self._ready = transport.session.ready
         self._stats = transport.session.stats
         self._prepare()

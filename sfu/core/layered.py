@@ -71,10 +71,20 @@ class LayeredConsumer(Consumer):
         if at_once and forwarder.current > spatial:
             forwarder.current = -1
             forwarder.waiting = True
-            self._history = [-1] * HISTORY_SIZE  # its packets are of no use now: not resent
+            self.drop_queued()
         self.route()
         if not forwarder.paused and forwarder.current != spatial:
             self.producer.request_keyframe(now, spatial)
+
+    def drop_queued(self) -> None:
+        """What was forwarded is of no use now (the link cannot carry it): not resent, and what the
+        subscriber's pacer still holds of it is dropped."""
+        self._history = [-1] * HISTORY_SIZE
+        self.transport.discard(self._ssrcs)
+
+    @property
+    def _ssrcs(self) -> tuple[int, ...]:
+        return (self.ssrc,) if self.rtx_ssrc is None else (self.ssrc, self.rtx_ssrc)
 
     def request_keyframe(self, now: float) -> None:
         forwarder = self.layered_forwarder
@@ -96,6 +106,9 @@ class LayeredConsumer(Consumer):
         if decision == SWITCH:
             self.stream = self.producer.streams[packet.spatial]
             if self.has_sent:
+                # What the subscriber's pacer still holds of the former layer would only delay
+                # this keyframe (and is no longer resent: `_start` forgets what was sent).
+                self.transport.discard(self._ssrcs)
                 self._start_rewriting()
                 self._picture_ids.sync()
                 self._tl0s.sync()

@@ -12,6 +12,7 @@ from typing import Protocol
 from .consumer import Consumer
 from .events import Event, SpeakersChanged, StreamStalled
 from .layered import LayeredConsumer
+from .pacer import Pacer
 from .params import Codec, HeaderExtensions, Kind
 from .producer import Producer
 from .rtcp import build_receiver_report, build_remb
@@ -59,6 +60,7 @@ class MediaSession:
         self._next_report = 0.0
         self._reports_due = False  # a track received something since the last reports
         self._probing: dict[Transport, None] = {}  # transports sending probe padding
+        self._pacing: dict[Transport, None] = {}  # transports whose pacer holds packets
         self._detecting = False  # the detector has a deadline get_timer() knows of
 
     # Inputs from the producers (their hot path calls these only on a change)
@@ -95,22 +97,46 @@ class MediaSession:
         """The oldest event not yet taken, or None."""
         return self.events.popleft() if self.events else None
 
-    def take_ready(self) -> list[tuple[Transport, list[bytes], list[bytes]]]:
+    def take_ready(self, now: float | None = None) -> list[tuple[Transport, list[bytes], list[bytes]]]:
         """What to send now, per transport: its RTP packets and its RTCP compounded into datagrams.
+        With `now`, subscribers' video goes through their pacers (what they hold leaves later, by
+        the timer); without, everything queued leaves.
 
         The lists handed back belong to the caller; the core keeps its own outboxes."""
         batches = []
         for transport in self.ready:
             if transport.closed:
                 continue
-            rtp = transport.outbox.copy()
-            transport.outbox.clear()
+            outbox = transport.outbox
+            pacer = transport.pacer
+            if pacer is None or now is None or pacer.fits(outbox, now):  # the usual case
+                rtp = outbox.copy()
+                outbox.clear()
+            else:
+                rtp = self._paced(transport, pacer, now)
+            if transport.audio_outbox:
+                rtp = transport.audio_outbox + rtp
+                transport.audio_outbox.clear()
             rtcp = _compound(transport.rtcp_outbox)
             transport.rtcp_outbox.clear()
             if rtp or rtcp:
                 batches.append((transport, rtp, rtcp))
         self.ready.clear()
         return batches
+
+    def _paced(self, transport: Transport, pacer: Pacer, now: float) -> list[bytes]:
+        """What leaves when the pacer holds packets, or must hold some of these."""
+        outbox = transport.outbox
+        if outbox:
+            transport.forget(outbox)  # numbered again as they leave
+            pacer.hold(outbox, transport.priorities)
+            outbox.clear()
+        rtp = pacer.due(now)
+        transport.renumber(rtp, now)
+        if pacer.next_at is not None:
+            self._pacing[transport] = None
+            self._wake_at(pacer.next_at)
+        return rtp
 
     def create_transport(self, transport_id: str) -> Transport:
         if transport_id in self.transports:
@@ -128,7 +154,9 @@ class MediaSession:
         transport.closed = True
         self._probing.pop(transport, None)
         transport.outbox.clear()
+        transport.audio_outbox.clear()
         transport.rtcp_outbox.clear()
+        self._pacing.pop(transport, None)
         self.transports.pop(transport.id, None)
 
     def add_producer(
@@ -258,8 +286,8 @@ class MediaSession:
         self._wake_at(transport.probe_next)
 
     def handle_timer(self, now: float) -> None:
-        """Run what is due: upstream NACKs and keyframe requests, probe padding, reports, speaker
-        evaluation."""
+        """Run what is due: upstream NACKs and keyframe requests, probe padding, paced packets,
+        reports, speaker evaluation."""
         for producer in list(self._attention):
             producer.on_timer(now)
             if producer.deadline() is None:
@@ -269,6 +297,13 @@ class MediaSession:
                 transport.on_probe_timer(now)
             if transport.probe_until is None or transport.closed:
                 del self._probing[transport]
+        for transport in list(self._pacing):
+            pacer = transport.pacer
+            if transport.closed or pacer is None or pacer.next_at is None:
+                del self._pacing[transport]
+            elif now >= pacer.next_at:
+                del self._pacing[transport]
+                self.ready.append(transport)  # take_ready releases what is due
         if self._reports_due and now >= self._next_report:
             self._send_reports(now)
         detector = self.detector
@@ -291,6 +326,10 @@ class MediaSession:
         for transport in self._probing:
             if deadline is None or transport.probe_next < deadline:
                 deadline = transport.probe_next
+        for transport in self._pacing:
+            at = transport.pacer.next_at if transport.pacer is not None else None
+            if at is not None and (deadline is None or at < deadline):
+                deadline = at
         if self._reports_due and (deadline is None or self._next_report < deadline):
             deadline = self._next_report
         if self.detector is not None:

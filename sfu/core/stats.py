@@ -35,6 +35,7 @@ class DropReason(enum.IntEnum):
     UNVALIDATED_ADDRESS = 17  # DTLS or SRTP from an address no ICE check validated
     TEMPORAL_LAYER = 18  # a frame of a temporal layer above the one a subscriber is given
     UNKNOWN_RID = 19  # a simulcast packet whose rid the offer did not announce
+    SWITCHED_AWAY = 20  # held by a subscriber's pacer when a switch down made it useless
 
 
 class MediaStats:

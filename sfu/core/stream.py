@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .producer import Producer
 
 METER_SLOTS = 10  # the bitrate meter's window: 10 slots of 100 ms
+SHARES_SPAN = 0.5  # seconds of packets the temporal layers' shares are measured over
 METER_SLOT = 0.1
 
 
@@ -34,6 +35,7 @@ class ReceiveStream:
         "_meter",
         "_meter_slot",
         "_received_prior",
+        "_shares_at",
         "_sr_ntp",
         "_sr_time",
         "_temporal_shares",
@@ -67,6 +69,7 @@ class ReceiveStream:
         self.keyframes = KeyframeRequester()
         self.temporal_bytes = [0, 0, 0, 0]  # by VP8 TID since the last layer_bitrates()
         self._temporal_shares: tuple[float, ...] = (1.0,)
+        self._shares_at = float("-inf")
         self.clock_rate = clock_rate
         self.seq = SeqExtender()
         self.cache = PacketCache(1024 if video else 128)
@@ -135,11 +138,14 @@ class ReceiveStream:
 
     def layer_bitrates(self, now: float) -> tuple[int, ...]:
         """The bitrate with temporal layers 0..t included, for each layer seen (one entry without
-        temporal layers). The shares are smoothed over successive calls."""
+        temporal layers). The shares are measured over SHARES_SPAN at least (a round soon after
+        another would otherwise see a keyframe alone, as if the layer had no temporal layers) and
+        smoothed over successive measures."""
         total = self.bitrate(now)
         counts = self.temporal_bytes
         seen = sum(counts)
-        if seen:
+        if seen and now - self._shares_at >= SHARES_SPAN:
+            self._shares_at = now
             layers = max(i for i, count in enumerate(counts) if count) + 1
             shares = []
             running = 0

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from .bwe import OVERUSE, DownlinkEstimator
 from .consumer import Consumer
 from .events import BandwidthEstimate, ProducerBound
+from .pacer import Pacer, ssrc_of
 from .params import Kind
 from .producer import Producer
 from .rtcp import (
@@ -29,9 +30,12 @@ from .stats import DropReason
 from .twcc import TransportFeedback
 
 RETRANSMISSION_SHARE = 0.25  # of a subscriber's downlink estimate, at most, for retransmissions
+WIDE_OFFSET = 17  # of the transport-wide number's value in our headers: 12 + 4 (extension block) + 1
 SENT_RING = 4096  # packets remembered by transport-wide number, for the subscriber's feedback (a power of two)
 ESTIMATE_STEP = 0.1  # a change of the estimate by more than this fraction is an event
-PROBE_LOSS = 0.05  # fraction lost in one feedback that ends a probe
+PROBE_LOSS = 0.1  # fraction of a probe's packets lost that ends it...
+PROBE_LOST = 2  # ... once at least this many are
+SMOOTHING = 2.5  # the pacer's rate, times the estimate, while the link has not shown its limit
 PROBE_TICK = 0.01  # seconds between two bursts of probe padding (a pacer's granularity)
 
 if TYPE_CHECKING:
@@ -46,7 +50,8 @@ class Transport:
         self.session = session
         self.id = transport_id
         self.rtcp_ssrc = random.getrandbits(32) or 1
-        self.outbox: list[bytes] = []  # RTP to encrypt and send
+        self.outbox: list[bytes] = []  # RTP to encrypt and send (video, paced once there is an estimate)
+        self.audio_outbox: list[bytes] = []
         self.rtcp_outbox: list[bytes] = []
         self.streams: dict[int, ReceiveStream] = {}  # by media SSRC (learnt by mid and rid when new)
         self.rtx_streams: dict[int, ReceiveStream] = {}  # by RTX SSRC
@@ -58,6 +63,9 @@ class Transport:
         self.closed = False
         self._stats = session.stats
         self.bwe: DownlinkEstimator | None = None  # made at the first transport-wide number sent
+        self.pacer: Pacer | None = None  # made with it
+        self.wide_id = 0  # the transport-wide sequence number's extension id (first in our headers)
+        self.priorities: dict[int, int] = {}  # video SSRC (and its RTX) -> the room's priority, for the pacer
         self._wide = 0
         self._sent_seq: list[int] = []
         self._sent_time: list[float] = []
@@ -65,9 +73,13 @@ class Transport:
         self._told_estimate = 0
         self._rtx_tokens = float(session.retransmission_rate)  # bytes; see retransmission_budget
         self._rtx_time = 0.0
+        self._rtx_offered = 0.0
+        self.resent_bytes = 0  # retransmitted so far (the room counts them in what the link carries)
         self._probe_rate = 0.0  # bytes/s of padding while probing
         self._probe_start = 0.0
         self._probe_sent = 0
+        self._probe_packets = 0  # reported by the feedback since the probe began
+        self._probe_lost = 0
         self.probe_until: float | None = None  # a probe by padding runs until then
         self.probe_next = 0.0
         self.probe_failed = False  # a probe met loss or a growing queue (read and reset by the room)
@@ -166,6 +178,7 @@ class Transport:
         """The next transport-wide sequence number, for a packet of `size` bytes sent now."""
         if self.bwe is None:
             self.bwe = DownlinkEstimator()
+            self.pacer = Pacer()
             self._sent_seq = [-1] * SENT_RING
             self._sent_time = [0.0] * SENT_RING
             self._sent_size = [0] * SENT_RING
@@ -176,6 +189,47 @@ class Transport:
         self._sent_time[slot] = now
         self._sent_size[slot] = size
         return seq
+
+    def renumber(self, packets: list[bytes], now: float) -> None:
+        """Packets the pacer held leave now, perhaps before others numbered earlier: they take
+        new transport-wide numbers, in the order and at the time they leave (the estimator reads
+        send order and send time from them: the pacer's queue must not look like the network's).
+        Their former numbers were forgotten when they were held (`forget`)."""
+        wide_id = self.wide_id
+        for index, data in enumerate(packets):
+            if data[0] & 0x10 and len(data) > WIDE_OFFSET + 1 and data[WIDE_OFFSET - 1] >> 4 == wide_id:
+                seq = self.wide_seq(len(data), now)
+                packets[index] = b"".join((data[:WIDE_OFFSET], bytes((seq >> 8, seq & 0xFF)), data[WIDE_OFFSET + 2 :]))
+
+    def forget(self, packets: list[bytes]) -> None:
+        """These packets wait (and will be numbered again as they leave): their numbers are not
+        ours any more, so that a feedback reporting them missing does not count a loss."""
+        wide_id = self.wide_id
+        sent_seq = self._sent_seq
+        for data in packets:
+            if data[0] & 0x10 and len(data) > WIDE_OFFSET + 1 and data[WIDE_OFFSET - 1] >> 4 == wide_id:
+                seq = (data[WIDE_OFFSET] << 8) | data[WIDE_OFFSET + 1]
+                if sent_seq[seq & (SENT_RING - 1)] == seq:
+                    sent_seq[seq & (SENT_RING - 1)] = -1
+
+    def discard(self, ssrcs: tuple[int, ...]) -> None:
+        """Drop what the pacer holds of these SSRCs (a switch made it useless: the subscriber
+        starts again from a keyframe); their numbers were forgotten when held, so that the
+        feedback does not report them lost."""
+        if self.pacer is None or not self.pacer.queued:
+            return
+        dropped = self.pacer.discard(lambda data: ssrc_of(data) in ssrcs)
+        self._stats.drops[DropReason.SWITCHED_AWAY] += dropped
+
+    def _pace(self) -> None:
+        """The pacer's rate: the estimate's (and room for the padding of a probe in progress)
+        while the link has lately shown its limit; otherwise SMOOTHING times it, as libwebrtc
+        paces: bursts smoothed, nothing held that the estimate would not have to hold."""
+        bwe = self.bwe
+        if self.pacer is not None and bwe is not None:
+            padding = int(self._probe_rate * 8) if self.probe_until is not None else 0
+            factor = 1.0 if bwe.congested() else SMOOTHING
+            self.pacer.set_estimate(int((bwe.estimate + padding) * factor))
 
     def _on_feedback(self, feedback: TransportFeedback, now: float) -> None:
         """What arrived of what we sent: the estimator's input. Numbers we did not send (or sent
@@ -189,9 +243,19 @@ class Transport:
             if self._sent_seq[slot] == seq:
                 results.append((self._sent_time[slot], self._sent_size[slot], arrival))
         bwe.on_feedback(results, now)
-        if self.probe_until is not None and (bwe.loss > PROBE_LOSS or bwe.detector.state == OVERUSE):
-            self.probe_until = None  # the link has no room for it: stop at once (the room backs off)
-            self.probe_failed = True
+        if self.probe_until is not None:
+            self._probe_packets += len(results)
+            self._probe_lost += sum(1 for result in results if result[2] is None)
+            lost = self._probe_lost
+            # One loss in a short feedback is chance on a lossy link; a queue growing behind a
+            # link that cannot carry the probe is not (padding in bursts makes a queue the link
+            # drains at once: the capacity measured tells them apart).
+            capacity = bwe.capacity()
+            full = bwe.detector.state == OVERUSE and (not capacity or capacity < bwe.estimate + self._probe_rate * 8)
+            if full or (lost >= PROBE_LOST and lost > PROBE_LOSS * self._probe_packets):
+                self.probe_until = None  # the link has no room for it: stop at once (the room backs off)
+                self.probe_failed = True
+        self._pace()
         told = self._told_estimate
         if abs(bwe.estimate - told) > told * ESTIMATE_STEP:
             self._told_estimate = bwe.estimate
@@ -213,9 +277,11 @@ class Transport:
             rate = min(rate, self.estimate * RETRANSMISSION_SHARE / 8)
         tokens = self._rtx_tokens + (now - self._rtx_time) * rate
         self._rtx_time = now
-        return tokens if tokens < rate else rate
+        self._rtx_offered = tokens if tokens < rate else rate
+        return self._rtx_offered
 
     def spend_retransmission_budget(self, left: float) -> None:
+        self.resent_bytes += int(self._rtx_offered - left)
         self._rtx_tokens = left
 
     def start_probe(self, rate: int, until: float, now: float) -> bool:
@@ -227,14 +293,17 @@ class Transport:
         self._probe_rate = rate / 8
         self._probe_start = now
         self._probe_sent = 0
+        self._probe_packets = self._probe_lost = 0
         self.probe_until = until
         self.probe_next = now
         self.probe_failed = False
+        self._pace()
         self.session.probing(self)
         return True
 
     def stop_probe(self) -> None:
         self.probe_until = None
+        self._pace()
 
     def on_probe_timer(self, now: float) -> None:
         """One burst: what the probe's rate owes since its start, from the newest video packets."""
@@ -257,7 +326,7 @@ class Transport:
         return [c for ssrc, c in self.consumers.items() if ssrc == c.ssrc and c.kind is Kind.VIDEO]
 
     def send_rtcp(self, packet: bytes) -> None:
-        if not self.rtcp_outbox and not self.outbox:
+        if not self.rtcp_outbox and not self.outbox and not self.audio_outbox:
             self.session.ready.append(self)
         self.rtcp_outbox.append(packet)
         self._stats.rtcp_sent += 1
