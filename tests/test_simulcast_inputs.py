@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from sfu.core import DropReason, MediaSession
@@ -70,3 +72,42 @@ def test_unknown_rids_and_extra_ssrcs_are_dropped_and_counted() -> None:
         pub.receive_rtp(rtp_packet(1, 0, ssrc, extensions=[(4, b"0"), (5, b"q")]), 0.0)
     assert session.stats.drops[DropReason.UNKNOWN_SSRC] == 100
     assert set(pub.streams) == {111}
+
+
+def test_h264_simulcast_switches_on_the_target_streams_idr() -> None:
+    # Where VP8 is not available a browser sends H.264 simulcast: no temporal layers, the switch
+    # waits for an IDR (or SPS) of the target stream, and the subscriber's numbering stays whole.
+    from sfu.core import Codec, HeaderExtensions
+    from sfu.core.layered import LayeredConsumer
+
+    h264 = Codec("video/H264", 102, 90000)
+    session = MediaSession()
+    pub = session.create_transport("pub")
+    producer = session.add_producer(pub, "cam", mid="0", codec=h264, extensions=EXT, rids=("q", "f"))
+    sub = session.create_transport("sub")
+    ext = HeaderExtensions(mid=1)
+    consumer = session.add_consumer(sub, producer, ssrc=9, payload_type=102, mid="0", extensions=ext)
+    assert isinstance(consumer, LayeredConsumer)
+    idr, delta = b"\x65\x88\x80", b"\x41\x9a\x00"  # NAL 5 (IDR slice), NAL 1 (non-IDR)
+    sent: list[int] = []
+
+    def packet(rid: str, ssrc: int, seq: int, payload: bytes) -> None:
+        data = rtp_packet(seq, seq * 3000, ssrc, pt=102, payload=payload, extensions=[(4, b"0"), (5, rid.encode())])
+        pub.receive_rtp(data, seq * 0.033)
+        for _, rtp, _ in session.take_ready():
+            sent.extend(int.from_bytes(p[2:4], "big") for p in rtp)
+
+    consumer.set_layers(0, 0, 0.0)
+    packet("q", 100, 1, idr)
+    packet("f", 200, 1, idr)
+    packet("q", 100, 2, delta)
+    assert consumer.current_layers == (0, 0) and len(sent) == 2
+    consumer.set_layers(1, 0, 0.1)
+    packet("f", 200, 2, delta)  # not a keyframe: the switch waits, q goes on
+    packet("q", 100, 3, delta)
+    assert consumer.current_layers == (0, 0)
+    packet("f", 200, 3, idr)
+    assert consumer.current_layers == (1, 0)
+    packet("q", 100, 4, delta)  # the former stream is no longer forwarded
+    packet("f", 200, 4, delta)
+    assert [(b - a) & 0xFFFF for a, b in itertools.pairwise(sent)] == [1] * (len(sent) - 1), sent
