@@ -7,7 +7,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 
@@ -72,6 +72,13 @@ class Settings(BaseSettings):
     media_announced_address: str | None = None
     # STUN/TURN servers given to the server and to browsers: none by default (no third party).
     ice_servers: list[IceServer] = Field(default_factory=list)
+    # A coturn server of the institution's, with short-lived credentials per participant (coturn's
+    # use-auth-secret / static-auth-secret): its URLs (turn:host:3478?transport=udp,
+    # turn:host:443?transport=tcp, turns:host:443?transport=tcp), the shared secret, and how long a
+    # credential lasts. docs/operations.md, "Students behind firewalls".
+    turn_urls: list[str] = Field(default_factory=list)
+    turn_secret: str | None = None
+    turn_credential_seconds: int = Field(default=4 * 3600, gt=0)
     # Signs join tokens and derives participant ids. Generated per process by default; set it to
     # share tokens across processes.
     token_secret: str = Field(default_factory=lambda: secrets.token_urlsafe(32))
@@ -153,6 +160,20 @@ class Settings(BaseSettings):
             if not _DOMAIN_ENTRY.match(entry) or ".." in entry or "." not in entry.removeprefix("*."):
                 raise ValueError(f"teacher_domains: {entry!r} is not a domain (or '*.' and a domain)")
         return entries
+
+    @field_validator("turn_urls")
+    @classmethod
+    def _turn_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("turn:", "turns:")):
+                raise ValueError(f"turn_urls: {url!r} is not a turn: or turns: URL")
+        return value
+
+    @model_validator(mode="after")
+    def _turn_secret_with_urls(self) -> Settings:
+        if self.turn_urls and not self.turn_secret:
+            raise ValueError("turn_urls needs turn_secret (coturn's static-auth-secret)")
+        return self
 
     @property
     def database(self) -> str:

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiortc import RTCIceServer
 
@@ -22,6 +22,7 @@ from .forwarding import Forwarding
 from .participant import Participant, track_info
 from .protocol import ProtocolError, encode
 from .tokens import JoinGrant, Role
+from .turn import turn_server
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -141,7 +142,7 @@ class Room:
                 class_id=self.id,
                 participants=[p.describe() for p in others],
                 tracks=[track_info(p) for p in self.live.session.producers.values()],
-                ice_servers=[s.model_dump(exclude_none=True) for s in self.settings.ice_servers],
+                ice_servers=self.ice_servers_for(participant),
                 state=self.describe_state(),
                 chat=[m.describe() for m in self.state.chat],
                 lobby=self.lobby_list() if participant.role is Role.TEACHER else None,
@@ -236,6 +237,16 @@ class Room:
     async def leave(self, participant: Participant) -> None:
         await self._depart(participant)
         self._check_empty()
+
+    def ice_servers_for(self, participant: Participant) -> list[dict[str, Any]]:
+        """The STUN/TURN servers a participant let in may use: the configured ones, and the
+        institution's coturn with credentials of its own that expire (signaling/turn.py)."""
+        settings = self.settings
+        servers = [s.model_dump(exclude_none=True) for s in settings.ice_servers]
+        if settings.turn_urls and settings.turn_secret:
+            seconds = settings.turn_credential_seconds
+            servers.append(turn_server(settings.turn_urls, settings.turn_secret, participant.id, time.time(), seconds))
+        return servers
 
     async def _depart(self, participant: Participant, returning: bool = False) -> None:
         if self.participants.get(participant.id) is not participant:

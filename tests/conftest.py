@@ -25,9 +25,9 @@ from signaling.config import Settings
 from signaling.server import ClassServer
 
 
-def free_port() -> int:
+def free_port(address: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((address, 0))
         return int(s.getsockname()[1])
 
 
@@ -183,7 +183,7 @@ async def classe(
     app = create_app(settings)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", settings.port)
+    site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()
-    yield RunningServer(f"http://127.0.0.1:{settings.port}", app[SERVER], settings, app[SERVICES], mailbox)
+    yield RunningServer(f"http://{settings.host}:{settings.port}", app[SERVER], settings, app[SERVICES], mailbox)
     await runner.cleanup()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -28,7 +29,7 @@ def test_settings_from_file_then_environment(tmp_path: Path, monkeypatch: pytest
 def test_defaults_contact_no_third_party(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CLASSE_CONFIG_FILE", raising=False)
     settings = Settings()
-    assert settings.ice_servers == []
+    assert settings.ice_servers == [] and settings.turn_urls == []
     assert settings.media_addresses == ["127.0.0.1"]
 
 
@@ -80,3 +81,19 @@ def test_every_setting_is_a_flag_of_classe_serve(tmp_path: Path, monkeypatch: py
     assert settings.institution_name == "Collège Jean Moulin" and settings.dev_mode is False
     with pytest.raises(SystemExit, match="teacher_domains"):
         _settings(parser().parse_args(["serve", "--teacher-domains", '["ac-*.fr"]']))
+
+
+@pytest.mark.parametrize(
+    ("fields", "refused"),
+    [
+        ({"turn_urls": ["turn:turn.example.org:443?transport=tcp"]}, "turn_secret"),
+        ({"turn_urls": ["https://turn.example.org"], "turn_secret": "s"}, "not a turn"),
+        ({"turn_urls": ["turns:turn.example.org:443?transport=tcp"], "turn_secret": "s"}, None),
+    ],
+)
+def test_turn_settings_are_checked_at_start(fields: dict[str, Any], refused: str | None) -> None:
+    if refused is None:
+        assert Settings(**fields).turn_urls == fields["turn_urls"]
+    else:
+        with pytest.raises(ValueError, match=refused):
+            Settings(**fields)
