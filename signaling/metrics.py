@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from sfu.adapter.ice import ICE_CONNECT_BUCKETS, IceOutcomes
 from sfu.core import DropReason, MediaStats
 from sfu.core.stats import FORWARDING_BUCKETS
 
@@ -17,11 +18,16 @@ Bandwidth = Callable[[], Iterable[tuple[str, int, int, int]]]
 
 class MediaCollector(Collector):
     def __init__(
-        self, stats: MediaStats, census: Callable[[], tuple[int, int, int]], bandwidth: Bandwidth | None = None
+        self,
+        stats: MediaStats,
+        census: Callable[[], tuple[int, int, int]],
+        bandwidth: Bandwidth | None = None,
+        ice: IceOutcomes | None = None,
     ) -> None:
         self.stats = stats
         self.census = census  # classes, participants, published tracks
         self.bandwidth = bandwidth
+        self.ice = ice
 
     def collect(self) -> Iterator[Metric]:
         s = self.stats
@@ -55,6 +61,8 @@ class MediaCollector(Collector):
             buckets=buckets,
             sum_value=s.forwarding_sum,
         )
+        if self.ice is not None:
+            yield from _ice_metrics(self.ice)
         classes, participants, tracks = self.census()
         yield GaugeMetricFamily("classe_live_classes", "classes with participants", value=classes)
         yield GaugeMetricFamily("classe_participants", "connected participants", value=participants)
@@ -80,9 +88,37 @@ class MediaCollector(Collector):
             yield paused
 
 
+def _ice_metrics(ice: IceOutcomes) -> Iterator[Metric]:
+    outcomes = CounterMetricFamily(
+        "classe_ice_connections",
+        "peer connections whose ICE connected (by the kind of path: host, srflx, prflx, relay) or failed "
+        "(by the best kind of candidate the client offered)",
+        labels=["outcome", "candidate"],
+    )
+    for kind, count in sorted(ice.connected.items()):
+        outcomes.add_metric(["connected", kind], count)
+    for kind, count in sorted(ice.failed.items()):
+        outcomes.add_metric(["failed", kind], count)
+    yield outcomes
+    cumulative = 0
+    buckets = []
+    for bound, count in zip(ICE_CONNECT_BUCKETS, ice.connect_counts, strict=True):
+        cumulative += count
+        buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+    yield HistogramMetricFamily(
+        "classe_ice_connect_seconds",
+        "time from a peer connection's start to ICE connected",
+        buckets=buckets,
+        sum_value=ice.connect_sum,
+    )
+
+
 def make_registry(
-    stats: MediaStats, census: Callable[[], tuple[int, int, int]], bandwidth: Bandwidth | None = None
+    stats: MediaStats,
+    census: Callable[[], tuple[int, int, int]],
+    bandwidth: Bandwidth | None = None,
+    ice: IceOutcomes | None = None,
 ) -> CollectorRegistry:
     registry = CollectorRegistry()
-    registry.register(MediaCollector(stats, census, bandwidth))
+    registry.register(MediaCollector(stats, census, bandwidth, ice))
     return registry

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiortc import RTCRtpSender, RTCRtpTransceiver, RTCSessionDescription
 
+from sfu.adapter.ice import best_offered
 from sfu.adapter.peer import SOURCE_KINDS, PeerTransport
 from sfu.core import Consumer, Producer
 from sfu.core.selection import View
@@ -280,11 +281,24 @@ class Participant:
             self._watch_ice(peer)
 
     def _watch_ice(self, peer: PeerTransport) -> None:
-        """A client that never completes ICE is removed instead of holding ports forever."""
+        """A client that never completes ICE is removed instead of holding ports forever. Each
+        outcome is counted for the operators (`IceOutcomes`); a failure is logged on one line,
+        with what the client offered, never its addresses."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        ice = self.room.ice
 
         async def watchdog() -> None:
             await asyncio.sleep(self.room.settings.ice_timeout_seconds)
             if peer.pc.connectionState != "connected" and not self.closed:
+                _, kinds = peer.ice_report()
+                ice.failed[best_offered(kinds)] += 1
+                log.info(
+                    "ICE failed in class %s (%s): the client offered %s",
+                    self.room.id,
+                    self.role.value,
+                    ", ".join(f"{kind}={count}" for kind, count in sorted(kinds.items())) or "no candidate",
+                )
                 await self.room.eject(
                     self, ProtocolError("ice_failed", "the media connection could not be established", fatal=True)
                 )
@@ -294,6 +308,8 @@ class Participant:
 
         @peer.pc.on("connectionstatechange")
         async def on_state() -> None:
+            if peer.pc.connectionState == "connected" and not self.closed:
+                ice.observe_connected(peer.ice_report()[0], loop.time() - started)
             if peer.pc.connectionState == "failed" and not self.closed:
                 await self.room.eject(
                     self, ProtocolError("connection_lost", "the media connection was lost", fatal=True)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiortc import RTCIceServer
 
-from sfu.adapter.ice import MediaNetwork
+from sfu.adapter.ice import IceOutcomes, MediaNetwork
 from sfu.adapter.live import LiveSession
 from sfu.adapter.peer import PeerTransport
 from sfu.core import MediaStats, Producer
@@ -39,8 +39,10 @@ class Room:
         settings: Settings,
         stats: MediaStats,
         on_empty: Callable[[Room], None],
+        ice: IceOutcomes | None = None,
     ) -> None:
         self.id = state.class_id
+        self.ice = ice or IceOutcomes()  # the process's ICE counts (metrics)
         self.state = state
         self.settings = settings
         # With all audio forwarded (0), the detector still names 3 speakers for the pages.

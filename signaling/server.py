@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 
+from sfu.adapter.ice import IceOutcomes
 from sfu.core import MediaStats
 
 from .classroom import ClassSession
@@ -17,11 +18,12 @@ class ClassServer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.stats = MediaStats()
+        self.ice = IceOutcomes()
         self.rooms: dict[str, Room] = {}
         # Outlives a room that empties for a moment, so that a removed student stays out; dropped when
         # the class ends or has been empty for class_idle_seconds.
         self.sessions: dict[str, ClassSession] = {}
-        self.registry = make_registry(self.stats, self.census, self.bandwidth)
+        self.registry = make_registry(self.stats, self.census, self.bandwidth, self.ice)
         self.sockets: Counter[str] = Counter()  # open signaling WebSockets by client address
 
     async def apply_lobby(self, class_id: str, lobby: bool) -> None:
@@ -52,7 +54,7 @@ class ClassServer:
             state = self.sessions.get(class_id)
             if state is None:
                 state = self.sessions[class_id] = ClassSession(class_id)
-            room = self.rooms[class_id] = Room(state, self.settings, self.stats, self._forget)
+            room = self.rooms[class_id] = Room(state, self.settings, self.stats, self._forget, self.ice)
         return room
 
     def _forget(self, room: Room) -> None:

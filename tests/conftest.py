@@ -167,19 +167,19 @@ async def classe(
 ) -> AsyncIterator[RunningServer]:
     """A real server on loopback: HTTP on a free port, media on a UDP range, mail to a real SMTP server."""
     port = free_port()
-    settings = Settings(
-        port=port,
-        media_port_min=42000,
-        media_port_max=42999,
-        ice_timeout_seconds=10,
-        dev_mode=True,
-        data_dir=tmp_path,
-        database_url=database_url,
-        smtp_host="127.0.0.1",
-        smtp_port=mailbox.port,
-        smtp_starttls=False,
-        **settings_overrides,
-    )
+    fields: dict[str, Any] = {
+        "port": port,
+        "media_port_min": 42000,
+        "media_port_max": 42999,
+        "ice_timeout_seconds": 10,
+        "dev_mode": True,
+        "data_dir": tmp_path,
+        "database_url": database_url,
+        "smtp_host": "127.0.0.1",
+        "smtp_port": mailbox.port,
+        "smtp_starttls": False,
+    }
+    settings = Settings(**{**fields, **settings_overrides})
     app = create_app(settings)
     runner = web.AppRunner(app)
     await runner.setup()

@@ -7,8 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
-from playwright.async_api import Page, async_playwright
+from playwright.async_api import Page, async_playwright, expect
 
 from .browser import CHROMIUM_FLAGS, WATCH_PEERS
 from .conftest import RunningServer
@@ -57,8 +58,21 @@ def coturn(network: Namespace, tmp_path_factory: pytest.TempPathFactory) -> Iter
 @pytest.fixture
 def settings_overrides(request: pytest.FixtureRequest, network: Namespace, coturn: Coturn) -> dict[str, Any]:
     scheme = request.param
+    if scheme is None:  # no TURN configured; the server gives up on ICE after 5 s instead of 30
+        return {"host": network.host, "ice_timeout_seconds": 5}
     urls = [url for url in coturn.urls(network.host) if url.startswith(f"{scheme}:") and "transport=tcp" in url]
     return {"host": network.host, "turn_urls": urls, "turn_secret": SECRET}
+
+
+async def in_the_blocked_network(network: Namespace, folder: Path, origin: str) -> Any:
+    flags = [
+        *CHROMIUM_FLAGS,
+        f"--unsafely-treat-insecure-origin-as-secure={origin}",
+        "--ignore-certificate-errors",  # the test's coturn certificate is its own
+    ]
+    playwright = await async_playwright().start()
+    browser = await playwright.chromium.launch(executable_path=network.chromium(folder), args=flags, headless=True)
+    return playwright, browser
 
 
 async def receiving(page: Page) -> Any:
@@ -79,23 +93,52 @@ async def test_a_student_whose_network_drops_udp_gets_the_video_through_turn(
         try:
             await prof.join(await t.join_token(code))
             await prof.publish(audio=False)
-            flags = [
-                *CHROMIUM_FLAGS,
-                f"--unsafely-treat-insecure-origin-as-secure={classe.url}",
-                "--ignore-certificate-errors",  # the test's coturn certificate is its own
-            ]
-            async with async_playwright() as playwright:
-                browser = await playwright.chromium.launch(
-                    executable_path=network.chromium(tmp_path), args=flags, headless=True
-                )
-                try:
-                    context = await browser.new_context(locale="fr-FR")
-                    await context.add_init_script(WATCH_PEERS)
-                    page = await context.new_page()
-                    await join_quietly(page, classroom["link"], "Inès")
-                    found = await until(lambda: receiving(page), timeout=45)
-                    assert found["type"] == "relay" and found["relayProtocol"] == protocol, found
-                finally:
-                    await browser.close()
+            playwright, browser = await in_the_blocked_network(network, tmp_path, classe.url)
+            try:
+                context = await browser.new_context(locale="fr-FR")
+                await context.add_init_script(WATCH_PEERS)
+                page = await context.new_page()
+                await join_quietly(page, classroom["link"], "Inès")
+                found = await until(lambda: receiving(page), timeout=45)
+                assert found["type"] == "relay" and found["relayProtocol"] == protocol, found
+            finally:
+                await browser.close()
+                await playwright.stop()
         finally:
             await prof.close()
+    assert classe.server.ice.connected["relay"] >= 1
+
+
+@pytest.mark.parametrize("settings_overrides", [None], indirect=True)
+async def test_without_turn_the_student_is_told_plainly_and_the_failure_is_counted(
+    classe: RunningServer, network: Namespace, tmp_path: Path
+) -> None:
+    async with await teacher(classe) as t:
+        classroom = await new_class(t, lobby=False, title="Histoire 5e")
+        code = classroom["link"].rsplit("/", 1)[1]
+        prof = Peer(classe.url, "", "Prof")
+        try:
+            await prof.join(await t.join_token(code))
+            await prof.publish(audio=False)
+            playwright, browser = await in_the_blocked_network(network, tmp_path, classe.url)
+            try:
+                page = await (await browser.new_context(locale="fr-FR")).new_page()
+                seen: list[str] = []
+                page.on("console", lambda message: seen.append(message.text))
+                await join_quietly(page, classroom["link"], "Inès")
+                await expect(page.get_by_role("heading", name="La vidéo ne passe pas")).to_be_visible(timeout=30_000)
+                await expect(page.get_by_text("Votre réseau semble bloquer la vidéo")).to_be_visible()
+                assert not await page.get_by_text("de nouveau connecté").is_visible()
+            finally:
+                await browser.close()
+                await playwright.stop()
+        finally:
+            await prof.close()
+    async with aiohttp.ClientSession() as http, http.get(f"{classe.url}/metrics") as response:
+        text = await response.text()
+    failed = [
+        line
+        for line in text.splitlines()
+        if line.startswith("classe_ice_connections_total{") and 'outcome="failed"' in line
+    ]
+    assert sum(float(line.split()[-1]) for line in failed) >= 1, [line for line in text.splitlines() if "ice" in line]

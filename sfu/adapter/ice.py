@@ -13,9 +13,11 @@ candidate pair whose ICE check succeeded, either way: our check answered, or the
 from __future__ import annotations
 
 import asyncio
+import bisect
 import random
 import socket
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 from aioice import Candidate, stun
@@ -35,6 +37,46 @@ class MediaNetwork:
     port_min: int = 40000
     port_max: int = 40999
     announced_address: str | None = None
+
+
+ICE_CONNECT_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, float("inf"))
+
+
+@dataclass
+class IceOutcomes:
+    """How the process's peer connections ended their ICE, for operators (`/metrics`): connected,
+    by the kind of path (the remote candidate of the pair in use: the client's own address
+    "host", its NAT's "srflx"/"prflx", or a TURN "relay"), or failed, by the best kind of
+    candidate the client had offered (a failure with no "relay" among them: the client had no
+    TURN server, or could not reach it). Counts only: no address is kept."""
+
+    connected: Counter[str] = field(default_factory=Counter)
+    failed: Counter[str] = field(default_factory=Counter)
+    connect_counts: list[int] = field(default_factory=lambda: [0] * len(ICE_CONNECT_BUCKETS))
+    connect_sum: float = 0.0
+
+    def observe_connected(self, path: str, seconds: float) -> None:
+        self.connected[path] += 1
+        self.connect_counts[bisect.bisect_left(ICE_CONNECT_BUCKETS, seconds)] += 1
+        self.connect_sum += seconds
+
+
+def ice_path(connection: Connection) -> str:
+    """The kind of remote candidate of the pair in use ("none" before one is)."""
+    pair = connection._nominated.get(1)
+    return pair.remote_candidate.type if pair is not None else "none"
+
+
+def offered(connection: Connection) -> Counter[str]:
+    """The kinds of candidates the remote side offered."""
+    return Counter(candidate.type for candidate in connection.remote_candidates)
+
+
+def best_offered(kinds: Counter[str]) -> str:
+    for kind in ("relay", "srflx", "prflx", "host"):
+        if kinds[kind]:
+            return kind
+    return "none"
 
 
 class CheckedStunProtocol(StunProtocol):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -28,7 +29,7 @@ from aiortc.rtcrtpparameters import RTCRtcpFeedback
 
 from ..core import Codec, Consumer, DropReason, HeaderExtensions, Kind, Producer
 from ..core.rtp import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID, URI_REPAIRED_RID, URI_RID, URI_TRANSPORT_CC
-from .ice import MediaNetwork, use_media_network
+from .ice import MediaNetwork, ice_path, offered, use_media_network
 from .live import LiveSession
 from .srtp import SrtpProtector
 
@@ -248,6 +249,12 @@ class PeerTransport:
             stats.observe_forwarding(clock() - arrival)
 
         connection.data_received = data_received
+
+    def ice_report(self) -> tuple[str, Counter[str]]:
+        """The kind of path in use ("none" yet) and the kinds of candidates the client offered."""
+        if self._ice is None:
+            return "none", Counter()
+        return ice_path(self._ice), offered(self._ice)
 
     def send(self, rtp: list[bytes], rtcp: list[bytes]) -> None:
         dtls = self._dtls

@@ -240,7 +240,8 @@ export class ClassSession extends EventTarget {
       reply.reject(Object.assign(new Error(message.message), { code: message.code }));
     }
     if (message.fatal) {
-      if (RETRY_AFTER.has(message.code) && this.everJoined) this.lost();
+      if (message.code === "ice_failed" && this.everJoined) this.mediaFailed();
+      else if (RETRY_AFTER.has(message.code) && this.everJoined) this.lost();
       else this.finish(message.code);
       return;
     }
@@ -267,12 +268,22 @@ export class ClassSession extends EventTarget {
     this.viewSent = null; // a new connection knows nothing of the page: tell it again
     this.viewIds.clear();
     this.closePeers();
-    const config = { iceServers: message.ice_servers, bundlePolicy: "max-bundle" };
+    // After a media connection that never came up, the next try uses the relay alone (a network
+    // that blocks UDP may answer direct checks slowly, or only in part).
+    this.turnOffered = message.ice_servers.some((server) => [server.urls].flat().some((url) => /^turns?:/.test(url)));
+    const config = {
+      iceServers: message.ice_servers,
+      bundlePolicy: "max-bundle",
+      iceTransportPolicy: this.relayOnly && this.turnOffered ? "relay" : "all",
+    };
+    this.mediaConnected = false;
     this.pub = new RTCPeerConnection(config);
     this.sub = new RTCPeerConnection(config);
     for (const pc of [this.pub, this.sub]) {
       pc.addEventListener("connectionstatechange", () => {
-        if (pc.connectionState === "failed" && (pc === this.pub || pc === this.sub)) this.lost();
+        if (pc !== this.pub && pc !== this.sub) return;
+        if (pc.connectionState === "connected") this.mediaConnected = true;
+        if (pc.connectionState === "failed") this.mediaFailed();
       });
     }
     for (const entry of this.local.values()) entry.transceiver = null;
@@ -550,6 +561,23 @@ export class ClassSession extends EventTarget {
       if (navigator.onLine) this.connect();
       else window.addEventListener("online", () => this.connect(), { once: true });
     }, delay);
+  }
+
+  /**
+   * The media connection failed. Had it worked in this visit, the network changed: join again.
+   * Otherwise try the relay alone once (when there is one), then say plainly that this network
+   * seems to block the video, instead of "reconnected" every 30 seconds with nothing arriving.
+   */
+  mediaFailed() {
+    if (this.status === "ended" || this.retryTimer) return;
+    if (this.mediaConnected) {
+      this.lost();
+    } else if (this.turnOffered && !this.relayOnly) {
+      this.relayOnly = true;
+      this.lost();
+    } else {
+      this.finish("network_blocked", { relay: this.turnOffered, relayOnly: Boolean(this.relayOnly) });
+    }
   }
 
   /** The end of this visit: left, removed, refused, class ended... `code` says which. */

@@ -36,6 +36,7 @@ function ended(code, detail, role) {
     "unknown_link",
     "not_on_roster",
     "sign_in_required",
+    "network_blocked",
   ];
   const key = known.includes(code) ? code : "other";
   label($("ended-title"), `ended.${key}.title`);
@@ -45,7 +46,7 @@ function ended(code, detail, role) {
   } else {
     label($("ended-text"), role === "teacher" && has(`ended.${key}.text_teacher`) ? `ended.${key}.text_teacher` : `ended.${key}.text`);
   }
-  $("rejoin").hidden = !["left", "replaced", "join_timeout", "lobby_full", "other"].includes(key);
+  $("rejoin").hidden = !["left", "replaced", "join_timeout", "lobby_full", "network_blocked", "other"].includes(key);
   showScreen("ended");
 }
 
