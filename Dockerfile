@@ -1,7 +1,12 @@
-# Classe server image: `docker build -t classe . && docker run --network host classe`
-# Media needs UDP: with the default bridge network, publish the range and announce the host's address:
-#   docker run -p 8080:8080 -p 40000-40999:40000-40999/udp \
-#     -e CLASSE_HOST=0.0.0.0 -e CLASSE_MEDIA_ADDRESSES='["0.0.0.0"]' -e CLASSE_MEDIA_ANNOUNCED_ADDRESS=203.0.113.7 classe
+# Classe server image: `docker build -t classe .`, then one of (203.0.113.7: the host's public address).
+# Media is UDP and browsers on other machines must reach it: by default it binds 127.0.0.1 only.
+# - On the host's network, bind the media to the host's address:
+#     docker run --network host -e CLASSE_MEDIA_ADDRESSES='["203.0.113.7"]' classe
+# - On the default bridge network, publish the UDP range, bind every address inside the container
+#   and announce the host's (the only address browsers can reach):
+#     docker run -p 8080:8080 -p 40000-40999:40000-40999/udp \
+#       -e CLASSE_MEDIA_ADDRESSES='["0.0.0.0"]' -e CLASSE_MEDIA_ANNOUNCED_ADDRESS=203.0.113.7 classe
+# Behind the TLS proxy that serves https (browsers need it for cameras); TURN: docs/operations.md.
 FROM python:3.11-slim-bookworm
 
 RUN useradd --create-home --uid 10001 classe && mkdir /data && chown classe /data

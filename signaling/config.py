@@ -173,6 +173,10 @@ class Settings(BaseSettings):
     def _turn_secret_with_urls(self) -> Settings:
         if self.turn_urls and not self.turn_secret:
             raise ValueError("turn_urls needs turn_secret (coturn's static-auth-secret)")
+        if any(address in ("0.0.0.0", "::") for address in self.media_addresses) and not self.media_announced_address:
+            raise ValueError(
+                "media_addresses binds every address: set media_announced_address to the one browsers reach"
+            )
         return self
 
     @property

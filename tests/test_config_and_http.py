@@ -89,11 +89,13 @@ def test_every_setting_is_a_flag_of_classe_serve(tmp_path: Path, monkeypatch: py
         ({"turn_urls": ["turn:turn.example.org:443?transport=tcp"]}, "turn_secret"),
         ({"turn_urls": ["https://turn.example.org"], "turn_secret": "s"}, "not a turn"),
         ({"turn_urls": ["turns:turn.example.org:443?transport=tcp"], "turn_secret": "s"}, None),
+        ({"media_addresses": ["0.0.0.0"]}, "media_announced_address"),  # a candidate nobody can reach
+        ({"media_addresses": ["0.0.0.0"], "media_announced_address": "203.0.113.7"}, None),
     ],
 )
-def test_turn_settings_are_checked_at_start(fields: dict[str, Any], refused: str | None) -> None:
+def test_network_settings_are_checked_at_start(fields: dict[str, Any], refused: str | None) -> None:
     if refused is None:
-        assert Settings(**fields).turn_urls == fields["turn_urls"]
+        Settings(**fields)
     else:
         with pytest.raises(ValueError, match=refused):
             Settings(**fields)
