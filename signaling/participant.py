@@ -72,6 +72,7 @@ class Participant:
         self._watchdogs: set[asyncio.Task[None]] = set()
         self._subscriber_watched = False
         self.closed = False
+        self.media = False  # the media connection it receives on is up (its subscribing peer connection)
 
     def describe(self) -> dict[str, object]:
         held = sorted(self.room.state.held.get(self.id, ()))
@@ -83,6 +84,7 @@ class Participant:
             **self.enabled,
             "held": held,
             "screen_allowed": self.role is Role.TEACHER or self.id in self.room.state.screen_allowed,
+            "media": self.media,
         }
 
     def producers(self, *sources: str) -> list[Producer]:
@@ -308,8 +310,12 @@ class Participant:
 
         @peer.pc.on("connectionstatechange")
         async def on_state() -> None:
-            if peer.pc.connectionState == "connected" and not self.closed:
+            connected = peer.pc.connectionState == "connected"
+            if connected and not self.closed:
                 ice.observe_connected(peer.ice_report()[0], loop.time() - started)
+            if peer is self.subscriber and connected != self.media and not self.closed:
+                self.media = connected  # the teachers see who has no media (docs/protocol.md)
+                await self.room.participant_updated(self)
             if peer.pc.connectionState == "failed" and not self.closed:
                 await self.room.eject(
                     self, ProtocolError("connection_lost", "the media connection was lost", fatal=True)

@@ -101,6 +101,13 @@ async def test_a_student_whose_network_drops_udp_gets_the_video_through_turn(
                 await join_quietly(page, classroom["link"], "Inès")
                 found = await until(lambda: receiving(page), timeout=45)
                 assert found["type"] == "relay" and found["relayProtocol"] == protocol, found
+                # The teacher is told the student's media came up.
+                assert any(
+                    e["type"] == "participant_updated"
+                    and e["participant"]["name"] == "Inès"
+                    and e["participant"]["media"]
+                    for e in prof.events
+                )
             finally:
                 await browser.close()
                 await playwright.stop()
@@ -129,6 +136,13 @@ async def test_without_turn_the_student_is_told_plainly_and_the_failure_is_count
                 await expect(page.get_by_role("heading", name="La vidéo ne passe pas")).to_be_visible(timeout=30_000)
                 await expect(page.get_by_text("Votre réseau semble bloquer la vidéo")).to_be_visible()
                 assert not await page.get_by_text("de nouveau connecté").is_visible()
+                # The teacher saw a student without media, never with.
+                seen_by_teacher = [
+                    e["participant"]["media"]
+                    for e in prof.events
+                    if e["type"] in ("participant_joined", "participant_updated") and e["participant"]["name"] == "Inès"
+                ]
+                assert seen_by_teacher and not any(seen_by_teacher), seen_by_teacher
             finally:
                 await browser.close()
                 await playwright.stop()

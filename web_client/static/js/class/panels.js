@@ -67,6 +67,7 @@ export function renderPeople(session, list) {
         p.role === "student" && p.screen_allowed && session.classState?.locks.screen
           ? el("span", { className: "tag", i18n: "people.tag_screen_allowed" })
           : null,
+        teacher && p.id !== me.id && p.media === false ? el("span", { className: "tag", i18n: "people.tag_no_media" }) : null,
         teacher && p.role === "student" ? studentControls(session, p) : null,
       ]),
     ),
