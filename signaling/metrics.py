@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -50,16 +50,12 @@ class MediaCollector(Collector):
         for reason in DropReason:
             drops.add_metric([reason.name.lower()], s.drops[reason])
         yield drops
-        cumulative = 0
-        buckets = []
-        for bound, count in zip(FORWARDING_BUCKETS, s.forwarding_counts, strict=True):
-            cumulative += count
-            buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
-        yield HistogramMetricFamily(
+        yield _histogram(
             "classe_forwarding_seconds",
             "time from a media packet's arrival to its last copy sent",
-            buckets=buckets,
-            sum_value=s.forwarding_sum,
+            FORWARDING_BUCKETS,
+            s.forwarding_counts,
+            s.forwarding_sum,
         )
         if self.ice is not None:
             yield from _ice_metrics(self.ice)
@@ -100,17 +96,23 @@ def _ice_metrics(ice: IceOutcomes) -> Iterator[Metric]:
     for kind, count in sorted(ice.failed.items()):
         outcomes.add_metric(["failed", kind], count)
     yield outcomes
-    cumulative = 0
-    buckets = []
-    for bound, count in zip(ICE_CONNECT_BUCKETS, ice.connect_counts, strict=True):
-        cumulative += count
-        buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
-    yield HistogramMetricFamily(
+    yield _histogram(
         "classe_ice_connect_seconds",
         "time from a peer connection's start to ICE connected",
-        buckets=buckets,
-        sum_value=ice.connect_sum,
+        ICE_CONNECT_BUCKETS,
+        ice.connect_counts,
+        ice.connect_sum,
     )
+
+
+def _histogram(name: str, doc: str, bounds: Sequence[float], counts: Sequence[int], total: float) -> Metric:
+    """A histogram from plain per-bucket counts (the hot paths keep no prometheus objects)."""
+    cumulative = 0
+    buckets = []
+    for bound, count in zip(bounds, counts, strict=True):
+        cumulative += count
+        buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+    return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=total)
 
 
 def make_registry(

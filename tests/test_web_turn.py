@@ -3,7 +3,8 @@ teacher's video through a real coturn, over TCP, then over TLS."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -64,15 +65,36 @@ def settings_overrides(request: pytest.FixtureRequest, network: Namespace, cotur
     return {"host": network.host, "turn_urls": urls, "turn_secret": SECRET}
 
 
-async def in_the_blocked_network(network: Namespace, folder: Path, origin: str) -> Any:
-    flags = [
-        *CHROMIUM_FLAGS,
-        f"--unsafely-treat-insecure-origin-as-secure={origin}",
-        "--ignore-certificate-errors",  # the test's coturn certificate is its own
-    ]
-    playwright = await async_playwright().start()
-    browser = await playwright.chromium.launch(executable_path=network.chromium(folder), args=flags, headless=True)
-    return playwright, browser
+@asynccontextmanager
+async def lesson_with_a_blocked_student(
+    classe: RunningServer, network: Namespace, folder: Path
+) -> AsyncIterator[tuple[Peer, Page]]:
+    """A teacher (aiortc) publishing a camera, and Inès joining from Chromium in the namespace
+    that drops UDP."""
+    async with await teacher(classe) as t:
+        classroom = await new_class(t, lobby=False, title="Histoire 5e")
+        prof = Peer(classe.url, "", "Prof")
+        flags = [
+            *CHROMIUM_FLAGS,
+            f"--unsafely-treat-insecure-origin-as-secure={classe.url}",
+            "--ignore-certificate-errors",  # the test's coturn certificate is its own
+        ]
+        try:
+            await prof.join(await t.join_token(classroom["link"].rsplit("/", 1)[1]))
+            await prof.publish(audio=False)
+            async with async_playwright() as playwright:
+                executable = network.chromium(folder)
+                browser = await playwright.chromium.launch(executable_path=executable, args=flags, headless=True)
+                try:
+                    context = await browser.new_context(locale="fr-FR")
+                    await context.add_init_script(WATCH_PEERS)
+                    page = await context.new_page()
+                    await join_quietly(page, classroom["link"], "Inès")
+                    yield prof, page
+                finally:
+                    await browser.close()
+        finally:
+            await prof.close()
 
 
 async def receiving(page: Page) -> Any:
@@ -86,33 +108,14 @@ async def receiving(page: Page) -> Any:
 async def test_a_student_whose_network_drops_udp_gets_the_video_through_turn(
     classe: RunningServer, network: Namespace, tmp_path: Path, protocol: str
 ) -> None:
-    async with await teacher(classe) as t:
-        classroom = await new_class(t, lobby=False, title="Histoire 5e")
-        code = classroom["link"].rsplit("/", 1)[1]
-        prof = Peer(classe.url, "", "Prof")
-        try:
-            await prof.join(await t.join_token(code))
-            await prof.publish(audio=False)
-            playwright, browser = await in_the_blocked_network(network, tmp_path, classe.url)
-            try:
-                context = await browser.new_context(locale="fr-FR")
-                await context.add_init_script(WATCH_PEERS)
-                page = await context.new_page()
-                await join_quietly(page, classroom["link"], "Inès")
-                found = await until(lambda: receiving(page), timeout=45)
-                assert found["type"] == "relay" and found["relayProtocol"] == protocol, found
-                # The teacher is told the student's media came up.
-                assert any(
-                    e["type"] == "participant_updated"
-                    and e["participant"]["name"] == "Inès"
-                    and e["participant"]["media"]
-                    for e in prof.events
-                )
-            finally:
-                await browser.close()
-                await playwright.stop()
-        finally:
-            await prof.close()
+    async with lesson_with_a_blocked_student(classe, network, tmp_path) as (prof, page):
+        found = await until(lambda: receiving(page), timeout=45)
+        assert found["type"] == "relay" and found["relayProtocol"] == protocol, found
+        # The teacher is told the student's media came up.
+        assert any(
+            e["type"] == "participant_updated" and e["participant"]["name"] == "Inès" and e["participant"]["media"]
+            for e in prof.events
+        )
     assert classe.server.ice.connected["relay"] >= 1
 
 
@@ -120,34 +123,17 @@ async def test_a_student_whose_network_drops_udp_gets_the_video_through_turn(
 async def test_without_turn_the_student_is_told_plainly_and_the_failure_is_counted(
     classe: RunningServer, network: Namespace, tmp_path: Path
 ) -> None:
-    async with await teacher(classe) as t:
-        classroom = await new_class(t, lobby=False, title="Histoire 5e")
-        code = classroom["link"].rsplit("/", 1)[1]
-        prof = Peer(classe.url, "", "Prof")
-        try:
-            await prof.join(await t.join_token(code))
-            await prof.publish(audio=False)
-            playwright, browser = await in_the_blocked_network(network, tmp_path, classe.url)
-            try:
-                page = await (await browser.new_context(locale="fr-FR")).new_page()
-                seen: list[str] = []
-                page.on("console", lambda message: seen.append(message.text))
-                await join_quietly(page, classroom["link"], "Inès")
-                await expect(page.get_by_role("heading", name="La vidéo ne passe pas")).to_be_visible(timeout=30_000)
-                await expect(page.get_by_text("Votre réseau semble bloquer la vidéo")).to_be_visible()
-                assert not await page.get_by_text("de nouveau connecté").is_visible()
-                # The teacher saw a student without media, never with.
-                seen_by_teacher = [
-                    e["participant"]["media"]
-                    for e in prof.events
-                    if e["type"] in ("participant_joined", "participant_updated") and e["participant"]["name"] == "Inès"
-                ]
-                assert seen_by_teacher and not any(seen_by_teacher), seen_by_teacher
-            finally:
-                await browser.close()
-                await playwright.stop()
-        finally:
-            await prof.close()
+    async with lesson_with_a_blocked_student(classe, network, tmp_path) as (prof, page):
+        await expect(page.get_by_role("heading", name="La vidéo ne passe pas")).to_be_visible(timeout=30_000)
+        await expect(page.get_by_text("Votre réseau semble bloquer la vidéo")).to_be_visible()
+        assert not await page.get_by_text("de nouveau connecté").is_visible()
+        # The teacher saw a student without media, never with.
+        seen_by_teacher = [
+            e["participant"]["media"]
+            for e in prof.events
+            if e["type"] in ("participant_joined", "participant_updated") and e["participant"]["name"] == "Inès"
+        ]
+        assert seen_by_teacher and not any(seen_by_teacher), seen_by_teacher
     async with aiohttp.ClientSession() as http, http.get(f"{classe.url}/metrics") as response:
         text = await response.text()
     failed = [
