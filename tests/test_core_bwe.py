@@ -86,3 +86,24 @@ def test_the_trend_kept_by_running_sums_is_the_least_squares_slope() -> None:
         my = sum(p[1] for p in points) / WINDOW
         exact = sum((p[0] - mx) * (p[1] - my) for p in points) / sum((p[0] - mx) ** 2 for p in points)
         assert slope is not None and abs(slope - exact) < 1e-9, (step, slope, exact)
+
+
+def test_forged_feedback_cannot_grow_the_estimators_memory() -> None:
+    # A subscriber reporting the same packets again and again, each feedback's arrival times an
+    # hour before the last one's (its clock is its own): the windows measured in arrival time
+    # would never expire. What the estimator keeps stays bounded whatever the feedback says.
+    from sfu.core import MediaSession
+    from sfu.core.bwe import MAX_SAMPLES
+    from sfu.core.twcc import build_feedback
+
+    session = MediaSession()
+    transport = session.create_transport("pupil:sub")
+    for index in range(4000):
+        transport.wide_seq(SIZE, index * 0.001)
+    bwe = transport.bwe
+    assert bwe is not None
+    for round_ in range(30):
+        start = 100_000.0 - round_ * 3_600.0
+        arrivals: list[float | None] = [start + index * 0.0005 for index in range(4000)]
+        transport.receive_rtcp(build_feedback(1, 0, 0, arrivals, round_), 4.0 + round_ * 0.05)
+    assert len(bwe._acked) <= MAX_SAMPLES and len(bwe._busy) <= MAX_SAMPLES

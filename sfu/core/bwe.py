@@ -35,6 +35,7 @@ K_UP, K_DOWN = 0.0087, 0.039
 OVERUSE_TIME = 0.01  # seconds the trend must stay above the threshold
 DECREASE = 0.85
 INCREASE_PER_SECOND = 1.08
+MAX_SAMPLES = 4096  # packets the windows below keep at most, whatever the arrival times a feedback claims
 ACKED_WINDOW = 0.5  # seconds of acknowledged packets the acknowledged bitrate is measured over
 LOSS_HIGH, LOSS_LOW = 0.1, 0.02
 LOSS_SEVERE = 0.3  # lost above this, the link carries what arrived
@@ -240,9 +241,13 @@ class DownlinkEstimator:
                 lows.popleft()
         self._busy_bytes += busy_bytes
         self._busy_time += busy_time
-        while acked_list and acked_list[-1][0] - acked_list[0][0] > ACKED_WINDOW:
+        # Windows in the subscriber's arrival times, which a forged feedback may send backwards:
+        # bounded in packets too.
+        while acked_list and (acked_list[-1][0] - acked_list[0][0] > ACKED_WINDOW or len(acked_list) > MAX_SAMPLES):
             self._acked_bytes -= acked_list.popleft()[1]
-        while busy_list and previous is not None and previous - busy_list[0][0] > ACKED_WINDOW:
+        while busy_list and (
+            (previous is not None and previous - busy_list[0][0] > ACKED_WINDOW) or len(busy_list) > MAX_SAMPLES
+        ):
             _, size, spent = busy_list.popleft()
             self._busy_bytes -= size
             self._busy_time -= spent
