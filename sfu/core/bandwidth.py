@@ -53,6 +53,7 @@ REPAIR_WINDOW = 1.0  # seconds over which the retransmissions sent to a subscrib
 KEYFRAME_SECONDS = 0.35  # a keyframe weighs about this many seconds of its layer's bitrate
 KEYFRAME_BURST = 0.3  # seconds of a subscriber's estimate that keyframes asked in one round may take
 RAISE_BURST = 0.5  # ... and the most one raise's keyframe may take (the picture waits for it)
+Layers = tuple[tuple[int, ...], ...]  # per spatial layer, the bitrate with temporal layers 0..t
 TEMPORAL_SHARES = (0.5, 0.75, 1.0)  # a paused layer's nominal bitrate split by temporal layer
 
 
@@ -128,7 +129,8 @@ class RoomBandwidth:
         """Allocate and apply; returns the simulcast tracks whose publisher must now send other
         layers (track -> rids)."""
         videos = [p for p in producers if p.kind is Kind.VIDEO and not p.closed]
-        bitrates = {p.id: self._layers(p, now) for p in videos}
+        measured = {p.id: p.layer_bitrates(now) for p in videos}  # once a round: it is not free
+        bitrates = {p.id: self._layers(p, measured[p.id]) for p in videos}
         rows: list[Subscription] = []
         consumers: dict[tuple[str, str], LayeredConsumer] = {}
         essential: set[tuple[str, str]] = set()
@@ -177,7 +179,7 @@ class RoomBandwidth:
             if now - at < COOLING and (then is None or key[0] not in estimates or estimates[key[0]] < then * RECOVERED)
         ) | frozenset(key for key in consumers if key[0] in busy)
         allocation = allocate(rows, self._with_probes(estimates), audio, self.room_budget, cooling)
-        self._apply(allocation, consumers, estimates, essential, now)
+        self._apply(allocation, consumers, estimates, essential, measured, now)
         self._probe(allocation, estimates, transports, now)
         changed = self._dynacast([p for p in videos if p.simulcast], allocation, now)
         for sub_id in [s for s in self.downlinks if s not in transports]:
@@ -187,9 +189,8 @@ class RoomBandwidth:
         self.estimated = sum(estimates.values())
         return changed
 
-    def _layers(self, producer: Producer, now: float) -> tuple[tuple[int, ...], ...]:
+    def _layers(self, producer: Producer, measured: Layers) -> Layers:
         """Measured bitrates, with the nominal ones of the layers dynacast stopped (they can resume)."""
-        measured = producer.layer_bitrates(now)
         active = self.active.get(producer.id)
         if not producer.simulcast or active is None:
             return measured
@@ -266,6 +267,7 @@ class RoomBandwidth:
         consumers: dict[tuple[str, str], LayeredConsumer],
         estimates: dict[str, int],
         essential: set[tuple[str, str]],
+        measured: Mapping[str, Layers],
         now: float,
     ) -> None:
         # Keyframes a subscriber may be sent this round, in bytes (see KEYFRAME_BURST), less
@@ -274,7 +276,7 @@ class RoomBandwidth:
         keyframes = {sub: estimate * KEYFRAME_BURST / 8 for sub, estimate in estimates.items()}
         for (sub, _), consumer in consumers.items():
             if sub in keyframes:
-                keyframes[sub] -= self._keyframe(consumer, now)
+                keyframes[sub] -= self._keyframe(consumer, measured)
         for key, layers in allocation.layers.items():
             consumer = consumers[key]
             if consumer.pause_reasons - {"bandwidth"}:
@@ -294,11 +296,11 @@ class RoomBandwidth:
             down = not resuming and layers < before
             at_once = down and estimate is not None and current is not None and layers[0] < current[0]
             if at_once and current is not None:  # only when what it is sent now exceeds the whole link
-                forwarded = consumer.producer.layer_bitrates(now)[current[0]]
+                forwarded = measured[key[1]][current[0]]
                 at_once = bool(forwarded) and forwarded[min(current[1], len(forwarded) - 1)] > (estimate or 0)
             if key[0] in keyframes and (resuming or layers[0] != before[0]):
                 left = keyframes[key[0]]
-                cost = self._keyframe_cost(consumer, layers[0], now)
+                cost = self._keyframe_cost(consumer, layers[0], measured)
                 spent = left < estimates[key[0]] * KEYFRAME_BURST / 8  # another keyframe is on its way
                 # A raise is a choice: one at a time, never one whose keyframe alone would stop the
                 # picture longer than RAISE_BURST (the old layer stops when the new one starts). A
@@ -324,23 +326,23 @@ class RoomBandwidth:
         for key in [k for k in self.lowered if k not in allocation.layers]:
             del self.lowered[key]
 
-    def _keyframe(self, consumer: LayeredConsumer, now: float) -> float:
+    def _keyframe(self, consumer: LayeredConsumer, measured: Mapping[str, Layers]) -> float:
         """The bytes of the keyframe a consumer still waits for (0: none)."""
         if consumer.paused:
             return 0.0
         target, current = consumer.target_layers, consumer.current_layers
         if current is not None and current[0] == target[0]:
             return 0.0
-        return self._keyframe_cost(consumer, target[0], now)
+        return self._keyframe_cost(consumer, target[0], measured)
 
-    def _keyframe_cost(self, consumer: LayeredConsumer, spatial: int, now: float) -> float:
+    def _keyframe_cost(self, consumer: LayeredConsumer, spatial: int, measured: Mapping[str, Layers]) -> float:
         """What a keyframe of one spatial layer weighs, in bytes: KEYFRAME_SECONDS of its bitrate
         (the nominal one of a simulcast layer: a keyframe is sized by the encoder's target)."""
         producer = consumer.producer
         bitrate = self.nominal.get(producer.rids[spatial], 0) if producer.simulcast else 0
         if not bitrate:
-            measured = producer.layer_bitrates(now)
-            bitrate = measured[spatial][-1] if spatial < len(measured) and measured[spatial] else 0
+            layers = measured[producer.id]
+            bitrate = layers[spatial][-1] if spatial < len(layers) and layers[spatial] else 0
         return bitrate * KEYFRAME_SECONDS / 8
 
     def _dynacast(self, producers: list[Producer], allocation: Allocation, now: float) -> dict[str, tuple[str, ...]]:
