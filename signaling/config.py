@@ -170,7 +170,7 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _turn_secret_with_urls(self) -> Settings:
+    def _consistent_network(self) -> Settings:
         if self.turn_urls and not self.turn_secret:
             raise ValueError("turn_urls needs turn_secret (coturn's static-auth-secret)")
         if any(address in ("0.0.0.0", "::") for address in self.media_addresses) and not self.media_announced_address:

@@ -110,9 +110,13 @@ class Pacer:
         """Drop the held packets `unwanted` says are; returns how many."""
         dropped = 0
         for priority, queue in list(self._queues.items()):
-            kept = deque(data for data in queue if not unwanted(data))
-            dropped += len(queue) - len(kept)
-            self.queued -= sum(len(data) for data in queue) - sum(len(data) for data in kept)
+            kept: deque[bytes] = deque()
+            for data in queue:
+                if unwanted(data):
+                    dropped += 1
+                    self.queued -= len(data)
+                else:
+                    kept.append(data)
             if kept:
                 self._queues[priority] = kept
             else:

@@ -190,24 +190,26 @@ class Transport:
         self._sent_size[slot] = size
         return seq
 
+    def _numbered(self, data: bytes) -> bool:
+        """Whether a packet of ours carries a transport-wide number (at WIDE_OFFSET)."""
+        return bool(data[0] & 0x10) and len(data) > WIDE_OFFSET + 1 and data[WIDE_OFFSET - 1] >> 4 == self.wide_id
+
     def renumber(self, packets: list[bytes], now: float) -> None:
         """Packets the pacer held leave now, perhaps before others numbered earlier: they take
         new transport-wide numbers, in the order and at the time they leave (the estimator reads
         send order and send time from them: the pacer's queue must not look like the network's).
         Their former numbers were forgotten when they were held (`forget`)."""
-        wide_id = self.wide_id
         for index, data in enumerate(packets):
-            if data[0] & 0x10 and len(data) > WIDE_OFFSET + 1 and data[WIDE_OFFSET - 1] >> 4 == wide_id:
+            if self._numbered(data):
                 seq = self.wide_seq(len(data), now)
                 packets[index] = b"".join((data[:WIDE_OFFSET], bytes((seq >> 8, seq & 0xFF)), data[WIDE_OFFSET + 2 :]))
 
     def forget(self, packets: list[bytes]) -> None:
         """These packets wait (and will be numbered again as they leave): their numbers are not
         ours any more, so that a feedback reporting them missing does not count a loss."""
-        wide_id = self.wide_id
         sent_seq = self._sent_seq
         for data in packets:
-            if data[0] & 0x10 and len(data) > WIDE_OFFSET + 1 and data[WIDE_OFFSET - 1] >> 4 == wide_id:
+            if self._numbered(data):
                 seq = (data[WIDE_OFFSET] << 8) | data[WIDE_OFFSET + 1]
                 if sent_seq[seq & (SENT_RING - 1)] == seq:
                     sent_seq[seq & (SENT_RING - 1)] = -1
