@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import logging
 import os
 import socket
 import struct
@@ -16,6 +17,7 @@ import time
 import tracemalloc
 from typing import Any
 
+import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
 from sfu.adapter.ice import MediaNetwork
@@ -368,3 +370,34 @@ async def test_the_adapter_makes_producers_only_for_announced_tracks_of_their_ki
         await client.close()
         await server.close()
         live.close()
+
+
+@pytest.mark.parametrize("settings_overrides", [{"ice_timeout_seconds": 3}])
+async def test_invented_candidate_types_do_not_grow_the_metrics_or_the_logs(
+    classe: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A client writes its own words as its candidates' "typ" (the SDP is its to write): the ICE
+    # stack drops such candidates, so its media cannot connect, and the failure is counted and
+    # logged under the kinds the server knows, never under a label of the client's choosing (the
+    # counts are metric labels: one per invented word would grow them without end).
+    caplog.set_level(logging.INFO, logger="signaling.participant")
+    prof = Peer(classe.url, "c1", "Prof", role="teacher")
+    original = prof.send
+
+    async def send(message: dict[str, Any]) -> None:
+        if message.get("type") == "publish":
+            message = {**message, "sdp": message["sdp"].replace("typ host", "typ invented")}
+        await original(message)
+
+    prof.send = send  # type: ignore[method-assign]
+    try:
+        await prof.join()
+        await prof.publish(audio=False)
+        await wait_for(lambda: sum(classe.server.ice.failed.values()) >= 1, 20)
+        known = {"host", "srflx", "prflx", "relay", "other", "none"}
+        assert set(classe.server.ice.failed) | set(classe.server.ice.connected) <= known
+        async with prof.http.get(f"{classe.url}/metrics") as response:
+            assert "invented" not in await response.text()
+        assert "ICE failed" in caplog.text and "invented" not in caplog.text
+    finally:
+        await prof.close()
