@@ -112,9 +112,11 @@ def retention_figures(s: Settings) -> dict[str, int]:
 
 
 async def maintenance(app: web.Application) -> AsyncIterator[None]:
-    """Migrate at start; then, periodically, forget idle classes and apply the retention policy."""
+    """Migrate and bind the media port at start; then, periodically, forget idle classes and
+    apply the retention policy."""
     svc = app[SERVICES]
     await svc.db.migrate()
+    await svc.server.open()
 
     async def loop() -> None:
         next_purge = 0.0

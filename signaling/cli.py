@@ -57,13 +57,13 @@ def serve(settings: Settings) -> None:
     for name in ("aioice", "aiortc"):
         logging.getLogger(name).setLevel(logging.WARNING)
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    ports = str(settings.media_port) if settings.media_port else f"{settings.media_port_min}-{settings.media_port_max}"
     logging.getLogger("classe").info(
-        "serving on http://%s:%d, media on UDP %s:%d-%d",
+        "serving on http://%s:%d, media on UDP %s:%s",
         settings.host,
         settings.port,
         ",".join(settings.media_addresses),
-        settings.media_port_min,
-        settings.media_port_max,
+        ports,
     )
     # No access log: it would record participants' IP addresses (personal data under the GDPR).
     web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None, access_log=None)

@@ -65,8 +65,11 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8080
-    # Media: the addresses to gather ICE host candidates on and the UDP range to open in a firewall.
+    # Media: the addresses to gather ICE host candidates on, and the UDP port to open in a firewall:
+    # one port shared by every participant, or, with media_port = 0, a range in which each peer
+    # connection binds a port of its own (two per participant).
     media_addresses: list[str] = ["127.0.0.1"]
+    media_port: int = Field(default=40000, ge=0, le=65535)
     media_port_min: int = 40000
     media_port_max: int = 40999
     media_announced_address: str | None = None

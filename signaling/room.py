@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from aiortc import RTCIceServer
 
-from sfu.adapter.ice import IceOutcomes, MediaNetwork
+from sfu.adapter.ice import IceOutcomes
 from sfu.adapter.live import LiveSession
+from sfu.adapter.network import MediaNetwork
 from sfu.adapter.peer import PeerTransport
 from sfu.core import MediaStats, Producer
 from sfu.core.speakers import SpeakerDetector
@@ -39,6 +40,7 @@ class Room:
         settings: Settings,
         stats: MediaStats,
         on_empty: Callable[[Room], None],
+        network: MediaNetwork,
         ice: IceOutcomes | None = None,
     ) -> None:
         self.id = state.class_id
@@ -55,12 +57,7 @@ class Room:
         self.ended = False
         self._teacher_away: asyncio.Task[None] | None = None
         self.detached = False
-        self.network = MediaNetwork(
-            tuple(settings.media_addresses),
-            settings.media_port_min,
-            settings.media_port_max,
-            settings.media_announced_address,
-        )
+        self.network = network  # the process's media ports
         self.ice_servers = [RTCIceServer(s.urls, s.username, s.credential) for s in settings.ice_servers]
         self.max_bitrates = {"camera": settings.camera_max_bitrate, "screen": settings.screen_max_bitrate}
         self.forwarding = Forwarding(self)  # loudest-K audio, last-N video, thumbnail caps

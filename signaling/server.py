@@ -6,6 +6,7 @@ import time
 from collections import Counter
 
 from sfu.adapter.ice import IceOutcomes
+from sfu.adapter.network import MediaNetwork
 from sfu.core import MediaStats
 
 from .classroom import ClassSession
@@ -19,6 +20,13 @@ class ClassServer:
         self.settings = settings
         self.stats = MediaStats()
         self.ice = IceOutcomes()
+        self.network = MediaNetwork(
+            tuple(settings.media_addresses),
+            settings.media_port_min,
+            settings.media_port_max,
+            settings.media_announced_address,
+            settings.media_port,
+        )
         self.rooms: dict[str, Room] = {}
         # Outlives a room that empties for a moment, so that a removed student stays out; dropped when
         # the class ends or has been empty for class_idle_seconds.
@@ -54,7 +62,7 @@ class ClassServer:
             state = self.sessions.get(class_id)
             if state is None:
                 state = self.sessions[class_id] = ClassSession(class_id)
-            room = self.rooms[class_id] = Room(state, self.settings, self.stats, self._forget, self.ice)
+            room = self.rooms[class_id] = Room(state, self.settings, self.stats, self._forget, self.network, self.ice)
         return room
 
     def _forget(self, room: Room) -> None:
@@ -82,6 +90,11 @@ class ClassServer:
             await room.end()
         self.sessions.pop(class_id, None)
 
+    async def open(self) -> None:
+        """Bind the shared media port: a port in use stops the server at start-up."""
+        await self.network.open(self.stats)
+
     async def close(self) -> None:
         for room in list(self.rooms.values()):
             await room.close()
+        self.network.close()

@@ -25,10 +25,14 @@ from signaling.config import Settings
 from signaling.server import ClassServer
 
 
-def free_port(address: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
+def free_port(address: str = "127.0.0.1", kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
         s.bind((address, 0))
         return int(s.getsockname()[1])
+
+
+def free_udp_port(address: str = "127.0.0.1") -> int:
+    return free_port(address, socket.SOCK_DGRAM)
 
 
 @dataclass
@@ -165,10 +169,12 @@ def settings_overrides() -> dict[str, Any]:
 async def classe(
     tmp_path: Path, mailbox: Mailbox, database_url: str, settings_overrides: dict[str, Any]
 ) -> AsyncIterator[RunningServer]:
-    """A real server on loopback: HTTP on a free port, media on a UDP range, mail to a real SMTP server."""
+    """A real server on loopback: HTTP on a free port, media on one shared UDP port (or, with
+    `media_port` 0 in the overrides, a range), mail to a real SMTP server."""
     port = free_port()
     fields: dict[str, Any] = {
         "port": port,
+        "media_port": free_udp_port(settings_overrides.get("host", "127.0.0.1")),
         "media_port_min": 42000,
         "media_port_max": 42999,
         "ice_timeout_seconds": 10,

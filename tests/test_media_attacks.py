@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 
-from sfu.adapter.ice import MediaNetwork
 from sfu.adapter.live import LiveSession
+from sfu.adapter.network import MediaNetwork
 from sfu.adapter.peer import PeerTransport
 from sfu.core import DropReason, MediaStats, Producer
 from sfu.core.rtcp import build_nack

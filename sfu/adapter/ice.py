@@ -1,9 +1,6 @@
-"""Host candidates on the operator's addresses and UDP port range, instead of aioice's defaults.
+"""What ICE did, for operators, and which remote addresses it validated.
 
-aioice binds every interface (loopback excluded) on a random port; an operator must be able to
-open one known range in a firewall, and to announce a public address when behind NAT.
-
-Its sockets also hand every datagram that is not STUN to aiortc, whoever sent it: forged DTLS
+aioice's sockets hand every datagram that is not STUN to aiortc, whoever sent it: forged DTLS
 records from anywhere on the Internet could end a newcomer's handshake. Ours only let through,
 besides STUN (how a remote address gets validated), what comes from the remote address of a
 candidate pair whose ICE check succeeded, either way: our check answered, or the peer's check
@@ -12,32 +9,15 @@ candidate pair whose ICE check succeeded, either way: our check answered, or the
 
 from __future__ import annotations
 
-import asyncio
 import bisect
-import random
-import socket
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from aioice import Candidate, stun
-from aioice.candidate import candidate_foundation, candidate_priority
-from aioice.ice import CandidatePair, Connection, StunProtocol
+from aioice import stun
+from aioice.ice import Connection, StunProtocol
 
 from ..core import DropReason, MediaStats
-
-
-class PortRangeExhausted(OSError):
-    """Every port of the configured media range is in use."""
-
-
-@dataclass(frozen=True, slots=True)
-class MediaNetwork:
-    addresses: tuple[str, ...] = ("127.0.0.1",)
-    port_min: int = 40000
-    port_max: int = 40999
-    announced_address: str | None = None
-
 
 ICE_CONNECT_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, float("inf"))
 
@@ -94,8 +74,11 @@ class CheckedStunProtocol(StunProtocol):
         # answer and a browser sends its ClientHello at once, before our own check of the pair
         # has come back (or even started, while aioice defers early checks).
         if message.message_class == stun.Class.RESPONSE and message.message_method == stun.Method.BINDING:
-            self.validated.add((addr[0], addr[1]))
+            self.validate((addr[0], addr[1]))
         super().send_stun(message, addr)
+
+    def validate(self, addr: tuple[str, int]) -> None:
+        self.validated.add(addr)
 
     def datagram_received(self, data: bytes | str, addr: tuple[Any, ...]) -> None:
         packet = cast(bytes, data)
@@ -107,55 +90,3 @@ class CheckedStunProtocol(StunProtocol):
             self.receiver.data_received(packet, self.local_candidate.component)
         else:
             self._drops[DropReason.UNVALIDATED_ADDRESS] += 1
-
-
-async def _bind(connection: Connection, address: str, network: MediaNetwork, stats: MediaStats) -> StunProtocol:
-    loop = asyncio.get_running_loop()
-    ports = list(range(network.port_min, network.port_max + 1))
-    random.shuffle(ports)
-    for port in ports[:64]:
-        try:
-            _, protocol = await loop.create_datagram_endpoint(
-                lambda: CheckedStunProtocol(connection, stats), local_addr=(address, port)
-            )
-        except OSError:
-            continue
-        sock = protocol.transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        return protocol
-    raise PortRangeExhausted(f"no free UDP port in {network.port_min}-{network.port_max} on {address}")
-
-
-def use_media_network(connection: Connection, network: MediaNetwork, stats: MediaStats) -> None:
-    """Make `connection` gather its host candidates from `network`; TURN relays still work."""
-    original = connection.get_component_candidates
-    check_state = connection.check_state
-
-    def check_state_validating(pair: CandidatePair, state: CandidatePair.State) -> None:
-        check_state(pair, state)
-        if state == CandidatePair.State.SUCCEEDED and isinstance(pair.protocol, CheckedStunProtocol):
-            pair.protocol.validated.add(pair.remote_addr)
-
-    async def get_component_candidates(component: int, addresses: list[str], timeout: int = 5) -> list[Any]:
-        candidates = []
-        for address in network.addresses:
-            protocol = await _bind(connection, address, network, stats)
-            host = protocol.transport.get_extra_info("sockname")
-            protocol.local_candidate = Candidate(
-                foundation=candidate_foundation("host", "udp", host[0]),
-                component=component,
-                transport="udp",
-                priority=candidate_priority(component, "host"),
-                host=network.announced_address or host[0],
-                port=host[1],
-                type="host",
-            )
-            connection._protocols.append(protocol)
-            candidates.append(protocol.local_candidate)
-        if connection.turn_server is not None:
-            candidates += await original(component=component, addresses=[], timeout=timeout)
-        return candidates
-
-    connection.get_component_candidates = get_component_candidates  # type: ignore[method-assign]
-    connection.check_state = check_state_validating  # type: ignore[method-assign]

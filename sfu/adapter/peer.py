@@ -29,8 +29,9 @@ from aiortc.rtcrtpparameters import RTCRtcpFeedback
 
 from ..core import Codec, Consumer, DropReason, HeaderExtensions, Kind, Producer
 from ..core.rtp import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID, URI_REPAIRED_RID, URI_RID, URI_TRANSPORT_CC
-from .ice import MediaNetwork, ice_path, offered, use_media_network
+from .ice import ice_path, offered
 from .live import LiveSession
+from .network import MediaNetwork, use_media_network
 from .srtp import SrtpProtector
 
 log = logging.getLogger(__name__)

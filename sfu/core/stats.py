@@ -36,6 +36,7 @@ class DropReason(enum.IntEnum):
     TEMPORAL_LAYER = 18  # a frame of a temporal layer above the one a subscriber is given
     UNKNOWN_RID = 19  # a simulcast packet whose rid the offer did not announce
     SWITCHED_AWAY = 20  # held by a subscriber's pacer when a switch down made it useless
+    UNROUTABLE_STUN = 21  # STUN on the shared media port for no connection (username, transaction)
 
 
 class MediaStats:
