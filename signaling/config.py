@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     media_port_min: int = 40000
     media_port_max: int = 40999
     media_announced_address: str | None = None
+    # Past what the process can forward, shed media by priority (thumbnails first, never the
+    # teacher's voice) rather than let every class's media queue: docs/operations.md, "Overload".
+    shed_under_load: bool = True
     # STUN/TURN servers given to the server and to browsers: none by default (no third party).
     ice_servers: list[IceServer] = Field(default_factory=list)
     # A coturn server of the institution's, with short-lived credentials per participant (coturn's

@@ -1,6 +1,8 @@
-"""What each participant of a live class receives: loudest-K audio, last-N video, thumbnail caps.
+"""What each participant of a live class receives: loudest-K audio, last-N video, thumbnail caps,
+and what the process sheds when it cannot keep up.
 
-The choices are pure functions of the core (`sfu.core.selection`, `sfu.core.speakers`); this is
+The choices are pure functions of the core (`sfu.core.selection`, `sfu.core.speakers`,
+`sfu.core.overload`); this is
 where the room carries them out: it pauses and resumes subscribers' consumers, caps cameras that
 nobody shows large (REMB), and tells each page what it receives (`videos`) and who speaks
 (`speakers`). Rules: docs/protocol.md, "Which videos a participant receives".
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from sfu.core import Consumer, Kind, Producer
 from sfu.core.events import BandwidthEstimate, Event, SpeakersChanged
+from sfu.core.overload import keeps_audio, keeps_video
 from sfu.core.selection import VideoTrack, choose_videos, shown_large
 
 from .allocation import RoomAllocator
@@ -40,6 +43,7 @@ class Forwarding:
         self.thumbnail_bitrate = settings.thumbnail_bitrate
         self.large_width = settings.large_tile_width
         self.loudest: frozenset[str] = frozenset()  # microphone producer ids forwarded to everyone
+        self.speaking: str | None = None  # the microphone producer id of the one speaking now
         self.active: str | None = None  # participant ids, as the pages are told
         self.speakers: tuple[str, ...] = ()
         self.recent: list[str] = []  # participant ids, the most recent speaker first
@@ -55,13 +59,15 @@ class Forwarding:
 
     # Carrying out the choice
 
-    def _forward(self, consumer: Consumer, on: bool, now: float) -> None:
-        """Pause or resume one consumer for the choice. A mute is another reason, kept apart: the
-        consumer forwards when neither holds it (video from a keyframe, requested; no jump in numbers)."""
+    def _forward(self, consumer: Consumer, on: bool, kept: bool, now: float) -> None:
+        """Pause or resume one consumer for the choice, and for the process's load. A mute is
+        another reason, kept apart: the consumer forwards when none holds it (video from a
+        keyframe, requested; no jump in numbers)."""
         consumer.set_paused("selection", not on, now)
+        consumer.set_paused("overload", not kept, now)
 
-    def _wanted(self, producer: Producer, videos: frozenset[str]) -> bool:
-        return producer.id in videos if producer.kind is Kind.VIDEO else self._audio_on(producer)
+    def _kept_audio(self, producer: Producer) -> bool:
+        return keeps_audio(producer.role, producer.id == self.speaking, self.room.shedder.level)
 
     def _audio_on(self, producer: Producer) -> bool:
         return (
@@ -71,24 +77,34 @@ class Forwarding:
             or producer.id in self.loudest
         )
 
-    def _tracks(self) -> list[VideoTrack]:
-        return [
-            VideoTrack(p.id, p.owner, p.role, p.source)
+    def _tracks(self) -> dict[str, VideoTrack]:
+        return {
+            p.id: VideoTrack(p.id, p.owner, p.role, p.source)
             for p in self.room.live.session.producers.values()
             if p.kind is Kind.VIDEO and not p.closed
-        ]
+        }
 
-    def _choose(self, participant: Participant, tracks: list[VideoTrack], now: float) -> str | None:
-        """Apply the choice to one subscriber's consumers; its `videos` message if its set changed."""
-        chosen = choose_videos(tracks, participant.view, self.recent, self.last_n, participant.id)
-        wanted = frozenset(chosen)
+    def _choose(self, participant: Participant, tracks: dict[str, VideoTrack], now: float) -> str | None:
+        """Apply the choice, less what the load sheds, to one subscriber's consumers; its `videos`
+        message if what it receives changed."""
+        chosen = choose_videos(list(tracks.values()), participant.view, self.recent, self.last_n, participant.id)
+        large = shown_large(chosen, participant.view, self.large_width)
+        level = self.room.shedder.level
+        kept = tuple(t for t in chosen if keeps_video(tracks[t], t in large, level)) if level else chosen
+        wanted, received = frozenset(chosen), frozenset(kept)
         for consumer in participant.subscriber.consumers.values():
-            self._forward(consumer, self._wanted(consumer.producer, wanted), now)
-        self._large[participant.id] = shown_large(chosen, participant.view, self.large_width)
-        if self.receiving.get(participant.id) == wanted:
+            producer = consumer.producer
+            if producer.kind is Kind.VIDEO:
+                self._forward(
+                    consumer, producer.id in wanted, producer.id in received or producer.id not in wanted, now
+                )
+            else:
+                self._forward(consumer, self._audio_on(producer), self._kept_audio(producer), now)
+        self._large[participant.id] = large & received
+        if self.receiving.get(participant.id) == received:
             return None
-        self.receiving[participant.id] = wanted
-        return encode("videos", receiving=list(chosen))
+        self.receiving[participant.id] = received
+        return encode("videos", receiving=list(kept))
 
     def _cap_cameras(self) -> None:
         """A student's camera that nobody shows large is asked for a thumbnail's bitrate (REMB); a
@@ -127,8 +143,11 @@ class Forwarding:
         """A new subscription, before its first packet: held at once if the choice leaves it out."""
         if participant.closed:
             return
-        videos = self.receiving.get(participant.id, frozenset())
-        self._forward(consumer, self._wanted(consumer.producer, videos), self.room.live.now())
+        producer, now = consumer.producer, self.room.live.now()
+        if producer.kind is Kind.VIDEO:  # until the next choice, which follows the new track
+            self._forward(consumer, producer.id in self.receiving.get(participant.id, ()), True, now)
+        else:
+            self._forward(consumer, self._audio_on(producer), self._kept_audio(producer), now)
 
     def departed(self, participant: Participant) -> None:
         self.allocator.departed(participant)
@@ -150,6 +169,7 @@ class Forwarding:
     def on_speakers(self, active: str | None, loudest: tuple[str, ...]) -> None:
         """The core's detector changed its mind (producer ids): forward, reorder, announce."""
         self.loudest = frozenset(loudest)
+        self.speaking = active
         producers = self.room.live.session.producers
         owners = [producers[p].owner for p in loudest if p in producers]
         self.active = producers[active].owner if active in producers else None

@@ -14,6 +14,8 @@ from sfu.core.stats import FORWARDING_BUCKETS
 # Per live class: its id, the bitrate its subscribers are allocated and estimated to take, and
 # the simulcast layers its publishers were told to stop (dynacast).
 Bandwidth = Callable[[], Iterable[tuple[str, int, int, int]]]
+# The shedding level, how often it was raised, the subscriptions it holds, kernel drops at the media port.
+Load = Callable[[], tuple[int, int, int, int]]
 
 
 class MediaCollector(Collector):
@@ -23,11 +25,13 @@ class MediaCollector(Collector):
         census: Callable[[], tuple[int, int, int]],
         bandwidth: Bandwidth | None = None,
         ice: IceOutcomes | None = None,
+        load: Load | None = None,
     ) -> None:
         self.stats = stats
         self.census = census  # classes, participants, published tracks
         self.bandwidth = bandwidth
         self.ice = ice
+        self.load = load
 
     def collect(self) -> Iterator[Metric]:
         s = self.stats
@@ -59,6 +63,23 @@ class MediaCollector(Collector):
         )
         if self.ice is not None:
             yield from _ice_metrics(self.ice)
+        if self.load is not None:
+            level, raised, shed, kernel_drops = self.load()
+            yield GaugeMetricFamily(
+                "classe_overload_level",
+                "what the process sheds to keep up: 0 nothing, 1 thumbnails, 2 students' cameras, "
+                "3 students' screens and microphones but the speaker's, 4 the teacher's camera",
+                value=level,
+            )
+            yield CounterMetricFamily("classe_overload_raises", "times the shedding level was raised", value=raised)
+            yield GaugeMetricFamily(
+                "classe_shed_subscriptions", "subscriptions held because the process is overloaded", value=shed
+            )
+            yield CounterMetricFamily(
+                "classe_media_socket_drops",
+                "datagrams the kernel dropped at the shared media port (its receive buffer was full)",
+                value=kernel_drops,
+            )
         classes, participants, tracks = self.census()
         yield GaugeMetricFamily("classe_live_classes", "classes with participants", value=classes)
         yield GaugeMetricFamily("classe_participants", "connected participants", value=participants)
@@ -120,7 +141,8 @@ def make_registry(
     census: Callable[[], tuple[int, int, int]],
     bandwidth: Bandwidth | None = None,
     ice: IceOutcomes | None = None,
+    load: Load | None = None,
 ) -> CollectorRegistry:
     registry = CollectorRegistry()
-    registry.register(MediaCollector(stats, census, bandwidth, ice))
+    registry.register(MediaCollector(stats, census, bandwidth, ice, load))
     return registry

@@ -15,6 +15,7 @@ from sfu.adapter.live import LiveSession
 from sfu.adapter.network import MediaNetwork
 from sfu.adapter.peer import PeerTransport
 from sfu.core import MediaStats, Producer
+from sfu.core.overload import LoadShedder
 from sfu.core.speakers import SpeakerDetector
 
 from .classroom import Arrival, ClassSession
@@ -41,6 +42,7 @@ class Room:
         stats: MediaStats,
         on_empty: Callable[[Room], None],
         network: MediaNetwork,
+        shedder: LoadShedder,
         ice: IceOutcomes | None = None,
     ) -> None:
         self.id = state.class_id
@@ -58,6 +60,7 @@ class Room:
         self._teacher_away: asyncio.Task[None] | None = None
         self.detached = False
         self.network = network  # the process's media ports
+        self.shedder = shedder  # what the process's load makes every class leave out
         self.ice_servers = [RTCIceServer(s.urls, s.username, s.credential) for s in settings.ice_servers]
         self.max_bitrates = {"camera": settings.camera_max_bitrate, "screen": settings.screen_max_bitrate}
         self.forwarding = Forwarding(self)  # loudest-K audio, last-N video, thumbnail caps

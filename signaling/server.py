@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 
 from sfu.adapter.ice import IceOutcomes
+from sfu.adapter.load import LoadMonitor
 from sfu.adapter.network import MediaNetwork
 from sfu.core import MediaStats
+from sfu.core.overload import LoadShedder
 
 from .classroom import ClassSession
 from .config import Settings
@@ -27,11 +30,14 @@ class ClassServer:
             settings.media_announced_address,
             settings.media_port,
         )
+        self.shedder = LoadShedder()
+        self.monitor = LoadMonitor(self.shedder, self.network, self._shed_changed)
+        self._refreshes: set[asyncio.Task[None]] = set()
         self.rooms: dict[str, Room] = {}
         # Outlives a room that empties for a moment, so that a removed student stays out; dropped when
         # the class ends or has been empty for class_idle_seconds.
         self.sessions: dict[str, ClassSession] = {}
-        self.registry = make_registry(self.stats, self.census, self.bandwidth, self.ice)
+        self.registry = make_registry(self.stats, self.census, self.bandwidth, self.ice, self.load)
         self.sockets: Counter[str] = Counter()  # open signaling WebSockets by client address
 
     async def apply_lobby(self, class_id: str, lobby: bool) -> None:
@@ -56,13 +62,34 @@ class ClassServer:
             for a in (room.forwarding.allocator,)
         ]
 
+    def load(self) -> tuple[int, int, int, int]:
+        """The shedding level, how often it was raised, the subscriptions it holds now, and the
+        datagrams the kernel dropped at the media port (metrics)."""
+        shed = sum(
+            1
+            for room in list(self.rooms.values())
+            for transport in room.live.session.transports.values()
+            for consumer in set(transport.consumers.values())
+            if "overload" in consumer.pause_reasons
+        )
+        return self.shedder.level, self.shedder.raised, shed, self.network.kernel_drops()
+
+    def _shed_changed(self) -> None:
+        """The process sheds more, or less: every class chooses again and tells its pages."""
+        for room in list(self.rooms.values()):
+            task = asyncio.ensure_future(room.forwarding.refresh())
+            self._refreshes.add(task)
+            task.add_done_callback(self._refreshes.discard)
+
     def room(self, class_id: str) -> Room:
         room = self.rooms.get(class_id)
         if room is None:
             state = self.sessions.get(class_id)
             if state is None:
                 state = self.sessions[class_id] = ClassSession(class_id)
-            room = self.rooms[class_id] = Room(state, self.settings, self.stats, self._forget, self.network, self.ice)
+            room = self.rooms[class_id] = Room(
+                state, self.settings, self.stats, self._forget, self.network, self.shedder, self.ice
+            )
         return room
 
     def _forget(self, room: Room) -> None:
@@ -91,10 +118,14 @@ class ClassServer:
         self.sessions.pop(class_id, None)
 
     async def open(self) -> None:
-        """Bind the shared media port: a port in use stops the server at start-up."""
+        """Bind the shared media port (a port in use stops the server at start-up) and start
+        measuring the load."""
         await self.network.open(self.stats)
+        if self.settings.shed_under_load:
+            self.monitor.start()
 
     async def close(self) -> None:
         for room in list(self.rooms.values()):
             await room.close()
+        self.monitor.stop()
         self.network.close()

@@ -54,6 +54,15 @@ class MediaNetwork:
         if self.shared is not None:
             self.shared.close()
 
+    def backlog(self) -> int | None:
+        """Bytes waiting to be read in the shared sockets (None with a socket per connection:
+        thousands of them are not worth asking)."""
+        return self.shared.backlog() if self.shared is not None else None
+
+    def kernel_drops(self) -> int:
+        """Datagrams the kernel dropped because a shared socket's receive buffer was full."""
+        return self.shared.kernel_drops() if self.shared is not None else 0
+
     async def host_protocol(self, connection: Connection, address: str, stats: MediaStats) -> StunProtocol:
         if self.shared is not None:
             await self.shared.open(stats)

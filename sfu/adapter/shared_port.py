@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import socket
+import struct
 from typing import Any, cast
 
 from aioice import stun
@@ -28,6 +29,11 @@ STUN_HEADER = 20
 USERNAME = 0x0006
 REQUEST, RESPONSE, ERROR = 0x0000, 0x0100, 0x0110  # STUN class bits of the message type
 CLASS_BITS = 0x0110
+# Linux's getsockopt(SO_MEMINFO): nine counters, of which the bytes waiting to be read and the
+# datagrams dropped for want of room.
+SO_MEMINFO = 55
+MEMINFO = struct.Struct("9I")
+RMEM_ALLOC, DROPS = 0, 8
 
 
 def username_fragment(data: bytes) -> bytes | None:
@@ -49,6 +55,7 @@ class SharedSocket(asyncio.DatagramProtocol):
 
     def __init__(self, stats: MediaStats) -> None:
         self.transport: asyncio.DatagramTransport | None = None
+        self.sock: socket.socket | None = None
         self.by_address: dict[tuple[str, int], SharedPortProtocol] = {}
         self.by_ufrag: dict[bytes, SharedPortProtocol] = {}
         self.by_transaction: dict[bytes, SharedPortProtocol] = {}
@@ -56,6 +63,15 @@ class SharedSocket(asyncio.DatagramProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
+        self.sock = transport.get_extra_info("socket")
+
+    def meminfo(self) -> tuple[int, ...] | None:
+        if self.sock is None:
+            return None
+        try:
+            return MEMINFO.unpack(self.sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, MEMINFO.size))
+        except OSError:  # not Linux
+            return None
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         if len(addr) > 2:  # an IPv6 four-tuple
@@ -172,6 +188,13 @@ class SharedPorts:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
         return shared
+
+    def backlog(self) -> int | None:
+        infos = [s.meminfo() for s in self.sockets.values()]
+        return sum(i[RMEM_ALLOC] for i in infos if i is not None) if all(infos) and infos else None
+
+    def kernel_drops(self) -> int:
+        return sum(i[DROPS] for s in self.sockets.values() if (i := s.meminfo()) is not None)
 
     def new_ufrag(self) -> str:
         """A username fragment no connection of this process uses (aioice's 4 characters collide)."""

@@ -1,0 +1,121 @@
+"""Shedding media when the process cannot keep up: by priority, a step at a time.
+
+Past one core's worth of forwarding, a process that forwards everything queues: packets wait in
+the socket's receive buffer (seconds of a publisher's stream fit in it), every class's media
+arrives late, and the connectivity checks queued among them go unanswered until ICE gives up.
+What costs is the copies (each packet is protected and sent once per subscriber), so the way
+out is fewer copies, least useful first:
+
+1. `THUMBNAILS`: students' cameras that a page shows small;
+2. `STUDENT_CAMERAS`: every student's camera;
+3. `STUDENT_AUDIO`: students' screens, and students' microphones but the one speaking now;
+4. `TEACHER_CAMERA`: the teacher's camera (the teacher's screen and voice go on).
+
+The teacher's audio is never shed. `LoadShedder` decides the level from what the adapter measures
+every `INTERVAL`: how busy the process was (CPU time over wall time) and how many bytes wait in
+its media sockets. A level is added when work waits and does not shrink (the step before has had
+`STEP` to show its effect); one is taken back after `hold` of calm, and `hold` doubles each time
+taking one back brought the overload back soon after (no flapping between two levels).
+"""
+
+from __future__ import annotations
+
+import enum
+
+from .selection import SCREEN, TEACHER, VideoTrack
+
+
+class Shed(enum.IntEnum):
+    NOTHING = 0
+    THUMBNAILS = 1
+    STUDENT_CAMERAS = 2
+    STUDENT_AUDIO = 3
+    TEACHER_CAMERA = 4
+
+
+INTERVAL = 0.1  # seconds between two measures
+STEP = 0.3  # seconds a new level has to show its effect before another is added
+BACKLOG = 64 * 1024  # bytes waiting in the media sockets from which work is piling up
+BACKLOG_HIGH = 1024 * 1024  # so much waiting that the next level cannot wait for a trend
+BUSY = 0.95  # without a backlog measure (per-connection sockets): this busy is overloaded
+CALM_BUSY = 0.75  # at most this busy, and no backlog: calm
+HOLD = 3.0  # seconds of calm before a level is taken back
+MAX_HOLD = 60.0
+RELAPSE = 10.0  # overloaded again this soon after taking a level back: hold twice as long
+FORGIVE = 60.0  # this long without a relapse: hold comes back to HOLD
+
+
+class LoadShedder:
+    """The process's shedding level, from its load measured at a steady pace (sans-IO)."""
+
+    def __init__(self) -> None:
+        self.level = Shed.NOTHING
+        self.hold = HOLD
+        self.raised = 0  # how many times a level was added (metrics)
+        self._backlog: int | None = None
+        self._growing = 0  # consecutive measures with a backlog that did not shrink
+        self._changed_at = float("-inf")
+        self._lowered_at = float("-inf")
+        self._calm_since: float | None = None
+
+    def observe(self, now: float, busy: float, backlog: int | None) -> bool:
+        """One measure: `busy` the process's CPU time over the wall time since the last one,
+        `backlog` the bytes waiting in its media sockets (None when they cannot be measured).
+        True when the level changed."""
+        overloaded = self._overloaded(busy, backlog)
+        self._backlog = backlog
+        if overloaded:
+            self._calm_since = None
+            if self.level < Shed.TEACHER_CAMERA and now - self._changed_at >= STEP:
+                if now - self._lowered_at < RELAPSE:
+                    self.hold = min(self.hold * 2, MAX_HOLD)
+                self.level = Shed(self.level + 1)
+                self.raised += 1
+                self._changed_at = now
+                self._growing = 0
+                return True
+            return False
+        calm = busy <= CALM_BUSY and (backlog is None or backlog < BACKLOG)
+        if not calm:
+            self._calm_since = None
+            return False
+        if self._calm_since is None:
+            self._calm_since = now
+        if self.level == Shed.NOTHING:
+            if now - max(self._lowered_at, self._changed_at) > FORGIVE:
+                self.hold = HOLD
+            return False
+        if now - self._calm_since >= self.hold and now - self._changed_at >= self.hold:
+            self.level = Shed(self.level - 1)
+            self._changed_at = self._lowered_at = now
+            self._calm_since = now
+            return True
+        return False
+
+    def _overloaded(self, busy: float, backlog: int | None) -> bool:
+        if backlog is None:
+            return busy >= BUSY
+        if backlog >= BACKLOG_HIGH:
+            return True
+        previous = self._backlog
+        if backlog >= BACKLOG and (previous is None or backlog >= previous):
+            self._growing += 1
+        else:
+            self._growing = 0
+        return self._growing >= 2
+
+
+def keeps_video(track: VideoTrack, shown_large: bool, level: Shed) -> bool:
+    """Whether a video chosen for a subscriber still goes at this level."""
+    if track.role == TEACHER:
+        return track.source == SCREEN or level < Shed.TEACHER_CAMERA
+    if track.source == SCREEN:
+        return level < Shed.STUDENT_AUDIO
+    if level >= Shed.STUDENT_CAMERAS:
+        return False
+    return level < Shed.THUMBNAILS or shown_large
+
+
+def keeps_audio(role: str, speaking: bool, level: Shed) -> bool:
+    """Whether an audio track (a microphone or a screen's sound) still goes at this level."""
+    return role == TEACHER or level < Shed.STUDENT_AUDIO or speaking
