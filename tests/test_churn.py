@@ -51,6 +51,12 @@ async def test_fifty_join_leave_cycles_leave_no_tasks_or_sockets(classe: Running
         room = classe.server.rooms["dev:churn"]
         assert len(room.live.peers) == 2 and len(room.live.session.transports) == 2  # the teacher's two
         assert not room.live.session.producers[next(iter(room.live.session.producers))].consumers
+        # The shared media port forgot every departed connection: routes only to the teacher's.
+        assert classe.server.network.shared is not None
+        (port,) = classe.server.network.shared.sockets.values()
+        live = [protocol for peer in room.live.peers.values() if peer._ice for protocol in peer._ice._protocols]
+        assert set(port.by_ufrag.values()) == set(live)
+        assert set(port.by_address.values()) <= set(live) and set(port.by_transaction.values()) <= set(live)
         tasks_after, sockets_after = await settle()
         assert tasks_after <= tasks_before, (tasks_before, tasks_after)
         assert sockets_after <= sockets_before, (sockets_before, sockets_after)
