@@ -112,7 +112,8 @@ class SharedSocket(asyncio.DatagramProtocol):
             if self.by_address.get(addr) is view:
                 del self.by_address[addr]
         for tid in view.transactions:
-            self.by_transaction.pop(tid, None)
+            if self.by_transaction.get(tid) is view:
+                del self.by_transaction[tid]
 
 
 class SharedPortProtocol(CheckedStunProtocol):
