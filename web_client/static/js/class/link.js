@@ -1,0 +1,181 @@
+// The links of a visit to a class, and their state: the signaling WebSocket (joining, pings, the
+// silence that means it is dead, requests by id), and the publishing and subscribing peer
+// connections (their ICE candidates trickled to the server, what to do when they fail). No DOM here.
+
+const PROTOCOL = 1;
+const PING_EVERY_MS = 10_000;
+const SILENCE_LIMIT_MS = 25_000; // no message for this long: the link is dead, rejoin
+
+export class SignalingLink {
+  /** `lost()` is called when the socket closes, or has said nothing for too long. */
+  constructor(lost) {
+    this.onLost = lost;
+    this.ws = null;
+    this.nextId = 1;
+    this.replies = new Map(); // message id -> {resolve, reject}
+    this.rtt = null;
+  }
+
+  /** A new socket that joins with `token`; each message it receives goes to `receive`. */
+  open(token, receive) {
+    const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
+    this.ws = ws;
+    this.heard = Date.now();
+    ws.addEventListener("open", () => this.send({ type: "join", protocol: PROTOCOL, token }));
+    ws.addEventListener("message", (event) => {
+      this.heard = Date.now();
+      const message = JSON.parse(event.data);
+      if (message.type === "pong" && this.pingSentAt) this.rtt = performance.now() - this.pingSentAt;
+      receive(message);
+    });
+    ws.addEventListener("close", () => {
+      if (this.ws === ws) this.onLost();
+    });
+    clearInterval(this.pinger);
+    this.pinger = setInterval(() => this.ping(), PING_EVERY_MS);
+  }
+
+  isOpen() {
+    return this.ws?.readyState === WebSocket.OPEN;
+  }
+
+  ping() {
+    if (!this.isOpen()) return;
+    if (Date.now() - this.heard > SILENCE_LIMIT_MS) {
+      this.onLost();
+      return;
+    }
+    this.pingSentAt = performance.now();
+    this.send({ type: "ping" });
+  }
+
+  send(message) {
+    if (this.isOpen()) this.ws.send(JSON.stringify(message));
+  }
+
+  /** A fresh message id. */
+  id() {
+    return this.nextId++;
+  }
+
+  /** Send a message with an id; resolves with the reply that names it, rejects on its error. */
+  request(message, timeoutMs) {
+    const id = this.id();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.replies.delete(id);
+        reject(Object.assign(new Error("timeout"), { code: "timeout" }));
+      }, timeoutMs);
+      this.replies.set(id, {
+        resolve: (value) => (clearTimeout(timer), resolve(value)),
+        reject: (error) => (clearTimeout(timer), reject(error)),
+      });
+      this.send({ ...message, id });
+    });
+  }
+
+  /** Every request still waiting fails with `code`: its socket is gone. */
+  rejectAll(code) {
+    for (const reply of this.replies.values()) reply.reject(Object.assign(new Error(code), { code }));
+    this.replies.clear();
+  }
+
+  /** Close the socket; its close event is then ignored. */
+  close() {
+    const ws = this.ws;
+    this.ws = null;
+    ws?.close();
+  }
+
+  /** For good: no more pings either. */
+  stop() {
+    clearInterval(this.pinger);
+    this.close();
+  }
+}
+
+/** The two peer connections of a visit, made anew at each (re)join. */
+export class MediaLink {
+  /** `send(message)` writes to the signaling socket; `failed()` is called when a connection fails. */
+  constructor(send, failed) {
+    this.send = send;
+    this.onFailed = failed;
+    this.pub = null;
+    this.sub = null;
+    this.turnOffered = false;
+    this.relayOnly = false; // this attempt uses the relay alone
+    this.connected = false; // a connection of this attempt came up
+    this.waiting = {}; // connection -> candidates held until its offer or answer has gone
+  }
+
+  /**
+   * New peer connections for a (re)join. After a media connection that never came up, the relay
+   * alone is used (a network that blocks UDP may answer direct checks slowly, or only in part).
+   */
+  open(iceServers) {
+    this.close();
+    this.turnOffered = iceServers.some((server) => [server.urls].flat().some((url) => /^turns?:/.test(url)));
+    const config = {
+      iceServers,
+      bundlePolicy: "max-bundle",
+      iceTransportPolicy: this.relayOnly && this.turnOffered ? "relay" : "all",
+    };
+    this.connected = false;
+    this.pub = new RTCPeerConnection(config);
+    this.sub = new RTCPeerConnection(config);
+    // Candidates wait until their connection's offer or answer has gone (docs/protocol.md, "Trickle ICE").
+    this.waiting = { publish: [], subscribe: [] };
+    for (const [name, pc] of this.named()) {
+      pc.addEventListener("icecandidate", (event) => this.trickle(pc, name, event.candidate));
+      pc.addEventListener("connectionstatechange", () => {
+        if (pc !== this.pub && pc !== this.sub) return;
+        if (pc.connectionState === "connected") this.connected = true;
+        if (pc.connectionState === "failed") this.onFailed();
+      });
+    }
+  }
+
+  named() {
+    return [
+      ["publish", this.pub],
+      ["subscribe", this.sub],
+    ];
+  }
+
+  trickle(pc, name, candidate) {
+    if (pc !== this.pub && pc !== this.sub) return;
+    if (candidate && !candidate.candidate) return; // the end of one generation: `null` comes for all
+    const message = {
+      type: "candidate",
+      connection: name,
+      candidate: candidate ? { candidate: candidate.candidate, sdpMid: candidate.sdpMid, sdpMLineIndex: candidate.sdpMLineIndex } : null,
+    };
+    if (this.waiting[name]) this.waiting[name].push(message);
+    else this.send(message);
+  }
+
+  /** The offer or answer of `name` has been sent: its candidates follow it, from now on at once. */
+  described(name) {
+    const waiting = this.waiting[name];
+    this.waiting[name] = null;
+    for (const message of waiting || []) this.send(message);
+  }
+
+  close() {
+    for (const pc of [this.pub, this.sub]) pc?.close();
+    this.pub = this.sub = null;
+  }
+
+  /**
+   * A media connection failed. What next: "rejoin" (it had worked: the network changed), "relay"
+   * (try the relay alone, once) or "blocked" (say that this network seems to block the video).
+   */
+  failed() {
+    if (this.connected) return "rejoin";
+    if (this.turnOffered && !this.relayOnly) {
+      this.relayOnly = true;
+      return "relay";
+    }
+    return "blocked";
+  }
+}
