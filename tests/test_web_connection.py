@@ -1,19 +1,20 @@
 """The class page's media connection in a real Chromium: its candidates trickled instead of waited
-for."""
+for, and the quality indicator following the video that arrives (or not)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from playwright.async_api import Page
+from playwright.async_api import Page, expect
 
 from .browser import chromium
 from .conftest import RunningServer
 from .peers import Peer
 from .test_access import new_class
-from .test_web_client import join, no_foreign_requests, video_plays
+from .test_web_client import join, no_foreign_requests, participant, video_plays
 from .web import code_of, teacher
 
 # Test instrumentation: every message the page sends, with the ICE gathering state, at that moment,
@@ -71,4 +72,29 @@ async def test_joining_sends_offer_and_answer_at_once_then_the_candidates(
             assert candidates and min(candidates) > kinds.index(description)
             lines = [messages[i]["candidate"] for i in candidates]
             assert lines[-1] is None and all(c["candidate"].startswith("candidate:") for c in lines[:-1])
+        no_foreign_requests(browser)
+
+
+async def test_the_indicator_says_when_the_video_stops_arriving(classe: RunningServer, lesson: dict[str, Any]) -> None:
+    async with chromium(classe.url) as browser:
+        ines = await browser.page("ines")
+        await ines.goto(lesson["link"])
+        await join(ines, "Inès")
+        await video_plays(ines, "#stage .tile video")
+        quality = ines.locator("#quality")
+        await expect(quality).to_have_attribute("aria-label", "Connexion : bonne")
+
+        # The connection stays up, but the teacher's video no longer reaches her (the server's
+        # packets to her are lost on the way): the indicator says so, and so does a banner.
+        peer = participant(classe, "Inès").subscriber
+        deliver = peer.send
+        peer.send = lambda rtp, rtcp: deliver([], rtcp)  # type: ignore[method-assign]
+        await expect(quality).to_have_attribute("aria-label", "La vidéo n'arrive pas", timeout=15_000)
+        await expect(ines.locator("#banner")).to_have_text(re.compile("^La vidéo n'arrive pas"))
+
+        # The video comes back: so does "good", and the banner goes.
+        peer.send = deliver  # type: ignore[method-assign]
+        await expect(quality).to_have_attribute("aria-label", "Connexion : bonne", timeout=15_000)
+        await expect(ines.locator("#banner")).to_be_hidden()
+        await video_plays(ines, "#stage .tile video")
         no_foreign_requests(browser)

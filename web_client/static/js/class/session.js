@@ -272,6 +272,20 @@ export class ClassSession extends EventTarget {
     return media;
   }
 
+  /**
+   * The video sections the server should be sending now: in `videos.receiving` (all of them until
+   * told), and a camera only while its owner has it on. Audio is left out: the server forwards
+   * only the loudest microphones, so silence says nothing.
+   */
+  expectedVideos() {
+    return this.receivedMedia().filter(
+      (m) =>
+        m.kind === "video" &&
+        (this.receiving === null || this.receiving.has(m.track_id)) &&
+        (m.source === "screen" || this.participants.get(m.participant_id)?.camera !== false),
+    );
+  }
+
   /** Whether this participant may share their screen now: a teacher, or a student the lock or a teacher lets. */
   mayShareScreen() {
     if (!this.me || this.me.role === "teacher") return true;
