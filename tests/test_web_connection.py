@@ -1,14 +1,19 @@
 """The class page's media connection in a real Chromium: its candidates trickled instead of waited
-for, and the quality indicator following the video that arrives (or not)."""
+for, the quality indicator following the video that arrives (or not), and what a problem report
+says of the connection."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from playwright.async_api import Page, expect
+from sqlalchemy import select
+
+from signaling.store import ProblemReport
 
 from .browser import chromium
 from .conftest import RunningServer
@@ -31,6 +36,18 @@ window.WebSocket = class extends NativeSocket {
   }
 };
 """
+# Every address the page's connections know of, its own and the server's: none may be reported.
+ADDRESSES = """async () => {
+  const found = new Set();
+  for (const pc of window.__peers) {
+    if (pc.connectionState === 'closed') continue;
+    for (const r of (await pc.getStats()).values()) {
+      if ((r.type === 'local-candidate' || r.type === 'remote-candidate') && r.address) found.add(r.address);
+    }
+  }
+  return [...found];
+}"""
+IPV4 = re.compile(r"\b\d{1,3}(\.\d{1,3}){3}\b")
 
 
 @pytest.fixture
@@ -75,7 +92,9 @@ async def test_joining_sends_offer_and_answer_at_once_then_the_candidates(
         no_foreign_requests(browser)
 
 
-async def test_the_indicator_says_when_the_video_stops_arriving(classe: RunningServer, lesson: dict[str, Any]) -> None:
+async def test_the_indicator_and_a_report_say_when_the_video_stops_arriving(
+    classe: RunningServer, lesson: dict[str, Any]
+) -> None:
     async with chromium(classe.url) as browser:
         ines = await browser.page("ines")
         await ines.goto(lesson["link"])
@@ -91,6 +110,34 @@ async def test_the_indicator_says_when_the_video_stops_arriving(classe: RunningS
         peer.send = lambda rtp, rtcp: deliver([], rtcp)  # type: ignore[method-assign]
         await expect(quality).to_have_attribute("aria-label", "La vidéo n'arrive pas", timeout=15_000)
         await expect(ines.locator("#banner")).to_have_text(re.compile("^La vidéo n'arrive pas"))
+
+        # She reports it: the report says what the page knows of the connection, and no address.
+        await ines.get_by_role("button", name="Signaler un problème").click()
+        await ines.get_by_label("Votre message").fill("L'écran du professeur est figé")
+        await ines.get_by_role("dialog").get_by_role("button", name="Envoyer").click()
+        await expect(ines.locator("#announcer")).to_have_text("Merci, votre signalement a été envoyé.")
+        async with classe.services.db.sessions() as tx:
+            report = (await tx.scalars(select(ProblemReport))).one()
+        connection = json.loads(report.diagnostics)["connection"]
+        assert connection["browser"].startswith("Chrome ")
+        assert connection["ice"] == {"publish": "connected", "subscribe": "connected"}
+        assert connection["path"]["subscribe"] == {
+            "local": "host",
+            "remote": "host",
+            "protocol": "udp",
+            "relay_protocol": None,
+        }
+        assert (connection["turn_offered"], connection["relay_only"], connection["relay_retry"]) == (
+            False,
+            False,
+            False,
+        )
+        assert connection["failure"] is None
+        media = connection["media"]
+        assert media["expected_videos"] == 1 and media["video_bytes"] == 0 and media["last_video_ms"] >= 5000, media
+        addresses = await ines.evaluate(ADDRESSES)
+        assert addresses and not any(address in report.diagnostics for address in addresses)
+        assert not IPV4.search(json.dumps(connection))
 
         # The video comes back: so does "good", and the banner goes.
         peer.send = deliver  # type: ignore[method-assign]

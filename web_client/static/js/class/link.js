@@ -1,10 +1,12 @@
 // The links of a visit to a class, and their state: the signaling WebSocket (joining, pings, the
 // silence that means it is dead, requests by id), and the publishing and subscribing peer
-// connections (their ICE candidates trickled to the server, what to do when they fail). No DOM here.
+// connections (their ICE candidates trickled to the server, what to do when they fail, and what
+// is known of how they connect, for a problem report). No DOM here.
 
 const PROTOCOL = 1;
 const PING_EVERY_MS = 10_000;
 const SILENCE_LIMIT_MS = 25_000; // no message for this long: the link is dead, rejoin
+const CONNECTIONS = ["publish", "subscribe"];
 
 export class SignalingLink {
   /** `lost()` is called when the socket closes, or has said nothing for too long. */
@@ -94,6 +96,20 @@ export class SignalingLink {
   }
 }
 
+/** "Chrome 126", "Firefox 127", "Safari 17": the browser, without the rest of the user agent. */
+export function browserName(agent = navigator.userAgent) {
+  for (const [name, pattern] of [
+    ["Edge", /Edg\/(\d+)/],
+    ["Firefox", /Firefox\/(\d+)/],
+    ["Chrome", /Chrom(?:e|ium)\/(\d+)/],
+    ["Safari", /Version\/(\d+).*Safari/],
+  ]) {
+    const found = pattern.exec(agent);
+    if (found) return `${name} ${found[1]}`;
+  }
+  return "other";
+}
+
 /** The two peer connections of a visit, made anew at each (re)join. */
 export class MediaLink {
   /** `send(message)` writes to the signaling socket; `failed()` is called when a connection fails. */
@@ -104,7 +120,11 @@ export class MediaLink {
     this.sub = null;
     this.turnOffered = false;
     this.relayOnly = false; // this attempt uses the relay alone
+    this.relayRetried = false; // a direct attempt failed in this visit and the relay alone was tried
     this.connected = false; // a connection of this attempt came up
+    this.failure = null; // why the last attempt failed: ice_failed, connection_lost, network_blocked…
+    this.states = {}; // connection -> its last ICE state, kept once it is closed
+    this.paths = {}; // connection -> the kind of its candidate pair in use, kept once it is closed
     this.waiting = {}; // connection -> candidates held until its offer or answer has gone
   }
 
@@ -121,16 +141,24 @@ export class MediaLink {
       iceTransportPolicy: this.relayOnly && this.turnOffered ? "relay" : "all",
     };
     this.connected = false;
+    this.states = {};
+    this.paths = {};
     this.pub = new RTCPeerConnection(config);
     this.sub = new RTCPeerConnection(config);
     // Candidates wait until their connection's offer or answer has gone (docs/protocol.md, "Trickle ICE").
     this.waiting = { publish: [], subscribe: [] };
     for (const [name, pc] of this.named()) {
       pc.addEventListener("icecandidate", (event) => this.trickle(pc, name, event.candidate));
+      pc.addEventListener("iceconnectionstatechange", () => {
+        if (pc === this.pub || pc === this.sub) this.states[name] = pc.iceConnectionState;
+      });
       pc.addEventListener("connectionstatechange", () => {
         if (pc !== this.pub && pc !== this.sub) return;
-        if (pc.connectionState === "connected") this.connected = true;
-        if (pc.connectionState === "failed") this.onFailed();
+        if (pc.connectionState === "connected") {
+          this.connected = true;
+          this.notePath(name, pc).catch(() => {}); // closed meanwhile: the last path known stays
+        }
+        if (pc.connectionState === "failed") this.onFailed("failed");
       });
     }
   }
@@ -167,15 +195,61 @@ export class MediaLink {
   }
 
   /**
-   * A media connection failed. What next: "rejoin" (it had worked: the network changed), "relay"
-   * (try the relay alone, once) or "blocked" (say that this network seems to block the video).
+   * A media connection failed (`code`: the server's ice_failed or connection_lost, or "failed"
+   * seen here). What next: "rejoin" (it had worked: the network changed), "relay" (try the
+   * relay alone, once) or "blocked" (say that this network seems to block the video).
    */
-  failed() {
+  failed(code) {
+    this.failure = code;
     if (this.connected) return "rejoin";
     if (this.turnOffered && !this.relayOnly) {
       this.relayOnly = true;
+      this.relayRetried = true;
       return "relay";
     }
+    this.failure = "network_blocked";
     return "blocked";
+  }
+
+  /** The kind of path in use, from the browser's statistics: kinds and protocols, no address. */
+  async notePath(name, pc) {
+    const stats = await pc.getStats();
+    for (const report of stats.values()) {
+      if (report.type !== "transport" || !report.selectedCandidatePairId) continue;
+      const pair = stats.get(report.selectedCandidatePairId);
+      const local = pair && stats.get(pair.localCandidateId);
+      const remote = pair && stats.get(pair.remoteCandidateId);
+      if (!local || !remote) continue;
+      this.paths[name] = {
+        local: local.candidateType,
+        remote: remote.candidateType,
+        protocol: local.protocol,
+        relay_protocol: local.relayProtocol || null,
+      };
+    }
+  }
+
+  /**
+   * What a problem report says of the connection: states, the kind of path, TURN, the relay
+   * retry, the failure, and the media that arrived lately (`arrival`, from the quality probe).
+   * Kinds and counts only: never an address.
+   */
+  async diagnosis(arrival) {
+    for (const [name, pc] of this.named()) {
+      if (pc && pc.connectionState !== "closed") {
+        this.states[name] = pc.iceConnectionState;
+        await this.notePath(name, pc).catch(() => {});
+      }
+    }
+    return {
+      browser: browserName(),
+      ice: Object.fromEntries(CONNECTIONS.map((name) => [name, this.states[name] || "new"])),
+      path: Object.fromEntries(CONNECTIONS.map((name) => [name, this.paths[name] || null])),
+      turn_offered: this.turnOffered,
+      relay_only: this.relayOnly && this.turnOffered,
+      relay_retry: this.relayRetried,
+      failure: this.failure,
+      media: arrival || null,
+    };
   }
 }

@@ -473,6 +473,7 @@ export class RoomView {
     const dialog = $("report-dialog");
     const form = $("report-form");
     $("open-report").addEventListener("click", () => dialog.showModal());
+    $("ended-report").addEventListener("click", () => dialog.showModal()); // after "La vidéo ne passe pas"
     form.querySelector("button[value=cancel]").addEventListener("click", () => dialog.close());
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
@@ -485,12 +486,18 @@ export class RoomView {
         participants: s.participants.size,
         received_tracks: s.received.size,
         sending: [...s.local.keys()],
+        connection: await s.link.diagnosis(this.quality?.arrival),
       };
       try {
         await api("POST", "/api/reports", { text: $("report-text").value, diagnostics, class_id: this.classId });
         dialog.close();
         $("report-text").value = "";
-        this.announce("report.sent");
+        if ($("room").hidden) {
+          $("ended-report").hidden = true; // sent from the end screen: said there, once
+          label($("ended-status"), "report.sent");
+        } else {
+          this.announce("report.sent");
+        }
       } catch (error) {
         alert.textContent = errorText(error);
       }

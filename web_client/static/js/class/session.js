@@ -50,7 +50,7 @@ export class ClassSession extends EventTarget {
     this.views = new ViewReporter(this.signal, () => this.status === "joined" && this.signal.isOpen());
     this.link = new MediaLink(
       (message) => this.send(message),
-      () => this.mediaFailed(),
+      (code) => this.mediaFailed(code),
     );
   }
 
@@ -202,7 +202,7 @@ export class ClassSession extends EventTarget {
       reply.reject(Object.assign(new Error(message.message), { code: message.code }));
     }
     if (message.fatal) {
-      if (message.code === "ice_failed" && this.everJoined) this.mediaFailed();
+      if (message.code === "ice_failed" && this.everJoined) this.mediaFailed(message.code);
       else if (RETRY_AFTER.has(message.code) && this.everJoined) this.lost();
       else this.finish(message.code);
       return;
@@ -479,9 +479,9 @@ export class ClassSession extends EventTarget {
    * Otherwise try the relay alone once (when there is one), then say plainly that this network
    * seems to block the video, instead of "reconnected" every 30 seconds with nothing arriving.
    */
-  mediaFailed() {
+  mediaFailed(code) {
     if (this.status === "ended" || this.retryTimer) return;
-    if (this.link.failed() === "blocked") {
+    if (this.link.failed(code) === "blocked") {
       this.finish("network_blocked", { relay: this.link.turnOffered, relayOnly: this.link.relayOnly });
     } else {
       this.lost();
