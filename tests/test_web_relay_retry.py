@@ -88,6 +88,7 @@ async def test_after_a_direct_attempt_that_carries_nothing_the_page_retries_with
             assert network.inside not in report.diagnostics and network.host not in report.diagnostics
         finally:
             await prof.close()
-    # The first attempt failed with a relay candidate in hand: ICE chose the direct path, whose
-    # checks pass. The retry connected through the relay.
-    assert classe.server.ice.failed["relay"] >= 1 and classe.server.ice.connected["relay"] >= 1
+    # The direct attempt was counted as failed, the retry as connected through the relay. (Chrome
+    # stops gathering once a pair answers its checks: the first attempt often offered no relay
+    # candidate at all, as its direct checks passed before the TURN allocation was made.)
+    assert sum(classe.server.ice.failed.values()) >= 1 and classe.server.ice.connected["relay"] >= 1
