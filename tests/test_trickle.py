@@ -10,9 +10,12 @@ from typing import Any
 import aioice.ice
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from hypothesis import given
+from hypothesis import strategies as st
 
-from signaling.candidates import MAX_REMOTE_CANDIDATES
+from signaling.candidates import MAX_REMOTE_CANDIDATES, parse
 from signaling.participant import Participant
+from signaling.protocol import ProtocolError
 
 from .conftest import RunningServer
 from .peers import NumberedVideoTrack, Peer
@@ -48,6 +51,42 @@ async def errors_until_pong(peer: Peer) -> list[dict[str, Any]]:
             return errors
         if message["type"] == "error":
             errors.append(message)
+
+
+words = st.sampled_from(
+    [
+        "candidate:1",
+        "1",
+        "0",
+        "udp",
+        "tcp",
+        "x",
+        "-1",
+        "99999999999",
+        "127.0.0.1",
+        "::1",
+        "a.local",
+        "typ",
+        "host",
+        "relay",
+        "srflx",
+        "raddr",
+        "rport",
+        "tcptype",
+        "9",
+        "",
+    ]
+)
+
+
+@given(st.lists(words, max_size=12).map(" ".join) | st.text(max_size=60))
+def test_a_candidate_line_is_read_or_refused_as_bad_candidate_never_an_error(line: str) -> None:
+    try:
+        candidate = parse({"candidate": line, "sdpMid": "0", "sdpMLineIndex": None}, ref=1)
+    except ProtocolError as exc:
+        assert exc.code == "bad_candidate" and exc.ref == 1
+    else:
+        assert candidate is None or (candidate.type in ("host", "srflx", "relay") and 0 <= candidate.port <= 65535)
 
 
 @pytest.fixture
