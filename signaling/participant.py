@@ -80,7 +80,7 @@ class Participant:
         self._watchdogs: set[asyncio.Task[None]] = set()
         self._subscriber_watched = False
         self.closed = False
-        self.media = False  # the media connection it receives on is up (its subscribing peer connection)
+        self.media: bool | None = None  # its media connection is up (`media_up`); None while it has none
 
     def describe(self) -> dict[str, object]:
         held = sorted(self.room.state.held.get(self.id, ()))
@@ -94,6 +94,18 @@ class Participant:
             "screen_allowed": self.role is Role.TEACHER or self.id in self.room.state.screen_allowed,
             "media": self.media,
         }
+
+    def media_up(self) -> bool | None:
+        """Whether the participant's media connection is up, for the teachers' list: the one it
+        receives on, or while that one is coming up or not needed (nobody publishes) the one it
+        sends on; False while the first is coming up and the second says nothing; None while
+        it has no media connection, or only one still coming up (docs/protocol.md)."""
+        receiving = self.subscriber.pc.connectionState if self._subscriber_watched else None
+        sending = self.publisher.pc.connectionState if self.publisher is not None else None
+        for state in (receiving, sending):
+            if state in ("connected", "failed", "disconnected"):
+                return state == "connected"
+        return False if receiving is not None else None
 
     def producers(self, *sources: str) -> list[Producer]:
         if self.publisher is None:
@@ -367,8 +379,9 @@ class Participant:
             connected = peer.pc.connectionState == "connected"
             if connected and not self.closed:
                 ice.observe_connected(peer.ice_report()[0], loop.time() - started)
-            if peer is self.subscriber and connected != self.media and not self.closed:
-                self.media = connected  # the teachers see who has no media (docs/protocol.md)
+            media = self.media_up()
+            if media != self.media and not self.closed:
+                self.media = media  # the teachers see who has no media (docs/protocol.md)
                 await self.room.participant_updated(self)
             if peer.pc.connectionState == "failed" and not self.closed:
                 await self.room.eject(
