@@ -238,8 +238,11 @@ class Participant:
         pc = peer.pc
         if candidate is not None:
             mids = [t.mid for t in pc.getTransceivers()]
-            index = candidate.sdpMLineIndex if candidate.sdpMLineIndex is not None else len(mids)
-            if candidate.sdpMid not in mids if candidate.sdpMid is not None else index >= len(mids):
+            if candidate.sdpMid is not None:
+                named = candidate.sdpMid in mids
+            else:
+                named = candidate.sdpMLineIndex is not None and candidate.sdpMLineIndex < len(mids)
+            if not named:
                 raise ProtocolError("bad_candidate", f"the {connection} connection has no such media section", ref)
             if not self._remote[connection].admit(address(candidate)):
                 raise ProtocolError(
