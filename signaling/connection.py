@@ -158,3 +158,5 @@ async def handle(server: ClassServer, conn: Connection, message: dict[str, Any])
         await moderation.moderate(participant, message)
     elif kind == "view":
         await moderation.set_view(participant, message)
+    elif kind == "candidate":
+        await participant.add_candidate(message["connection"], message["candidate"], ref)

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from aiortc import RTCRtpSender, RTCRtpTransceiver, RTCSessionDescription
+from aiortc import RTCIceCandidate, RTCRtpSender, RTCRtpTransceiver, RTCSessionDescription
 
 from sfu.adapter.ice import best_offered
 from sfu.adapter.peer import SOURCE_KINDS, PeerTransport
 from sfu.core import Consumer, Producer
 from sfu.core.selection import View
 
+from .candidates import MAX_REMOTE_CANDIDATES, RemoteCandidates, address, parse
 from .protocol import ProtocolError, encode
 from .ratelimit import RateLimiter
 from .sdp import SdpError, media_sections, publisher_answer
@@ -60,6 +62,12 @@ class Participant:
         # `view` follows scrolling and resizing (debounced by the page): a budget of its own, larger.
         self.view_limits = RateLimiter(burst=10, window=5.0)
         self.view: View | None = None  # the tiles the page draws; None until its first `view`
+        # Trickled candidates: enough for both connections' whole share at once, then as many again over 10 s.
+        self.candidate_limits = RateLimiter(burst=2 * (MAX_REMOTE_CANDIDATES + 1), window=10.0)
+        # The addresses each connection was given (in its SDP or trickled), within MAX_REMOTE_CANDIDATES.
+        self._remote = {"publish": RemoteCandidates(), "subscribe": RemoteCandidates()}
+        # Candidates for the subscribing connection that came before its answer was applied.
+        self._early: list[RTCIceCandidate | None] = []
         self.publisher: PeerTransport | None = None
         self.subscriber = room.new_peer(f"{self.id}:sub", None)
         self.subscriber.on_consumer = lambda consumer: room.forwarding.consumer_added(self, consumer)
@@ -72,7 +80,7 @@ class Participant:
         self._watchdogs: set[asyncio.Task[None]] = set()
         self._subscriber_watched = False
         self.closed = False
-        self.media = False  # the media connection it receives on is up (its subscribing peer connection)
+        self.media: bool | None = None  # its media connection is up (`media_up`); None while it has none
 
     def describe(self) -> dict[str, object]:
         held = sorted(self.room.state.held.get(self.id, ()))
@@ -86,6 +94,18 @@ class Participant:
             "screen_allowed": self.role is Role.TEACHER or self.id in self.room.state.screen_allowed,
             "media": self.media,
         }
+
+    def media_up(self) -> bool | None:
+        """Whether the participant's media connection is up, for the teachers' list: the one it
+        receives on, or while that one is coming up or not needed (nobody publishes) the one it
+        sends on; False while the first is coming up and the second says nothing; None while
+        it has no media connection, or only one still coming up (docs/protocol.md)."""
+        receiving = self.subscriber.pc.connectionState if self._subscriber_watched else None
+        sending = self.publisher.pc.connectionState if self.publisher is not None else None
+        for state in (receiving, sending):
+            if state in ("connected", "failed", "disconnected"):
+                return state == "connected"
+        return False if receiving is not None else None
 
     def producers(self, *sources: str) -> list[Producer]:
         if self.publisher is None:
@@ -111,9 +131,15 @@ class Participant:
         ):
             raise ProtocolError("locked", "a teacher has locked screen sharing", ref)
         rids = self._check_offer(sdp, announced, ref)
-        earlier = set(self.publisher.sources) if self.publisher else set()
         created = self.publisher is None
+        remote = RemoteCandidates() if created else self._remote["publish"]
+        usable = remote.from_sdp(sdp)
+        if usable is None:
+            raise ProtocolError("too_many_candidates", f"at most {remote.limit} candidates per connection", ref)
+        sdp = usable
+        earlier = set(self.publisher.sources) if self.publisher else set()
         if self.publisher is None:
+            self._remote["publish"] = remote
             self.publisher = self.room.new_peer(f"{self.id}:pub", self.room.on_producer, self.id, self.role.value)
         peer = self.publisher
         peer.sources.update(announced)
@@ -194,6 +220,41 @@ class Participant:
         self.publisher.retired.add(mid)
         await self.room.remove_producer(producer, self.id)
 
+    async def add_candidate(self, connection: str, fields: dict[str, Any] | None, ref: Any) -> None:
+        """A candidate the client trickles for one of its connections; None: it has no more. Dropped
+        for a connection that does not exist (yet) or is closed (docs/protocol.md, `candidate`)."""
+        now = time.monotonic()
+        if not self.candidate_limits.allowed("candidate", now):
+            raise ProtocolError("rate_limited", "too many candidates: wait a few seconds", ref)
+        self.candidate_limits.spend("candidate", now)
+        candidate = parse(fields, ref) if fields is not None else None
+        if fields is not None and candidate is None:
+            return  # an mDNS name: never resolved (signaling/candidates.py)
+        peer = self.publisher if connection == "publish" else self.subscriber
+        if peer is None or peer.closed or self.closed or peer.pc.localDescription is None:
+            return
+        if candidate is None and not self._remote[connection].addresses:
+            return  # no address to check: aioice waits for the client's own checks (signaling/candidates.py)
+        pc = peer.pc
+        if candidate is not None:
+            mids = [t.mid for t in pc.getTransceivers()]
+            if candidate.sdpMid is not None:
+                named = candidate.sdpMid in mids
+            else:
+                named = candidate.sdpMLineIndex is not None and candidate.sdpMLineIndex < len(mids)
+            if not named:
+                raise ProtocolError("bad_candidate", f"the {connection} connection has no such media section", ref)
+            if not self._remote[connection].admit(address(candidate)):
+                raise ProtocolError(
+                    "too_many_candidates", f"at most {MAX_REMOTE_CANDIDATES} candidates per connection", ref
+                )
+        if pc.remoteDescription is None:
+            # The subscribing connection's answer is on its way in: the candidate follows it.
+            if candidate not in self._early:
+                self._early.append(candidate)
+            return
+        await pc.addIceCandidate(candidate)
+
     def on_answer(self, sdp: str, ref: Any) -> None:
         if self._answer is None or self._answer.done():
             raise ProtocolError("unexpected_answer", "no subscription offer is waiting for an answer", ref)
@@ -273,11 +334,19 @@ class Participant:
             sdp = await asyncio.wait_for(self._answer, self.room.settings.negotiation_timeout_seconds)
         except TimeoutError:
             raise ProtocolError("negotiation_timeout", "no answer to the subscription offer", fatal=True) from None
+        usable = self._remote["subscribe"].from_sdp(sdp)
+        if usable is None:
+            raise ProtocolError(
+                "too_many_candidates", f"at most {MAX_REMOTE_CANDIDATES} candidates per connection", fatal=True
+            )
         try:
-            await pc.setRemoteDescription(RTCSessionDescription(sdp, "answer"))
+            await pc.setRemoteDescription(RTCSessionDescription(usable, "answer"))
         except Exception as exc:  # aiortc's SDP parser fails with any kind of error on input it cannot use
             detail = str(exc) or type(exc).__name__
             raise ProtocolError("bad_sdp", f"the answer could not be used: {detail}", fatal=True) from None
+        early, self._early = self._early, []
+        for candidate in early:
+            await pc.addIceCandidate(candidate)
         if not self._subscriber_watched:
             self._subscriber_watched = True
             self._watch_ice(peer)
@@ -313,8 +382,9 @@ class Participant:
             connected = peer.pc.connectionState == "connected"
             if connected and not self.closed:
                 ice.observe_connected(peer.ice_report()[0], loop.time() - started)
-            if peer is self.subscriber and connected != self.media and not self.closed:
-                self.media = connected  # the teachers see who has no media (docs/protocol.md)
+            media = self.media_up()
+            if media != self.media and not self.closed:
+                self.media = media  # the teachers see who has no media (docs/protocol.md)
                 await self.room.participant_updated(self)
             if peer.pc.connectionState == "failed" and not self.closed:
                 await self.room.eject(

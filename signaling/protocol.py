@@ -26,6 +26,11 @@ MODERATION_ACTIONS = (*TARGETED_ACTIONS, "lower_hands", "lock", "lock_class", "l
 MAX_VIEW_TILES = 64
 MAX_TILE_PIXELS = 16384  # css pixels, per side
 MAX_ID = 128
+# A trickled candidate: the `candidate` line of RTCIceCandidateInit (a browser's are under 200
+# characters) and the section it belongs to.
+MAX_CANDIDATE = 512
+MAX_MLINE_INDEX = 65535
+CONNECTIONS = ("publish", "subscribe")
 # Control characters, and the bidi embeddings, overrides and isolates that would reorder what others read.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
@@ -125,6 +130,13 @@ def decode(text: str | bytes, max_answer: int = MAX_MESSAGE_BYTES) -> dict[str, 
         return {"type": kind, "id": ref, **_moderation(message, ref)}
     if kind == "view":
         return {"type": kind, "id": ref, **_view(message, ref)}
+    if kind == "candidate":
+        connection = message.get("connection")
+        if connection not in CONNECTIONS:
+            raise ProtocolError("bad_message", "'connection' must be publish or subscribe", ref)
+        if "candidate" not in message:
+            raise ProtocolError("bad_message", "'candidate' must be an object, or null after the last one", ref)
+        return {"type": kind, "id": ref, "connection": connection, "candidate": _candidate(message["candidate"], ref)}
     raise ProtocolError("unknown_type", "unknown message type", ref)
 
 
@@ -160,6 +172,30 @@ def _view(message: dict[str, Any], ref: Any) -> dict[str, Any]:
     if pinned is not None:
         pinned = _str(pinned, "pinned", MAX_ID, ref)
     return {"tiles": sizes, "pinned": pinned, "audio_only": _bool(message.get("audio_only", False), "audio_only", ref)}
+
+
+def _candidate(value: Any, ref: Any) -> dict[str, Any] | None:
+    """RTCIceCandidateInit's fields the server uses; None for the end of candidates (null, or an
+    empty `candidate`, as for RTCPeerConnection.addIceCandidate). The line itself is read later."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ProtocolError("bad_message", "'candidate' must be an object, or null after the last one", ref)
+    line = value.get("candidate")
+    if not isinstance(line, str) or len(line) > MAX_CANDIDATE:
+        raise ProtocolError("bad_message", f"'candidate.candidate' must be at most {MAX_CANDIDATE} characters", ref)
+    if not line:
+        return None
+    mid = value.get("sdpMid")
+    if mid is not None:
+        mid = _str(mid, "sdpMid", 16, ref)
+    index = value.get("sdpMLineIndex")
+    whole = isinstance(index, int) and not isinstance(index, bool)
+    if index is not None and not (whole and 0 <= index <= MAX_MLINE_INDEX):
+        raise ProtocolError("bad_message", f"'sdpMLineIndex' must be a whole number from 0 to {MAX_MLINE_INDEX}", ref)
+    if mid is None and index is None:
+        raise ProtocolError("bad_message", "a candidate names its section: 'sdpMid' or 'sdpMLineIndex'", ref)
+    return {"candidate": line, "sdpMid": mid, "sdpMLineIndex": index}
 
 
 def _moderation(message: dict[str, Any], ref: Any) -> dict[str, Any]:

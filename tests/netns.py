@@ -22,6 +22,16 @@ table inet classe_firewall {
   }
 }
 """
+# A firewall that lets STUN through (a first byte of 0-3, RFC 7983) and drops every other UDP
+# datagram: ICE's connectivity checks succeed on the direct path, DTLS and media never pass.
+STUN_ONLY = """
+table inet classe_firewall {
+  chain output {
+    type filter hook output priority 0; policy accept;
+    oifname != "lo" meta l4proto udp @th,64,8 > 3 drop
+  }
+}
+"""
 
 
 @dataclass
@@ -46,9 +56,9 @@ def _ip(*args: str) -> None:
 
 
 @contextmanager
-def udp_blocked(subnet: int = 77) -> Iterator[Namespace]:
-    """A namespace whose outgoing UDP is dropped (TCP passes), joined to the host by a veth pair
-    10.<subnet>.0.1 (host) - 10.<subnet>.0.2 (inside)."""
+def udp_blocked(subnet: int = 77, rules: str = DROP_UDP) -> Iterator[Namespace]:
+    """A namespace whose outgoing UDP is dropped (TCP passes; `rules` may let some through),
+    joined to the host by a veth pair 10.<subnet>.0.1 (host) - 10.<subnet>.0.2 (inside)."""
     tag = f"{os.getpid() % 10000}"
     ns = Namespace(f"classe-student-{tag}", f"10.{subnet}.0.1", f"10.{subnet}.0.2")
     outside, inside = f"vcl{tag}", f"vst{tag}"
@@ -62,7 +72,7 @@ def udp_blocked(subnet: int = 77) -> Iterator[Namespace]:
         ns.run("ip", "link", "set", inside, "up")
         ns.run("ip", "link", "set", "lo", "up")
         firewall = ["ip", "netns", "exec", ns.name, "nft", "-f", "-"]
-        subprocess.run(firewall, input=DROP_UDP, check=True, capture_output=True, text=True)
+        subprocess.run(firewall, input=rules, check=True, capture_output=True, text=True)
         yield ns
     finally:
         subprocess.run(["ip", "link", "del", outside], capture_output=True)

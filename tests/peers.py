@@ -113,8 +113,11 @@ class Received:
 class Peer:
     """A participant driven by the tests over the real protocol."""
 
-    def __init__(self, base_url: str, class_id: str, name: str, role: str = "student", loss: float = 0.0) -> None:
+    def __init__(
+        self, base_url: str, class_id: str, name: str, role: str = "student", loss: float = 0.0, trickle: bool = False
+    ) -> None:
         self.base_url = base_url
+        self.trickle = trickle  # send the SDP without candidates, then each one in a `candidate` message
         self.class_id = class_id
         self.name = name
         self.role = role
@@ -126,6 +129,7 @@ class Peer:
         self.id = ""
         self.messages: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.events: list[dict[str, Any]] = []
+        self.said: list[dict[str, Any]] = []  # every message sent, in order
         self.event_times: list[float] = []  # when each of `events` arrived (time.monotonic)
         self.received: dict[str, Received] = {}  # by track id
         self.offer_tracks: dict[str, dict[str, Any]] = {}  # mid -> track info
@@ -158,6 +162,7 @@ class Peer:
 
     async def send(self, message: dict[str, Any]) -> None:
         assert self.ws is not None
+        self.said.append(message)
         await self.ws.send_str(json.dumps(message))
 
     async def expect(self, kind: str, timeout: float = 10) -> dict[str, Any]:
@@ -224,14 +229,11 @@ class Peer:
         await self.pub.setLocalDescription(await self.pub.createOffer())
         for t, source in new:
             sources[t.mid] = source
+        sdp, candidates = self.described(self.pub.localDescription.sdp)
         await self.send(
-            {
-                "type": "publish",
-                "id": 1,
-                "sdp": self.pub.localDescription.sdp,
-                "tracks": [{"mid": m, "source": s} for m, s in sources.items()],
-            }
+            {"type": "publish", "id": 1, "sdp": sdp, "tracks": [{"mid": m, "source": s} for m, s in sources.items()]}
         )
+        await self._trickle("publish", candidates)
         answer = await self.expect("publish_answer")
         await self.pub.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
         return sources
@@ -250,7 +252,28 @@ class Peer:
         if self.loss:
             self._make_lossy()
         await self.sub.setLocalDescription(await self.sub.createAnswer())
-        await self.send({"type": "subscribe_answer", "sdp": self.sub.localDescription.sdp})
+        sdp, candidates = self.described(self.sub.localDescription.sdp)
+        await self.send({"type": "subscribe_answer", "sdp": sdp})
+        await self._trickle("subscribe", candidates)
+
+    def described(self, sdp: str) -> tuple[str, list[dict[str, Any]]]:
+        """The SDP to send, and the candidates to trickle after it (none unless `trickle`): those of
+        its first section, as a browser's bundled connection gathers them, then the end (None)."""
+        if not self.trickle:
+            return sdp, []
+        lines = sdp.splitlines(keepends=True)
+        sections = [i for i, line in enumerate(lines) if line.startswith("m=")]
+        first = lines[sections[0] : sections[1] if len(sections) > 1 else len(lines)]
+        mid = next(line.strip()[len("a=mid:") :] for line in first if line.startswith("a=mid:"))
+        found = [line.strip()[2:] for line in first if line.startswith("a=candidate:")]
+        kept = "".join(line for line in lines if not line.startswith(("a=candidate:", "a=end-of-candidates")))
+        return kept, [{"candidate": c, "sdpMid": mid, "sdpMLineIndex": 0} for c in found]
+
+    async def _trickle(self, connection: str, candidates: list[dict[str, Any]]) -> None:
+        if not self.trickle:
+            return
+        for candidate in [*candidates, None]:
+            await self.send({"type": "candidate", "connection": connection, "candidate": candidate})
 
     def _make_lossy(self) -> None:
         """Drop a share of the media packets reaching this subscriber, as a lossy link would."""

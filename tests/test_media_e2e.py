@@ -126,3 +126,30 @@ async def test_garbage_datagrams_on_a_live_connection_are_dropped(classe: Runnin
     finally:
         await teacher.close()
         await student.close()
+
+
+async def test_nobody_is_without_media_while_nobody_publishes(classe: RunningServer) -> None:
+    teacher = Peer(classe.url, "calme", "Prof", role="teacher")
+    student = Peer(classe.url, "calme", "Léa")
+    try:
+        await teacher.join()
+        await student.join()
+        # No track in class: nothing to receive, no media connection, and no "without media" either.
+        await wait_for(lambda: student.id in teacher.known)
+        assert teacher.known[student.id]["media"] is None
+        # She publishes her microphone: her media connection is the one she sends on, and it is up.
+        await student.publish(video_codec=None)
+        await wait_for(lambda: teacher.known[student.id]["media"] is True)
+        # The teacher's camera comes: she now receives on a connection of its own, and it comes up
+        # without her being shown as without media in between.
+        await teacher.publish(audio=False)
+        await wait_for(lambda: bool(student.video()) and len(student.video()[0].numbers) >= 10)
+        seen = [
+            e["participant"]["media"]
+            for e in teacher.events
+            if e["type"] in ("participant_joined", "participant_updated") and e["participant"]["id"] == student.id
+        ]
+        assert seen[0] is None and False not in seen and seen[-1] is True, seen
+    finally:
+        await teacher.close()
+        await student.close()

@@ -27,6 +27,7 @@ ACCEPTED = (
     "media",
     "moderate",
     "view",
+    "candidate",
 )
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -59,6 +60,16 @@ messages = st.fixed_dictionaries(
         | json_values,
         "pinned": json_values,
         "audio_only": json_values,
+        "connection": st.sampled_from(["publish", "subscribe"]) | json_values,
+        "candidate": st.fixed_dictionaries(
+            {},
+            optional={
+                "candidate": st.text(max_size=40) | json_values,
+                "sdpMid": json_values,
+                "sdpMLineIndex": json_values,
+            },
+        )
+        | json_values,
     },
 )
 

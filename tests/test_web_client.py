@@ -1100,7 +1100,8 @@ VIEW_TIMING = """async () => {
   const sent = [];
   let refusals = 0;
   s.addEventListener('refused', () => { refusals += 1; });
-  s.ws = { readyState: WebSocket.OPEN, send: (data) => sent.push({ at: performance.now(), ...JSON.parse(data) }) };
+  const send = (data) => sent.push({ at: performance.now(), ...JSON.parse(data) });
+  s.signal.ws = { readyState: WebSocket.OPEN, send };
   s.status = 'joined';
   const start = performance.now();
   const tile = (n) => ({ track_id: `a1:pub:${n}`, width: 160, height: 90 });

@@ -3,6 +3,7 @@ teacher's video through a real coturn, over TCP, then over TLS."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -11,6 +12,9 @@ from typing import Any
 import aiohttp
 import pytest
 from playwright.async_api import Page, async_playwright, expect
+from sqlalchemy import select
+
+from signaling.store import ProblemReport
 
 from .browser import CHROMIUM_FLAGS, WATCH_PEERS, chromium
 from .conftest import RunningServer
@@ -134,7 +138,20 @@ async def test_without_turn_the_student_is_told_plainly_and_the_failure_is_count
             await expect(page.get_by_role("heading", name="La vidéo ne passe pas")).to_be_visible(timeout=30_000)
             await expect(page.get_by_text("Votre réseau semble bloquer la vidéo")).to_be_visible()
             assert not await page.get_by_text("de nouveau connecté").is_visible()
+            # She reports it from there, and the report says what the page learnt of the connection.
+            await page.get_by_role("button", name="Signaler le problème").click()
+            await page.get_by_label("Votre message").fill("Je ne vois pas la classe")
+            await page.get_by_role("dialog").get_by_role("button", name="Envoyer").click()
+            await expect(page.locator("#ended-status")).to_have_text("Merci, votre signalement a été envoyé.")
+            await expect(page.get_by_role("button", name="Signaler le problème")).to_be_hidden()
         assert host.foreign_requests() == [] and host.errors == []
+    async with classe.services.db.sessions() as tx:
+        report = (await tx.scalars(select(ProblemReport))).one()
+    connection = json.loads(report.diagnostics)["connection"]
+    assert connection["failure"] == "network_blocked" and connection["path"]["subscribe"] is None, connection
+    assert not connection["turn_offered"] and not connection["relay_retry"]
+    assert connection["ice"]["subscribe"] != "connected" and connection["browser"].startswith("Chrome ")
+    assert network.inside not in report.diagnostics and network.host not in report.diagnostics
     async with aiohttp.ClientSession() as http, http.get(f"{classe.url}/metrics") as response:
         text = await response.text()
     failed = [

@@ -396,7 +396,7 @@ export class RoomView {
     clearTimeout(this.bannerTimer);
     banner.hidden = !key;
     if (key) label(banner, key);
-    banner.classList.toggle("warning", key === "room.reconnecting");
+    banner.classList.toggle("warning", key === "room.reconnecting" || key === "room.media_stalled");
     if (hideAfter) this.bannerTimer = setTimeout(() => (banner.hidden = true), hideAfter);
   }
 
@@ -412,6 +412,9 @@ export class RoomView {
     this.poorMeasures = poor ? this.poorMeasures + 1 : 0;
     if (this.poorMeasures >= POOR_MEASURES) this.offerSaver();
     if (this.quality.level === this.lastQuality) return;
+    // Video expected that does not arrive is said in words, not only by the bars.
+    if (this.quality.level === "stalled") this.banner("room.media_stalled");
+    else if ($("banner").dataset.i18n === "room.media_stalled") this.banner(null);
     this.lastQuality = this.quality.level;
     indicator.dataset.level = this.quality.level;
     indicator.dataset.i18nAttr = `aria-label=quality.${this.quality.level},title=quality.${this.quality.level}`;
@@ -470,6 +473,7 @@ export class RoomView {
     const dialog = $("report-dialog");
     const form = $("report-form");
     $("open-report").addEventListener("click", () => dialog.showModal());
+    $("ended-report").addEventListener("click", () => dialog.showModal()); // after "La vidéo ne passe pas"
     form.querySelector("button[value=cancel]").addEventListener("click", () => dialog.close());
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
@@ -482,12 +486,18 @@ export class RoomView {
         participants: s.participants.size,
         received_tracks: s.received.size,
         sending: [...s.local.keys()],
+        connection: await s.link.diagnosis(this.quality?.arrival),
       };
       try {
         await api("POST", "/api/reports", { text: $("report-text").value, diagnostics, class_id: this.classId });
         dialog.close();
         $("report-text").value = "";
-        this.announce("report.sent");
+        if ($("room").hidden) {
+          $("ended-report").hidden = true; // sent from the end screen: said there, once
+          label($("ended-status"), "report.sent");
+        } else {
+          this.announce("report.sent");
+        }
       } catch (error) {
         alert.textContent = errorText(error);
       }

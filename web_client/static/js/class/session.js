@@ -1,5 +1,6 @@
-// One participant's link to a live class: the WebSocket, the publishing and the subscribing peer
-// connections, and reconnection. No DOM here: the page listens to the events it dispatches.
+// One participant in a live class: what the server says and what the participant does, over the
+// links of link.js (the WebSocket, the two peer connections), and reconnection. No DOM here: the
+// page listens to the events it dispatches.
 //
 // Events: waiting, joined, reconnecting, ended, participants, lobby, state, chat, media,
 // moderated, tracks (one appeared or went), away (the teacher left, or came back),
@@ -7,13 +8,9 @@
 // speakers (who speaks, as the server hears it).
 
 import { addSection, applyLayers } from "./encodings.js";
+import { MediaLink, SignalingLink } from "./link.js";
+import { ViewReporter } from "./view.js";
 
-const PROTOCOL = 1;
-const PING_EVERY_MS = 10_000;
-const SILENCE_LIMIT_MS = 25_000; // no message for this long: the link is dead, rejoin
-// The server takes 10 `view` messages per 5 seconds: one every 600 ms at most stays well within.
-const VIEW_EVERY_MS = 600;
-const VIEW_RETRY_MS = 1000; // a view refused as rate_limited is sent again this much later
 // Fatal errors after which coming back makes sense: the network or the server failed, not a person.
 const RETRY_AFTER = new Set([
   "server_stopping",
@@ -24,21 +21,6 @@ const RETRY_AFTER = new Set([
   "invalid_token",
   "join_timeout",
 ]);
-
-function gathered(pc) {
-  // The server takes no trickled candidates: wait for all of ours (host candidates only: quick).
-  if (pc.iceGatheringState === "complete") return Promise.resolve();
-  return new Promise((resolve) => {
-    const check = () => {
-      if (pc.iceGatheringState === "complete") {
-        pc.removeEventListener("icegatheringstatechange", check);
-        resolve();
-      }
-    };
-    pc.addEventListener("icegatheringstatechange", check);
-    setTimeout(resolve, 3000);
-  });
-}
 
 export class ClassSession extends EventTarget {
   /** `getToken()` asks the server for a fresh join token (POST /api/join): called on every (re)join. */
@@ -58,19 +40,32 @@ export class ClassSession extends EventTarget {
     this.local = new Map(); // source -> {track, transceiver, kind}
     this.reopen = null; // (source) => a new track for a stopped device, set by the page
     this.wanted = { microphone: true, camera: true };
-    this.nextId = 1;
-    this.replies = new Map(); // message id -> {resolve, reject}
     this.messages = Promise.resolve();
     this.generation = 0;
-    this.rtt = null;
-    // What the page shows, told to the server (`view`): the videos it sends are chosen from it.
-    this.view = null; // none yet: until the page tells, the server sends every video
-    this.viewSent = null; // the JSON of the last view sent on this connection
-    this.viewIds = new Set(); // ids of view messages, whose rate_limited refusal is ours to handle
     this.receiving = null; // track ids the server sends now (`videos`); null: not told yet, all of them
     this.speaker = null; // the participant the server hears speaking loudest now (`speakers`)
     this.loudest = [];
     this.audioOnly = false; // the data saver: no incoming video but screen shares (kept across rejoins)
+    this.signal = new SignalingLink(() => this.lost());
+    this.views = new ViewReporter(this.signal, () => this.status === "joined" && this.signal.isOpen());
+    this.link = new MediaLink(
+      (message) => this.send(message),
+      (code) => this.mediaFailed(code),
+    );
+  }
+
+  /** The round trip of the last ping, in ms (null before one came back). */
+  get rtt() {
+    return this.signal.rtt;
+  }
+
+  /** The publishing and the subscribing peer connections of this (re)join. */
+  get pub() {
+    return this.link.pub;
+  }
+
+  get sub() {
+    return this.link.sub;
   }
 
   emit(type, detail) {
@@ -94,17 +89,11 @@ export class ClassSession extends EventTarget {
     }
     if (this.status === "ended") return;
     this.status = "connecting";
-    const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
-    this.ws = ws;
-    this.heard = Date.now();
-    ws.addEventListener("open", () => this.send({ type: "join", protocol: PROTOCOL, token }));
     const generation = this.generation;
-    ws.addEventListener("message", (event) => {
-      this.heard = Date.now();
-      const message = JSON.parse(event.data);
+    this.signal.open(token, (message) => {
       if (message.type === "error" && message.fatal) {
         // At once, not behind a negotiation in progress: the socket closes right after it.
-        this.refused(message, this.replies.get(message.ref));
+        this.refused(message, this.signal.replies.get(message.ref));
         return;
       }
       // In order (offers and answers must not cross), on this connection's own chain.
@@ -112,49 +101,24 @@ export class ClassSession extends EventTarget {
         .then(() => generation === this.generation && this.handle(message))
         .catch((error) => this.broken(error));
     });
-    ws.addEventListener("close", () => {
-      if (this.ws === ws) this.lost();
-    });
-    clearInterval(this.pinger);
-    this.pinger = setInterval(() => this.ping(), PING_EVERY_MS);
-  }
-
-  ping() {
-    if (this.ws?.readyState !== WebSocket.OPEN) return;
-    if (Date.now() - this.heard > SILENCE_LIMIT_MS) {
-      this.lost();
-      return;
-    }
-    this.pingSentAt = performance.now();
-    this.send({ type: "ping" });
   }
 
   send(message) {
-    if (this.ws?.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(message));
+    this.signal.send(message);
   }
 
   /** Send a message with an id; resolves with the reply that names it, rejects on its error. */
   request(message, timeoutMs = 10_000) {
-    const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.replies.delete(id);
-        reject(Object.assign(new Error("timeout"), { code: "timeout" }));
-      }, timeoutMs);
-      this.replies.set(id, {
-        resolve: (value) => (clearTimeout(timer), resolve(value)),
-        reject: (error) => (clearTimeout(timer), reject(error)),
-      });
-      this.send({ ...message, id });
-    });
+    return this.signal.request(message, timeoutMs);
   }
 
   async handle(message) {
-    const reply = message.ref !== undefined ? this.replies.get(message.ref) : undefined;
+    const replies = this.signal.replies;
+    const reply = message.ref !== undefined ? replies.get(message.ref) : undefined;
     switch (message.type) {
       case "waiting":
         this.status = "waiting";
-        this.closePeers();
+        this.link.close();
         this.emit("waiting", message);
         break;
       case "joined":
@@ -222,25 +186,23 @@ export class ClassSession extends EventTarget {
         this.emit("speakers", message);
         break;
       case "pong":
-        if (this.pingSentAt) this.rtt = performance.now() - this.pingSentAt;
-        break;
+        break; // its round trip is the link's
       case "error":
-        if (this.viewIds.delete(message.ref)) this.viewRefused(message);
-        else this.refused(message, reply);
+        if (!this.views.refused(message)) this.refused(message, reply);
         break;
       default:
         break; // fields and messages of later versions are ignored
     }
-    if (reply && message.type !== "error" && message.type !== "pong") this.replies.delete(message.ref);
+    if (reply && message.type !== "error" && message.type !== "pong") replies.delete(message.ref);
   }
 
   refused(message, reply) {
     if (reply) {
-      this.replies.delete(message.ref);
+      this.signal.replies.delete(message.ref);
       reply.reject(Object.assign(new Error(message.message), { code: message.code }));
     }
     if (message.fatal) {
-      if (message.code === "ice_failed" && this.everJoined) this.mediaFailed();
+      if (message.code === "ice_failed" && this.everJoined) this.mediaFailed(message.code);
       else if (RETRY_AFTER.has(message.code) && this.everJoined) this.lost();
       else this.finish(message.code);
       return;
@@ -265,27 +227,8 @@ export class ClassSession extends EventTarget {
     this.receiving = null;
     this.speaker = null;
     this.loudest = [];
-    this.viewSent = null; // a new connection knows nothing of the page: tell it again
-    this.viewIds.clear();
-    this.closePeers();
-    // After a media connection that never came up, the next try uses the relay alone (a network
-    // that blocks UDP may answer direct checks slowly, or only in part).
-    this.turnOffered = message.ice_servers.some((server) => [server.urls].flat().some((url) => /^turns?:/.test(url)));
-    const config = {
-      iceServers: message.ice_servers,
-      bundlePolicy: "max-bundle",
-      iceTransportPolicy: this.relayOnly && this.turnOffered ? "relay" : "all",
-    };
-    this.mediaConnected = false;
-    this.pub = new RTCPeerConnection(config);
-    this.sub = new RTCPeerConnection(config);
-    for (const pc of [this.pub, this.sub]) {
-      pc.addEventListener("connectionstatechange", () => {
-        if (pc !== this.pub && pc !== this.sub) return;
-        if (pc.connectionState === "connected") this.mediaConnected = true;
-        if (pc.connectionState === "failed") this.mediaFailed();
-      });
-    }
+    this.views.forget();
+    this.link.open(message.ice_servers);
     for (const entry of this.local.values()) entry.transceiver = null;
     this.publishing = null; // a negotiation left on the closed connection never settles
     this.emit("joined", { again, message });
@@ -297,53 +240,13 @@ export class ClassSession extends EventTarget {
       if (this.me[source] !== this.wanted[source]) this.send({ type: "media", source, enabled: this.wanted[source] });
     }
     this.syncLocalTracks();
-    this.sendView();
+    this.views.send();
     if (this.local.size) this.republish();
   }
 
-  // What the page shows
-
-  /**
-   * The page's view: the video tiles on screen ({track_id, width, height}, css px), the
-   * participant pinned, the data saver. Sent when it changes, debounced, within the server's
-   * budget; re-sent after every (re)join.
-   */
+  /** What the page shows (see view.js): the server chooses the videos it sends from it. */
   setView(view) {
-    const json = JSON.stringify(view);
-    if (json === JSON.stringify(this.view)) return; // the page drew again, showing the same
-    this.view = view;
-    clearTimeout(this.viewTimer);
-    this.viewTimer = setTimeout(() => this.sendView(), 250);
-  }
-
-  sendView() {
-    clearTimeout(this.viewTimer);
-    this.viewTimer = null;
-    if (!this.view || this.status !== "joined" || this.ws?.readyState !== WebSocket.OPEN) return;
-    const json = JSON.stringify(this.view);
-    if (json === this.viewSent) return;
-    const wait = (this.viewAt || 0) + VIEW_EVERY_MS - performance.now();
-    if (wait > 0 && this.viewSent !== null) {
-      this.viewTimer = setTimeout(() => this.sendView(), wait);
-      return;
-    }
-    const id = this.nextId++;
-    this.viewIds.add(id);
-    if (this.viewIds.size > 32) this.viewIds.delete(this.viewIds.values().next().value);
-    this.viewSent = json;
-    this.viewAt = performance.now();
-    this.send({ type: "view", id, ...this.view });
-  }
-
-  /** A view the server did not take (rate_limited): the latest one goes again a moment later. */
-  viewRefused(message) {
-    if (message.code !== "rate_limited") {
-      console.error("view refused", message); // a view of ours the server finds wrong: not sent again
-      return;
-    }
-    this.viewSent = null;
-    clearTimeout(this.viewTimer);
-    this.viewTimer = setTimeout(() => this.sendView(), VIEW_RETRY_MS);
+    this.views.set(view);
   }
 
   async answer(message) {
@@ -351,8 +254,9 @@ export class ClassSession extends EventTarget {
     if (!pc) return;
     await pc.setRemoteDescription({ type: "offer", sdp: message.sdp });
     await pc.setLocalDescription(await pc.createAnswer());
-    await gathered(pc);
+    // At once, without waiting for the candidates: they follow, one by one (trickle ICE).
     this.send({ type: "subscribe_answer", sdp: pc.localDescription.sdp });
+    this.link.described("subscribe");
     // A section may carry another participant's track after a renegotiation: map by mid, anew.
     this.received = new Map(message.tracks.map((t) => [t.mid, t]));
     this.emit("media");
@@ -366,6 +270,20 @@ export class ClassSession extends EventTarget {
       if (info) media.push({ ...info, track: transceiver.receiver.track, receiver: transceiver.receiver });
     }
     return media;
+  }
+
+  /**
+   * The video sections the server should be sending now: in `videos.receiving` (all of them until
+   * told), and a camera only while its owner has it on. Audio is left out: the server forwards
+   * only the loudest microphones, so silence says nothing.
+   */
+  expectedVideos() {
+    return this.receivedMedia().filter(
+      (m) =>
+        m.kind === "video" &&
+        (this.receiving === null || this.receiving.has(m.track_id)) &&
+        (m.source === "screen" || this.participants.get(m.participant_id)?.camera !== false),
+    );
   }
 
   /** Whether this participant may share their screen now: a teacher, or a student the lock or a teacher lets. */
@@ -436,9 +354,10 @@ export class ClassSession extends EventTarget {
     }
     if (!fresh.length) return;
     await pc.setLocalDescription(await pc.createOffer());
-    await gathered(pc);
     const tracks = [...this.local].map(([source, entry]) => ({ mid: entry.transceiver.mid, source }));
-    const answer = await this.request({ type: "publish", sdp: pc.localDescription.sdp, tracks });
+    const answered = this.request({ type: "publish", sdp: pc.localDescription.sdp, tracks });
+    this.link.described("publish");
+    const answer = await answered;
     await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
   }
 
@@ -515,22 +434,15 @@ export class ClassSession extends EventTarget {
   }
 
   moderate(action, fields = {}) {
-    this.send({ type: "moderate", action, id: this.nextId++, ...fields });
+    this.send({ type: "moderate", action, id: this.signal.id(), ...fields });
   }
 
   // Life and death
 
   /** Close the socket (its close event is then ignored) and both peer connections. */
   disconnect() {
-    const ws = this.ws;
-    this.ws = null;
-    ws?.close();
-    this.closePeers();
-  }
-
-  closePeers() {
-    for (const pc of [this.pub, this.sub]) pc?.close();
-    this.pub = this.sub = null;
+    this.signal.close();
+    this.link.close();
   }
 
   broken(error) {
@@ -545,8 +457,7 @@ export class ClassSession extends EventTarget {
     // A closed peer connection never settles what was pending on it: start a fresh chain.
     this.generation += 1;
     this.messages = Promise.resolve();
-    for (const reply of this.replies.values()) reply.reject(Object.assign(new Error("lost"), { code: "lost" }));
-    this.replies.clear();
+    this.signal.rejectAll("lost");
     this.status = "reconnecting";
     this.received = new Map();
     this.receiving = null;
@@ -568,15 +479,12 @@ export class ClassSession extends EventTarget {
    * Otherwise try the relay alone once (when there is one), then say plainly that this network
    * seems to block the video, instead of "reconnected" every 30 seconds with nothing arriving.
    */
-  mediaFailed() {
+  mediaFailed(code) {
     if (this.status === "ended" || this.retryTimer) return;
-    if (this.mediaConnected) {
-      this.lost();
-    } else if (this.turnOffered && !this.relayOnly) {
-      this.relayOnly = true;
-      this.lost();
+    if (this.link.failed(code) === "blocked") {
+      this.finish("network_blocked", { relay: this.link.turnOffered, relayOnly: this.link.relayOnly });
     } else {
-      this.finish("network_blocked", { relay: this.turnOffered, relayOnly: Boolean(this.relayOnly) });
+      this.lost();
     }
   }
 
@@ -584,7 +492,7 @@ export class ClassSession extends EventTarget {
   finish(code, detail) {
     if (this.status === "ended") return;
     this.status = "ended";
-    clearInterval(this.pinger);
+    this.signal.stop();
     clearTimeout(this.retryTimer);
     this.disconnect();
     for (const entry of this.local.values()) entry.track?.stop();

@@ -47,6 +47,9 @@ function ended(code, detail, role) {
     label($("ended-text"), role === "teacher" && has(`ended.${key}.text_teacher`) ? `ended.${key}.text_teacher` : `ended.${key}.text`);
   }
   $("rejoin").hidden = !["left", "replaced", "join_timeout", "lobby_full", "network_blocked", "other"].includes(key);
+  // A blocked network is reported from here, with what the page learnt of the connection.
+  $("ended-report").hidden = key !== "network_blocked";
+  $("ended-report-page").hidden = key === "network_blocked";
   showScreen("ended");
 }
 
