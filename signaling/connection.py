@@ -160,3 +160,5 @@ async def handle(server: ClassServer, conn: Connection, message: dict[str, Any])
         await moderation.set_view(participant, message)
     elif kind == "candidate":
         await participant.add_candidate(message["connection"], message["candidate"], ref)
+    elif kind == "relay_path":
+        participant.relay_path(message["connection"], message["protocol"])

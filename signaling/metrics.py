@@ -117,6 +117,14 @@ def _ice_metrics(ice: IceOutcomes) -> Iterator[Metric]:
     for kind, count in sorted(ice.failed.items()):
         outcomes.add_metric(["failed", kind], count)
     yield outcomes
+    relayed = CounterMetricFamily(
+        "classe_ice_relay_connections",
+        "relayed peer connections by how the browser reaches the TURN server (udp, tcp, tls), as it reports",
+        labels=["protocol"],
+    )
+    for protocol, count in sorted(ice.relayed.items()):
+        relayed.add_metric([protocol], count)
+    yield relayed
     yield _histogram(
         "classe_ice_connect_seconds",
         "time from a peer connection's start to ICE connected",

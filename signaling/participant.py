@@ -255,6 +255,16 @@ class Participant:
             return
         await pc.addIceCandidate(candidate)
 
+    def relay_path(self, connection: str, protocol: str) -> None:
+        """How the browser reaches the TURN server of a connection it says is relayed: counted once
+        per connection, when the server sees it relayed too (the remote candidate is the relay's,
+        or learned from its checks before the candidate came)."""
+        peer = self.publisher if connection == "publish" else self.subscriber
+        if peer is None or peer.closed or peer.relay_reported or peer.ice_report()[0] not in ("relay", "prflx"):
+            return
+        peer.relay_reported = True
+        self.room.ice.relayed[protocol] += 1
+
     def on_answer(self, sdp: str, ref: Any) -> None:
         if self._answer is None or self._answer.done():
             raise ProtocolError("unexpected_answer", "no subscription offer is waiting for an answer", ref)

@@ -31,6 +31,7 @@ MAX_ID = 128
 MAX_CANDIDATE = 512
 MAX_MLINE_INDEX = 65535
 CONNECTIONS = ("publish", "subscribe")
+RELAY_PROTOCOLS = ("udp", "tcp", "tls")
 # Control characters, and the bidi embeddings, overrides and isolates that would reorder what others read.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
@@ -137,6 +138,13 @@ def decode(text: str | bytes, max_answer: int = MAX_MESSAGE_BYTES) -> dict[str, 
         if "candidate" not in message:
             raise ProtocolError("bad_message", "'candidate' must be an object, or null after the last one", ref)
         return {"type": kind, "id": ref, "connection": connection, "candidate": _candidate(message["candidate"], ref)}
+    if kind == "relay_path":
+        connection, protocol = message.get("connection"), message.get("protocol")
+        if connection not in CONNECTIONS or protocol not in RELAY_PROTOCOLS:
+            raise ProtocolError(
+                "bad_message", "'connection' must be publish or subscribe, 'protocol' udp, tcp or tls", ref
+            )
+        return {"type": kind, "id": ref, "connection": connection, "protocol": protocol}
     raise ProtocolError("unknown_type", "unknown message type", ref)
 
 

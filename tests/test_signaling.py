@@ -14,6 +14,7 @@ from signaling.tokens import Role, TokenError, mint_join_token, verify_join_toke
 
 from .conftest import RunningServer
 from .peers import Peer
+from .test_media_e2e import wait_for
 
 ACCEPTED = (
     "join",
@@ -28,6 +29,7 @@ ACCEPTED = (
     "moderate",
     "view",
     "candidate",
+    "relay_path",
 )
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -37,7 +39,7 @@ json_values = st.recursive(
 messages = st.fixed_dictionaries(
     {"type": st.sampled_from([*ACCEPTED, "x"])},
     optional={
-        "protocol": json_values,
+        "protocol": st.sampled_from(["udp", "tcp", "tls"]) | json_values,
         "token": json_values,
         "sdp": json_values,
         "tracks": json_values,
@@ -212,6 +214,27 @@ async def test_joined_participant_survives_bad_messages_and_bad_sdp(classe: Runn
     finally:
         await peer.close()
         await other.close()
+
+
+async def test_a_relay_path_counts_only_a_connection_the_server_sees_relayed(classe: RunningServer) -> None:
+    # `relay_path` is the browser's word for the operators' counts: a peer connected directly
+    # cannot make the server count relays, however often it says so.
+    teacher = Peer(classe.url, "relais", "Prof", role="teacher")
+    try:
+        await teacher.join()
+        await teacher.publish(audio=False)
+        await wait_for(lambda: classe.server.ice.connected["host"] >= 1)
+        for _ in range(3):
+            await teacher.send({"type": "relay_path", "connection": "publish", "protocol": "tls"})
+        await teacher.send({"type": "relay_path", "connection": "publish", "protocol": "quic"})
+        assert (await teacher.expect("error"))["code"] == "bad_message"
+        await teacher.send({"type": "ping"})
+        await teacher.expect("pong")
+        assert not classe.server.ice.relayed
+        async with teacher.http.get(f"{classe.url}/metrics") as response:
+            assert "classe_ice_relay_connections_total{" not in await response.text()
+    finally:
+        await teacher.close()
 
 
 async def test_a_second_connection_of_the_same_participant_replaces_the_first(classe: RunningServer) -> None:

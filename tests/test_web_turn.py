@@ -118,6 +118,8 @@ async def test_a_student_whose_network_drops_udp_gets_the_video_through_turn(
         finally:
             await prof.close()
     assert classe.server.ice.connected["relay"] >= 1
+    # The page told the server how it reached coturn (the server only sees coturn's UDP).
+    assert set(classe.server.ice.relayed) == {protocol}
 
 
 @pytest.mark.parametrize("settings_overrides", [None], indirect=True)

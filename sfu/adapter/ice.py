@@ -32,6 +32,9 @@ class IceOutcomes:
 
     connected: Counter[str] = field(default_factory=Counter)
     failed: Counter[str] = field(default_factory=Counter)
+    # Relayed connections by how the browser reaches the TURN server ("udp", "tcp", "tls"): coturn
+    # relays to us over UDP whatever the browser used, so only the browser can tell (`relay_path`).
+    relayed: Counter[str] = field(default_factory=Counter)
     connect_counts: list[int] = field(default_factory=lambda: [0] * len(ICE_CONNECT_BUCKETS))
     connect_sum: float = 0.0
 

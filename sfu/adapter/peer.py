@@ -130,6 +130,7 @@ class PeerTransport:
         self._dtls: Any = None
         self._ice: Any = None
         self.closed = False
+        self.relay_reported = False  # the browser said how it reaches the TURN server (metrics)
         live.peers[transport_id] = self
 
     def prepare(self) -> None:

@@ -125,6 +125,7 @@ export class MediaLink {
     this.failure = null; // why the last attempt failed: ice_failed, connection_lost, network_blocked…
     this.states = {}; // connection -> its last ICE state, kept once it is closed
     this.paths = {}; // connection -> the kind of its candidate pair in use, kept once it is closed
+    this.told = {}; // connection -> its relay protocol was sent to the server (relay_path)
     this.waiting = {}; // connection -> candidates held until its offer or answer has gone
   }
 
@@ -143,6 +144,7 @@ export class MediaLink {
     this.connected = false;
     this.states = {};
     this.paths = {};
+    this.told = {};
     this.pub = new RTCPeerConnection(config);
     this.sub = new RTCPeerConnection(config);
     // Candidates wait until their connection's offer or answer has gone (docs/protocol.md, "Trickle ICE").
@@ -226,6 +228,11 @@ export class MediaLink {
         protocol: local.protocol,
         relay_protocol: local.relayProtocol || null,
       };
+      // The server sees coturn's UDP whatever reaches coturn: tell it, for its operators' counts.
+      if (local.candidateType === "relay" && ["udp", "tcp", "tls"].includes(local.relayProtocol) && !this.told[name]) {
+        this.told[name] = true;
+        this.send({ type: "relay_path", connection: name, protocol: local.relayProtocol });
+      }
     }
   }
 
