@@ -7,12 +7,15 @@ import errno
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from types import SimpleNamespace
 from typing import Any
 
 import pylibsrtp
 import pytest
 
 from sfu.adapter.batch import CAPACITY, BatchSender, check_platform, ffi, lib
+from sfu.adapter.peer import PeerTransport
+from sfu.adapter.shared_port import SharedPortProtocol, SharedSocket
 from sfu.adapter.srtp import MAX_PACKET, SrtpProtector
 from sfu.core import DropReason, MediaStats
 
@@ -246,3 +249,24 @@ async def test_nothing_is_sent_on_a_closed_socket() -> None:
         assert calls == []
         assert stats.drops[DropReason.NOT_CONNECTED] == 2
         assert stats.bytes_forwarded == 0
+
+
+async def test_a_pair_on_the_shared_socket_sends_in_batches_unless_its_address_cannot() -> None:
+    stats = MediaStats()
+    shared = SharedSocket(stats)
+    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+        lambda: shared, local_addr=("127.0.0.1", 0)
+    )
+    try:
+        protocol = object.__new__(SharedPortProtocol)  # aioice's connection plays no part in the choice
+        protocol.shared = shared
+        pair = SimpleNamespace(protocol=protocol, remote_addr=("127.0.0.1", 9))
+        found, batch, name = PeerTransport._find_route(pair)
+        assert (found, batch) == (pair, shared.sender)
+        assert bytes(ffi.buffer(name))[:8] == bytes([socket.AF_INET, 0, 0, 9, 127, 0, 0, 1])
+        v6 = SimpleNamespace(protocol=protocol, remote_addr=("::1", 9))  # no IPv6 on an IPv4 socket
+        assert PeerTransport._find_route(v6) == (v6, None, None)
+        own = SimpleNamespace(protocol=SimpleNamespace(), remote_addr=("127.0.0.1", 9))  # the range, a relay
+        assert PeerTransport._find_route(own) == (own, None, None)
+    finally:
+        transport.close()

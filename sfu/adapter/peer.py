@@ -297,13 +297,17 @@ class PeerTransport:
 
     @staticmethod
     def _find_route(pair: Any) -> tuple[Any, BatchSender | None, Any]:
-        """A pair on a shared socket sends in batches; one on a socket of its own (the range) or
-        through a TURN relay sends each datagram with the transport's sendto."""
+        """A pair on a shared socket sends in batches; one on a socket of its own (the range),
+        through a TURN relay, or to an address the socket's family cannot hold sends each datagram
+        with the transport's sendto."""
         protocol = pair.protocol
         if isinstance(protocol, SharedPortProtocol):
             sender = protocol.shared.sender
             if sender is not None:
-                return pair, sender, sender.sockaddr(pair.remote_addr)
+                try:
+                    return pair, sender, sender.sockaddr(pair.remote_addr)
+                except OSError:
+                    log.debug("no batched sending to %s", pair.remote_addr)
         return pair, None, None
 
     async def close(self) -> None:
