@@ -138,6 +138,7 @@ class BatchSender:
         drops = self.stats.drops
         slots, lengths, names, counted, held = self.slots, self.lengths, self.names, self.counted, self.held
         memmove = ffi.memmove
+        capacity = self.capacity
         count = self.count
         queued = 0
         for packet in packets:
@@ -145,7 +146,7 @@ class BatchSender:
             if size > MAX_PACKET:
                 drops[DropReason.OVERSIZED] += 1
                 continue
-            if count == self.capacity:
+            if count == capacity:
                 self.count = count
                 self.queued_bytes += queued
                 self.send()
