@@ -10,6 +10,7 @@ from ..core import Event, MediaSession, MediaStats
 from ..core.session import RETRANSMISSION_BITRATE, SpeakerDetector
 
 if TYPE_CHECKING:
+    from .batch import BatchSender
     from .peer import PeerTransport
 
 
@@ -28,6 +29,8 @@ class LiveSession:
         # either way, so that an unread queue cannot grow.
         self.on_event: Callable[[Event], None] | None = None
         self.peers: dict[str, PeerTransport] = {}
+        # Shared sockets that peers queued protected packets on during this flush: sent at its end.
+        self.senders: dict[BatchSender, None] = {}
         self._timer: asyncio.TimerHandle | None = None
 
     def now(self) -> float:
@@ -35,7 +38,8 @@ class LiveSession:
 
     def flush(self) -> None:
         """Send what the core queued, and re-arm the timer if an earlier deadline appeared:
-        called after every input, written once."""
+        called after every input, written once. On a shared media port every copy of a packet
+        leaves in one sendmmsg, once all peers have queued theirs."""
         session = self.session
         if session.ready:
             peers = self.peers
@@ -43,6 +47,11 @@ class LiveSession:
                 peer = peers.get(transport.id)
                 if peer is not None:
                     peer.send(rtp, rtcp)
+            senders = self.senders
+            if senders:
+                for sender in senders:
+                    sender.send()
+                senders.clear()
         if session.events:
             on_event = self.on_event
             while (event := session.next_event()) is not None:

@@ -29,9 +29,11 @@ from aiortc.rtcrtpparameters import RTCRtcpFeedback
 
 from ..core import Codec, Consumer, DropReason, HeaderExtensions, Kind, Producer
 from ..core.rtp import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID, URI_REPAIRED_RID, URI_RID, URI_TRANSPORT_CC
+from .batch import BatchSender
 from .ice import ice_path, offered
 from .live import LiveSession
 from .network import MediaNetwork, use_media_network
+from .shared_port import SharedPortProtocol
 from .srtp import SrtpProtector
 
 log = logging.getLogger(__name__)
@@ -127,6 +129,9 @@ class PeerTransport:
         self.retired: set[str] = set()  # unpublished mids, never registered again on renegotiation
         self._hooked: set[int] = set()
         self._protector: SrtpProtector | None = None
+        # The nominated pair last sent on and, when it is on a shared socket, that socket's sender
+        # and the pair's remote address in C: found once per pair, not per packet.
+        self._route: tuple[Any, BatchSender | None, Any] = (None, None, None)
         self._dtls: Any = None
         self._ice: Any = None
         self.closed = False
@@ -268,6 +273,17 @@ class PeerTransport:
         protector = self._protector
         if protector is None or protector.session is not tx:
             protector = self._protector = SrtpProtector(tx)
+        route = self._route
+        if route[0] is not pair:
+            route = self._route = self._find_route(pair)
+        sender = route[1]
+        if sender is not None:
+            # Queued in the shared socket's slots; LiveSession.flush sends them all at its end.
+            sender.queue(protector, rtp, False, route[2])
+            if rtcp:
+                sender.queue(protector, rtcp, True, route[2])
+            self.live.senders[sender] = None
+            return
         sendto = pair.protocol.transport.sendto
         addr = pair.remote_addr
         protect = protector.protect
@@ -279,6 +295,21 @@ class PeerTransport:
         self.live.session.stats.bytes_forwarded += sent
         for packet in rtcp:
             sendto(protector.protect_rtcp(packet), addr)
+
+    @staticmethod
+    def _find_route(pair: Any) -> tuple[Any, BatchSender | None, Any]:
+        """A pair on a shared socket sends in batches; one on a socket of its own (the range),
+        through a TURN relay, or to an address the socket's family cannot hold sends each datagram
+        with the transport's sendto."""
+        protocol = pair.protocol
+        if isinstance(protocol, SharedPortProtocol):
+            sender = protocol.shared.sender
+            if sender is not None:
+                try:
+                    return pair, sender, sender.sockaddr(pair.remote_addr)
+                except OSError:
+                    log.debug("no batched sending to %s", pair.remote_addr)
+        return pair, None, None
 
     async def close(self) -> None:
         if self.closed:

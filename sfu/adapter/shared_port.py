@@ -23,6 +23,7 @@ from aioice import stun
 from aioice.ice import Connection, StunProtocol
 
 from ..core import DropReason, MediaStats
+from .batch import BatchSender
 from .ice import CheckedStunProtocol
 
 STUN_HEADER = 20
@@ -59,10 +60,15 @@ class SharedSocket(asyncio.DatagramProtocol):
         self.by_address: dict[tuple[str, int], SharedPortProtocol] = {}
         self.by_ufrag: dict[bytes, SharedPortProtocol] = {}
         self.by_transaction: dict[bytes, SharedPortProtocol] = {}
+        # Media for every connection on this socket leaves in batches (batch.py); STUN and DTLS
+        # still go through the transport's sendto.
+        self.sender: BatchSender | None = None
+        self._stats = stats
         self._drops = stats.drops
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
+        self.sender = BatchSender(self.transport, self._stats)
         self.sock = transport.get_extra_info("socket")
 
     def meminfo(self) -> tuple[int, ...] | None:

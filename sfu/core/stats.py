@@ -37,6 +37,8 @@ class DropReason(enum.IntEnum):
     UNKNOWN_RID = 19  # a simulcast packet whose rid the offer did not announce
     SWITCHED_AWAY = 20  # held by a subscriber's pacer when a switch down made it useless
     UNROUTABLE_STUN = 21  # STUN on the shared media port for no connection (username, transaction)
+    SEND_BUFFER_FULL = 22  # the media socket's send buffer was full (EAGAIN, ENOBUFS): the rest of a batch
+    SEND_FAILED = 23  # the kernel refused one datagram (a firewall's EPERM, an unreachable network)
 
 
 class MediaStats:
