@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from sfu.core import Consumer, Kind, Producer
 from sfu.core.events import BandwidthEstimate, Event, SpeakersChanged
-from sfu.core.overload import keeps_audio, keeps_video
+from sfu.core.overload import keeps_audio, keeps_video, quarter
 from sfu.core.selection import VideoTrack, choose_videos, shown_large
 
 from .allocation import RoomAllocator
@@ -90,7 +90,8 @@ class Forwarding:
         chosen = choose_videos(list(tracks.values()), participant.view, self.recent, self.last_n, participant.id)
         large = shown_large(chosen, participant.view, self.large_width)
         level = self.room.shedder.level
-        kept = tuple(t for t in chosen if keeps_video(tracks[t], t in large, level)) if level else chosen
+        mine = quarter(participant.id)
+        kept = tuple(t for t in chosen if keeps_video(tracks[t], t in large, level, mine)) if level else chosen
         wanted, received = frozenset(chosen), frozenset(kept)
         for consumer in participant.subscriber.consumers.values():
             producer = consumer.producer
@@ -134,6 +135,10 @@ class Forwarding:
         self._cap_cameras()
         self.allocator.run()  # the layers of what is now chosen; flushes the keyframe requests
         return messages
+
+    def reshed(self) -> None:
+        """The process's shedding level moved: choose again now, tell the pages soon."""
+        self._spawn(self._send(self.update()))
 
     async def refresh(self, only: Participant | None = None) -> None:
         """After a view, a track or an arrival: choose again and tell the pages what changed."""

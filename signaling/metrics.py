@@ -68,7 +68,8 @@ class MediaCollector(Collector):
             yield GaugeMetricFamily(
                 "classe_overload_level",
                 "what the process sheds to keep up: 0 nothing, 1 thumbnails, 2 students' cameras, "
-                "3 students' screens and microphones but the speaker's, 4 the teacher's camera",
+                "3 students' screens and microphones but the speaker's, 4-7 the teacher's camera "
+                "to one more quarter of the subscribers each",
                 value=level,
             )
             yield CounterMetricFamily("classe_overload_raises", "times the shedding level was raised", value=raised)

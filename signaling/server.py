@@ -32,7 +32,7 @@ class ClassServer:
         )
         self.shedder = LoadShedder()
         self.monitor = LoadMonitor(self.shedder, self.network, self._shed_changed)
-        self._refreshes: set[asyncio.Task[None]] = set()
+        self._shed_level = self.shedder.level
         self.rooms: dict[str, Room] = {}
         # Outlives a room that empties for a moment, so that a removed student stays out; dropped when
         # the class ends or has been empty for class_idle_seconds.
@@ -65,21 +65,29 @@ class ClassServer:
     def load(self) -> tuple[int, int, int, int]:
         """The shedding level, how often it was raised, the subscriptions it holds now, and the
         datagrams the kernel dropped at the media port (metrics)."""
-        shed = sum(
+        return self.shedder.level, self.shedder.raised, self._shed(), self.network.kernel_drops()
+
+    def _shed(self) -> int:
+        return sum(
             1
             for room in list(self.rooms.values())
             for transport in room.live.session.transports.values()
             for consumer in set(transport.consumers.values())
             if "overload" in consumer.pause_reasons
         )
-        return self.shedder.level, self.shedder.raised, shed, self.network.kernel_drops()
 
     def _shed_changed(self) -> None:
-        """The process sheds more, or less: every class chooses again and tells its pages."""
-        for room in list(self.rooms.values()):
-            task = asyncio.ensure_future(room.forwarding.refresh())
-            self._refreshes.add(task)
-            task.add_done_callback(self._refreshes.discard)
+        """The process sheds more, or less: every class chooses again and tells its pages. A level
+        that sheds nothing more here (no student's camera to stop, say) is passed at once: the
+        backlog would grow for nothing while it had its time."""
+        while True:
+            raised = self.shedder.level > self._shed_level and bool(self.rooms)
+            before = self._shed() if raised else 0
+            for room in list(self.rooms.values()):
+                room.forwarding.reshed()
+            self._shed_level = self.shedder.level
+            if not (raised and self._shed() == before and self.shedder.skip(asyncio.get_running_loop().time())):
+                return
 
     def room(self, class_id: str) -> Room:
         room = self.rooms.get(class_id)

@@ -17,6 +17,7 @@ from sfu.core.overload import (
     Shed,
     keeps_audio,
     keeps_video,
+    quarter,
 )
 from sfu.core.selection import VideoTrack
 
@@ -45,11 +46,23 @@ def test_a_backlog_that_grows_adds_a_level_per_step_up_to_the_teacher_camera() -
         Shed.THUMBNAILS,
         Shed.STUDENT_CAMERAS,
         Shed.STUDENT_AUDIO,
+        Shed.TEACHER_CAMERA_QUARTER,
+        Shed.TEACHER_CAMERA_HALF,
+        Shed.TEACHER_CAMERA_THREE_QUARTERS,
         Shed.TEACHER_CAMERA,
     ]
     assert changes[0][0] == pytest.approx(INTERVAL)  # the second measure that did not shrink
     assert all(b[0] - a[0] >= STEP - 1e-9 for a, b in itertools.pairwise(changes))
-    assert shedder.raised == 4
+    assert shedder.raised == 7
+
+
+def test_a_level_that_sheds_nothing_is_passed_at_once() -> None:
+    shedder = LoadShedder()
+    assert shedder.observe(0.0, 1.0, BACKLOG_HIGH)
+    assert shedder.skip(0.0) and shedder.skip(0.0) and shedder.level == Shed.STUDENT_AUDIO
+    assert not shedder.observe(0.1, 1.0, BACKLOG_HIGH)  # the level that sheds has its time
+    shedder.level = Shed.TEACHER_CAMERA
+    assert not shedder.skip(1.0) and shedder.level == Shed.TEACHER_CAMERA
 
 
 def test_a_backlog_that_shrinks_waits_for_the_step_to_work() -> None:
@@ -140,7 +153,29 @@ def test_what_each_level_keeps_of_the_videos(level: Shed, kept: set[str]) -> Non
         "s:cam large": (STUDENT_CAMERA, True),
         "s:screen": (STUDENT_SCREEN, False),
     }
-    assert {name for name, (track, large) in cases.items() if keeps_video(track, large, level)} == kept
+    # A subscriber of the last quarter: the last to lose the teacher's camera.
+    assert {name for name, (track, large) in cases.items() if keeps_video(track, large, level, 3)} == kept
+
+
+@pytest.mark.parametrize(
+    ("level", "quarters"),
+    [
+        (Shed.STUDENT_AUDIO, 4),
+        (Shed.TEACHER_CAMERA_QUARTER, 3),
+        (Shed.TEACHER_CAMERA_HALF, 2),
+        (Shed.TEACHER_CAMERA_THREE_QUARTERS, 1),
+        (Shed.TEACHER_CAMERA, 0),
+    ],
+)
+def test_the_teacher_camera_is_shed_a_quarter_of_the_class_at_a_time(level: Shed, quarters: int) -> None:
+    assert sum(keeps_video(TEACHER_CAMERA, False, level, q) for q in range(4)) == quarters
+    assert all(keeps_video(TEACHER_SCREEN, False, level, q) for q in range(4))
+
+
+def test_a_subscriber_keeps_its_quarter_and_the_quarters_are_even() -> None:
+    ids = [f"{i:016x}" for i in range(4000)]
+    assert [quarter(i) for i in ids] == [quarter(i) for i in ids]
+    assert all(900 < sum(1 for i in ids if quarter(i) == q) < 1100 for q in range(4))
 
 
 @pytest.mark.parametrize("level", list(Shed))

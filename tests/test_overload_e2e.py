@@ -67,7 +67,7 @@ async def test_each_level_sheds_by_priority_and_the_teacher_is_always_heard(clas
         assert mic[teacher] in await flowing(viewer, "audio")
         async with viewer.http.get(f"{classe.url}/metrics") as response:
             text = await response.text()
-        assert "classe_overload_level 4.0" in text
+        assert "classe_overload_level 7.0" in text
         assert "classe_shed_subscriptions" in text
 
         shed(Shed.NOTHING)  # everything resumes, on keyframes, without a corrupt frame

@@ -9,7 +9,11 @@ out is fewer copies, least useful first:
 1. `THUMBNAILS`: students' cameras that a page shows small;
 2. `STUDENT_CAMERAS`: every student's camera;
 3. `STUDENT_AUDIO`: students' screens, and students' microphones but the one speaking now;
-4. `TEACHER_CAMERA`: the teacher's camera (the teacher's screen and voice go on).
+4.-7. the teacher's camera, for a quarter of the subscribers more at each level
+   (`TEACHER_CAMERA_QUARTER` ... `TEACHER_CAMERA`): in a class too big for the core, most
+   students keep the teacher's face rather than all of them losing it (the teacher's screen and
+   voice go on). A subscriber's quarter is fixed (`quarter`), so that the same ones wait for
+   keyframes, not a new share of the class at each step.
 
 The teacher's audio is never shed. `LoadShedder` decides the level from what the adapter measures
 every `INTERVAL`: how busy the process was (CPU time over wall time) and how many bytes wait in
@@ -21,6 +25,7 @@ taking one back brought the overload back soon after (no flapping between two le
 from __future__ import annotations
 
 import enum
+import zlib
 
 from .selection import SCREEN, TEACHER, VideoTrack
 
@@ -30,7 +35,10 @@ class Shed(enum.IntEnum):
     THUMBNAILS = 1
     STUDENT_CAMERAS = 2
     STUDENT_AUDIO = 3
-    TEACHER_CAMERA = 4
+    TEACHER_CAMERA_QUARTER = 4
+    TEACHER_CAMERA_HALF = 5
+    TEACHER_CAMERA_THREE_QUARTERS = 6
+    TEACHER_CAMERA = 7
 
 
 INTERVAL = 0.1  # seconds between two measures
@@ -92,6 +100,16 @@ class LoadShedder:
             return True
         return False
 
+    def skip(self, now: float) -> bool:
+        """The level just added sheds nothing more (the caller saw it): add the next at once.
+        False at the last level."""
+        if self.level == Shed.TEACHER_CAMERA:
+            return False
+        self.level = Shed(self.level + 1)
+        self.raised += 1
+        self._changed_at = now
+        return True
+
     def _overloaded(self, busy: float, backlog: int | None) -> bool:
         if backlog is None:
             return busy >= BUSY
@@ -105,10 +123,15 @@ class LoadShedder:
         return self._growing >= 2
 
 
-def keeps_video(track: VideoTrack, shown_large: bool, level: Shed) -> bool:
-    """Whether a video chosen for a subscriber still goes at this level."""
+def quarter(subscriber: str) -> int:
+    """The subscriber's quarter of the class (0-3), the same for the whole visit."""
+    return zlib.crc32(subscriber.encode()) % 4
+
+
+def keeps_video(track: VideoTrack, shown_large: bool, level: Shed, subscriber_quarter: int) -> bool:
+    """Whether a video chosen for a subscriber (in `subscriber_quarter`) still goes at this level."""
     if track.role == TEACHER:
-        return track.source == SCREEN or level < Shed.TEACHER_CAMERA
+        return track.source == SCREEN or subscriber_quarter > level - Shed.TEACHER_CAMERA_QUARTER
     if track.source == SCREEN:
         return level < Shed.STUDENT_AUDIO
     if level >= Shed.STUDENT_CAMERAS:
