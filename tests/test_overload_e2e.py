@@ -11,7 +11,7 @@ import time
 import pytest
 
 from sfu.core import DropReason
-from sfu.core.overload import Shed
+from sfu.core.overload import Shed, quarter
 
 from .conftest import RunningServer
 from .peers import Peer
@@ -83,6 +83,28 @@ async def test_each_level_sheds_by_priority_and_the_teacher_is_always_heard(clas
         assert server.load()[2] == 0
     finally:
         for p in peers:
+            await p.close()
+
+
+async def test_levels_that_shed_nothing_are_passed_at_once(classe: RunningServer) -> None:
+    # A class with the teacher's camera alone: nothing of a student's to shed, so the first
+    # level that helps is the one that stops the teacher's camera for this viewer's quarter.
+    teacher = Peer(classe.url, "seul", "Prof", role="teacher")
+    viewer = Peer(classe.url, "seul", "Vue")
+    server = classe.server
+    try:
+        await teacher.join()
+        await teacher.publish()
+        await viewer.join()
+        await wait_for(lambda: bool(viewer.video() and len(viewer.video()[0].numbers) > 10), 20)
+        server.shedder.observe(0.0, 1.0, 1 << 30)  # as the monitor would, on a huge backlog
+        server._shed_changed()
+        assert server.shedder.level == Shed.TEACHER_CAMERA_QUARTER + quarter(viewer.id)
+        assert server.load()[2] == 1  # the viewer's copy of the teacher's camera; the audio goes on
+        assert await flowing_now(viewer, "video") == set()
+        assert await flowing(viewer, "audio") == {track(viewer, teacher, "audio")}
+    finally:
+        for p in (teacher, viewer):
             await p.close()
 
 
