@@ -41,7 +41,7 @@ def test_a_backlog_that_grows_adds_a_level_per_step_up_to_the_teacher_camera() -
         if shedder.observe(now, 1.0, backlog):
             changes.append((round(now, 3), shedder.level))
         now += INTERVAL
-        backlog += 10_000
+        backlog += 0.01
     assert [level for _, level in changes] == [
         Shed.THUMBNAILS,
         Shed.STUDENT_CAMERAS,
@@ -69,22 +69,22 @@ def test_a_backlog_that_shrinks_waits_for_the_step_to_work() -> None:
     shedder = LoadShedder()
     feed(shedder, 0.0, 0.3, 1.0, 4 * BACKLOG)
     assert shedder.level == Shed.THUMBNAILS
-    changes = [shedder.observe(0.3 + i * INTERVAL, 1.0, 4 * BACKLOG - (i + 1) * 20_000) for i in range(10)]
+    changes = [shedder.observe(0.3 + i * INTERVAL, 1.0, 4 * BACKLOG - (i + 1) * 0.01) for i in range(10)]
     assert not any(changes) and shedder.level == Shed.THUMBNAILS
 
 
 def test_a_huge_backlog_adds_levels_without_waiting_for_a_trend() -> None:
     shedder = LoadShedder()
-    assert shedder.observe(0.0, 0.5, BACKLOG_HIGH + 9000)
+    assert shedder.observe(0.0, 0.5, BACKLOG_HIGH + 0.05)
     assert shedder.level == Shed.THUMBNAILS
-    assert not shedder.observe(INTERVAL, 0.5, BACKLOG_HIGH + 5000)  # the step has not had its time
-    assert shedder.observe(STEP, 0.5, BACKLOG_HIGH + 1000)  # shrinking, but still too much
+    assert not shedder.observe(INTERVAL, 0.5, BACKLOG_HIGH + 0.02)  # the step has not had its time
+    assert shedder.observe(STEP, 0.5, BACKLOG_HIGH + 0.01)  # shrinking, but still too much
     assert shedder.level == Shed.STUDENT_CAMERAS
 
 
 def test_busy_without_a_backlog_is_keeping_up() -> None:
     shedder = LoadShedder()
-    assert feed(shedder, 0.0, 5.0, 1.0, BACKLOG - 1) == []
+    assert feed(shedder, 0.0, 5.0, 1.0, BACKLOG - 0.001) == []
 
 
 def test_without_a_backlog_measure_busy_decides() -> None:
@@ -125,7 +125,7 @@ def test_hold_is_bounded_and_forgiven_after_a_long_calm() -> None:
 def test_neither_busy_nor_calm_keeps_the_level() -> None:
     shedder = LoadShedder()
     feed(shedder, 0.0, 0.1, 1.0, BACKLOG_HIGH)
-    assert feed(shedder, 1.0, 30.0, 0.85, 0) == []  # too busy to take a level back
+    assert feed(shedder, 1.0, 30.0, 0.9, 0) == []  # too busy to take a level back
     assert shedder.level == Shed.THUMBNAILS
 
 

@@ -97,7 +97,7 @@ async def test_levels_that_shed_nothing_are_passed_at_once(classe: RunningServer
         await teacher.publish()
         await viewer.join()
         await wait_for(lambda: bool(viewer.video() and len(viewer.video()[0].numbers) > 10), 20)
-        server.shedder.observe(0.0, 1.0, 1 << 30)  # as the monitor would, on a huge backlog
+        server.shedder.observe(0.0, 1.0, 10.0)  # as the monitor would, on a long backlog
         server._shed_changed()
         assert server.shedder.level == Shed.TEACHER_CAMERA_QUARTER + quarter(viewer.id)
         assert server.load()[2] == 1  # the viewer's copy of the teacher's camera; the audio goes on

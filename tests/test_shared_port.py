@@ -187,3 +187,28 @@ async def test_a_media_port_in_use_stops_the_server_at_start(classe: RunningServ
     server = ClassServer(settings)
     with pytest.raises(OSError, match=f"media port {settings.media_port}"):
         await server.open()
+
+
+async def test_the_backlog_is_measured_in_seconds_at_the_pace_datagrams_are_read() -> None:
+    from sfu.adapter.shared_port import MIN_PACE, SharedPorts
+    from sfu.core import MediaStats
+
+    from .conftest import free_udp_port
+
+    ports = SharedPorts(("127.0.0.1",), free_udp_port())
+    await ports.open(MediaStats())
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        target = ("127.0.0.1", ports.port)
+        assert ports.backlog(0.0) == 0.0
+        for _ in range(100):  # the loop reads nothing meanwhile: the pace is the floor
+            sender.sendto(bytes(1200), target)
+        waiting = ports.backlog(0.1)
+        assert waiting is not None and 100 * 1200 / MIN_PACE <= waiting <= 100 * 4096 / MIN_PACE
+        await asyncio.sleep(0.05)  # read now: nothing waits
+        (shared,) = ports.sockets.values()
+        assert shared.read_count == 100
+        assert ports.backlog(0.2) == 0.0
+    finally:
+        sender.close()
+        ports.close()

@@ -35,6 +35,8 @@ CLASS_BITS = 0x0110
 SO_MEMINFO = 55
 MEMINFO = struct.Struct("9I")
 RMEM_ALLOC, DROPS = 0, 8
+SKB_OVERHEAD = 1100  # bytes the kernel counts per datagram beyond its length (2,304 for 1,200)
+MIN_PACE = 100_000  # bytes/s: below, a backlog is measured as if read at this pace
 
 
 def username_fragment(data: bytes) -> bytes | None:
@@ -65,6 +67,8 @@ class SharedSocket(asyncio.DatagramProtocol):
         self.sender: BatchSender | None = None
         self._stats = stats
         self._drops = stats.drops
+        self.read_bytes = 0  # what was read, for the pace at which the backlog drains (load.py)
+        self.read_count = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
@@ -80,6 +84,8 @@ class SharedSocket(asyncio.DatagramProtocol):
             return None
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        self.read_bytes += len(data)
+        self.read_count += 1
         if len(addr) > 2:  # an IPv6 four-tuple
             addr = (addr[0], addr[1])
         # RFC 7983: a first byte of 0-3 is STUN; DTLS (20-63) and SRTP (128-191) go by address.
@@ -171,6 +177,8 @@ class SharedPorts:
         self.port = port
         self.sockets: dict[str, SharedSocket] = {}
         self._opening: asyncio.Lock | None = None
+        self._measured_at: float | None = None  # the last backlog measure, and what was read by then
+        self._read = 0
 
     async def open(self, stats: MediaStats) -> None:
         """Bind every address (at start-up, so that a port in use stops the server at once)."""
@@ -196,9 +204,19 @@ class SharedPorts:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
         return shared
 
-    def backlog(self) -> int | None:
+    def backlog(self, now: float) -> float | None:
+        """How long the datagrams waiting in the sockets will take to read, at the pace they were
+        read since the last call (None where the kernel does not say what waits). The kernel
+        counts each datagram's buffer (its length and about SKB_OVERHEAD more); a pace under
+        MIN_PACE (a loop that read nearly nothing) counts as MIN_PACE."""
+        read = sum(s.read_bytes + SKB_OVERHEAD * s.read_count for s in self.sockets.values())
+        since, self._measured_at = self._measured_at, now
+        pace = (read - self._read) / (now - since) if since is not None and now > since else 0.0
+        self._read = read
         infos = [s.meminfo() for s in self.sockets.values()]
-        return sum(i[RMEM_ALLOC] for i in infos if i is not None) if all(infos) and infos else None
+        if not infos or any(i is None for i in infos):
+            return None
+        return sum(i[RMEM_ALLOC] for i in infos if i is not None) / max(pace, MIN_PACE)
 
     def kernel_drops(self) -> int:
         return sum(i[DROPS] for s in self.sockets.values() if (i := s.meminfo()) is not None)

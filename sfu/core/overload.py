@@ -16,8 +16,10 @@ out is fewer copies, least useful first:
    keyframes, not a new share of the class at each step.
 
 The teacher's audio is never shed. `LoadShedder` decides the level from what the adapter measures
-every `INTERVAL`: how busy the process was (CPU time over wall time) and how many bytes wait in
-its media sockets. A level is added when work waits and does not shrink (the step before has had
+every `INTERVAL`: how busy the process was (CPU time over wall time) and how long the datagrams
+waiting in its media sockets will take to read at the pace it reads them (a backlog in seconds:
+bytes alone would mean nothing, a few packets at one rate being seconds at another). A level is
+added when that wait is long and does not shrink (the step before has had
 `STEP` to show its effect); one is taken back after `hold` of calm, and `hold` doubles each time
 taking one back brought the overload back soon after (no flapping between two levels).
 """
@@ -43,10 +45,11 @@ class Shed(enum.IntEnum):
 
 INTERVAL = 0.1  # seconds between two measures
 STEP = 0.3  # seconds a new level has to show its effect before another is added
-BACKLOG = 64 * 1024  # bytes waiting in the media sockets from which work is piling up
-BACKLOG_HIGH = 1024 * 1024  # so much waiting that the next level cannot wait for a trend
+BACKLOG = 0.05  # seconds of waiting datagrams from which work is piling up
+BACKLOG_HIGH = 0.2  # so long a wait that the next level cannot wait for a trend
+CALM_BACKLOG = 0.01  # at most this wait, and at most CALM_BUSY busy: calm
 BUSY = 0.95  # without a backlog measure (per-connection sockets): this busy is overloaded
-CALM_BUSY = 0.75  # at most this busy, and no backlog: calm
+CALM_BUSY = 0.85
 HOLD = 3.0  # seconds of calm before a level is taken back
 MAX_HOLD = 60.0
 RELAPSE = 10.0  # overloaded again this soon after taking a level back: hold twice as long
@@ -60,16 +63,16 @@ class LoadShedder:
         self.level = Shed.NOTHING
         self.hold = HOLD
         self.raised = 0  # how many times a level was added (metrics)
-        self._backlog: int | None = None
+        self._backlog: float | None = None
         self._growing = 0  # consecutive measures with a backlog that did not shrink
         self._changed_at = float("-inf")
         self._lowered_at = float("-inf")
         self._calm_since: float | None = None
 
-    def observe(self, now: float, busy: float, backlog: int | None) -> bool:
+    def observe(self, now: float, busy: float, backlog: float | None) -> bool:
         """One measure: `busy` the process's CPU time over the wall time since the last one,
-        `backlog` the bytes waiting in its media sockets (None when they cannot be measured).
-        True when the level changed."""
+        `backlog` the seconds the datagrams waiting in its media sockets will take to read (None
+        when they cannot be measured). True when the level changed."""
         overloaded = self._overloaded(busy, backlog)
         self._backlog = backlog
         if overloaded:
@@ -83,7 +86,7 @@ class LoadShedder:
                 self._growing = 0
                 return True
             return False
-        calm = busy <= CALM_BUSY and (backlog is None or backlog < BACKLOG)
+        calm = busy <= CALM_BUSY and (backlog is None or backlog <= CALM_BACKLOG)
         if not calm:
             self._calm_since = None
             return False
@@ -110,7 +113,7 @@ class LoadShedder:
         self._changed_at = now
         return True
 
-    def _overloaded(self, busy: float, backlog: int | None) -> bool:
+    def _overloaded(self, busy: float, backlog: float | None) -> bool:
         if backlog is None:
             return busy >= BUSY
         if backlog >= BACKLOG_HIGH:
