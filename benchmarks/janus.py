@@ -1,9 +1,11 @@
 """Janus (Debian's `janus`, VideoRoom plugin) as a baseline: its configuration and a client of its HTTP API.
 
 The server side writes a configuration folder that loads only the VideoRoom plugin and the HTTP
-transport (on loopback), with one event loop for all handles (`event_loops = 1`, the tuned
-setting), no STUN server, and ICE gathered on one given address only: Janus ignores loopback
-interfaces for ICE, so the benchmark gives it an address on a veth pair in a network namespace.
+transport, with one event loop for all handles (`event_loops = 1`, the tuned setting), no STUN
+server, and ICE and HTTP on one given address only. Janus ignores loopback interfaces for ICE and
+binds its media sockets to their interface, so the benchmark gives it an address on a veth pair
+between two network namespaces, the clients' in the other: its HTTP listens on that address too,
+since a namespace's loopback cannot be reached from another (nothing outside the pair can reach it).
 The client side is what the load generator needs of the HTTP API: a session, handles, messages,
 and the long poll that brings the plugin's answers.
 """
