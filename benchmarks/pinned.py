@@ -16,8 +16,8 @@ Each server configuration starts once (Classe with one UDP socket per peer conne
 one shared media socket, if asked; Janus 1.1.2's VideoRoom with `event_loops = 1`). In it:
 1. the fan-out series: for each N of `--sizes`, the publisher's video alone (VP8 640x360, 30 fps,
    about 1 Mbit/s, about 115 packets/s), then its audio alone (Opus, 50 packets/s); per window the
-   server process's CPU time (psutil) over the packets the clients received, and per series the
-   marginal cost: the least-squares slope of server CPU against delivered packets over the N;
+   server process's CPU time (its threads' run time) over the packets the clients received, and
+   per series the marginal cost: the least-squares slope of server CPU against delivered packets;
 2. saturation, at the largest N: the publisher's video packet rate raised until the server's
    process uses ~100 % of its core; the capacity is the delivered packets/s per core there; then
    a window at 100 % and one at 120 % of that capacity (after the queue of the ramp has drained):
@@ -170,17 +170,28 @@ def threads_cpus(pid: int) -> list[int]:
     return sorted(cpus)
 
 
+def run_time(pid: int) -> float:
+    """Seconds the process's threads have run, to the nanosecond (the scheduler's own count, kernel
+    work done in their system calls included). psutil's user and system times come in 10 ms ticks:
+    at 2 % of a core over a 6 s window, that is 8 % of the figure."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError):  # a thread that ended meanwhile
+            continue
+    return total / 1e9
+
+
 class Sample:
     """The CPU times and socket drops at one edge of a measured window."""
 
-    def __init__(self, server: psutil.Process, client: psutil.Process) -> None:
+    def __init__(self, server: int, client: int) -> None:
         self.at = time.monotonic()
-        s, c = server.cpu_times(), client.cpu_times()
-        self.server = s.user + s.system
-        self.client = c.user + c.system
+        self.server, self.client = run_time(server), run_time(client)
         cpus = psutil.cpu_times(percpu=True)
         self.cores = (busy(cpus[SERVER_CPU]), busy(cpus[CLIENT_CPU]))
-        self.drops = (socket_drops(server.pid), socket_drops(client.pid))
+        self.drops = (socket_drops(server), socket_drops(client))
 
 
 class Driver:
@@ -188,7 +199,6 @@ class Driver:
 
     def __init__(self, config: Config, server: subprocess.Popen[bytes], client: subprocess.Popen[str], logs: Path):
         self.config, self.server, self.client, self.logs = config, server, client, logs
-        self.server_ps, self.client_ps = psutil.Process(server.pid), psutil.Process(client.pid)
         self.ready = self.read()[0]
 
     def failure(self, what: str) -> str:
@@ -202,9 +212,9 @@ class Driver:
         start = end = None
         for line in self.client.stdout:
             if line.startswith("WINDOW_START"):
-                start = Sample(self.server_ps, self.client_ps)
+                start = Sample(self.server.pid, self.client.pid)
             elif line.startswith("WINDOW_END"):
-                end = Sample(self.server_ps, self.client_ps)
+                end = Sample(self.server.pid, self.client.pid)
             elif line.startswith("{"):
                 return json.loads(line), start, end
         raise RuntimeError(self.failure("the load generator stopped"))
@@ -223,9 +233,9 @@ class Driver:
         self.send(0, 0)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            before = sum(self.server_ps.cpu_times()[:2])
+            before = run_time(self.server.pid)
             time.sleep(0.5)
-            if sum(self.server_ps.cpu_times()[:2]) - before < 0.1:  # under 20 % of a core
+            if run_time(self.server.pid) - before < 0.1:  # under 20 % of a core
                 return
 
     def window(self, phase: str, kind: str, settle: float, seconds: float) -> dict[str, Any]:
@@ -380,24 +390,15 @@ def run_config(
             client.wait()
 
 
-def series(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per server and kind: the average cost at each N and the marginal cost over them."""
-    out = []
+def series(rows: list[dict[str, Any]]) -> dict[tuple[str, str], tuple[float, float]]:
+    """Per server and kind: the marginal cost (µs per delivered packet) and the fixed CPU share,
+    from the fan-out windows."""
+    out = {}
     for label in dict.fromkeys(r["server"] for r in rows):
         for kind in ("video", "audio"):
             points = [r for r in rows if r["server"] == label and r["kind"] == kind and r["phase"] == "fan-out"]
-            if len(points) < 2:
-                continue
-            slope, fixed = marginal([(r["delivered_pps"], r["server_cpu"]) for r in points])
-            out.append(
-                {
-                    "server": label,
-                    "kind": kind,
-                    "us_per_packet": {r["subscribers"]: r["us_per_packet"] for r in points},
-                    "marginal_us_per_packet": slope,
-                    "fixed_cpu": fixed,
-                }
-            )
+            if len(points) >= 2:
+                out[label, kind] = marginal([(r["delivered_pps"], r["server_cpu"]) for r in points])
     return out
 
 
@@ -430,19 +431,59 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def cost_table(summary: list[dict[str, Any]], sizes: list[int]) -> str:
-    head = " | ".join(f"N = {n}" for n in sizes)
+def summary_table(rows: list[dict[str, Any]]) -> str:
+    """One line per server: the cost of a video and an audio packet, average at the largest N and
+    marginal, and the capacity."""
+    slopes = series(rows)
     lines = [
-        f"| server | kind | µs / delivered pkt, average: {head} | **marginal µs / pkt** (slope over N) "
-        "| fixed CPU (intercept) |",
-        "|---|---|" + "---|" * len(sizes) + "---|---|",
+        "| server | video: µs / pkt, average at the largest N | video: **marginal µs / pkt** | audio: µs / pkt, "
+        "average at the largest N | audio: **marginal µs / pkt** | **delivered pkt/s per core** at saturation |",
+        "|---|---|---|---|---|---|",
     ]
-    for s in summary:
-        averages = " | ".join(fmt(s["us_per_packet"].get(n), ".1f") for n in sizes)
-        lines.append(
-            f"| {s['server']} | {s['kind']} | {averages} | **{s['marginal_us_per_packet']:.1f}** "
-            f"| {s['fixed_cpu']:.1%} |"
+    for label in dict.fromkeys(r["server"] for r in rows):
+        cells = [label]
+        for kind in ("video", "audio"):
+            last = [r for r in rows if r["server"] == label and r["kind"] == kind and r["phase"] == "fan-out"][-1]
+            cells += [
+                fmt(last["us_per_packet"], ".1f"),
+                f"**{slopes[label, kind][0]:.1f}**" if (label, kind) in slopes else "-",
+            ]
+        capacity = next((r for r in rows if r["server"] == label and "capacity_pps_per_core" in r), None)
+        cells.append(
+            "-"
+            if capacity is None
+            else f"**{capacity['capacity_pps_per_core']:,.0f}**"
+            + ("" if capacity["capacity_bound"] == "server core" else f" ({capacity['capacity_bound']})")
         )
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def fanout_table(rows: list[dict[str, Any]]) -> str:
+    """Every fan-out window, with the marginal cost of its series beside its average."""
+    slopes = series(rows)
+    lines = [
+        "| server | kind | N | delivered pkt/s | server CPU | µs / delivered pkt, average | marginal µs / pkt "
+        "(slope over N) | fixed CPU (intercept) | delay p50 / p99 ms | others on CPU 0 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if r["phase"] != "fan-out":
+            continue
+        slope, fixed = slopes.get((r["server"], r["kind"]), (None, None))
+        cells = [
+            r["server"],
+            r["kind"],
+            str(r["subscribers"]),
+            f"{r['delivered_pps']:,.0f}",
+            f"{r['server_cpu']:.1%}",
+            fmt(r["us_per_packet"], ".1f"),
+            fmt(slope, ".1f"),
+            fmt(fixed, ".1%"),
+            ms(r["delay_ms"]),
+            f"{r['cpu0_others']:.0%}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -517,7 +558,6 @@ def doubts(info: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
 
 
 def section(info: dict[str, Any], rows: list[dict[str, Any]]) -> str:
-    sizes = info["parameters"]["sizes"]
     versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
     return "\n".join(
         [
@@ -538,9 +578,14 @@ def section(info: dict[str, Any], rows: list[dict[str, Any]]) -> str:
             f"{info['parameters']['window_s'] + 2:g} s after {info['parameters']['settle_s'] + 1:g} s at 100 % and at "
             "120 % of the capacity found). Raw results: [benchmarks-pinned.json](benchmarks-pinned.json).",
             "",
-            "**Cost per delivered packet** (server CPU time over the packets the clients received):",
+            "**Summary:**",
             "",
-            cost_table(series(rows), sizes),
+            summary_table(rows),
+            "",
+            "**The fan-out series** (the server's CPU time over the packets the clients received; the marginal cost "
+            "is the slope over N of its series):",
+            "",
+            fanout_table(rows),
             "",
             "**Saturation** (video only, the publisher's packet rate raised at the largest N):",
             "",
