@@ -197,11 +197,14 @@ class Tally:
                     mine[0] += 1
                     if self.counting:
                         self.received += 1
-                        if mine[0] % self.sample == 0 and dtls._rx_srtp is not None:
-                            try:
-                                packet = dtls._rx_srtp.unprotect(data)
-                            except pylibsrtp.Error:
-                                return
+                    # decrypted between windows too: libsrtp guesses a packet's rollover counter from the
+                    # last one it decrypted, and loses it after 32,768 packets unseen
+                    if mine[0] % self.sample == 0 and dtls._rx_srtp is not None:
+                        try:
+                            packet = dtls._rx_srtp.unprotect(data)
+                        except pylibsrtp.Error:
+                            return
+                        if self.counting:
                             sent, _ = TRAILER.unpack_from(packet, len(packet) - 12)
                             self.delays_us.append((time.monotonic_ns() - sent) / 1000)
 
