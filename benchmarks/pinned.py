@@ -62,6 +62,7 @@ SHARED_MEDIA_PORT = 40000  # free: the server's namespace is made for the run
 FRAME_RATES = {"video": 30.0, "audio": 50.0}  # the publisher's natural rates, frames/s
 SATURATED = 0.95  # a share of the core at which the server counts as saturated
 QUIET = 0.1  # a CPU busier than this with other work makes a window doubtful
+RETRIES = 2  # a window disturbed by other work on CPU 0 is measured again, at most this many times
 BEGIN = "<!-- pinned: begin (written by ./dev bench pinned) -->"
 END = "<!-- pinned: end -->"
 
@@ -183,12 +184,18 @@ def run_time(pid: int) -> float:
     return total / 1e9
 
 
+def ksoftirqd() -> int:
+    """The kernel thread that does CPU 0's network work when the send calls leave it some."""
+    return next(p.pid for p in psutil.process_iter(["name"]) if p.info["name"] == f"ksoftirqd/{SERVER_CPU}")
+
+
 class Sample:
     """The CPU times and socket drops at one edge of a measured window."""
 
-    def __init__(self, server: int, client: int) -> None:
+    def __init__(self, server: int, client: int, softirq_pid: int) -> None:
         self.at = time.monotonic()
         self.server, self.client = run_time(server), run_time(client)
+        self.softirq = run_time(softirq_pid)
         cpus = psutil.cpu_times(percpu=True)
         self.cores = (busy(cpus[SERVER_CPU]), busy(cpus[CLIENT_CPU]))
         self.drops = (socket_drops(server), socket_drops(client))
@@ -197,8 +204,17 @@ class Sample:
 class Driver:
     """Talks to one load generator (JSON lines) and samples the server around each window."""
 
-    def __init__(self, config: Config, server: subprocess.Popen[bytes], client: subprocess.Popen[str], logs: Path):
+    def __init__(
+        self,
+        config: Config,
+        server: subprocess.Popen[bytes],
+        client: subprocess.Popen[str],
+        logs: Path,
+        args: argparse.Namespace,
+    ) -> None:
         self.config, self.server, self.client, self.logs = config, server, client, logs
+        self.quiet_wait, self.retries = args.retry_wait, args.retries
+        self.softirq_pid = ksoftirqd()
         self.ready = self.read()[0]
 
     def failure(self, what: str) -> str:
@@ -212,9 +228,9 @@ class Driver:
         start = end = None
         for line in self.client.stdout:
             if line.startswith("WINDOW_START"):
-                start = Sample(self.server.pid, self.client.pid)
+                start = Sample(self.server.pid, self.client.pid, self.softirq_pid)
             elif line.startswith("WINDOW_END"):
-                end = Sample(self.server.pid, self.client.pid)
+                end = Sample(self.server.pid, self.client.pid, self.softirq_pid)
             elif line.startswith("{"):
                 return json.loads(line), start, end
         raise RuntimeError(self.failure("the load generator stopped"))
@@ -238,6 +254,29 @@ class Driver:
             if run_time(self.server.pid) - before < 0.1:  # under 20 % of a core
                 return
 
+    def measure(
+        self, phase: str, kind: str, rates: tuple[float, float], settle: float, seconds: float, drain: bool = False
+    ) -> dict[str, Any]:
+        """A window at these publisher rates (video, audio packets/s), measured again once CPU 0 is quiet
+        if other work took more than QUIET of it (at most RETRIES times, and `retries` for the whole
+        server: the run stays bounded on a busy machine). `drain` first lets the server work off what
+        a window past saturation left queued."""
+        attempts = 1
+        while True:
+            if drain:
+                self.drain()
+            self.send(*rates)
+            row = self.window(phase, kind, settle, seconds)
+            row["attempts"] = attempts
+            if row["cpu0_others"] <= QUIET or attempts > RETRIES or not self.retries:
+                print(table([row]).splitlines()[-1], flush=True)
+                return row
+            print(f"  (other work took {row['cpu0_others']:.0%} of CPU 0: measured again)", flush=True)
+            self.send(0, 0)
+            wait_quiet(self.quiet_wait)
+            attempts += 1
+            self.retries -= 1
+
     def window(self, phase: str, kind: str, settle: float, seconds: float) -> dict[str, Any]:
         result, a, b = self.ask({"window": seconds, "settle": settle})
         assert a is not None and b is not None
@@ -260,7 +299,8 @@ class Driver:
             "us_per_packet": server_cpu * 1e6 / delivered if delivered else None,
             "delay_ms": result["delay_ms"],
             "load_generator_cpu": (b.client - a.client) / span,
-            "cpu0_others": max(0.0, (b.cores[0] - a.cores[0]) / span - server_cpu),
+            "ksoftirqd0_cpu": (b.softirq - a.softirq) / span,
+            "cpu0_others": max(0.0, (b.cores[0] - a.cores[0] - b.softirq + a.softirq) / span - server_cpu),
             "cpu1_others": max(0.0, (b.cores[1] - a.cores[1] - b.client + a.client) / span),
             "server_socket_drops_pps": (b.drops[0] - a.drops[0]) / span,
             "client_socket_drops_pps": (b.drops[1] - a.drops[1]) / span,
@@ -279,10 +319,8 @@ def fanout(driver: Driver, args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
     for n in args.sizes:
         driver.ask({"subscribers": n})
-        for kind in ("video", "audio"):
-            driver.send(rates["video"] if kind == "video" else 0, rates["audio"] if kind == "audio" else 0)
-            rows.append(driver.window("fan-out", kind, args.settle, args.window))
-            print(table([rows[-1]]).splitlines()[-1], flush=True)
+        rows.append(driver.measure("fan-out", "video", (rates["video"], 0), args.settle, args.window))
+        rows.append(driver.measure("fan-out", "audio", (0, rates["audio"]), args.settle, args.window))
     return rows
 
 
@@ -294,22 +332,18 @@ def saturate(driver: Driver, args: argparse.Namespace, start: dict[str, Any]) ->
     offered = 0.7 * start["delivered_pps"] / start["server_cpu"]
     rows = []
     for _ in range(args.ramp_steps):
-        driver.send(offered / n, 0)
-        row = driver.window("ramp", "video", 2.0, args.ramp_window)
+        row = driver.measure("ramp", "video", (offered / n, 0), 2.0, args.ramp_window, drain=True)
         rows.append(row)
-        print(table([row]).splitlines()[-1], flush=True)
         if row["server_cpu"] >= SATURATED or (row["delivery"] or 1) < 0.98 or row["load_generator_cpu"] >= 0.9:
             break
         offered = min(2 * offered, 0.99 * offered / row["server_cpu"])
     capacity = rows[-1]["delivered_pps"] / rows[-1]["server_cpu"]
     for share in (1.0, 1.2):
-        driver.drain()  # what the ramp (or the last window) left queued
-        driver.send(share * capacity / n, 0)
-        row = driver.window(f"{share:.0%} of capacity", "video", args.settle + 1, args.window + 2)
+        rate = share * capacity / n
+        row = driver.measure(f"{share:.0%} of capacity", "video", (rate, 0), args.settle + 1, args.window + 2, True)
         row["capacity_pps_per_core"] = capacity
         row["capacity_bound"] = bound(rows[-1])
         rows.append(row)
-        print(table([row]).splitlines()[-1], flush=True)
     return rows
 
 
@@ -372,7 +406,7 @@ def run_config(
             net.client, CLIENT_CPU, cmd, client_log, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
         try:
-            driver = Driver(config, server, client, logs)
+            driver = Driver(config, server, client, logs, args)
             pinning = {"server": threads_cpus(server.pid), "load generator": threads_cpus(client.pid)}
             rows = fanout(driver, args)
             if args.saturation:
@@ -409,8 +443,8 @@ def ms(delay: dict[str, float | None]) -> str:
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| server | phase | kind | N | offered pkt/s | delivered pkt/s | delivery | server CPU | µs / delivered pkt "
-        "| delay p50 / p99 ms | load gen. CPU | others on CPU 0 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| delay p50 / p99 ms | load gen. CPU | ksoftirqd/0 | others on CPU 0 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         cells = [
@@ -425,6 +459,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             fmt(r["us_per_packet"], ".1f"),
             ms(r["delay_ms"]),
             f"{r['load_generator_cpu']:.0%}",
+            f"{r['ksoftirqd0_cpu']:.0%}",
             f"{r['cpu0_others']:.0%}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -490,8 +525,9 @@ def fanout_table(rows: list[dict[str, Any]]) -> str:
 def saturation_table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| server | load | N | offered pkt/s | delivered pkt/s | delivery | server CPU | **delivered pkt/s per core** "
-        "| added delay p50 / p99 ms | load gen. CPU | others on CPU 0 | server socket drops/s | publisher ICE after |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| added delay p50 / p99 ms | load gen. CPU | ksoftirqd/0 | others on CPU 0 | server socket drops/s "
+        "| publisher ICE after |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if "capacity_pps_per_core" not in r:
@@ -507,6 +543,7 @@ def saturation_table(rows: list[dict[str, Any]]) -> str:
             f"**{r['capacity_pps_per_core']:,.0f}**" if r["phase"].startswith("100") else "",
             ms(r["delay_ms"]),
             f"{r['load_generator_cpu']:.0%}",
+            f"{r['ksoftirqd0_cpu']:.0%}",
             f"{r['cpu0_others']:.0%}",
             f"{r['server_socket_drops_pps']:,.0f}",
             r["publisher_ice"],
@@ -535,6 +572,8 @@ def conditions(args: argparse.Namespace, configs: list[Config]) -> dict[str, Any
             "settle_s": args.settle,
             "saturation": args.saturation,
             "ramp_window_s": args.ramp_window,
+            "retries": f"a window with other work over {QUIET:.0%} of CPU 0 measured again, at most {RETRIES} times "
+            f"and {args.retries} per server, after up to {args.retry_wait:g} s of waiting for quiet",
             "publisher": "VP8 640x360 30 fps ~1 Mbit/s (keyframe every 1 s, ~3.8 packets a frame), Opus 20 ms; "
             "pre-encoded, a 12-byte send-time trailer in every payload",
             "layout": f"server in its namespace at {SERVER_ADDRESS} pinned to CPU {SERVER_CPU}; load generator "
@@ -576,7 +615,8 @@ def section(info: dict[str, Any], rows: list[dict[str, Any]]) -> str:
             f"- **Windows:** {info['parameters']['window_s']:g} s after {info['parameters']['settle_s']:g} s of "
             f"settling (saturation: ramp windows of {info['parameters']['ramp_window_s']:g} s, then "
             f"{info['parameters']['window_s'] + 2:g} s after {info['parameters']['settle_s'] + 1:g} s at 100 % and at "
-            "120 % of the capacity found). Raw results: [benchmarks-pinned.json](benchmarks-pinned.json).",
+            f"120 % of the capacity found); {info['parameters']['retries']}. "
+            "Raw results: [benchmarks-pinned.json](benchmarks-pinned.json).",
             "",
             "**Summary:**",
             "",
@@ -633,6 +673,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--quiet-wait", type=float, default=60.0, help="seconds to wait, before each server, for the CPUs to be quiet"
     )
+    parser.add_argument(
+        "--retries", type=int, default=6, help="windows measured again (other work on CPU 0) per server, at most"
+    )
+    parser.add_argument("--retry-wait", type=float, default=10.0, help="seconds to wait for quiet before one")
     parser.add_argument("--json", type=Path, default=ROOT / "docs" / "benchmarks-pinned.json")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks.md", help="where the section goes")
     parser.add_argument("--from-json", type=Path, help="only write the section again from a saved JSON")
