@@ -671,12 +671,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ramp-window", type=float, default=4.0, help="seconds of each window of the ramp")
     parser.add_argument("--ramp-steps", type=int, default=5, help="at most this many ramp windows")
     parser.add_argument(
-        "--quiet-wait", type=float, default=60.0, help="seconds to wait, before each server, for the CPUs to be quiet"
+        "--quiet-wait", type=float, default=30.0, help="seconds to wait, before each server, for the CPUs to be quiet"
     )
     parser.add_argument(
-        "--retries", type=int, default=6, help="windows measured again (other work on CPU 0) per server, at most"
+        "--retries", type=int, default=4, help="windows measured again (other work on CPU 0) per server, at most"
     )
-    parser.add_argument("--retry-wait", type=float, default=10.0, help="seconds to wait for quiet before one")
+    parser.add_argument("--retry-wait", type=float, default=8.0, help="seconds to wait for quiet before one")
     parser.add_argument("--json", type=Path, default=ROOT / "docs" / "benchmarks-pinned.json")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks.md", help="where the section goes")
     parser.add_argument("--from-json", type=Path, help="only write the section again from a saved JSON")
