@@ -18,9 +18,10 @@ one shared media socket, if asked; Janus 1.1.2's VideoRoom with `event_loops = 1
    about 1 Mbit/s, about 115 packets/s), then its audio alone (Opus, 50 packets/s); per window the
    server process's CPU time (its threads' run time) over the packets the clients received, and
    per series the marginal cost: the least-squares slope of server CPU against delivered packets;
-2. saturation, at the largest N: the publisher's video packet rate raised until the server's
-   process uses ~100 % of its core; the capacity is the delivered packets/s per core there; then
-   a window at 100 % and one at 120 % of that capacity (after the queue of the ramp has drained):
+2. saturation, at the largest N: the publisher's video packet rate raised until the server falls
+   behind (its process at 95 % of its core, or its clients short), then narrowed down; the
+   capacity is the most the clients received in one window; then a window at 100 % and one at
+   120 % of that capacity (after the queue of the ramp has drained):
    delivery ratio and added delay (publisher to subscriber, p50/p99, one packet in 16 of each
    subscriber decrypted to read its send time).
 
@@ -35,6 +36,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
 import subprocess
@@ -325,24 +327,42 @@ def fanout(driver: Driver, args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def saturate(driver: Driver, args: argparse.Namespace, start: dict[str, Any]) -> list[dict[str, Any]]:
-    """Video only at the last N: a ramp of the publisher's rate up to a saturated core, then 100 % and
-    120 % of the capacity found. The ramp starts below it: at the cost per packet of the last fan-out
-    window, which still carries the fixed costs."""
+    """Video only at the last N: the publisher's rate raised until the server falls behind (its core
+    at SATURATED or its clients short of 98 %), then halved between the last rate it kept up with and
+    the first it did not, within `--ramp-steps` windows. The capacity is the most the clients received
+    in one of them; then a window at 100 % and one at 120 % of it. The ramp starts below the capacity:
+    at the cost per packet of the last fan-out window, which still carries the fixed costs."""
     n = start["subscribers"]
     offered = 0.7 * start["delivered_pps"] / start["server_cpu"]
-    rows = []
+    kept, behind = 0.0, math.inf  # the highest rate the server kept up with, the lowest it did not
+    ramp = []
     for _ in range(args.ramp_steps):
         row = driver.measure("ramp", "video", (offered / n, 0), 2.0, args.ramp_window, drain=True)
-        rows.append(row)
-        if row["server_cpu"] >= SATURATED or (row["delivery"] or 1) < 0.98 or row["load_generator_cpu"] >= 0.9:
+        ramp.append(row)
+        if row["load_generator_cpu"] >= 0.9:
             break
-        offered = min(2 * offered, 0.99 * offered / row["server_cpu"])
-    capacity = rows[-1]["delivered_pps"] / rows[-1]["server_cpu"]
+        if row["server_cpu"] >= SATURATED or (row["delivery"] or 1) < 0.98:
+            behind = min(behind, offered)
+        else:
+            kept = max(kept, offered)
+        if behind < math.inf:
+            if behind <= 1.05 * kept:
+                break
+            offered = (kept + behind) / 2
+        else:
+            offered = min(2 * offered, 0.99 * offered / row["server_cpu"])  # aimed at a full core
+    peak = max(ramp, key=lambda r: float(r["delivered_pps"]))
+    if behind < math.inf:
+        reached = "server"
+    elif any(r["load_generator_cpu"] >= 0.9 for r in ramp):
+        reached = "no: the load generator's core was full first"
+    else:
+        reached = f"no: not within {args.ramp_steps} windows"
+    rows = ramp
     for share in (1.0, 1.2):
-        rate = share * capacity / n
+        rate = share * peak["delivered_pps"] / n
         row = driver.measure(f"{share:.0%} of capacity", "video", (rate, 0), args.settle + 1, args.window + 2, True)
-        row["capacity_pps_per_core"] = capacity
-        row["capacity_bound"] = bound(rows[-1])
+        row["capacity"] = {"delivered_pps": peak["delivered_pps"], "server_cpu": peak["server_cpu"], "reached": reached}
         rows.append(row)
     return rows
 
@@ -381,15 +401,6 @@ def wait_quiet(limit: float) -> tuple[float, float]:
         load = background()
         if max(load) < QUIET or time.monotonic() >= deadline:
             return load
-
-
-def bound(row: dict[str, Any]) -> str:
-    """What stopped the ramp: the server's core (a measured capacity) or not (an extrapolated one)."""
-    if row["server_cpu"] >= SATURATED:
-        return "server core"
-    if row["load_generator_cpu"] >= 0.9:
-        return "load generator (capacity extrapolated from the cost per packet)"
-    return "delivery fell short before the core was full (capacity extrapolated)"
 
 
 def run_config(
@@ -466,13 +477,19 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def capacity(c: dict[str, Any]) -> str:
+    """The most one core delivered, with the server's share of it then, and whether it was the limit."""
+    text = f"**{c['delivered_pps']:,.0f}** (at {c['server_cpu']:.0%} of the core)"
+    return text if c["reached"] == "server" else f"{text}; saturated {c['reached']}"
+
+
 def summary_table(rows: list[dict[str, Any]]) -> str:
     """One line per server: the cost of a video and an audio packet, average at the largest N and
     marginal, and the capacity."""
     slopes = series(rows)
     lines = [
         "| server | video: µs / pkt, average at the largest N | video: **marginal µs / pkt** | audio: µs / pkt, "
-        "average at the largest N | audio: **marginal µs / pkt** | **delivered pkt/s per core** at saturation |",
+        "average at the largest N | audio: **marginal µs / pkt** | capacity: the most delivered pkt/s with one core |",
         "|---|---|---|---|---|---|",
     ]
     for label in dict.fromkeys(r["server"] for r in rows):
@@ -483,13 +500,8 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
                 fmt(last["us_per_packet"], ".1f"),
                 f"**{slopes[label, kind][0]:.1f}**" if (label, kind) in slopes else "-",
             ]
-        capacity = next((r for r in rows if r["server"] == label and "capacity_pps_per_core" in r), None)
-        cells.append(
-            "-"
-            if capacity is None
-            else f"**{capacity['capacity_pps_per_core']:,.0f}**"
-            + ("" if capacity["capacity_bound"] == "server core" else f" ({capacity['capacity_bound']})")
-        )
+        row = next((r for r in rows if r["server"] == label and "capacity" in r), None)
+        cells.append("-" if row is None else capacity(row["capacity"]))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -524,13 +536,13 @@ def fanout_table(rows: list[dict[str, Any]]) -> str:
 
 def saturation_table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| server | load | N | offered pkt/s | delivered pkt/s | delivery | server CPU | **delivered pkt/s per core** "
+        "| server | load | N | offered pkt/s | delivered pkt/s | delivery | server CPU | capacity (ramp) "
         "| added delay p50 / p99 ms | load gen. CPU | ksoftirqd/0 | others on CPU 0 | server socket drops/s "
         "| publisher ICE after |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        if "capacity_pps_per_core" not in r:
+        if "capacity" not in r:
             continue
         cells = [
             r["server"],
@@ -540,7 +552,7 @@ def saturation_table(rows: list[dict[str, Any]]) -> str:
             f"{r['delivered_pps']:,.0f}",
             fmt(r["delivery"], ".1%"),
             f"{r['server_cpu']:.0%}",
-            f"**{r['capacity_pps_per_core']:,.0f}**" if r["phase"].startswith("100") else "",
+            capacity(r["capacity"]) if r["phase"].startswith("100") else "",
             ms(r["delay_ms"]),
             f"{r['load_generator_cpu']:.0%}",
             f"{r['ksoftirqd0_cpu']:.0%}",
