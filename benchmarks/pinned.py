@@ -19,9 +19,9 @@ one shared media socket, if asked; Janus 1.1.2's VideoRoom with `event_loops = 1
    server process's CPU time (its threads' run time) over the packets the clients received, and
    per series the marginal cost: the least-squares slope of server CPU against delivered packets;
 2. saturation, at the largest N: the publisher's video packet rate raised until the server falls
-   behind (its process at 95 % of its core, or its clients short), then narrowed down; the
-   capacity is the most the clients received in one window; then a window at 100 % and one at
-   120 % of that capacity (after the queue of the ramp has drained):
+   behind (its clients short of what was sent, or the packets waiting in a queue), then narrowed
+   down; the capacity is the most the clients received in a window the server kept up with; then
+   a window at 100 % and one at 120 % of that capacity (after the ramp's queue has drained):
    delivery ratio and added delay (publisher to subscriber, p50/p99, one packet in 16 of each
    subscriber decrypted to read its send time).
 
@@ -62,7 +62,7 @@ SERVER_CPU, CLIENT_CPU = 0, 1
 HTTP_PORTS = {"classe": 8080, "janus": 8088}
 SHARED_MEDIA_PORT = 40000  # free: the server's namespace is made for the run
 FRAME_RATES = {"video": 30.0, "audio": 50.0}  # the publisher's natural rates, frames/s
-SATURATED = 0.95  # a share of the core at which the server counts as saturated
+DELAYED_MS = 50.0  # a median added delay over this says packets wait in a queue: the server is behind
 QUIET = 0.1  # a CPU busier than this with other work makes a window doubtful
 RETRIES = 2  # a window disturbed by other work on CPU 0 is measured again, at most this many times
 BEGIN = "<!-- pinned: begin (written by ./dev bench pinned) -->"
@@ -326,38 +326,49 @@ def fanout(driver: Driver, args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+def behind(row: dict[str, Any]) -> bool:
+    """The server did not keep up: its clients received less than 98 % of what was sent, or a queue
+    held the packets (a median delay over DELAYED_MS)."""
+    return (row["delivery"] or 1) < 0.98 or (row["delay_ms"]["p50"] or 0) > DELAYED_MS
+
+
 def saturate(driver: Driver, args: argparse.Namespace, start: dict[str, Any]) -> list[dict[str, Any]]:
-    """Video only at the last N: the publisher's rate raised until the server falls behind (its core
-    at SATURATED or its clients short of 98 %), then halved between the last rate it kept up with and
-    the first it did not, within `--ramp-steps` windows. The capacity is the most the clients received
-    in one of them; then a window at 100 % and one at 120 % of it. The ramp starts below the capacity:
-    at the cost per packet of the last fan-out window, which still carries the fixed costs."""
+    """Video only at the last N: the publisher's rate raised until the server falls `behind`, each step
+    aimed at a full core from the last window's cost (at least 10 % more), then narrowed by halves
+    between the highest rate kept up with and the lowest that was not, within `--ramp-steps` windows.
+    The capacity is the most the clients received in a window the server kept up with; then a window
+    at 100 % and one at 120 % of it, each after what the previous window queued has drained. The ramp
+    starts below the capacity: at the cost per packet of the last fan-out window, fixed costs included."""
     n = start["subscribers"]
     offered = 0.7 * start["delivered_pps"] / start["server_cpu"]
-    kept, behind = 0.0, math.inf  # the highest rate the server kept up with, the lowest it did not
-    ramp = []
+    kept, late = 0.0, math.inf  # the highest rate the server kept up with, the lowest it did not
+    ramp: list[dict[str, Any]] = []
     for _ in range(args.ramp_steps):
-        row = driver.measure("ramp", "video", (offered / n, 0), 2.0, args.ramp_window, drain=True)
-        ramp.append(row)
+        drain = bool(ramp) and behind(ramp[-1])
+        ramp.append(driver.measure("ramp", "video", (offered / n, 0), args.settle + 1, args.ramp_window, drain))
+        row = ramp[-1]
         if row["load_generator_cpu"] >= 0.9:
             break
-        if row["server_cpu"] >= SATURATED or (row["delivery"] or 1) < 0.98:
-            behind = min(behind, offered)
+        if behind(row):
+            late = min(late, offered)
         else:
             kept = max(kept, offered)
-        if behind < math.inf:
-            if behind <= 1.05 * kept:
+        if late < math.inf:
+            if late <= 1.05 * kept:
                 break
-            offered = (kept + behind) / 2
+            offered = (kept + late) / 2
         else:
-            offered = min(2 * offered, 0.99 * offered / row["server_cpu"])  # aimed at a full core
-    peak = max(ramp, key=lambda r: float(r["delivered_pps"]))
-    if behind < math.inf:
-        reached = "server"
-    elif any(r["load_generator_cpu"] >= 0.9 for r in ramp):
-        reached = "no: the load generator's core was full first"
+            offered = min(2 * offered, max(1.1 * offered, 0.99 * offered / row["server_cpu"]))
+    kept_up = [r for r in ramp if not behind(r)]
+    peak = max(kept_up or ramp, key=lambda r: float(r["delivered_pps"]))
+    if late == math.inf:
+        reached = (
+            "no: the load generator's core was full first"
+            if ramp[-1]["load_generator_cpu"] >= 0.9
+            else f"no: not within {args.ramp_steps} windows"
+        )
     else:
-        reached = f"no: not within {args.ramp_steps} windows"
+        reached = "server" if kept_up else "no window kept up"
     rows = ramp
     for share in (1.0, 1.2):
         rate = share * peak["delivered_pps"] / n
@@ -626,8 +637,9 @@ def section(info: dict[str, Any], rows: list[dict[str, Any]]) -> str:
             f"- **Publisher:** {info['parameters']['publisher']}.",
             f"- **Windows:** {info['parameters']['window_s']:g} s after {info['parameters']['settle_s']:g} s of "
             f"settling (saturation: ramp windows of {info['parameters']['ramp_window_s']:g} s, then "
-            f"{info['parameters']['window_s'] + 2:g} s after {info['parameters']['settle_s'] + 1:g} s at 100 % and at "
-            f"120 % of the capacity found); {info['parameters']['retries']}. "
+            f"{info['parameters']['window_s'] + 2:g} s at 100 % and at 120 % of the capacity found, each after "
+            f"{info['parameters']['settle_s'] + 1:g} s; the server is behind when its clients receive less than 98 % "
+            f"or the median added delay exceeds {DELAYED_MS:g} ms); {info['parameters']['retries']}. "
             "Raw results: [benchmarks-pinned.json](benchmarks-pinned.json).",
             "",
             "**Summary:**",
@@ -680,8 +692,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--saturation", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--window", type=float, default=6.0, help="seconds of each fan-out window")
     parser.add_argument("--settle", type=float, default=2.0, help="seconds before each window")
-    parser.add_argument("--ramp-window", type=float, default=4.0, help="seconds of each window of the ramp")
-    parser.add_argument("--ramp-steps", type=int, default=5, help="at most this many ramp windows")
+    parser.add_argument("--ramp-window", type=float, default=5.0, help="seconds of each window of the ramp")
+    parser.add_argument("--ramp-steps", type=int, default=6, help="at most this many ramp windows")
     parser.add_argument(
         "--quiet-wait", type=float, default=30.0, help="seconds to wait, before each server, for the CPUs to be quiet"
     )
