@@ -363,12 +363,12 @@ def saturate(driver: Driver, args: argparse.Namespace, start: dict[str, Any]) ->
     peak = max(kept_up or ramp, key=lambda r: float(r["delivered_pps"]))
     if late == math.inf:
         reached = (
-            "no: the load generator's core was full first"
+            "not saturated: the load generator's core was full first"
             if ramp[-1]["load_generator_cpu"] >= 0.9
-            else f"no: not within {args.ramp_steps} windows"
+            else f"not saturated within {args.ramp_steps} windows"
         )
     else:
-        reached = "server" if kept_up else "no window kept up"
+        reached = "server" if kept_up else "no ramp window kept up"
     rows = ramp
     for share in (1.0, 1.2):
         rate = share * peak["delivered_pps"] / n
@@ -491,7 +491,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 def capacity(c: dict[str, Any]) -> str:
     """The most one core delivered, with the server's share of it then, and whether it was the limit."""
     text = f"**{c['delivered_pps']:,.0f}** (at {c['server_cpu']:.0%} of the core)"
-    return text if c["reached"] == "server" else f"{text}; saturated {c['reached']}"
+    return text if c["reached"] == "server" else f"{text}; {c['reached']}"
 
 
 def summary_table(rows: list[dict[str, Any]]) -> str:
