@@ -64,7 +64,7 @@ SHARED_MEDIA_PORT = 40000  # free: the server's namespace is made for the run
 FRAME_RATES = {"video": 30.0, "audio": 50.0}  # the publisher's natural rates, frames/s
 DELAYED_MS = 50.0  # a median added delay over this says packets wait in a queue: the server is behind
 QUIET = 0.1  # a CPU busier than this with other work makes a window doubtful
-RETRIES = 2  # a window disturbed by other work on CPU 0 is measured again, at most this many times
+RETRIES = 2  # a window disturbed by other work on a pinned CPU is measured again, at most this many times
 BEGIN = "<!-- pinned: begin (written by ./dev bench pinned) -->"
 END = "<!-- pinned: end -->"
 
@@ -78,7 +78,7 @@ class Config:
 
     @property
     def label(self) -> str:
-        return f"Classe, {self.sockets} socket" if self.target == "classe" else "Janus 1.1.2, 1 event loop"
+        return f"Classe, {self.sockets} socket" if self.target == "classe" else "Janus, 1 event loop"
 
 
 def marginal(points: list[tuple[float, float]]) -> tuple[float, float]:
