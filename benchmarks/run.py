@@ -14,7 +14,7 @@ Four entries (`./dev bench` passes its arguments here):
   which writes docs/benchmarks-simulcast.json with `--json`;
 - `./dev bench pinned [--sockets per-peer,shared ...]`: the server pinned to CPU 0 and its load
   generator to CPU 1, Classe beside Janus: cost per delivered packet (average and marginal),
-  saturation and past it (`benchmarks/pinned.py`, about 6 minutes, root), which writes
+  saturation and past it (`benchmarks/pinned.py`, about 5 minutes, root), which writes
   docs/benchmarks-pinned.json and its section of docs/benchmarks.md.
 """
 
