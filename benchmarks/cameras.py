@@ -62,7 +62,10 @@ def udp_errors() -> dict[str, int]:
 
 
 def socket_drops(pid: int) -> int:
-    """Datagrams the kernel dropped on this process's UDP sockets (receive buffer full), so far."""
+    """Datagrams the kernel dropped on this process's UDP sockets (receive buffer full), so far.
+
+    Read from the process's own view of the socket tables: the right one if it runs in another
+    network namespace (the pinned benchmark)."""
     inodes = set()
     try:
         for fd in os.listdir(f"/proc/{pid}/fd"):
@@ -75,7 +78,7 @@ def socket_drops(pid: int) -> int:
     except OSError:
         return 0
     total = 0
-    for table in ("/proc/net/udp", "/proc/net/udp6"):
+    for table in (f"/proc/{pid}/net/udp", f"/proc/{pid}/net/udp6"):
         try:
             lines = Path(table).read_text().splitlines()[1:]
         except OSError:

@@ -69,9 +69,8 @@ class Publishing:
         await self.pc.setLocalDescription(await self.pc.createOffer())
         return str(self.pc.localDescription.sdp)
 
-    async def start(
-        self, answer: str, frames: dict[str, list[Any]], trailer: bool, sent: list[int], stop: asyncio.Event
-    ) -> asyncio.Task[None]:
+    async def connect(self, answer: str, trailer: bool) -> tuple[FastPath, dict[str, Stream]]:
+        """Applies the server's answer and waits for DTLS: the path to send on and a stream per kind."""
         await self.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
         await wait_until(lambda: len(self.params) == len(self.kinds))
         path = FastPath(self.pc)
@@ -79,8 +78,15 @@ class Publishing:
         streams = {}
         for kind, (t, p) in self.params.items():
             mid_ext = next((e.id for e in p.headerExtensions if e.uri == MID_URI), 0)
-            streams[kind] = (Stream(t.sender._ssrc, p.codecs[0].payloadType, t.mid, mid_ext, trailer), frames[kind])
-        return asyncio.create_task(replay(path, streams.get("video"), streams.get("audio"), sent, stop))
+            streams[kind] = Stream(t.sender._ssrc, p.codecs[0].payloadType, t.mid, mid_ext, trailer)
+        return path, streams
+
+    async def start(
+        self, answer: str, frames: dict[str, list[Any]], trailer: bool, sent: list[int], stop: asyncio.Event
+    ) -> asyncio.Task[None]:
+        path, streams = await self.connect(answer, trailer)
+        video, audio = ((streams[k], frames[k]) if k in streams else None for k in ("video", "audio"))
+        return asyncio.create_task(replay(path, video, audio, sent, stop))
 
 
 class PacketCounter:

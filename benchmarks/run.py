@@ -4,14 +4,18 @@ Each configuration starts a fresh server process, a load-generator process, and 
 server's CPU time, memory and forwarding counter exactly over the measured window. Classe, the
 MediaRelay baseline and the bare UDP forwarder are measured in the same run, side by side.
 
-Three entries (`./dev bench` passes its arguments here):
+Four entries (`./dev bench` passes its arguments here):
 - `./dev bench [--sizes ...]`: the fan-out scaling runs above and the audio-only whole class;
 - `./dev bench cameras [--duration ...]`: the class of 30 with cameras, everything forwarded
   against bandwidth adaptation (`benchmarks/cameras.py`, about 3 minutes), which writes
   docs/benchmarks-class30.json;
 - `./dev bench simulcast [--duration ...]`: the class of 30 with simulcast cameras and three
   students behind 500 kbit/s, in the core's simulation (`benchmarks/simulcast.py`, about 20 s),
-  which writes docs/benchmarks-simulcast.json with `--json`.
+  which writes docs/benchmarks-simulcast.json with `--json`;
+- `./dev bench pinned [--sockets per-peer,shared ...]`: the server pinned to CPU 0 and its load
+  generator to CPU 1, Classe beside Janus: cost per delivered packet (average and marginal),
+  saturation and past it (`benchmarks/pinned.py`, about 5 minutes, root), which writes
+  docs/benchmarks-pinned.json and its section of docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -312,6 +316,11 @@ def main() -> None:
         from .simulcast import main as simulcast
 
         simulcast(sys.argv[2:])
+        return
+    if sys.argv[1:2] == ["pinned"]:
+        from .pinned import main as pinned
+
+        pinned(sys.argv[2:])
         return
     if sys.argv[1:2] == ["cameras"]:
         from .cameras import main as cameras
