@@ -25,10 +25,10 @@ one shared media socket, if asked; Janus 1.1.2's VideoRoom with `event_loops = 1
    delivery ratio and added delay (publisher to subscriber, p50/p99, one packet in 16 of each
    subscriber decrypted to read its send time).
 
-One shared media socket: `--sockets per-peer,shared` adds Classe started with `--media-port PORT`
-(and the per-peer runs get `--media-port 0`). It needs the server's `media_port` setting; a
-checkout without it fails at once, it never falls back. Writes docs/benchmarks-pinned.json and the
-part of docs/benchmarks.md between the pinned markers.
+Classe runs with one socket per peer connection (`--media-port 0`) and with one shared media
+socket (`--media-port PORT`, the default setting), side by side (`--sockets`), and once more on the
+shared socket with `--no-shed-under-load` (`--unshed`): past saturation, what shedding changes.
+Writes docs/benchmarks-pinned.json and the part of docs/benchmarks.md between the pinned markers.
 """
 
 from __future__ import annotations
@@ -75,10 +75,13 @@ class Config:
 
     target: str
     sockets: str  # per-peer / shared (Janus: per-peer, one per handle)
+    shed: bool = True  # Classe's shed_under_load
 
     @property
     def label(self) -> str:
-        return f"Classe, {self.sockets} socket" if self.target == "classe" else "Janus, 1 event loop"
+        if self.target != "classe":
+            return "Janus, 1 event loop"
+        return f"Classe, {self.sockets} socket" + ("" if self.shed else ", no shedding")
 
 
 def marginal(points: list[tuple[float, float]]) -> tuple[float, float]:
@@ -92,13 +95,6 @@ def marginal(points: list[tuple[float, float]]) -> tuple[float, float]:
         raise ValueError("the slope needs at least two different packet rates")
     slope = sum((x - mx) * (y - my) for x, y in points) / sxx
     return slope * 1e6, my - slope * mx
-
-
-def has_media_port() -> bool:
-    """Whether this checkout's server has the `media_port` setting (one UDP socket for all media)."""
-    from signaling.config import Settings
-
-    return "media_port" in Settings.model_fields
 
 
 def ip(*argv: str) -> None:
@@ -158,10 +154,9 @@ def server_command(config: Config, folder: Path) -> list[str]:
     ]
     # load clients take dev tokens: no accounts, no lobby; its SQLite file in a throwaway folder
     flags += ["--max-participants-per-class", "1000", "--dev-mode", "--data-dir", str(folder / "data")]
-    if config.sockets == "shared":
-        flags += ["--media-port", str(SHARED_MEDIA_PORT)]
-    elif has_media_port():
-        flags += ["--media-port", "0"]  # the shared socket is the setting's default
+    flags += ["--media-port", str(SHARED_MEDIA_PORT) if config.sockets == "shared" else "0"]
+    if not config.shed:
+        flags.append("--no-shed-under-load")
     return [PY, "-m", "signaling.cli", "serve", *flags]
 
 
@@ -603,7 +598,6 @@ def conditions(args: argparse.Namespace, configs: list[Config]) -> dict[str, Any
         "python": platform.python_version(),
         "versions": {name: version(name) for name in ("aiortc", "aioice", "uvloop", "pylibsrtp")},
         "janus": janus.version() if any(c.target == "janus" for c in configs) else None,
-        "media_port_setting": has_media_port(),
         "servers": [c.label for c in configs],
         "loadavg_at_start": os.getloadavg(),
         "parameters": {
@@ -648,7 +642,6 @@ def section(info: dict[str, Any], rows: list[dict[str, Any]]) -> str:
             f"end; run time {info['run_s']} s.",
             f"- **Servers:** {'; '.join(info['servers'])}"
             + (f" (`janus --version`: {info['janus']})" if info["janus"] else "")
-            + ("" if info["media_port_setting"] else "; this checkout has no `media_port` setting: no shared socket")
             + ".",
             f"- **Layout:** {info['parameters']['layout']}.",
             f"- **Publisher:** {info['parameters']['publisher']}.",
@@ -701,9 +694,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", default="5,10,20,40", help="subscriber counts of the fan-out series")
     parser.add_argument(
         "--sockets",
-        default="per-peer",
-        help="Classe's media sockets, comma-separated: per-peer (one per peer connection), shared (one for all: "
-        "needs the media_port setting)",
+        default="per-peer,shared",
+        help="Classe's media sockets, comma-separated: per-peer (one per peer connection), shared (one for all)",
+    )
+    parser.add_argument(
+        "--unshed",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also Classe on the shared socket with shed_under_load off: what shedding changes past saturation",
     )
     parser.add_argument("--janus", action=argparse.BooleanOptionalAction, default=True, help="the Janus baseline")
     parser.add_argument("--saturation", action=argparse.BooleanOptionalAction, default=True)
@@ -730,16 +728,13 @@ def main(argv: list[str] | None = None) -> None:
     sockets = [s for s in args.sockets.split(",") if s]
     if unknown := set(sockets) - {"per-peer", "shared"}:
         parser.error(f"--sockets: unknown {', '.join(sorted(unknown))}")
-    if "shared" in sockets and not has_media_port():
-        raise SystemExit(
-            "--sockets shared: this checkout's server has no media_port setting (classe serve --media-port), "
-            "so one shared media socket cannot be measured here"
-        )
     if os.geteuid() != 0:
         raise SystemExit("the pinned benchmark makes network namespaces: run it as root")
     if len(os.sched_getaffinity(0)) < 2:
         raise SystemExit("the pinned benchmark needs CPUs 0 and 1")
-    configs = [Config("classe", s) for s in sockets] + ([Config("janus", "per-peer")] if args.janus else [])
+    configs = [Config("classe", s) for s in sockets]
+    configs += [Config("classe", "shared", shed=False)] if args.unshed else []
+    configs += [Config("janus", "per-peer")] if args.janus else []
     info = conditions(args, configs)
     print(json.dumps(info, indent=2, ensure_ascii=False), flush=True)
     started = time.monotonic()
