@@ -129,8 +129,8 @@ class ClassServer:
         """Bind the shared media port (a port in use stops the server at start-up) and start
         measuring the load."""
         await self.network.open(self.stats)
-        if self.settings.shed_under_load:
-            self.monitor.start()
+        if self.settings.shed_under_load and self.network.shared is not None:
+            self.monitor.start()  # with a socket per connection, the backlog cannot be seen
 
     async def close(self) -> None:
         for room in list(self.rooms.values()):

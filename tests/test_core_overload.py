@@ -87,12 +87,6 @@ def test_busy_without_a_backlog_is_keeping_up() -> None:
     assert feed(shedder, 0.0, 5.0, 1.0, BACKLOG - 0.001) == []
 
 
-def test_without_a_backlog_measure_busy_decides() -> None:
-    shedder = LoadShedder()
-    assert feed(shedder, 0.0, 1.0, 0.9, None) == []
-    assert feed(shedder, 1.0, 0.1, 0.97, None) == [(1.0, Shed.THUMBNAILS)]
-
-
 def test_calm_takes_a_level_back_after_hold_and_a_relapse_doubles_hold() -> None:
     shedder = LoadShedder()
     feed(shedder, 0.0, 0.7, 1.0, BACKLOG_HIGH)

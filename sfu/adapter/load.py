@@ -33,7 +33,8 @@ class LoadMonitor:
         wall, cpu = loop.time(), time.process_time()
         busy = (cpu - self._cpu) / max(wall - self._wall, 1e-3)
         self._wall, self._cpu = wall, cpu
-        if self.shedder.observe(wall, busy, self.network.backlog(wall)):
+        backlog = self.network.backlog(wall)
+        if backlog is not None and self.shedder.observe(wall, busy, backlog):
             self.on_change()
         self._handle = loop.call_later(INTERVAL, self._measure)
 

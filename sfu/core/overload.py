@@ -48,7 +48,6 @@ STEP = 0.3  # seconds a new level has to show its effect before another is added
 BACKLOG = 0.05  # seconds of waiting datagrams from which work is piling up
 BACKLOG_HIGH = 0.2  # so long a wait that the next level cannot wait for a trend
 CALM_BACKLOG = 0.01  # at most this wait, and at most CALM_BUSY busy: calm
-BUSY = 0.95  # without a backlog measure (per-connection sockets): this busy is overloaded
 CALM_BUSY = 0.85
 HOLD = 3.0  # seconds of calm before a level is taken back
 MAX_HOLD = 60.0
@@ -63,17 +62,17 @@ class LoadShedder:
         self.level = Shed.NOTHING
         self.hold = HOLD
         self.raised = 0  # how many times a level was added (metrics)
-        self._backlog: float | None = None
+        self._backlog: float | None = None  # the last measure's
         self._growing = 0  # consecutive measures with a backlog that did not shrink
         self._changed_at = float("-inf")
         self._lowered_at = float("-inf")
         self._calm_since: float | None = None
 
-    def observe(self, now: float, busy: float, backlog: float | None) -> bool:
+    def observe(self, now: float, busy: float, backlog: float) -> bool:
         """One measure: `busy` the process's CPU time over the wall time since the last one,
-        `backlog` the seconds the datagrams waiting in its media sockets will take to read (None
-        when they cannot be measured). True when the level changed."""
-        overloaded = self._overloaded(busy, backlog)
+        `backlog` the seconds the datagrams waiting in its media sockets will take to read. True
+        when the level changed."""
+        overloaded = self._overloaded(backlog)
         self._backlog = backlog
         if overloaded:
             self._calm_since = None
@@ -86,7 +85,7 @@ class LoadShedder:
                 self._growing = 0
                 return True
             return False
-        calm = busy <= CALM_BUSY and (backlog is None or backlog <= CALM_BACKLOG)
+        calm = busy <= CALM_BUSY and backlog <= CALM_BACKLOG
         if not calm:
             self._calm_since = None
             return False
@@ -113,9 +112,9 @@ class LoadShedder:
         self._changed_at = now
         return True
 
-    def _overloaded(self, busy: float, backlog: float | None) -> bool:
-        if backlog is None:
-            return busy >= BUSY
+    def _overloaded(self, backlog: float) -> bool:
+        """Busy alone says nothing: a core 100 % busy for 100 ms may be keeping up (it batches
+        more), and one at 60 % may not be (another process has the rest)."""
         if backlog >= BACKLOG_HIGH:
             return True
         previous = self._backlog
