@@ -73,12 +73,13 @@ def test_a_backlog_that_shrinks_waits_for_the_step_to_work() -> None:
     assert not any(changes) and shedder.level == Shed.THUMBNAILS
 
 
-def test_a_huge_backlog_adds_levels_without_waiting_for_a_trend() -> None:
+def test_a_long_backlog_adds_a_level_at_once_and_none_while_it_shrinks() -> None:
     shedder = LoadShedder()
     assert shedder.observe(0.0, 0.5, BACKLOG_HIGH + 0.05)
     assert shedder.level == Shed.THUMBNAILS
-    assert not shedder.observe(INTERVAL, 0.5, BACKLOG_HIGH + 0.02)  # the step has not had its time
-    assert shedder.observe(STEP, 0.5, BACKLOG_HIGH + 0.01)  # shrinking, but still too much
+    assert not shedder.observe(INTERVAL, 0.5, BACKLOG_HIGH + 0.06)  # the step has not had its time
+    assert not shedder.observe(STEP, 0.5, BACKLOG_HIGH + 0.01)  # shrinking: the step works
+    assert shedder.observe(STEP + INTERVAL, 0.5, BACKLOG_HIGH + 0.02)  # growing again
     assert shedder.level == Shed.STUDENT_CAMERAS
 
 

@@ -46,7 +46,7 @@ class Shed(enum.IntEnum):
 INTERVAL = 0.1  # seconds between two measures
 STEP = 0.3  # seconds a new level has to show its effect before another is added
 BACKLOG = 0.05  # seconds of waiting datagrams from which work is piling up
-BACKLOG_HIGH = 0.2  # so long a wait that the next level cannot wait for a trend
+BACKLOG_HIGH = 0.2  # so long a wait that one measure of it not shrinking is enough
 CALM_BACKLOG = 0.01  # at most this wait, and at most CALM_BUSY busy: calm
 CALM_BUSY = 0.85
 HOLD = 3.0  # seconds of calm before a level is taken back
@@ -114,15 +114,15 @@ class LoadShedder:
 
     def _overloaded(self, backlog: float) -> bool:
         """Busy alone says nothing: a core 100 % busy for 100 ms may be keeping up (it batches
-        more), and one at 60 % may not be (another process has the rest)."""
-        if backlog >= BACKLOG_HIGH:
-            return True
+        more), and one at 60 % may not be (another process has the rest). A wait that shrinks
+        is the last step at work: adding another would shed more than the overload (measured:
+        half of the class's copies for an overload of a quarter)."""
         previous = self._backlog
         if backlog >= BACKLOG and (previous is None or backlog >= previous):
             self._growing += 1
         else:
             self._growing = 0
-        return self._growing >= 2
+        return self._growing >= 2 or (self._growing >= 1 and backlog >= BACKLOG_HIGH)
 
 
 def quarter(subscriber: str) -> int:
