@@ -414,7 +414,7 @@ def run_config(
     config: Config, net: Namespaces, args: argparse.Namespace, folder: Path
 ) -> tuple[list[dict[str, Any]], dict[str, list[int]]]:
     """One server's windows, and the CPUs its threads and the load generator's were pinned to."""
-    logs = folder / f"{config.target}-{config.sockets}"
+    logs = folder / f"{config.target}-{config.sockets}{'' if config.shed else '-unshed'}"
     logs.mkdir(parents=True)
     with open(logs / "server.log", "wb") as server_log, open(logs / "clients.log", "wb") as client_log:
         server = spawn(net.server, SERVER_CPU, server_command(config, logs), server_log, stdout=server_log)
