@@ -51,7 +51,7 @@ def test_a_backlog_that_grows_adds_a_level_per_step_up_to_the_teacher_camera() -
         Shed.TEACHER_CAMERA_THREE_QUARTERS,
         Shed.TEACHER_CAMERA,
     ]
-    assert changes[0][0] == pytest.approx(INTERVAL)  # the second measure that did not shrink
+    assert changes[0][0] == pytest.approx(2 * INTERVAL)  # the third measure that did not shrink
     assert all(b[0] - a[0] >= STEP - 1e-9 for a, b in itertools.pairwise(changes))
     assert shedder.raised == 7
 

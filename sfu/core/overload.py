@@ -45,8 +45,9 @@ class Shed(enum.IntEnum):
 
 INTERVAL = 0.1  # seconds between two measures
 STEP = 0.3  # seconds a new level has to show its effect before another is added
-BACKLOG = 0.05  # seconds of waiting datagrams from which work is piling up
-BACKLOG_HIGH = 0.2  # so long a wait that one measure of it not shrinking is enough
+BACKLOG = 0.1  # seconds of waiting datagrams from which work is piling up, if it lasts
+GROWING = 3  # measures in a row of such a wait, none shrinking (a keyframe burst passes in one)
+BACKLOG_HIGH = 0.3  # so long a wait that one measure of it not shrinking is enough
 CALM_BACKLOG = 0.01  # at most this wait, and at most CALM_BUSY busy: calm
 CALM_BUSY = 0.85
 HOLD = 3.0  # seconds of calm before a level is taken back
@@ -122,7 +123,7 @@ class LoadShedder:
             self._growing += 1
         else:
             self._growing = 0
-        return self._growing >= 2 or (self._growing >= 1 and backlog >= BACKLOG_HIGH)
+        return self._growing >= GROWING or (self._growing >= 1 and backlog >= BACKLOG_HIGH)
 
 
 def quarter(subscriber: str) -> int:
