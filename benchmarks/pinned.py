@@ -54,7 +54,7 @@ import psutil
 
 from . import janus
 from .cameras import busy, socket_drops
-from .run import ROOT, fmt, git, machine
+from .run import ROOT, fmt, git, machine, stop
 
 PY = sys.executable
 SERVER_ADDRESS, CLIENT_ADDRESS = "10.78.0.1", "10.78.0.2"  # not 10.77.0.x: the tests' namespaces use it
@@ -433,12 +433,7 @@ def run_config(
                 row["warnings"] = warnings(row)
             return rows, pinning
         finally:
-            client.kill()
-            server.terminate()
-            try:
-                server.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            stop(client, server)
             client.wait()
 
 
