@@ -308,7 +308,8 @@ class PeerTransport:
                 try:
                     return pair, sender, sender.sockaddr(pair.remote_addr)
                 except OSError:
-                    log.debug("no batched sending to %s", pair.remote_addr)
+                    # No address in the log: participants' IP addresses stay out of it.
+                    log.debug("a remote address the shared socket's family cannot hold: sent one by one")
         return pair, None, None
 
     async def close(self) -> None:
