@@ -254,9 +254,10 @@ async def test_nothing_is_sent_on_a_closed_socket() -> None:
 async def test_a_pair_on_the_shared_socket_sends_in_batches_unless_its_address_cannot() -> None:
     stats = MediaStats()
     shared = SharedSocket(stats)
-    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
-        lambda: shared, local_addr=("127.0.0.1", 0)
-    )
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    sock.bind(("127.0.0.1", 0))
+    shared.open(sock)
     try:
         protocol = object.__new__(SharedPortProtocol)  # aioice's connection plays no part in the choice
         protocol.shared = shared
@@ -269,4 +270,4 @@ async def test_a_pair_on_the_shared_socket_sends_in_batches_unless_its_address_c
         own = SimpleNamespace(protocol=SimpleNamespace(), remote_addr=("127.0.0.1", 9))  # the range, a relay
         assert PeerTransport._find_route(own) == (own, None, None)
     finally:
-        transport.close()
+        shared.close()

@@ -1,4 +1,5 @@
-"""Protected packets written into preallocated slots, sent with one `sendmmsg` per flush.
+"""Protected packets written into preallocated slots, sent with one `sendmmsg` per flush (and the
+binding `receive.py` reads the shared media port with, `recvmmsg`).
 
 On the shared media port every subscriber's copy of a packet leaves through one socket: instead
 of a bytes object and a `sendto` per copy, libsrtp protects each copy in place in a slot of
@@ -38,7 +39,10 @@ ffi.cdef(
         uint16_t sin6_family; uint16_t sin6_port; uint32_t sin6_flowinfo;
         uint8_t sin6_addr[16]; uint32_t sin6_scope_id;
     };
+    struct timespec { int64_t tv_sec; int64_t tv_nsec; };
+    struct cmsghdr { size_t cmsg_len; int cmsg_level; int cmsg_type; };
     int sendmmsg(int sockfd, struct mmsghdr *msgvec, unsigned int vlen, int flags);
+    int recvmmsg(int sockfd, struct mmsghdr *msgvec, unsigned int vlen, int flags, struct timespec *timeout);
     """
 )
 
@@ -46,10 +50,15 @@ ffi.cdef(
 # out what is declared above, and a mismatch would have the kernel read garbage.
 LAYOUT = {
     "struct iovec": (16, {"iov_len": 8}),
-    "struct msghdr": (56, {"msg_namelen": 8, "msg_iov": 16, "msg_iovlen": 24, "msg_control": 32, "msg_flags": 48}),
+    "struct msghdr": (
+        56,
+        {"msg_namelen": 8, "msg_iov": 16, "msg_iovlen": 24, "msg_control": 32, "msg_controllen": 40, "msg_flags": 48},
+    ),
     "struct mmsghdr": (64, {"msg_len": 56}),
     "struct sockaddr_in": (16, {"sin_port": 2, "sin_addr": 4}),
     "struct sockaddr_in6": (28, {"sin6_port": 2, "sin6_addr": 8, "sin6_scope_id": 24}),
+    "struct timespec": (16, {"tv_nsec": 8}),
+    "struct cmsghdr": (16, {"cmsg_level": 8, "cmsg_type": 12}),
 }
 
 

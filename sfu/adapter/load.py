@@ -11,9 +11,9 @@ from .network import MediaNetwork
 
 
 class LoadMonitor:
-    """Every INTERVAL: the process's CPU time over the wall time, and how long the datagrams
-    waiting in its shared media sockets will take to read; the shedder decides, and `on_change`
-    hears when its level moves."""
+    """Every INTERVAL: the process's CPU time over the wall time, and the longest a datagram
+    waited in its shared media sockets to be read; the shedder decides, and `on_change` hears
+    when its level moves."""
 
     def __init__(self, shedder: LoadShedder, network: MediaNetwork, on_change: Callable[[], None]) -> None:
         self.shedder = shedder
@@ -33,7 +33,7 @@ class LoadMonitor:
         wall, cpu = loop.time(), time.process_time()
         busy = (cpu - self._cpu) / max(wall - self._wall, 1e-3)
         self._wall, self._cpu = wall, cpu
-        backlog = self.network.backlog(wall)
+        backlog = self.network.backlog()
         if backlog is not None and self.shedder.observe(wall, busy, backlog):
             self.on_change()
         self._handle = loop.call_later(INTERVAL, self._measure)

@@ -54,10 +54,10 @@ class MediaNetwork:
         if self.shared is not None:
             self.shared.close()
 
-    def backlog(self, now: float) -> float | None:
-        """Seconds of datagrams waiting to be read in the shared sockets (None with a socket per
-        connection: thousands of them are not worth asking)."""
-        return self.shared.backlog(now) if self.shared is not None else None
+    def backlog(self) -> float | None:
+        """The longest a datagram waited to be read in the shared sockets since the last call, in
+        seconds (None with a socket per connection: thousands of them are not worth asking)."""
+        return self.shared.backlog() if self.shared is not None else None
 
     def kernel_drops(self) -> int:
         """Datagrams the kernel dropped because a shared socket's receive buffer was full."""

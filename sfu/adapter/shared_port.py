@@ -17,7 +17,7 @@ import asyncio
 import secrets
 import socket
 import struct
-from typing import Any, cast
+from typing import Any
 
 from aioice import stun
 from aioice.ice import Connection, StunProtocol
@@ -25,18 +25,16 @@ from aioice.ice import Connection, StunProtocol
 from ..core import DropReason, MediaStats
 from .batch import BatchSender
 from .ice import CheckedStunProtocol
+from .receive import BatchReceiver
 
 STUN_HEADER = 20
 USERNAME = 0x0006
 REQUEST, RESPONSE, ERROR = 0x0000, 0x0100, 0x0110  # STUN class bits of the message type
 CLASS_BITS = 0x0110
-# Linux's getsockopt(SO_MEMINFO): nine counters, of which the bytes waiting to be read and the
-# datagrams dropped for want of room.
+# Linux's getsockopt(SO_MEMINFO): nine counters, of which the datagrams dropped for want of room.
 SO_MEMINFO = 55
 MEMINFO = struct.Struct("9I")
-RMEM_ALLOC, DROPS = 0, 8
-SKB_OVERHEAD = 1100  # bytes the kernel counts per datagram beyond its length (2,304 for 1,200)
-MIN_PACE = 100_000  # bytes/s: below, a backlog is measured as if read at this pace
+DROPS = 8
 
 
 def username_fragment(data: bytes) -> bytes | None:
@@ -53,53 +51,115 @@ def username_fragment(data: bytes) -> bytes | None:
     return None
 
 
-class SharedSocket(asyncio.DatagramProtocol):
-    """The socket of one media address, and the routes from it to each connection's view."""
+class SocketTransport(asyncio.DatagramTransport):
+    """The shared socket as aioice's protocols and the batch sender use a transport. STUN and DTLS
+    leave with a plain non-blocking sendto; one that does not fit in the send buffer is dropped
+    and counted, as a batch's datagrams are (their senders send them again)."""
+
+    def __init__(self, sock: socket.socket, stats: MediaStats) -> None:
+        super().__init__({"socket": sock, "sockname": sock.getsockname()})
+        self._sock = sock
+        self._drops = stats.drops
+
+    def sendto(self, data: Any, addr: Any = None) -> None:
+        if self._sock.fileno() < 0:
+            self._drops[DropReason.NOT_CONNECTED] += 1
+            return
+        try:
+            self._sock.sendto(data, addr)
+        except BlockingIOError:
+            self._drops[DropReason.SEND_BUFFER_FULL] += 1
+        except OSError:
+            self._drops[DropReason.SEND_FAILED] += 1
+
+    def is_closing(self) -> bool:
+        return self._sock.fileno() < 0
+
+    def close(self) -> None:
+        """The socket is every connection's: it closes with the port (SharedSocket.close)."""
+
+
+class SharedSocket:
+    """The socket of one media address, and the routes from it to each connection's view.
+
+    It is read in batches (receive.py): of the datagrams one read brings, STUN, DTLS and RTCP are
+    served first, then the RTP, so that connectivity checks, handshakes and feedback wait behind at
+    most one read of media, not behind every packet queued before them."""
 
     def __init__(self, stats: MediaStats) -> None:
-        self.transport: asyncio.DatagramTransport | None = None
+        self.transport: SocketTransport | None = None
         self.sock: socket.socket | None = None
         self.by_address: dict[tuple[str, int], SharedPortProtocol] = {}
         self.by_ufrag: dict[bytes, SharedPortProtocol] = {}
         self.by_transaction: dict[bytes, SharedPortProtocol] = {}
         # Media for every connection on this socket leaves in batches (batch.py); STUN and DTLS
-        # still go through the transport's sendto.
+        # through the transport's sendto.
         self.sender: BatchSender | None = None
+        self.receiver: BatchReceiver | None = None
+        self.longest_wait = 0.0  # seconds a datagram waited to be read, at most, since last asked
         self._stats = stats
         self._drops = stats.drops
-        self.read_bytes = 0  # what was read, for the pace at which the backlog drains (load.py)
-        self.read_count = 0
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
+    def open(self, sock: socket.socket) -> None:
+        """Serve a bound non-blocking socket from now on."""
+        self.sock = sock
+        self.transport = SocketTransport(sock, self._stats)
         self.sender = BatchSender(self.transport, self._stats)
-        self.sock = transport.get_extra_info("socket")
+        self.receiver = BatchReceiver(sock)
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._read_ready)
+
+    def close(self) -> None:
+        if self.sock is not None and self.sock.fileno() >= 0:
+            asyncio.get_running_loop().remove_reader(self.sock.fileno())
+            self.sock.close()
+
+    def oldest_wait(self) -> float:
+        """Seconds the oldest datagram still waiting has waited (0 when none waits)."""
+        return self.receiver.oldest_wait() if self.receiver is not None and self.sock is not None else 0.0
 
     def meminfo(self) -> tuple[int, ...] | None:
-        if self.sock is None:
+        if self.sock is None or self.sock.fileno() < 0:
             return None
         try:
             return MEMINFO.unpack(self.sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, MEMINFO.size))
         except OSError:  # not Linux
             return None
 
-    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        self.read_bytes += len(data)
-        self.read_count += 1
-        if len(addr) > 2:  # an IPv6 four-tuple
-            addr = (addr[0], addr[1])
-        # RFC 7983: a first byte of 0-3 is STUN; DTLS (20-63) and SRTP (128-191) go by address.
-        if data and data[0] < 4:
-            view = self._stun_route(data)
-            if view is None:
-                self._drops[DropReason.UNROUTABLE_STUN] += 1
-            else:
-                view.stun_received(data, addr)
+    def _read_ready(self) -> None:
+        """One read: control first, then media. A full read leaves the rest to the next turn of
+        the event loop, after its timers and the signaling."""
+        receiver = self.receiver
+        assert receiver is not None
+        datagrams = receiver.read()
+        drops = self._drops
+        if receiver.truncated:
+            drops[DropReason.OVERSIZED] += receiver.truncated
+            receiver.truncated = 0
+        if not datagrams:
             return
-        view = self.by_address.get(addr)
-        if view is None:
-            self._drops[DropReason.UNVALIDATED_ADDRESS] += 1
-        else:
+        wait = receiver.waited()
+        if wait > self.longest_wait:
+            self.longest_wait = wait
+        by_address = self.by_address
+        media = []
+        for data, addr in datagrams:
+            # RFC 7983: a first byte of 0-3 is STUN; DTLS (20-63) and SRTP (128-191) go by address.
+            first = data[0] if data else 256  # empty: of no kind, dropped further on
+            if first < 4:
+                view = self._stun_route(data)
+                if view is None:
+                    drops[DropReason.UNROUTABLE_STUN] += 1
+                else:
+                    view.stun_received(data, addr)
+                continue
+            view = by_address.get(addr)
+            if view is None:
+                drops[DropReason.UNVALIDATED_ADDRESS] += 1
+            elif 127 < first < 192 and len(data) > 1 and not 191 < data[1] < 224:  # RTP (RFC 5761: not RTCP)
+                media.append((data, view))
+            else:
+                view.receiver.data_received(data, 1)
+        for data, view in media:
             view.receiver.data_received(data, 1)
 
     def _stun_route(self, data: bytes) -> SharedPortProtocol | None:
@@ -112,9 +172,6 @@ class SharedSocket(asyncio.DatagramProtocol):
         if kind == RESPONSE or kind == ERROR:
             return self.by_transaction.get(data[8:20])
         return None  # indications: aioice has no use for them
-
-    def error_received(self, exc: Exception) -> None:
-        """An ICMP error for one remote address: the check that caused it times out by itself."""
 
     def release(self, view: SharedPortProtocol) -> None:
         """Forget every route to a closing connection."""
@@ -177,8 +234,6 @@ class SharedPorts:
         self.port = port
         self.sockets: dict[str, SharedSocket] = {}
         self._opening: asyncio.Lock | None = None
-        self._measured_at: float | None = None  # the last backlog measure, and what was read by then
-        self._read = 0
 
     async def open(self, stats: MediaStats) -> None:
         """Bind every address (at start-up, so that a port in use stops the server at once)."""
@@ -192,31 +247,32 @@ class SharedPorts:
     async def _bind(self, address: str, stats: MediaStats) -> SharedSocket:
         shared = SharedSocket(stats)
         try:
-            transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
-                lambda: shared, local_addr=(address, self.port)
-            )
+            family, kind, proto, _, where = (
+                await asyncio.get_running_loop().getaddrinfo(address, self.port, type=socket.SOCK_DGRAM)
+            )[0]
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.setblocking(False)
+                # Every connection's media arrives here: larger buffers ride out bursts.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
+                sock.bind(where)
+            except OSError:
+                sock.close()
+                raise
         except OSError as error:
             raise OSError(error.errno, f"media port {self.port} on {address}: {error.strerror}") from error
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            # Every connection's media arrives here: larger buffers ride out bursts.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
+        shared.open(sock)
         return shared
 
-    def backlog(self, now: float) -> float | None:
-        """How long the datagrams waiting in the sockets will take to read, at the pace they were
-        read since the last call (None where the kernel does not say what waits). The kernel
-        counts each datagram's buffer (its length and about SKB_OVERHEAD more); a pace under
-        MIN_PACE (a loop that read nearly nothing) counts as MIN_PACE."""
-        read = sum(s.read_bytes + SKB_OVERHEAD * s.read_count for s in self.sockets.values())
-        since, self._measured_at = self._measured_at, now
-        pace = (read - self._read) / (now - since) if since is not None and now > since else 0.0
-        self._read = read
-        infos = [s.meminfo() for s in self.sockets.values()]
-        if not infos or any(i is None for i in infos):
-            return None
-        return sum(i[RMEM_ALLOC] for i in infos if i is not None) / max(pace, MIN_PACE)
+    def backlog(self) -> float:
+        """The longest a datagram waited to be read since the last call, or has been waiting so far
+        (the kernel's arrival stamps against the clock), in seconds."""
+        longest = 0.0
+        for shared in self.sockets.values():
+            longest = max(longest, shared.longest_wait, shared.oldest_wait())
+            shared.longest_wait = 0.0
+        return longest
 
     def kernel_drops(self) -> int:
         return sum(i[DROPS] for s in self.sockets.values() if (i := s.meminfo()) is not None)
@@ -230,6 +286,5 @@ class SharedPorts:
 
     def close(self) -> None:
         for shared in self.sockets.values():
-            if shared.transport is not None:
-                shared.transport.close()
+            shared.close()
         self.sockets.clear()

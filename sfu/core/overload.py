@@ -16,12 +16,12 @@ out is fewer copies, least useful first:
    keyframes, not a new share of the class at each step.
 
 The teacher's audio is never shed. `LoadShedder` decides the level from what the adapter measures
-every `INTERVAL`: how busy the process was (CPU time over wall time) and how long the datagrams
-waiting in its media sockets will take to read at the pace it reads them (a backlog in seconds:
-bytes alone would mean nothing, a few packets at one rate being seconds at another). A level is
-added when that wait is long and does not shrink (the step before has had
-`STEP` to show its effect); one is taken back after `hold` of calm, and `hold` doubles each time
-taking one back brought the overload back soon after (no flapping between two levels).
+every `INTERVAL`: how busy the process was (CPU time over wall time) and the longest a datagram
+waited in its media sockets before the process read it (a backlog in seconds, from the kernel's
+arrival stamps: the added delay itself). A level is added when that wait is long and does not
+shrink (the step before has had `STEP` to show its effect); one is taken back after `hold` of
+calm, and `hold` doubles each time taking one back brought the overload back soon after (no
+flapping between two levels).
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class LoadShedder:
 
     def observe(self, now: float, busy: float, backlog: float) -> bool:
         """One measure: `busy` the process's CPU time over the wall time since the last one,
-        `backlog` the seconds the datagrams waiting in its media sockets will take to read. True
+        `backlog` the longest a datagram waited in its media sockets to be read, in seconds. True
         when the level changed."""
         overloaded = self._overloaded(backlog)
         self._backlog = backlog
