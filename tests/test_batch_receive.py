@@ -43,10 +43,8 @@ def test_a_read_brings_what_waits_oldest_first_with_each_senders_address() -> No
             (a if i % 2 else b).sendto(bytes([i]) * (i + 1), target(server))
         first = receiver.read()
         assert first == [(bytes([i]) * (i + 1), target(a if i % 2 else b)) for i in range(4)]
-        assert receiver.full
         second = receiver.read()
         assert [data for data, _ in second] == [b"\x04" * 5, b"\x05" * 6]
-        assert not receiver.full
         assert receiver.read() == []
 
 
@@ -161,3 +159,25 @@ async def test_the_shared_socket_counts_what_it_cannot_read_or_route() -> None:
         assert shared.transport is not None and shared.transport.is_closing()
         shared.transport.sendto(b"x", target(c))
         assert stats.drops[DropReason.NOT_CONNECTED] == 1
+
+
+async def test_a_datagram_whose_handling_raises_does_not_lose_the_rest_of_the_read() -> None:
+    shared = SharedSocket(MediaStats())
+    with bound() as server, bound() as peer:
+        shared.open(server)
+        try:
+            log: list[bytes] = []
+
+            def handle(data: bytes, component: int) -> None:
+                if data[3] == 1:
+                    raise RuntimeError("a defect reached by one packet")
+                log.append(data)
+
+            shared.by_address[target(peer)] = SimpleNamespace(receiver=SimpleNamespace(data_received=handle))  # type: ignore[assignment]
+            for i in range(4):
+                peer.sendto(bytes([0x80, 96, 0, i]) + bytes(20), target(server))
+            await asyncio.sleep(0.1)
+            assert [data[3] for data in log] == [0, 2, 3]
+            assert shared.failures == 1
+        finally:
+            shared.close()

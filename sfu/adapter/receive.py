@@ -81,7 +81,6 @@ class BatchReceiver:
         self._first = Stamp(self._words, self._control)
         self._peeked = Stamp(ffi.cast("uint32_t *", self._peek), self._peek_control)
         self._addresses: dict[bytes, tuple[str, int]] = {}
-        self._received = 0
         self._stamped = 0  # the first datagram's arrival, in ns of the real-time clock (0: none)
 
     def read(self) -> list[tuple[bytes, tuple[str, int]]]:
@@ -92,7 +91,6 @@ class BatchReceiver:
             count: int = self.recvmmsg(self.fd, self._msgs, self.capacity, MSG_DONTWAIT, ffi.NULL)
             if count >= 0 or ffi.errno != errno.EINTR:
                 break
-        self._received = max(count, 0)
         if count <= 0:
             self._stamped = 0
             return []
@@ -122,11 +120,6 @@ class BatchReceiver:
         self._peeked.ready()
         count = self.recvmmsg(self.fd, self._peek, 1, MSG_DONTWAIT | MSG_PEEK, ffi.NULL)
         return since(self._peeked.arrival() if count == 1 else 0, now_ns)
-
-    @property
-    def full(self) -> bool:
-        """The last read filled every slot: more may wait."""
-        return self._received == self.capacity
 
     def _address(self, key: bytes) -> tuple[str, int]:
         """The (host, port) Python's own sockets would give, without the flow and scope numbers

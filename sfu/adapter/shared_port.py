@@ -14,6 +14,7 @@ Anything else is dropped and counted: it reaches no connection, so no class sees
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import socket
 import struct
@@ -27,6 +28,7 @@ from .batch import BatchSender
 from .ice import CheckedStunProtocol
 from .receive import BatchReceiver
 
+log = logging.getLogger(__name__)
 STUN_HEADER = 20
 USERNAME = 0x0006
 REQUEST, RESPONSE, ERROR = 0x0000, 0x0100, 0x0110  # STUN class bits of the message type
@@ -97,6 +99,7 @@ class SharedSocket:
         self.sender: BatchSender | None = None
         self.receiver: BatchReceiver | None = None
         self.longest_wait = 0.0  # seconds a datagram waited to be read, at most, since last asked
+        self.failures = 0  # datagrams whose handling raised
         self._stats = stats
         self._drops = stats.drops
 
@@ -143,24 +146,37 @@ class SharedSocket:
         by_address = self.by_address
         media = []
         for data, addr in datagrams:
-            # RFC 7983: a first byte of 0-3 is STUN; DTLS (20-63) and SRTP (128-191) go by address.
-            first = data[0] if data else 256  # empty: of no kind, dropped further on
-            if first < 4:
-                view = self._stun_route(data)
+            try:
+                # RFC 7983: a first byte of 0-3 is STUN; DTLS (20-63) and SRTP (128-191) by address.
+                first = data[0] if data else 256  # empty: of no kind, dropped further on
+                if first < 4:
+                    view = self._stun_route(data)
+                    if view is None:
+                        drops[DropReason.UNROUTABLE_STUN] += 1
+                    else:
+                        view.stun_received(data, addr)
+                    continue
+                view = by_address.get(addr)
                 if view is None:
-                    drops[DropReason.UNROUTABLE_STUN] += 1
+                    drops[DropReason.UNVALIDATED_ADDRESS] += 1
+                elif 127 < first < 192 and len(data) > 1 and not 191 < data[1] < 224:  # RTP, not RTCP (RFC 5761)
+                    media.append((data, view))
                 else:
-                    view.stun_received(data, addr)
-                continue
-            view = by_address.get(addr)
-            if view is None:
-                drops[DropReason.UNVALIDATED_ADDRESS] += 1
-            elif 127 < first < 192 and len(data) > 1 and not 191 < data[1] < 224:  # RTP (RFC 5761: not RTCP)
-                media.append((data, view))
-            else:
-                view.receiver.data_received(data, 1)
+                    view.receiver.data_received(data, 1)
+            except Exception:
+                self._failed()
         for data, view in media:
-            view.receiver.data_received(data, 1)
+            try:
+                view.receiver.data_received(data, 1)
+            except Exception:
+                self._failed()
+
+    def _failed(self) -> None:
+        """A datagram whose handling raised (a defect): the rest of the read goes on. Logged at the
+        1st, 2nd, 4th, 8th... time, so that a packet made to raise cannot flood the log."""
+        self.failures += 1
+        if self.failures & (self.failures - 1) == 0:
+            log.exception("handling a media datagram failed (%d times so far)", self.failures)
 
     def _stun_route(self, data: bytes) -> SharedPortProtocol | None:
         if len(data) < STUN_HEADER:
