@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,16 @@ ACADEMIC_DOMAINS = (
     "education.gouv.fr",
 )
 _DOMAIN_ENTRY = re.compile(r"^(\*\.)?[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?$")
+NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+# A node's URL: http(s), a host (a name, IPv4 or [IPv6]), maybe a port and a path; no query, no
+# fragment, nothing that could end a Content-Security-Policy source (it is written into one).
+NODE_URL = re.compile(r"^https?://(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~/-]*)?$")
+
+
+def _generated_node_id() -> str:
+    """Stable for the life of the process: the machine's name (readable in metrics) and a random part."""
+    host = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())[:40].strip(".-") or "node"
+    return f"{host}-{secrets.token_hex(3)}"
 
 
 class Settings(BaseSettings):
@@ -86,7 +97,7 @@ class Settings(BaseSettings):
     turn_secret: str | None = None
     turn_credential_seconds: int = Field(default=4 * 3600, gt=0)
     # Signs join tokens and derives participant ids. Generated per process by default; set it to
-    # share tokens across processes.
+    # share tokens across processes (several nodes, with redis_url, refuse to start without it).
     token_secret: str = Field(default_factory=lambda: secrets.token_urlsafe(32))
     token_ttl_seconds: int = 120
     # Dev mode lets anyone mint a join token at /api/dev/token, with no lobby: for load tests only.
@@ -155,6 +166,14 @@ class Settings(BaseSettings):
     # cap on each subscriber's downlink estimate (0: none).
     room_egress_bitrate: int = Field(default=0, ge=0)
     max_downlink_bitrate: int = Field(default=0, ge=0)
+    # Several nodes (docs/operations.md, "Several nodes"): the Redis server of the class directory
+    # (none: this process is the only node), this node's name, the URL browsers reach this node's
+    # signaling at (a name of its own, or a path the reverse proxy routes to it), and how long a node
+    # or class lease lasts without renewal (a node that dies is noticed after this).
+    redis_url: str | None = None
+    node_id: str = Field(default_factory=_generated_node_id)
+    node_url: str | None = None
+    node_lease_seconds: float = Field(default=10.0, ge=1.0, le=300.0)
     config_file: Path | None = None
 
     @field_validator("teacher_domains")
@@ -175,6 +194,36 @@ class Settings(BaseSettings):
                 raise ValueError(f"turn_urls: {url!r} is not a turn: or turns: URL")
         return value
 
+    @field_validator("node_id")
+    @classmethod
+    def _node_id(cls, value: str) -> str:
+        """Written into Redis keys and metric labels: letters, digits, '.', '_' and '-'."""
+        if not NODE_ID.match(value):
+            raise ValueError(f"node_id: {value!r} must be 1-63 letters, digits, '.', '_' or '-'")
+        return value
+
+    @field_validator("node_url")
+    @classmethod
+    def _node_url(cls, value: str | None) -> str | None:
+        if value is not None and not NODE_URL.match(value):
+            raise ValueError(f"node_url: {value!r} is not an http:// or https:// URL without query or fragment")
+        return value.rstrip("/") if value is not None else None
+
+    @model_validator(mode="after")
+    def _several_nodes(self) -> Settings:
+        """Nodes that do not share the token secret refuse each other's join tokens; a node that
+        binds every address cannot guess the URL browsers reach it at."""
+        if not self.redis_url:
+            return self
+        if "token_secret" not in self.model_fields_set:
+            raise ValueError(
+                "redis_url needs token_secret set explicitly (the same on every node): "
+                "a join token minted by one node must be accepted by the node that hosts the class"
+            )
+        if self.node_url is None and self.host in ("0.0.0.0", "::"):
+            raise ValueError("redis_url with host 0.0.0.0 or :: needs node_url: the URL browsers reach this node at")
+        return self
+
     @model_validator(mode="after")
     def _consistent_network(self) -> Settings:
         if self.turn_urls and not self.turn_secret:
@@ -192,6 +241,12 @@ class Settings(BaseSettings):
     @property
     def origin(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def node_address(self) -> str:
+        """Where browsers reach this node's signaling: node_url, or this process's own listener."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return self.node_url or f"http://{host}:{self.port}"
 
     @property
     def cookies_secure(self) -> bool:

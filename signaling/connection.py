@@ -10,6 +10,7 @@ from aiohttp import WSMsgType, web
 
 from . import moderation
 from .api.context import client_address
+from .directory import DirectoryUnavailable
 from .participant import Participant
 from .protocol import ProtocolError, decode, encode, error, max_answer_bytes
 from .room import Room
@@ -112,6 +113,21 @@ async def _join_deadline(conn: Connection, seconds: float) -> None:
         await conn.end(ProtocolError("join_timeout", f"no 'join' within {seconds:g} seconds", fatal=True))
 
 
+async def _check_placement(server: ClassServer, class_id: str, ref: Any) -> None:
+    """A class lives on one node: a participant who reached another is sent back to POST /api/join.
+    With the directory unreachable, a class already hosted here goes on; none opens here."""
+    try:
+        placement = await server.directory.hold(class_id)
+    except DirectoryUnavailable:
+        if class_id in server.hosted():
+            return
+        raise ProtocolError(
+            "directory_unavailable", "the server cannot tell where this class is hosted: try again", ref, fatal=True
+        ) from None
+    if not placement.here:
+        raise ProtocolError("wrong_node", "this class is hosted by another server: join again", ref, fatal=True)
+
+
 async def handle(server: ClassServer, conn: Connection, message: dict[str, Any]) -> None:
     kind = message["type"]
     ref = message["id"]
@@ -125,6 +141,7 @@ async def handle(server: ClassServer, conn: Connection, message: dict[str, Any])
             grant = verify_join_token(server.settings.token_secret, message["token"])
         except TokenError:
             raise ProtocolError("invalid_token", "the join token is invalid or expired", ref, fatal=True) from None
+        await _check_placement(server, grant.class_id, ref)
         await server.room(grant.class_id).arrive(grant, conn)
         return
     participant = conn.participant

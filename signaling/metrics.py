@@ -11,6 +11,8 @@ from sfu.adapter.ice import ICE_CONNECT_BUCKETS, IceOutcomes
 from sfu.core import DropReason, MediaStats
 from sfu.core.stats import FORWARDING_BUCKETS
 
+from .directory import ClassDirectory, NodeState
+
 # Per live class: its id, the bitrate its subscribers are allocated and estimated to take, and
 # the simulcast layers its publishers were told to stop (dynacast).
 Bandwidth = Callable[[], Iterable[tuple[str, int, int, int]]]
@@ -106,6 +108,26 @@ class MediaCollector(Collector):
             yield paused
 
 
+class DirectoryCollector(Collector):
+    """This node's name, and the nodes the class directory knows, by state."""
+
+    def __init__(self, directory: ClassDirectory) -> None:
+        self.directory = directory
+
+    def collect(self) -> Iterator[Metric]:
+        d = self.directory
+        info = GaugeMetricFamily("classe_node_info", "this node: its id, its directory", labels=["node", "directory"])
+        info.add_metric([d.node_id, d.kind], 1)
+        yield info
+        nodes = GaugeMetricFamily(
+            "classe_directory_nodes", "nodes with a live lease in the class directory, by state", labels=["state"]
+        )
+        seen = [node.state.value for node in d.nodes()]
+        for state in NodeState:
+            nodes.add_metric([state.value], seen.count(state.value))
+        yield nodes
+
+
 def _ice_metrics(ice: IceOutcomes) -> Iterator[Metric]:
     outcomes = CounterMetricFamily(
         "classe_ice_connections",
@@ -151,7 +173,10 @@ def make_registry(
     bandwidth: Bandwidth | None = None,
     ice: IceOutcomes | None = None,
     load: Load | None = None,
+    directory: ClassDirectory | None = None,
 ) -> CollectorRegistry:
     registry = CollectorRegistry()
     registry.register(MediaCollector(stats, census, bandwidth, ice, load))
+    if directory is not None:
+        registry.register(DirectoryCollector(directory))
     return registry

@@ -347,11 +347,12 @@ class Room:
                 await self.eject(participant, removed)
         await self._lobby_changed()
 
-    async def end(self) -> None:
-        """End the class for everyone: the live state (chat, removals, locks) goes with it."""
+    async def end(self, exc: ProtocolError | None = None) -> None:
+        """End the class for everyone (by default: a teacher ended it): the live state (chat,
+        removals, locks) goes with it."""
         self.ended = True
         self._detach()  # at once: whoever arrives from now on finds a new, unopened class
-        await self._end_for_all(ProtocolError("class_ended", "a teacher ended the class", fatal=True))
+        await self._end_for_all(exc or ProtocolError("class_ended", "a teacher ended the class", fatal=True))
 
     async def _end_for_all(self, exc: ProtocolError) -> None:
         for conn, _, _ in list(self.lobby.values()):

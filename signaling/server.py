@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter
 
@@ -14,8 +15,12 @@ from sfu.core.overload import LoadShedder
 
 from .classroom import ClassSession
 from .config import Settings
+from .directory import ClassCommand, DirectoryUnavailable, make_directory
 from .metrics import make_registry
+from .protocol import ProtocolError
 from .room import Room
+
+log = logging.getLogger(__name__)
 
 
 class ClassServer:
@@ -37,14 +42,50 @@ class ClassServer:
         # Outlives a room that empties for a moment, so that a removed student stays out; dropped when
         # the class ends or has been empty for class_idle_seconds.
         self.sessions: dict[str, ClassSession] = {}
-        self.registry = make_registry(self.stats, self.census, self.bandwidth, self.ice, self.load)
+        # Which node hosts each class: this one only, or the nodes sharing a Redis server.
+        self.directory = make_directory(settings, self)
+        self.registry = make_registry(self.stats, self.census, self.bandwidth, self.ice, self.load, self.directory)
         self.sockets: Counter[str] = Counter()  # open signaling WebSockets by client address
 
     async def apply_lobby(self, class_id: str, lobby: bool) -> None:
-        """The class's lobby setting changed in the dashboard: a live lesson follows it at once."""
+        """The class's lobby setting changed in the dashboard: a live lesson follows it at once,
+        on whichever node hosts it."""
+        await self._apply_lobby_here(class_id, lobby)
+        await self._forward(class_id, ClassCommand.LOBBY_ON if lobby else ClassCommand.LOBBY_OFF)
+
+    async def _apply_lobby_here(self, class_id: str, lobby: bool) -> None:
         room = self.rooms.get(class_id)
         if room is not None and room.state.lesson and room.state.lobby != lobby:
             await room.set_lobby(lobby)
+
+    async def _forward(self, class_id: str, command: ClassCommand) -> None:
+        try:
+            await self.directory.forward(class_id, command)
+        except DirectoryUnavailable:
+            log.warning("could not send %s to the node hosting class %s: no directory", command, class_id)
+
+    # What the directory asks of this node's classes (directory.Host)
+
+    def hosted(self) -> dict[str, int]:
+        counts = dict.fromkeys(self.sessions, 0)
+        counts.update((class_id, len(room.participants)) for class_id, room in self.rooms.items())
+        return counts
+
+    def forwarded_packets(self) -> int:
+        return self.stats.rtp_forwarded
+
+    async def lose(self, class_id: str) -> None:
+        """Another node hosts the class now: its participants here rejoin there (wrong_node)."""
+        room = self.rooms.get(class_id)
+        if room is not None:
+            await room.end(ProtocolError("wrong_node", "this class is now hosted by another server", fatal=True))
+        self.sessions.pop(class_id, None)
+
+    async def obey(self, class_id: str, command: ClassCommand) -> None:
+        if command is ClassCommand.END:
+            await self._end_here(class_id)
+        else:
+            await self._apply_lobby_here(class_id, command is ClassCommand.LOBBY_ON)
 
     def census(self) -> tuple[int, int, int]:
         rooms = list(self.rooms.values())
@@ -120,19 +161,26 @@ class ClassServer:
         return len(idle)
 
     async def end(self, class_id: str) -> None:
+        """The class was deleted: it ends for everyone, on whichever node hosts it."""
+        await self._end_here(class_id)
+        await self._forward(class_id, ClassCommand.END)
+
+    async def _end_here(self, class_id: str) -> None:
         room = self.rooms.get(class_id)
         if room is not None:
             await room.end()
         self.sessions.pop(class_id, None)
 
     async def open(self) -> None:
-        """Bind the shared media port (a port in use stops the server at start-up) and start
-        measuring the load."""
+        """Bind the shared media port (a port in use stops the server at start-up), start
+        measuring the load, and register in the class directory."""
         await self.network.open(self.stats)
         if self.settings.shed_under_load and self.network.shared is not None:
             self.monitor.start()  # with a socket per connection, the backlog cannot be seen
+        await self.directory.start()
 
     async def close(self) -> None:
+        await self.directory.stop()
         for room in list(self.rooms.values()):
             await room.close()
         self.monitor.stop()

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from ..accounts import AccountError, Accounts
 from ..classes import Classes
 from ..config import Settings
+from ..directory import ClassDirectory
 from ..mail import Mailer
 from ..ratelimit import RateLimiter
 from ..server import ClassServer
@@ -29,10 +30,11 @@ SESSION_COOKIE = "classe_session"
 DEVICE_COOKIE = "classe_device"
 CSRF_COOKIE = "classe_csrf"
 CSRF_HEADER = "X-CSRF-Token"
-# The browser may only talk to this server: no CDN, no font, no analytics, no third-party anything.
+# The browser may only talk to this server: no CDN, no font, no analytics, no third-party anything;
+# its WebSocket may also reach the other nodes of the service (connect-src, below).
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
-    "media-src 'self' blob:; connect-src 'self'; font-src 'self'; object-src 'none'; "
+    "media-src 'self' blob:; connect-src {connect}; font-src 'self'; object-src 'none'; "
     "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
 Model = TypeVar("Model", bound=BaseModel)
@@ -257,6 +259,12 @@ def _csrf_ok(request: web.Request) -> bool:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def content_security_policy(directory: ClassDirectory) -> str:
+    """'self', and the WebSocket origin of each node the directory knows: a page served by one node
+    may be sent to another's signaling (its URLs were checked when read from the directory)."""
+    return CONTENT_SECURITY_POLICY.format(connect=" ".join(["'self'", *directory.connect_origins()]))
+
+
 @web.middleware
 async def security(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -281,7 +289,7 @@ async def security(request: web.Request, handler: Handler) -> web.StreamResponse
         response = web.json_response(
             {"error": "internal_error", "message": "Erreur du serveur : réessayez dans un instant."}, status=500
         )
-    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    response.headers.setdefault("Content-Security-Policy", content_security_policy(services(request).server.directory))
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "no-referrer")
     response.headers.setdefault("Permissions-Policy", "camera=(self), microphone=(self), display-capture=(self)")

@@ -10,9 +10,10 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from ..accounts import clean_text
+from ..directory import DirectoryUnavailable, NoReadyNode
 from ..store import ClassAccess, Classroom, ProblemReport, utcnow
 from ..tokens import Role, mint_join_token, opaque_id
-from .context import body, charged, client_address, current_account, fail, services, unknown_links_limited
+from .context import Services, body, charged, client_address, current_account, fail, services, unknown_links_limited
 
 GUEST_COOKIE = "classe_guest"
 
@@ -42,6 +43,21 @@ async def class_info(request: web.Request) -> web.Response:
     """What the pre-join page shows: the class's title and how to get in."""
     classroom = await _class_by_code(request, request.match_info["code"])
     return web.json_response({"title": classroom.title, "access": classroom.access, "lobby": classroom.lobby})
+
+
+async def ws_url(svc: Services, class_id: str) -> str | None:
+    """The WebSocket address of the node hosting the class, placing a class that opens on the
+    least-loaded ready node (None: this page's own origin)."""
+    try:
+        return (await svc.server.directory.place(class_id)).ws_url
+    except NoReadyNode:
+        raise fail(
+            503, "no_server", "Aucun serveur ne peut accueillir la classe : réessayez dans un instant."
+        ) from None
+    except DirectoryUnavailable:
+        raise fail(
+            503, "directory_unavailable", "Le serveur ne sait pas où se tient la classe : réessayez dans un instant."
+        ) from None
 
 
 def _display_name(value: str | None) -> str:
@@ -106,8 +122,16 @@ async def join(request: web.Request) -> web.Response:
         lobby=classroom.lobby,
         gated=True,
     )
+    address = await ws_url(svc, classroom.id)
     response.text = json.dumps(
-        {"token": token, "class_id": classroom.id, "title": classroom.title, "role": role.value, "name": name}
+        {
+            "token": token,
+            "class_id": classroom.id,
+            "title": classroom.title,
+            "role": role.value,
+            "name": name,
+            "ws_url": address,
+        }
     )
     return response
 

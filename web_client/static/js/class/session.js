@@ -21,12 +21,18 @@ const RETRY_AFTER = new Set([
   "invalid_token",
   "join_timeout",
 ]);
+// Fatal errors that say "ask again where the class is", even before the first join: the class is
+// hosted by another node, or the node could not tell which.
+const ASK_AGAIN = new Set(["wrong_node", "directory_unavailable"]);
 
 export class ClassSession extends EventTarget {
-  /** `getToken()` asks the server for a fresh join token (POST /api/join): called on every (re)join. */
-  constructor(getToken) {
+  /**
+   * `getGrant()` asks the server for a fresh join token and the address of the node hosting the
+   * class (POST /api/join: `{token, ws_url}`): called on every (re)join.
+   */
+  constructor(getGrant) {
     super();
-    this.getToken = getToken;
+    this.getGrant = getGrant;
     this.status = "idle"; // idle, connecting, waiting, joined, reconnecting, ended
     this.attempts = 0;
     this.everJoined = false;
@@ -78,9 +84,9 @@ export class ClassSession extends EventTarget {
   }
 
   async connect() {
-    let token;
+    let grant;
     try {
-      token = await this.getToken();
+      grant = await this.getGrant();
     } catch (error) {
       // The link was withdrawn, the class deleted, the account removed: say so. Otherwise retry.
       if (error.status >= 400 && error.status < 500 && error.status !== 429) this.finish(error.code, error);
@@ -90,7 +96,7 @@ export class ClassSession extends EventTarget {
     if (this.status === "ended") return;
     this.status = "connecting";
     const generation = this.generation;
-    this.signal.open(token, (message) => {
+    this.signal.open(grant.token, (message) => {
       if (message.type === "error" && message.fatal) {
         // At once, not behind a negotiation in progress: the socket closes right after it.
         this.refused(message, this.signal.replies.get(message.ref));
@@ -100,7 +106,7 @@ export class ClassSession extends EventTarget {
       this.messages = this.messages
         .then(() => generation === this.generation && this.handle(message))
         .catch((error) => this.broken(error));
-    });
+    }, grant.ws_url);
   }
 
   send(message) {
@@ -203,7 +209,7 @@ export class ClassSession extends EventTarget {
     }
     if (message.fatal) {
       if (message.code === "ice_failed" && this.everJoined) this.mediaFailed(message.code);
-      else if (RETRY_AFTER.has(message.code) && this.everJoined) this.lost();
+      else if (ASK_AGAIN.has(message.code) || (RETRY_AFTER.has(message.code) && this.everJoined)) this.lost();
       else this.finish(message.code);
       return;
     }

@@ -102,11 +102,12 @@ $("join-form").addEventListener("submit", async (event) => {
 async function join(first) {
   const { tracks, enabled } = await prejoin.choices();
   let token = first;
-  // The first token came with the click; each rejoin asks for a fresh one (they live two minutes).
+  // The first token came with the click; each rejoin asks for a fresh one (they live two minutes),
+  // and where the class is now: a class whose node stopped opens on another.
   const session = new ClassSession(async () => {
     const grant = token || (await api("POST", "/api/join", { code, name: first.name }));
     token = null;
-    return grant.token;
+    return grant;
   });
   session.wanted = { ...enabled };
   for (const source of ["microphone", "camera"]) {
