@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import Message
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from aiohttp import web
@@ -23,6 +23,9 @@ from signaling.api.context import SERVICES, Services
 from signaling.app import SERVER, create_app
 from signaling.config import Settings
 from signaling.server import ClassServer
+
+if TYPE_CHECKING:
+    from .redis_server import RedisServer
 
 
 def free_port(address: str = "127.0.0.1", kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
@@ -149,6 +152,21 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 both_databases = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real Redis server on a free loopback port, with no persistence (tests/redis_server.py)."""
+    from .redis_server import RedisServer
+
+    folder = tmp_path / "redis"
+    folder.mkdir()
+    server = RedisServer(folder)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @dataclass
