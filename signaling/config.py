@@ -61,6 +61,8 @@ NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 # A node's URL: http(s), a host (a name, IPv4 or [IPv6]), maybe a port and a path; no query, no
 # fragment, nothing that could end a Content-Security-Policy source (it is written into one).
 NODE_URL = re.compile(r"^https?://(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~/-]*)?$")
+# Bounded: every page's Content-Security-Policy names each node's origin.
+MAX_NODE_URL = 200
 
 
 def _generated_node_id() -> str:
@@ -205,8 +207,11 @@ class Settings(BaseSettings):
     @field_validator("node_url")
     @classmethod
     def _node_url(cls, value: str | None) -> str | None:
-        if value is not None and not NODE_URL.match(value):
-            raise ValueError(f"node_url: {value!r} is not an http:// or https:// URL without query or fragment")
+        if value is not None and (len(value) > MAX_NODE_URL or not NODE_URL.match(value)):
+            raise ValueError(
+                f"node_url: {value[:80]!r} is not an http:// or https:// URL without query or fragment, "
+                f"of at most {MAX_NODE_URL} characters"
+            )
         return value.rstrip("/") if value is not None else None
 
     @model_validator(mode="after")

@@ -126,6 +126,16 @@ class DirectoryCollector(Collector):
         for state in NodeState:
             nodes.add_metric([state.value], seen.count(state.value))
         yield nodes
+        malformed = GaugeMetricFamily(
+            "classe_directory_malformed_nodes", "node descriptions in the directory that did not parse (set aside)"
+        )
+        malformed.add_metric([], d.malformed_nodes)
+        yield malformed
+        dropped = CounterMetricFamily(
+            "classe_directory_dropped_commands", "commands from other nodes dropped as malformed"
+        )
+        dropped.add_metric([], d.dropped_commands)
+        yield dropped
 
 
 def _ice_metrics(ice: IceOutcomes) -> Iterator[Metric]:

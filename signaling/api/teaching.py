@@ -64,13 +64,15 @@ class Roster(BaseModel):
 
 
 async def live_classes(request: web.Request, class_ids: list[str]) -> set[str]:
-    """The classes of `class_ids` with participants now, on whichever node hosts them; none when
-    the directory cannot say (the page shows them as not live rather than failing)."""
+    """The classes of `class_ids` with participants now, on whichever node hosts them; when the
+    directory cannot say, those of this node only (the page shows the others as not live rather
+    than failing)."""
+    server = services(request).server
     try:
-        counts = await services(request).server.directory.participants(class_ids)
+        counts = await server.directory.participants(class_ids)
     except DirectoryUnavailable:
-        return set()
-    return {class_id for class_id, count in counts.items() if count > 0}
+        counts = server.hosted()
+    return {class_id for class_id in class_ids if counts.get(class_id, 0) > 0}
 
 
 async def describe(

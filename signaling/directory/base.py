@@ -128,6 +128,10 @@ class ClassDirectory(ABC):
         self.host = host
         self.node_id = settings.node_id
         self.state = NodeState.READY
+        # Read from the shared directory and set aside (metrics): node descriptions that did not
+        # parse at the last look, and commands from other nodes dropped as malformed.
+        self.malformed_nodes = 0
+        self.dropped_commands = 0
 
     @abstractmethod
     async def start(self) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from ..config import NODE_URL, Settings
+from ..config import MAX_NODE_URL, NODE_ID, NODE_URL, Settings
 from .base import (
     ClassCommand,
     ClassDirectory,
@@ -43,32 +43,43 @@ from .base import (
 log = logging.getLogger(__name__)
 PREFIX = "classe:"
 NODES = PREFIX + "nodes"
-# A class that has just opened counts as this many participants until it holds more, so that
-# classes opening together spread instead of all going to the node that was emptiest a moment ago.
+# A node's load, for placement, is the greater of its participants and this many per class it
+# hosts or was just given: classes opening together spread instead of all going to the node that
+# was emptiest a moment ago (its participants are only reported every lease/3 seconds).
 CLASS_WEIGHT = 30
 # A node busier than this (its process's CPU time over wall time, 1.0 being one core) gets new
 # classes only when every ready node is.
 BUSY_CPU = 0.8
 MAX_COMMAND_BYTES = 512
+HEALTH_SECONDS = 1.0
 
-# KEYS: the class's key, the node set. ARGV: class id, lease (ms), class weight, busy CPU.
+# KEYS: the class's key, the node set. ARGV: class id, lease (ms), class weight, busy CPU, longest URL.
 PLACE = """
 local owner = redis.call('GET', KEYS[1])
 if owner and redis.call('EXISTS', 'classe:node:' .. owner) == 1 then return owner end
-local weight, busy_cpu = tonumber(ARGV[3]), tonumber(ARGV[4])
+local weight, busy_cpu, max_url = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+-- Only nodes write here; still, a description that does not parse, or is not whole, is passed over
+-- rather than failing every placement (parse_node checks it again, in full).
+local function usable(id, raw)
+  local ok, node = pcall(cjson.decode, raw)
+  if not ok or type(node) ~= 'table' or node.id ~= id or type(node.url) ~= 'string' then return nil end
+  if #node.url > max_url or not string.find(node.url, '^https?://[%w%.%-%[%]:/_~]+$') then return nil end
+  for _, field in ipairs({'cpu', 'participants', 'packets_per_second', 'classes'}) do
+    if tonumber(node[field]) == nil then return nil end
+  end
+  return node
+end
 local best, best_busy, best_score
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   local raw = redis.call('GET', 'classe:node:' .. id)
   if not raw then
     redis.call('SREM', KEYS[2], id)
   else
-    local node = cjson.decode(raw)
-    if node.state == 'ready' then
-      local score = 0
-      for _, n in ipairs(redis.call('HVALS', 'classe:node:' .. id .. ':classes')) do
-        n = tonumber(n)
-        if n < 0 then score = score + weight elseif n > 0 then score = score + math.max(n, weight) end
-      end
+    local node = usable(id, raw)
+    if node and node.state == 'ready' then
+      -- Constant time per node, whatever the number of classes placed there.
+      local classes = redis.call('HLEN', 'classe:node:' .. id .. ':classes')
+      local score = math.max(tonumber(node.participants), weight * classes)
       local busy = 0
       if tonumber(node.cpu) >= busy_cpu then busy = 1 end
       if best == nil or busy < best_busy
@@ -92,14 +103,17 @@ local owner = redis.call('GET', KEYS[1])
 if owner and owner ~= ARGV[1] and redis.call('EXISTS', 'classe:node:' .. owner) == 1 then return owner end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
 local hash = 'classe:node:' .. ARGV[1] .. ':classes'
-redis.call('HSETNX', hash, ARGV[2], -1)
+local n = redis.call('HGET', hash, ARGV[2])
+if not n or n == '-1' then redis.call('HSET', hash, ARGV[2], 0) end  -- someone came: no longer a bare reservation
 redis.call('PEXPIRE', hash, ARGV[3])
 return ARGV[1]
 """
 
 # ARGV: this node, its description (JSON), lease (ms), then pairs of class id and participants.
 # Renews the node and the classes it hosts; a class it no longer remembers is released; returns
-# the classes another node took over meanwhile (this node's lease had lapsed).
+# the classes another node took over meanwhile (this node's lease had lapsed) and someone reached
+# there. A class placed elsewhere meanwhile that nobody reached stays here, with its participants
+# (after a Redis restart, say, the next join may have placed it before this node told Redis).
 RENEW = """
 local me, lease = ARGV[1], ARGV[3]
 redis.call('SET', 'classe:node:' .. me, ARGV[2], 'PX', lease)
@@ -109,6 +123,11 @@ local held, lost = {}, {}
 for i = 4, #ARGV, 2 do
   local key = 'classe:class:' .. ARGV[i]
   local owner = redis.call('GET', key)
+  if owner and owner ~= me and tonumber(ARGV[i + 1]) > 0
+      and redis.call('HGET', 'classe:node:' .. owner .. ':classes', ARGV[i]) == '-1' then
+    redis.call('HDEL', 'classe:node:' .. owner .. ':classes', ARGV[i])
+    owner = false
+  end
   if owner == false or owner == me then
     redis.call('SET', key, me, 'PX', lease)
     held[ARGV[i]] = ARGV[i + 1]
@@ -180,9 +199,18 @@ def parse_node(raw: str) -> Node | None:
         url, state = str(data["url"]), NodeState(data["state"])
         load = NodeLoad(int(data["participants"]), float(data["packets_per_second"]), float(data["cpu"]))
         node = Node(str(data["id"]), url, state, load, int(data["classes"]))
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         return None
-    return node if NODE_URL.match(url) else None
+    well_formed = len(url) <= MAX_NODE_URL and NODE_URL.match(url) and NODE_ID.match(node.id)
+    return node if well_formed else None
+
+
+def _count(value: Any) -> int:
+    """Participants as the directory holds them; -1 (not live) for anything else."""
+    try:
+        return int(value)
+    except (ValueError, TypeError):
+        return -1
 
 
 class RedisDirectory(ClassDirectory):
@@ -206,6 +234,7 @@ class RedisDirectory(ClassDirectory):
         self._tasks: list[asyncio.Task[None]] = []
         self._renewing = asyncio.Lock()
         self._reachable = True
+        self._health: tuple[float, asyncio.Task[str | None]] | None = None  # when asked, the answer
 
     async def start(self) -> None:
         """Register at once when Redis answers; otherwise the renewal loop keeps trying (/readyz says so)."""
@@ -227,13 +256,20 @@ class RedisDirectory(ClassDirectory):
         await self.client.aclose()
 
     async def place(self, class_id: str) -> Placement:
+        if class_id in self.host.hosted():
+            # Live here: here, unless another node took it meanwhile (this node's lease lapsed);
+            # while Redis is away, it goes on here.
+            try:
+                return await self.hold(class_id)
+            except DirectoryUnavailable:
+                return Placement(self.node_id, True, ws_address(self.url))
         node_id = await self._call(self._place(keys=[class_key(class_id), NODES], args=self._place_args(class_id)))
         if not node_id:
             raise NoReadyNode()
         return await self._placement(str(node_id))
 
     def _place_args(self, class_id: str) -> list[Any]:
-        return [class_id, self.lease_ms, CLASS_WEIGHT, BUSY_CPU]
+        return [class_id, self.lease_ms, CLASS_WEIGHT, BUSY_CPU, MAX_NODE_URL]
 
     async def hold(self, class_id: str) -> Placement:
         node_id = await self._call(self._hold(keys=[class_key(class_id)], args=[self.node_id, class_id, self.lease_ms]))
@@ -260,8 +296,8 @@ class RedisDirectory(ClassDirectory):
         for class_id, owner, count in zip(ids, answer[::2], answer[1::2], strict=True):
             if owner == self.node_id and class_id in hosted:
                 found[class_id] = hosted[class_id]
-            elif int(count) >= 0:
-                found[class_id] = int(count)
+            elif _count(count) >= 0:
+                found[class_id] = _count(count)
         return found
 
     async def forward(self, class_id: str, command: ClassCommand) -> None:
@@ -274,6 +310,14 @@ class RedisDirectory(ClassDirectory):
         return list(self._nodes)
 
     async def health(self) -> str | None:
+        """At most one PING a second, its answer shared by the requests that ask meanwhile: /readyz
+        answers anyone who reaches the HTTP port."""
+        now = asyncio.get_running_loop().time()
+        if self._health is None or now - self._health[0] >= HEALTH_SECONDS:
+            self._health = (now, asyncio.ensure_future(self._ping()))
+        return await asyncio.shield(self._health[1])
+
+    async def _ping(self) -> str | None:
         try:
             await asyncio.wait_for(self.client.ping(), 2.0)
         except (RedisError, OSError, TimeoutError) as exc:
@@ -318,8 +362,10 @@ class RedisDirectory(ClassDirectory):
 
     async def _read_nodes(self) -> list[Node]:
         ids = sorted(await self._call(self.client.smembers(NODES)))
-        raws = await self._call(self.client.mget([node_key(i) for i in ids])) if ids else []
-        return [node for raw in raws if raw for node in [parse_node(raw)] if node is not None]
+        raws = [raw for raw in (await self._call(self.client.mget([node_key(i) for i in ids])) if ids else []) if raw]
+        nodes = [node for node in map(parse_node, raws) if node is not None]
+        self.malformed_nodes = len(raws) - len(nodes)
+        return nodes
 
     async def _renewals(self) -> None:
         period = self.settings.node_lease_seconds / 3
@@ -366,6 +412,7 @@ class RedisDirectory(ClassDirectory):
             if not isinstance(class_id, str):
                 raise ValueError("class is not a string")
         except (ValueError, KeyError, TypeError):
+            self.dropped_commands += 1
             log.warning("dropped a malformed command from the class directory")
             return
         try:
