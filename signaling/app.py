@@ -49,14 +49,14 @@ async def readyz(request: web.Request) -> web.Response:
     answer, and it is not draining); 503 names what is wrong."""
     svc = request.app[SERVICES]
     directory = svc.server.directory
-    checks = {"database": "ok", "directory": "ok", "state": directory.state.value}
+    checks = {"database": "ok", "directory": "ok", "state": svc.server.node_state()}
     try:
         async with asyncio.timeout(2.0), svc.db.sessions() as tx:
             await tx.execute(text("SELECT 1"))
     except Exception as exc:  # whatever the driver raises: the answer is "not ready"
         checks["database"] = f"unreachable ({type(exc).__name__})"
     checks["directory"] = await directory.health() or "ok"
-    ready = checks["database"] == "ok" and checks["directory"] == "ok" and directory.state is NodeState.READY
+    ready = checks["database"] == "ok" and checks["directory"] == "ok" and checks["state"] == NodeState.READY
     body = {"status": "ready" if ready else "not_ready", "node": directory.node_id, "checks": checks}
     return web.json_response(body, status=200 if ready else 503)
 

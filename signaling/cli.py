@@ -14,14 +14,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, get_origin
 
+import aiohttp
 import uvloop
-from aiohttp import web
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from . import retention
+from . import admin, lifecycle, retention
 from .accounts import AccountError, Accounts, iso
-from .app import create_app
 from .config import Settings
 from .mail import make_mailer
 from .store import AccountRole, Database, ProblemReport
@@ -65,8 +64,26 @@ def serve(settings: Settings) -> None:
         ",".join(settings.media_addresses),
         ports,
     )
-    # No access log: it would record participants' IP addresses (personal data under the GDPR).
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None, access_log=None)
+    asyncio.run(lifecycle.run(settings))
+
+
+async def drain(settings: Settings, args: argparse.Namespace) -> int:
+    """Mark the running server draining (or, with --undo, ready again); with --wait, return once
+    its last class has ended. Prints the node's state as JSON."""
+    path = settings.admin_socket_path
+    try:
+        state = await admin.ask(path, "POST", "/drain", {"draining": not args.undo})
+        print(json.dumps(state))
+        if "error" in state:
+            return 1
+        while args.wait and state["classes"]:
+            await asyncio.sleep(1.0)
+            state = await admin.ask(path, "GET", "/status")
+            print(json.dumps(state))
+    except (OSError, aiohttp.ClientError) as exc:
+        print(f"error: no Classe server answers on {path} ({exc}); is admin_socket the server's?", file=sys.stderr)
+        return 1
+    return 0
 
 
 async def _with_db(settings: Settings, task: Callable[[Database], Awaitable[int]]) -> int:
@@ -148,6 +165,11 @@ def parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("serve", parents=[common], help="run the web, signaling and media server")
     _setting_flags(run)
+    drained = sub.add_parser(
+        "drain", parents=[common], help="the running server opens no new class; its live classes go on"
+    )
+    drained.add_argument("--undo", action="store_true", help="take new classes again")
+    drained.add_argument("--wait", action="store_true", help="return once the server holds no live class")
     sub.add_parser("migrate", parents=[common], help="create or upgrade the database schema")
     create = sub.add_parser("create-account", parents=[common], help="create a verified teacher or admin account")
     create.add_argument("--email", required=True)
@@ -170,6 +192,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "serve":
         serve(settings)
         return
+    if args.command == "drain":
+        raise SystemExit(asyncio.run(drain(settings, args)))
     if args.command == "migrate":
 
         async def nothing(db: Database) -> int:

@@ -152,6 +152,11 @@ class Settings(BaseSettings):
     # A WebSocket that has not sent `join` by then is closed; open WebSockets per client address.
     join_timeout_seconds: float = 10.0
     max_connections_per_address: int = 200
+    # On SIGTERM (or SIGINT), how long the participants told to rejoin elsewhere (`server_stopping`)
+    # have to leave before the server closes what is left and exits.
+    stop_grace_seconds: float = Field(default=10.0, ge=0)
+    # The operator's Unix socket (`classe drain`): data_dir/admin.sock by default.
+    admin_socket: Path | None = None
     camera_max_bitrate: int = 1_500_000
     screen_max_bitrate: int = 2_500_000
     # What one subscriber can be sent again on its NACKs, in bits per second (beyond: refused, counted).
@@ -242,6 +247,10 @@ class Settings(BaseSettings):
     @property
     def database(self) -> str:
         return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'classe.db'}"
+
+    @property
+    def admin_socket_path(self) -> Path:
+        return self.admin_socket or self.data_dir / "admin.sock"
 
     @property
     def origin(self) -> str:

@@ -18,6 +18,11 @@ from .server import ClassServer
 from .tokens import TokenError, verify_join_token
 
 log = logging.getLogger(__name__)
+# A node that drains or stops refuses joins (docs/protocol.md, "Restarts"): the client tries again.
+REFUSALS = {
+    "server_stopping": "the server is stopping: join again in a few seconds",
+    "server_draining": "this server opens no new class now: join again later",
+}
 
 
 class Connection:
@@ -128,6 +133,12 @@ async def _check_placement(server: ClassServer, class_id: str, ref: Any) -> None
         raise ProtocolError("wrong_node", "this class is hosted by another server: join again", ref, fatal=True)
 
 
+def _refuse_if_unwelcome(server: ClassServer, class_id: str, ref: Any) -> None:
+    refused = server.refusal(class_id)
+    if refused is not None:
+        raise ProtocolError(refused, REFUSALS[refused], ref, fatal=True)
+
+
 async def handle(server: ClassServer, conn: Connection, message: dict[str, Any]) -> None:
     kind = message["type"]
     ref = message["id"]
@@ -141,7 +152,9 @@ async def handle(server: ClassServer, conn: Connection, message: dict[str, Any])
             grant = verify_join_token(server.settings.token_secret, message["token"])
         except TokenError:
             raise ProtocolError("invalid_token", "the join token is invalid or expired", ref, fatal=True) from None
+        _refuse_if_unwelcome(server, grant.class_id, ref)
         await _check_placement(server, grant.class_id, ref)
+        _refuse_if_unwelcome(server, grant.class_id, ref)  # a SIGTERM while the directory answered
         await server.room(grant.class_id).arrive(grant, conn)
         return
     participant = conn.participant

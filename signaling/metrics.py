@@ -18,6 +18,8 @@ from .directory import ClassDirectory, NodeState
 Bandwidth = Callable[[], Iterable[tuple[str, int, int, int]]]
 # The shedding level, how often it was raised, the subscriptions it holds, kernel drops at the media port.
 Load = Callable[[], tuple[int, int, int, int]]
+# Whether the node drains (takes no new class) and whether it stops (SIGTERM).
+NodeFlags = Callable[[], tuple[bool, bool]]
 
 
 class MediaCollector(Collector):
@@ -28,12 +30,14 @@ class MediaCollector(Collector):
         bandwidth: Bandwidth | None = None,
         ice: IceOutcomes | None = None,
         load: Load | None = None,
+        node: NodeFlags | None = None,
     ) -> None:
         self.stats = stats
         self.census = census  # classes, participants, published tracks
         self.bandwidth = bandwidth
         self.ice = ice
         self.load = load
+        self.node = node
 
     def collect(self) -> Iterator[Metric]:
         s = self.stats
@@ -82,6 +86,18 @@ class MediaCollector(Collector):
                 "classe_media_socket_drops",
                 "datagrams the kernel dropped at the shared media port (its receive buffer was full)",
                 value=kernel_drops,
+            )
+        if self.node is not None:
+            draining, stopping = self.node()
+            yield GaugeMetricFamily(
+                "classe_node_draining",
+                "1 while this node takes no new class (classe drain, or stopping)",
+                value=draining,
+            )
+            yield GaugeMetricFamily(
+                "classe_node_stopping",
+                "1 once this node was told to stop (SIGTERM) and its participants to rejoin",
+                value=stopping,
             )
         classes, participants, tracks = self.census()
         yield GaugeMetricFamily("classe_live_classes", "classes with participants", value=classes)
@@ -184,9 +200,10 @@ def make_registry(
     ice: IceOutcomes | None = None,
     load: Load | None = None,
     directory: ClassDirectory | None = None,
+    node: NodeFlags | None = None,
 ) -> CollectorRegistry:
     registry = CollectorRegistry()
-    registry.register(MediaCollector(stats, census, bandwidth, ice, load))
+    registry.register(MediaCollector(stats, census, bandwidth, ice, load, node))
     if directory is not None:
         registry.register(DirectoryCollector(directory))
     return registry

@@ -15,7 +15,7 @@ from sfu.core.overload import LoadShedder
 
 from .classroom import ClassSession
 from .config import Settings
-from .directory import ClassCommand, DirectoryUnavailable, make_directory
+from .directory import ClassCommand, DirectoryUnavailable, NodeState, make_directory
 from .metrics import make_registry
 from .protocol import ProtocolError
 from .room import Room
@@ -42,9 +42,15 @@ class ClassServer:
         # Outlives a room that empties for a moment, so that a removed student stays out; dropped when
         # the class ends or has been empty for class_idle_seconds.
         self.sessions: dict[str, ClassSession] = {}
-        # Which node hosts each class: this one only, or the nodes sharing a Redis server.
+        # Which node hosts each class: this one only, or the nodes sharing a Redis server. Whether
+        # this node takes new classes (ready, draining) is the directory's state.
         self.directory = make_directory(settings, self)
-        self.registry = make_registry(self.stats, self.census, self.bandwidth, self.ice, self.load, self.directory)
+        # SIGTERM: every participant was told to rejoin, and no join is taken (signaling/stopping.py).
+        self.stopping = False
+        self._in_directory = False
+        self.registry = make_registry(
+            self.stats, self.census, self.bandwidth, self.ice, self.load, self.directory, self.flags
+        )
         self.sockets: Counter[str] = Counter()  # open signaling WebSockets by client address
 
     async def apply_lobby(self, class_id: str, lobby: bool) -> None:
@@ -86,6 +92,31 @@ class ClassServer:
             await self._end_here(class_id)
         else:
             await self._apply_lobby_here(class_id, command is ClassCommand.LOBBY_ON)
+
+    # Draining and stopping
+
+    def flags(self) -> tuple[bool, bool]:
+        """Whether this node takes no new class, and whether it stops (metrics)."""
+        return self.directory.state is NodeState.DRAINING, self.stopping
+
+    def node_state(self) -> str:
+        """ready, draining, or stopping (/readyz, `classe drain`)."""
+        return "stopping" if self.stopping else self.directory.state.value
+
+    def refusal(self, class_id: str) -> str | None:
+        """Why a participant's join to this class is refused here, or None: the node stops (nobody
+        joins), or it drains and the class is not one of those it keeps."""
+        if self.stopping:
+            return "server_stopping"
+        if self.directory.state is NodeState.DRAINING and class_id not in self.hosted():
+            return "server_draining"
+        return None
+
+    async def leave_directory(self) -> None:
+        """Once: with Redis, the classes hosted here are free at once, to reopen on another node."""
+        if self._in_directory:
+            self._in_directory = False
+            await self.directory.stop()
 
     def census(self) -> tuple[int, int, int]:
         rooms = list(self.rooms.values())
@@ -178,9 +209,10 @@ class ClassServer:
         if self.settings.shed_under_load and self.network.shared is not None:
             self.monitor.start()  # with a socket per connection, the backlog cannot be seen
         await self.directory.start()
+        self._in_directory = True
 
     async def close(self) -> None:
-        await self.directory.stop()
+        await self.leave_directory()
         for room in list(self.rooms.values()):
             await room.close()
         self.monitor.stop()

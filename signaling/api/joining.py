@@ -11,11 +11,19 @@ from pydantic import BaseModel, Field
 
 from ..accounts import clean_text
 from ..directory import DirectoryUnavailable, NoReadyNode
+from ..stopping import RETRY_AFTER_SECONDS
 from ..store import ClassAccess, Classroom, ProblemReport, utcnow
 from ..tokens import Role, mint_join_token, opaque_id
 from .context import Services, body, charged, client_address, current_account, fail, services, unknown_links_limited
 
 GUEST_COOKIE = "classe_guest"
+# Why no node can take a participant now; each is a 503 with Retry-After (docs/http-api.md).
+UNAVAILABLE = {
+    "server_stopping": "Le serveur redémarre : réessayez dans quelques secondes.",
+    "server_draining": "Ce serveur n'ouvre pas de nouvelle classe pour le moment : réessayez dans quelques minutes.",
+    "no_server": "Aucun serveur ne peut accueillir la classe : réessayez dans un instant.",
+    "directory_unavailable": "Le serveur ne sait pas où se tient la classe : réessayez dans un instant.",
+}
 
 
 class JoinRequest(BaseModel):
@@ -47,17 +55,27 @@ async def class_info(request: web.Request) -> web.Response:
 
 async def ws_url(svc: Services, class_id: str) -> str | None:
     """The WebSocket address of the node hosting the class, placing a class that opens on the
-    least-loaded ready node (None: this page's own origin)."""
+    least-loaded ready node (None: this page's own origin). A node that stops sends nobody to
+    itself: with Redis it has left the directory and the class goes to another node."""
+    server = svc.server
     try:
-        return (await svc.server.directory.place(class_id)).ws_url
+        placement = await server.directory.place(class_id)
     except NoReadyNode:
-        raise fail(
-            503, "no_server", "Aucun serveur ne peut accueillir la classe : réessayez dans un instant."
-        ) from None
+        raise unavailable(server.refusal(class_id) or "no_server") from None
     except DirectoryUnavailable:
-        raise fail(
-            503, "directory_unavailable", "Le serveur ne sait pas où se tient la classe : réessayez dans un instant."
-        ) from None
+        raise unavailable("directory_unavailable") from None
+    if placement.here and server.stopping:
+        raise unavailable("server_stopping")
+    return placement.ws_url
+
+
+def unavailable(code: str) -> web.HTTPServiceUnavailable:
+    """A refusal the browser retries by itself, after Retry-After seconds."""
+    return web.HTTPServiceUnavailable(
+        text=json.dumps({"error": code, "message": UNAVAILABLE[code]}),
+        content_type="application/json",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
 
 
 def _display_name(value: str | None) -> str:

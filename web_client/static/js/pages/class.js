@@ -116,6 +116,11 @@ async function join(first) {
   session.reopen = async (source) => (await open(source, localStorage.getItem(`classe.${source}`))).track;
   const room = new RoomView(session, { title: first.title, classId: first.class_id });
   session.addEventListener("waiting", (event) => {
+    // Back after a lost link or a restart: the pupil stays in the room while a teacher comes back or lets them in.
+    if (event.detail.rejoin && !$("room").hidden) {
+      room.waiting(event.detail.reason);
+      return;
+    }
     const reason = event.detail.reason === "lobby" ? "lobby" : "not_started";
     label($("waiting-title"), `waiting.${reason}.title`);
     label($("waiting-text"), `waiting.${reason}.text`);
