@@ -168,7 +168,11 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> web.Applicat
     server = ClassServer(settings)
     accounts = Accounts(db, settings, mailer)
     app[SERVER] = server
-    setup_api(app, Services(settings, db, mailer, server, accounts, Classes(db, settings, accounts)))
+    svc = Services(settings, db, mailer, server, accounts, Classes(db, settings, accounts))
+    buckets = server.directory.shared_buckets()
+    if buckets is not None:
+        svc.limits.share(buckets)  # one budget for all the nodes a client's requests may reach
+    setup_api(app, svc)
     app.router.add_get("/ws", ws_handler)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -33,6 +33,7 @@ class Connection:
         self.address = address  # the client's address: for the limits per address only, never logged
         self.participant: Participant | None = None
         self.waiting_in: Room | None = None
+        self.class_id: str | None = None  # the class joined: its decisions are shared after each message
         self.ended = False
         self._lock = asyncio.Lock()
         self._closing: asyncio.Task[Any] | None = None
@@ -96,6 +97,8 @@ async def _serve(server: ClassServer, conn: Connection, max_answer: int) -> None
             except Exception:
                 log.exception("message handling failed")
                 await conn.send(error(ProtocolError("internal_error", "the server could not handle this message")))
+            if conn.class_id is not None:
+                server.remember(conn.class_id)
             if conn.ended:
                 break
     except ConnectionError:
@@ -108,6 +111,8 @@ async def _serve(server: ClassServer, conn: Connection, max_answer: int) -> None
             await conn.waiting_in.leave_lobby(conn)
         conn.participant = None
         conn.waiting_in = None
+        if conn.class_id is not None:
+            server.remember(conn.class_id)
         await ws.close()
 
 
@@ -154,7 +159,9 @@ async def handle(server: ClassServer, conn: Connection, message: dict[str, Any])
             raise ProtocolError("invalid_token", "the join token is invalid or expired", ref, fatal=True) from None
         _refuse_if_unwelcome(server, grant.class_id, ref)
         await _check_placement(server, grant.class_id, ref)
+        await server.recall(grant.class_id)
         _refuse_if_unwelcome(server, grant.class_id, ref)  # a SIGTERM while the directory answered
+        conn.class_id = grant.class_id
         await server.room(grant.class_id).arrive(grant, conn)
         return
     participant = conn.participant

@@ -52,6 +52,7 @@ class ClassServer:
             self.stats, self.census, self.bandwidth, self.ice, self.load, self.directory, self.flags
         )
         self.sockets: Counter[str] = Counter()  # open signaling WebSockets by client address
+        self._moving: set[str] = set()  # classes ending here because another node hosts them now
 
     async def apply_lobby(self, class_id: str, lobby: bool) -> None:
         """The class's lobby setting changed in the dashboard: a live lesson follows it at once,
@@ -63,6 +64,7 @@ class ClassServer:
         room = self.rooms.get(class_id)
         if room is not None and room.state.lesson and room.state.lobby != lobby:
             await room.set_lobby(lobby)
+            self.remember(class_id)
 
     async def _forward(self, class_id: str, command: ClassCommand) -> None:
         try:
@@ -81,11 +83,37 @@ class ClassServer:
         return self.stats.rtp_forwarded
 
     async def lose(self, class_id: str) -> None:
-        """Another node hosts the class now: its participants here rejoin there (wrong_node)."""
+        """Another node hosts the class now: its participants here rejoin there (wrong_node). The
+        class's decisions stay where that node reads them."""
         room = self.rooms.get(class_id)
         if room is not None:
-            await room.end(ProtocolError("wrong_node", "this class is now hosted by another server", fatal=True))
+            self._moving.add(class_id)
+            try:
+                await room.end(ProtocolError("wrong_node", "this class is now hosted by another server", fatal=True))
+            finally:
+                self._moving.discard(class_id)
         self.sessions.pop(class_id, None)
+
+    # What the classes' teachers decided, shared with the other nodes (directory/sessions.py)
+
+    async def recall(self, class_id: str) -> None:
+        """A class arriving here that this node does not know: it takes it up as the node that
+        hosted it before left it (bans, lobby decisions, locks, holds)."""
+        if class_id in self.sessions:
+            return
+        saved = await self.directory.sessions.recall(class_id)
+        if saved is None or class_id in self.sessions:
+            return
+        try:
+            self.sessions[class_id] = ClassSession.restore(class_id, saved)
+        except ValueError:
+            log.warning("dropped a malformed snapshot of class %s", class_id)
+
+    def remember(self, class_id: str) -> None:
+        """After anything that may have changed a class's decisions (a message, a departure)."""
+        state = self.sessions.get(class_id)
+        if state is not None:
+            self.directory.sessions.remember(class_id, state.snapshot())
 
     async def obey(self, class_id: str, command: ClassCommand) -> None:
         if command is ClassCommand.END:
@@ -177,6 +205,8 @@ class ClassServer:
             del self.rooms[room.id]
         if room.ended:
             self.sessions.pop(room.id, None)
+            if room.id not in self._moving:
+                self.directory.sessions.forget(room.id)  # a teacher ended it: removals end too
 
     def expire_sessions(self, now: float | None = None) -> int:
         now = time.monotonic() if now is None else now
@@ -201,6 +231,7 @@ class ClassServer:
         if room is not None:
             await room.end()
         self.sessions.pop(class_id, None)
+        self.directory.sessions.forget(class_id)
 
     async def open(self) -> None:
         """Bind the shared media port (a port in use stops the server at start-up), start

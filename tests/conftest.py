@@ -9,6 +9,7 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import Message
@@ -183,16 +184,16 @@ def settings_overrides() -> dict[str, Any]:
     return {}
 
 
-@pytest.fixture
-async def classe(
-    tmp_path: Path, mailbox: Mailbox, database_url: str, settings_overrides: dict[str, Any]
+@asynccontextmanager
+async def running_server(
+    folder: Path, mailbox: Mailbox, database_url: str, overrides: dict[str, Any]
 ) -> AsyncIterator[RunningServer]:
     """A real server on loopback: HTTP on a free port, media on one shared UDP port (or, with
     `media_port` 0 in the overrides, a range), mail to a real SMTP server."""
     port = free_port()
     fields: dict[str, Any] = {
         "port": port,
-        "media_port": free_udp_port(settings_overrides.get("host", "127.0.0.1")),
+        "media_port": free_udp_port(overrides.get("host", "127.0.0.1")),
         "media_port_min": 42000,
         "media_port_max": 42999,
         "ice_timeout_seconds": 10,
@@ -200,17 +201,27 @@ async def classe(
         # of a real server's (tests/test_overload_e2e.py turns the shedding on).
         "shed_under_load": False,
         "dev_mode": True,
-        "data_dir": tmp_path,
+        "data_dir": folder,
         "database_url": database_url,
         "smtp_host": "127.0.0.1",
         "smtp_port": mailbox.port,
         "smtp_starttls": False,
     }
-    settings = Settings(**{**fields, **settings_overrides})
+    settings = Settings(**{**fields, **overrides})
     app = create_app(settings)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()
-    yield RunningServer(f"http://{settings.host}:{settings.port}", app[SERVER], settings, app[SERVICES], mailbox)
-    await runner.cleanup()
+    try:
+        yield RunningServer(f"http://{settings.host}:{settings.port}", app[SERVER], settings, app[SERVICES], mailbox)
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def classe(
+    tmp_path: Path, mailbox: Mailbox, database_url: str, settings_overrides: dict[str, Any]
+) -> AsyncIterator[RunningServer]:
+    async with running_server(tmp_path, mailbox, database_url, settings_overrides) as server:
+        yield server

@@ -40,7 +40,7 @@ class ReportForm(BaseModel):
 async def _class_by_code(request: web.Request, code: str) -> Classroom:
     """Unknown codes spend from the guessing budget of the address that sent them."""
     svc = services(request)
-    with unknown_links_limited(request, svc.limits.class_links, client_address(request)):
+    async with unknown_links_limited(request, svc.limits.class_links, client_address(request)):
         classroom = await svc.classes.by_code(code)
         if classroom is None:
             raise fail(404, "unknown_link", "Ce lien de classe n'est pas valide ou a expiré.")
@@ -160,7 +160,7 @@ async def report_problem(request: web.Request) -> web.Response:
     diagnostics = json.dumps(form.diagnostics, ensure_ascii=False)
     if len(diagnostics) > 16_000:
         raise fail(400, "bad_request", "Diagnostics trop volumineux.")
-    with charged(request, svc.limits.reports, client_address(request)):
+    async with charged(request, svc.limits.reports, client_address(request)):
         account = await current_account(request)
         async with svc.db.transaction() as tx:
             report = ProblemReport(

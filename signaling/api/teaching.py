@@ -128,7 +128,7 @@ async def create_class(request: web.Request) -> web.Response:
     account = await require_account(request, *TEACHING_ROLES)
     form = await body(request, ClassForm)
     svc = services(request)
-    with refusals_limited(request, svc.limits.unknown_co_teachers, account.id, "unknown_co_teacher"):
+    async with refusals_limited(request, svc.limits.unknown_co_teachers, account.id, "unknown_co_teacher"):
         classroom = await svc.classes.create(account, form.draft())
     return web.json_response(await describe(request, account, classroom), status=201)
 
@@ -143,7 +143,7 @@ async def update_class(request: web.Request) -> web.Response:
     account = await require_account(request, *TEACHING_ROLES)
     form = await body(request, ClassForm)
     svc = services(request)
-    with refusals_limited(request, svc.limits.unknown_co_teachers, account.id, "unknown_co_teacher"):
+    async with refusals_limited(request, svc.limits.unknown_co_teachers, account.id, "unknown_co_teacher"):
         classroom = await svc.classes.update(account, request.match_info["class_id"], form.draft())
     await svc.server.apply_lobby(classroom.id, classroom.lobby)
     return web.json_response(await describe(request, account, classroom))

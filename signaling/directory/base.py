@@ -13,9 +13,12 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..config import Settings
+
+if TYPE_CHECKING:
+    from ..budgets import SharedBuckets
 
 
 class NodeState(enum.StrEnum):
@@ -96,6 +99,30 @@ class Host(Protocol):
         ...
 
 
+class SessionStore:
+    """What a live class remembers, kept where another node finds it (directory/sessions.py). The
+    embedded default: a single node keeps its classes in memory (signaling/server.py)."""
+
+    def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def recall(self, class_id: str) -> Any:
+        """The class's snapshot as the last node hosting it left it, or None."""
+        return None
+
+    def remember(self, class_id: str, snapshot: dict[str, object]) -> None:
+        """The class's decisions changed (or may have): another node must find them."""
+
+    def forget(self, class_id: str) -> None:
+        """A teacher ended the class: its decisions end with it."""
+
+    async def flush(self) -> None:
+        """Write what waits: before this node hands its classes over."""
+
+
 class LoadSampler:
     """Turns the host's counters into rates between two reports."""
 
@@ -128,6 +155,7 @@ class ClassDirectory(ABC):
         self.host = host
         self.node_id = settings.node_id
         self.state = NodeState.READY
+        self.sessions = SessionStore()  # the classes' decisions, where another node finds them
         # Read from the shared directory and set aside (metrics): node descriptions that did not
         # parse at the last look, and commands from other nodes dropped as malformed.
         self.malformed_nodes = 0
@@ -166,6 +194,10 @@ class ClassDirectory(ABC):
     def connect_origins(self) -> list[str]:
         """The WebSocket origins browsers may be sent to (the pages' connect-src)."""
         return sorted({ws_origin(node.url) for node in self.nodes()})
+
+    def shared_buckets(self) -> SharedBuckets | None:
+        """Where the HTTP API's rate limits are counted with the other nodes (None: each process alone)."""
+        return None
 
     @abstractmethod
     async def health(self) -> str | None:

@@ -25,6 +25,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from ..budgets import SharedBuckets
 from ..config import MAX_NODE_URL, NODE_ID, NODE_URL, Settings
 from .base import (
     ClassCommand,
@@ -39,6 +40,7 @@ from .base import (
     Placement,
     ws_address,
 )
+from .sessions import RedisSessions
 
 log = logging.getLogger(__name__)
 PREFIX = "classe:"
@@ -235,14 +237,18 @@ class RedisDirectory(ClassDirectory):
         self._renewing = asyncio.Lock()
         self._reachable = True
         self._health: tuple[float, asyncio.Task[str | None]] | None = None  # when asked, the answer
+        self.sessions = RedisSessions(self.client, host.hosted, settings.class_idle_seconds)
 
     async def start(self) -> None:
         """Register at once when Redis answers; otherwise the renewal loop keeps trying (/readyz says so)."""
         with contextlib.suppress(DirectoryUnavailable):
             await self.renew()
         self._tasks = [asyncio.create_task(self._renewals()), asyncio.create_task(self._commands())]
+        self.sessions.start()
 
     async def stop(self) -> None:
+        await self.sessions.flush()  # the node that takes the classes over finds the latest decisions
+        await self.sessions.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -308,6 +314,9 @@ class RedisDirectory(ClassDirectory):
 
     def nodes(self) -> list[Node]:
         return list(self._nodes)
+
+    def shared_buckets(self) -> SharedBuckets:
+        return SharedBuckets(self.client, self.settings.token_secret)
 
     async def health(self) -> str | None:
         """At most one PING a second, its answer shared by the requests that ask meanwhile: /readyz
