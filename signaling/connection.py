@@ -18,6 +18,9 @@ from .server import ClassServer
 from .tokens import TokenError, verify_join_token
 
 log = logging.getLogger(__name__)
+# The messages that may change what a class remembers (signaling/classroom.py): the class's
+# snapshot is shared after them, not after the many others (candidates, views, chat).
+DECISIONS = frozenset({"join", "moderate", "leave"})
 # A node that drains or stops refuses joins (docs/protocol.md, "Restarts"): the client tries again.
 REFUSALS = {
     "server_stopping": "the server is stopping: join again in a few seconds",
@@ -85,8 +88,11 @@ async def _serve(server: ClassServer, conn: Connection, max_answer: int) -> None
             if msg.type != WSMsgType.TEXT:
                 await conn.send(error(ProtocolError("bad_message", "only text messages are accepted")))
                 continue
+            kind = None
             try:
-                await handle(server, conn, decode(msg.data, max_answer))
+                message = decode(msg.data, max_answer)
+                kind = message["type"]
+                await handle(server, conn, message)
             except ProtocolError as exc:
                 if exc.fatal:
                     await conn.end(exc)
@@ -97,7 +103,7 @@ async def _serve(server: ClassServer, conn: Connection, max_answer: int) -> None
             except Exception:
                 log.exception("message handling failed")
                 await conn.send(error(ProtocolError("internal_error", "the server could not handle this message")))
-            if conn.class_id is not None:
+            if kind in DECISIONS and conn.class_id is not None:
                 server.remember(conn.class_id)
             if conn.ended:
                 break
