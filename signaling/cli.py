@@ -19,7 +19,7 @@ import uvloop
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from . import admin, lifecycle, retention
+from . import admin, lifecycle, retention, workers
 from .accounts import AccountError, Accounts, iso
 from .config import Settings
 from .mail import make_mailer
@@ -51,7 +51,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         raise SystemExit(f"classe: invalid settings: {exc}") from None
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings, argv: list[str], shared_port: int | None = None) -> None:
     # aioice and aiortc log candidate addresses at INFO: participants' IP addresses stay out of the logs.
     for name in ("aioice", "aiortc"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -64,24 +64,30 @@ def serve(settings: Settings) -> None:
         ",".join(settings.media_addresses),
         ports,
     )
-    asyncio.run(lifecycle.run(settings))
+    if settings.workers > 1:
+        workers.check(settings)
+        raise SystemExit(asyncio.run(workers.Supervisor(settings, argv).run()))
+    asyncio.run(lifecycle.run(settings, shared_port))
 
 
 async def drain(settings: Settings, args: argparse.Namespace) -> int:
     """Mark the running server draining (or, with --undo, ready again); with --wait, return once
     its last class has ended. Prints the node's state as JSON."""
-    path = settings.admin_socket_path
+    paths = workers.admin_sockets(settings)  # one per worker with --workers
     try:
-        state = await admin.ask(path, "POST", "/drain", {"draining": not args.undo})
-        print(json.dumps(state))
-        if "error" in state:
-            return 1
-        while args.wait and state["classes"]:
-            await asyncio.sleep(1.0)
-            state = await admin.ask(path, "GET", "/status")
+        states = [await admin.ask(path, "POST", "/drain", {"draining": not args.undo}) for path in paths]
+        for state in states:
             print(json.dumps(state))
+        if any("error" in state for state in states):
+            return 1
+        while args.wait and any(state["classes"] for state in states):
+            await asyncio.sleep(1.0)
+            states = [await admin.ask(path, "GET", "/status") for path in paths]
+            for state in states:
+                print(json.dumps(state))
     except (OSError, aiohttp.ClientError) as exc:
-        print(f"error: no Classe server answers on {path} ({exc}); is admin_socket the server's?", file=sys.stderr)
+        where = ", ".join(map(str, paths))
+        print(f"error: no Classe server answers on {where} ({exc}); is admin_socket the server's?", file=sys.stderr)
         return 1
     return 0
 
@@ -165,6 +171,8 @@ def parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("serve", parents=[common], help="run the web, signaling and media server")
     _setting_flags(run)
+    # Set by `--workers` on each worker it starts (signaling/workers.py), not by operators.
+    run.add_argument("--shared-port", type=int, help=argparse.SUPPRESS)
     drained = sub.add_parser(
         "drain", parents=[common], help="the running server opens no new class; its live classes go on"
     )
@@ -190,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = _settings(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.command == "serve":
-        serve(settings)
+        serve(settings, list(sys.argv[1:] if argv is None else argv), args.shared_port)
         return
     if args.command == "drain":
         raise SystemExit(asyncio.run(drain(settings, args)))

@@ -181,6 +181,9 @@ class Settings(BaseSettings):
     node_id: str = Field(default_factory=_generated_node_id)
     node_url: str | None = None
     node_lease_seconds: float = Field(default=10.0, ge=1.0, le=300.0)
+    # Server processes on this machine (signaling/workers.py): each a node of the Redis directory,
+    # with an HTTP port of its own (port + 1 + i) and its own media port(s). More than 1 needs redis_url.
+    workers: int = Field(default=1, ge=1, le=64)
     config_file: Path | None = None
 
     @field_validator("teacher_domains")
@@ -212,9 +215,11 @@ class Settings(BaseSettings):
     @field_validator("node_url")
     @classmethod
     def _node_url(cls, value: str | None) -> str | None:
-        if value is not None and (len(value) > MAX_NODE_URL or not NODE_URL.match(value)):
+        # "{worker}" stands for the worker's number with several workers (signaling/workers.py).
+        url = value.replace("{worker}", "0") if value is not None else None
+        if url is not None and (len(url) > MAX_NODE_URL or not NODE_URL.match(url)):
             raise ValueError(
-                f"node_url: {value[:80]!r} is not an http:// or https:// URL without query or fragment, "
+                f"node_url: {url[:80]!r} is not an http:// or https:// URL without query or fragment, "
                 f"of at most {MAX_NODE_URL} characters"
             )
         return value.rstrip("/") if value is not None else None
@@ -232,6 +237,17 @@ class Settings(BaseSettings):
             )
         if self.node_url is None and self.host in ("0.0.0.0", "::"):
             raise ValueError("redis_url with host 0.0.0.0 or :: needs node_url: the URL browsers reach this node at")
+        return self
+
+    @model_validator(mode="after")
+    def _workers(self) -> Settings:
+        """Each worker needs a URL of its own: node_url names them all with "{worker}"."""
+        several = self.workers > 1
+        if self.node_url is not None and several != ("{worker}" in self.node_url):
+            raise ValueError(
+                "node_url: with workers > 1 it must contain {worker} (each worker's number), and only then: "
+                "e.g. https://classe.example.org/worker/{worker}"
+            )
         return self
 
     @model_validator(mode="after")

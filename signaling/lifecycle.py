@@ -23,7 +23,9 @@ log = logging.getLogger(__name__)
 SHUTDOWN_SECONDS = 3.0
 
 
-async def run(settings: Settings) -> None:
+async def run(settings: Settings, shared_port: int | None = None) -> None:
+    """`shared_port`: a worker of `classe serve --workers` (signaling/workers.py) also accepts
+    connections on the port it shares with the other workers, until it stops."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -38,8 +40,13 @@ async def run(settings: Settings) -> None:
     try:
         operator = await admin.open_socket(server, socket_path)
         await web.TCPSite(runner, settings.host, settings.port).start()
+        shared = web.TCPSite(runner, settings.host, shared_port, reuse_port=True) if shared_port else None
+        if shared is not None:
+            await shared.start()
         await stop.wait()
         stop.clear()
+        if shared is not None:  # the kernel sends the newcomers to the other workers
+            await shared.stop()
         await stopping.stop(server, settings.stop_grace_seconds, stop)
     finally:
         if operator is not None:

@@ -110,9 +110,11 @@ class ClassServer:
             log.warning("dropped a malformed snapshot of class %s", class_id)
 
     def remember(self, class_id: str) -> None:
-        """After anything that may have changed a class's decisions (a message, a departure)."""
+        """After anything that may have changed a class's decisions (a message, a departure). Not
+        once the node stops: its classes move with the decisions they had then, not with the
+        lessons ending here as their participants leave for the next node."""
         state = self.sessions.get(class_id)
-        if state is not None:
+        if state is not None and not self.stopping:
             self.directory.sessions.remember(class_id, state.snapshot())
 
     async def obey(self, class_id: str, command: ClassCommand) -> None:
