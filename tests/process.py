@@ -27,7 +27,7 @@ class ClasseProcess:
     def __init__(self, folder: Path, **settings: Any) -> None:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = int(settings.pop("port", 0)) or free_port()
         fields: dict[str, Any] = {
             "port": self.port,
             "media_port": free_udp_port(),
