@@ -1,7 +1,7 @@
 """Two nodes sharing one redis-server and one database, as separate processes, with real aiortc
 peers: a node stopped with SIGTERM tells its participants, its class reopens on the other node,
-they rejoin there and media flows again; a draining node keeps its class, new classes go to the
-other."""
+they rejoin there and media flows again, and a student removed before the move is still refused
+after it; a draining node keeps its class, new classes go to the other."""
 
 from __future__ import annotations
 
@@ -79,6 +79,15 @@ async def test_a_stopped_node_s_class_reopens_on_the_other_and_its_peers_rejoin_
     assert {s.node for s in students} == {host.url}  # every participant lands where the class lives
     for student in students:
         await until(student.sees_video(), what="video before the move")
+    # Tom is removed before the move: he must stay out after it (the class's decisions are in Redis).
+    tom = Browser(cluster.entrance)
+    grant = await tom.ok("POST", "/api/join", {"code": code, "name": "Tom"})
+    intruder = Peer(grant["ws_url"].removesuffix("/ws").replace("ws://", "http://"), "", "Tom")
+    cluster.peers.append(intruder)
+    await intruder.join(grant["token"])
+    assert prof.peer is not None
+    await prof.peer.send({"type": "moderate", "action": "remove", "participant_id": intruder.id})
+    assert (await intruder.expect("error"))["code"] == "removed"
     survivor = cluster.other(host)
     stays = Peer(host.url, "", "Zoé")  # ignores the warning: keeps the stopping node up a while
     cluster.peers.append(stays)
@@ -105,6 +114,13 @@ async def test_a_stopped_node_s_class_reopens_on_the_other_and_its_peers_rejoin_
     assert answer["ws_url"] == survivor.ws_url
     assert await metric(survivor.url, "classe_live_classes") == 1.0
     assert await metric(survivor.url, "classe_participants") == 3.0
+    # Removed on the stopped node, refused on the other.
+    grant = await tom.ok("POST", "/api/join", {"code": code, "name": "Tom"})
+    assert grant["ws_url"] == survivor.ws_url
+    again = Peer(survivor.url, "", "Tom")
+    cluster.peers.append(again)
+    assert (await again.join(grant["token"], until="error"))["code"] == "removed"
+    await tom.http.close()
 
     await stays.close()
     assert await host.exited(timeout=15) == 0
