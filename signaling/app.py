@@ -13,14 +13,17 @@ from string import Template
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
 
 from . import retention
 from .accounts import Accounts
 from .api import Services, setup_api
 from .api.context import SERVICES
+from .api.joining import ws_url
 from .classes import Classes
 from .config import Settings
 from .connection import websocket
+from .directory import NodeState
 from .mail import Mailer, make_mailer
 from .protocol import MAX_MESSAGE_BYTES
 from .server import ClassServer
@@ -37,7 +40,25 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process answers."""
     return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: whether this node should be sent new participants (its database and directory
+    answer, and it is not draining); 503 names what is wrong."""
+    svc = request.app[SERVICES]
+    directory = svc.server.directory
+    checks = {"database": "ok", "directory": "ok", "state": svc.server.node_state()}
+    try:
+        async with asyncio.timeout(2.0), svc.db.sessions() as tx:
+            await tx.execute(text("SELECT 1"))
+    except Exception as exc:  # whatever the driver raises: the answer is "not ready"
+        checks["database"] = f"unreachable ({type(exc).__name__})"
+    checks["directory"] = await directory.health() or "ok"
+    ready = checks["database"] == "ok" and checks["directory"] == "ok" and checks["state"] == NodeState.READY
+    body = {"status": "ready" if ready else "not_ready", "node": directory.node_id, "checks": checks}
+    return web.json_response(body, status=200 if ready else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -58,7 +79,7 @@ async def dev_token(request: web.Request) -> web.Response:
     if not class_id or not name:
         return web.json_response({"error": "class_id and name must not be empty"}, status=400)
     token = mint_join_token(settings.token_secret, f"dev:{class_id}", name, role, settings.token_ttl_seconds)
-    return web.json_response({"token": token})
+    return web.json_response({"token": token, "ws_url": await ws_url(request.app[SERVICES], f"dev:{class_id}")})
 
 
 # The pages of the app, by path; each is static HTML filled by its script from the message catalogues.
@@ -147,9 +168,14 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> web.Applicat
     server = ClassServer(settings)
     accounts = Accounts(db, settings, mailer)
     app[SERVER] = server
-    setup_api(app, Services(settings, db, mailer, server, accounts, Classes(db, settings, accounts)))
+    svc = Services(settings, db, mailer, server, accounts, Classes(db, settings, accounts))
+    buckets = server.directory.shared_buckets()
+    if buckets is not None:
+        svc.limits.share(buckets)  # one budget for all the nodes a client's requests may reach
+    setup_api(app, svc)
     app.router.add_get("/ws", ws_handler)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     if settings.dev_mode:
         app.router.add_post("/api/dev/token", dev_token)

@@ -138,6 +138,41 @@ class ClassSession:
         (self.screen_allowed.add if allowed else self.screen_allowed.discard)(participant_id)
         return True
 
+    def snapshot(self) -> dict[str, object]:
+        """What another node needs to carry the class on after a move (signaling/shared.py): the
+        teachers' decisions, not the chat, nor who is in (they rejoin)."""
+        return {
+            "lesson": self.lesson,
+            "lobby": self.lobby,
+            "locked": self.locked,
+            "lobby_locked": self.lobby_locked,
+            "locks": sorted(self.locks),
+            "banned": sorted(self.banned),
+            "refused": sorted(self.refused),
+            "admitted": sorted(self.admitted),
+            "held": {pid: sorted(sources) for pid, sources in sorted(self.held.items()) if sources},
+            "screen_allowed": sorted(self.screen_allowed),
+        }
+
+    @classmethod
+    def restore(cls, class_id: str, saved: object) -> ClassSession:
+        """The class as another node left it; raises ValueError for anything that is not a snapshot."""
+        if not isinstance(saved, dict):
+            raise ValueError("a snapshot is an object")
+        session = cls(class_id)
+        for name in ("lesson", "locked", "lobby_locked"):
+            setattr(session, name, _flag(saved.get(name)))
+        lobby = saved.get("lobby")
+        session.lobby = None if lobby is None else _flag(lobby)
+        session.locks = _names(saved.get("locks")) & set(LOCKABLE)
+        for name in ("banned", "refused", "admitted", "screen_allowed"):
+            setattr(session, name, _names(saved.get(name)))
+        held = saved.get("held")
+        if not isinstance(held, dict):
+            raise ValueError("'held' is an object")
+        session.held = {str(pid): _names(sources) & set(LOCKABLE) for pid, sources in held.items()}
+        return session
+
     def describe(self, now: float) -> dict[str, object]:
         away = self.teacher_away_until
         return {
@@ -147,3 +182,15 @@ class ClassSession:
             "locks": {name: name in self.locks for name in LOCKABLE},
             "teacher_away_ends_in": None if away is None else max(0, round(away - now)),
         }
+
+
+def _flag(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("a flag is true or false")
+    return value
+
+
+def _names(value: object) -> set[str]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValueError("a list of strings")
+    return set(value)

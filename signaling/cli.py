@@ -14,14 +14,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, get_origin
 
+import aiohttp
 import uvloop
-from aiohttp import web
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from . import retention
+from . import admin, lifecycle, retention, workers
 from .accounts import AccountError, Accounts, iso
-from .app import create_app
 from .config import Settings
 from .mail import make_mailer
 from .store import AccountRole, Database, ProblemReport
@@ -52,7 +51,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         raise SystemExit(f"classe: invalid settings: {exc}") from None
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings, argv: list[str], shared_port: int | None = None) -> None:
     # aioice and aiortc log candidate addresses at INFO: participants' IP addresses stay out of the logs.
     for name in ("aioice", "aiortc"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -65,8 +64,32 @@ def serve(settings: Settings) -> None:
         ",".join(settings.media_addresses),
         ports,
     )
-    # No access log: it would record participants' IP addresses (personal data under the GDPR).
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None, access_log=None)
+    if settings.workers > 1:
+        workers.check(settings)
+        raise SystemExit(asyncio.run(workers.Supervisor(settings, argv).run()))
+    asyncio.run(lifecycle.run(settings, shared_port))
+
+
+async def drain(settings: Settings, args: argparse.Namespace) -> int:
+    """Mark the running server draining (or, with --undo, ready again); with --wait, return once
+    its last class has ended. Prints the node's state as JSON."""
+    paths = workers.admin_sockets(settings)  # one per worker with --workers
+    try:
+        states = [await admin.ask(path, "POST", "/drain", {"draining": not args.undo}) for path in paths]
+        for state in states:
+            print(json.dumps(state))
+        if any("error" in state for state in states):
+            return 1
+        while args.wait and any(state["classes"] for state in states):
+            await asyncio.sleep(1.0)
+            states = [await admin.ask(path, "GET", "/status") for path in paths]
+            for state in states:
+                print(json.dumps(state))
+    except (OSError, aiohttp.ClientError) as exc:
+        where = ", ".join(map(str, paths))
+        print(f"error: no Classe server answers on {where} ({exc}); is admin_socket the server's?", file=sys.stderr)
+        return 1
+    return 0
 
 
 async def _with_db(settings: Settings, task: Callable[[Database], Awaitable[int]]) -> int:
@@ -148,6 +171,13 @@ def parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("serve", parents=[common], help="run the web, signaling and media server")
     _setting_flags(run)
+    # Set by `--workers` on each worker it starts (signaling/workers.py), not by operators.
+    run.add_argument("--shared-port", type=int, help=argparse.SUPPRESS)
+    drained = sub.add_parser(
+        "drain", parents=[common], help="the running server opens no new class; its live classes go on"
+    )
+    drained.add_argument("--undo", action="store_true", help="take new classes again")
+    drained.add_argument("--wait", action="store_true", help="return once the server holds no live class")
     sub.add_parser("migrate", parents=[common], help="create or upgrade the database schema")
     create = sub.add_parser("create-account", parents=[common], help="create a verified teacher or admin account")
     create.add_argument("--email", required=True)
@@ -168,8 +198,10 @@ def main(argv: list[str] | None = None) -> None:
     settings = _settings(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.command == "serve":
-        serve(settings)
+        serve(settings, list(sys.argv[1:] if argv is None else argv), args.shared_port)
         return
+    if args.command == "drain":
+        raise SystemExit(asyncio.run(drain(settings, args)))
     if args.command == "migrate":
 
         async def nothing(db: Database) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,18 @@ ACADEMIC_DOMAINS = (
     "education.gouv.fr",
 )
 _DOMAIN_ENTRY = re.compile(r"^(\*\.)?[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?$")
+NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+# A node's URL: http(s), a host (a name, IPv4 or [IPv6]), maybe a port and a path; no query, no
+# fragment, nothing that could end a Content-Security-Policy source (it is written into one).
+NODE_URL = re.compile(r"^https?://(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~/-]*)?$")
+# Bounded: every page's Content-Security-Policy names each node's origin.
+MAX_NODE_URL = 200
+
+
+def _generated_node_id() -> str:
+    """Stable for the life of the process: the machine's name (readable in metrics) and a random part."""
+    host = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())[:40].strip(".-") or "node"
+    return f"{host}-{secrets.token_hex(3)}"
 
 
 class Settings(BaseSettings):
@@ -86,7 +99,7 @@ class Settings(BaseSettings):
     turn_secret: str | None = None
     turn_credential_seconds: int = Field(default=4 * 3600, gt=0)
     # Signs join tokens and derives participant ids. Generated per process by default; set it to
-    # share tokens across processes.
+    # share tokens across processes (several nodes, with redis_url, refuse to start without it).
     token_secret: str = Field(default_factory=lambda: secrets.token_urlsafe(32))
     token_ttl_seconds: int = 120
     # Dev mode lets anyone mint a join token at /api/dev/token, with no lobby: for load tests only.
@@ -139,6 +152,11 @@ class Settings(BaseSettings):
     # A WebSocket that has not sent `join` by then is closed; open WebSockets per client address.
     join_timeout_seconds: float = 10.0
     max_connections_per_address: int = 200
+    # On SIGTERM (or SIGINT), how long the participants told to rejoin elsewhere (`server_stopping`)
+    # have to leave before the server closes what is left and exits.
+    stop_grace_seconds: float = Field(default=10.0, ge=0)
+    # The operator's Unix socket (`classe drain`): data_dir/admin.sock by default.
+    admin_socket: Path | None = None
     camera_max_bitrate: int = 1_500_000
     screen_max_bitrate: int = 2_500_000
     # What one subscriber can be sent again on its NACKs, in bits per second (beyond: refused, counted).
@@ -155,6 +173,17 @@ class Settings(BaseSettings):
     # cap on each subscriber's downlink estimate (0: none).
     room_egress_bitrate: int = Field(default=0, ge=0)
     max_downlink_bitrate: int = Field(default=0, ge=0)
+    # Several nodes (docs/operations.md, "Several nodes"): the Redis server of the class directory
+    # (none: this process is the only node), this node's name, the URL browsers reach this node's
+    # signaling at (a name of its own, or a path the reverse proxy routes to it), and how long a node
+    # or class lease lasts without renewal (a node that dies is noticed after this).
+    redis_url: str | None = None
+    node_id: str = Field(default_factory=_generated_node_id)
+    node_url: str | None = None
+    node_lease_seconds: float = Field(default=10.0, ge=1.0, le=300.0)
+    # Server processes on this machine (signaling/workers.py): each a node of the Redis directory,
+    # with an HTTP port of its own (port + 1 + i) and its own media port(s). More than 1 needs redis_url.
+    workers: int = Field(default=1, ge=1, le=64)
     config_file: Path | None = None
 
     @field_validator("teacher_domains")
@@ -175,6 +204,52 @@ class Settings(BaseSettings):
                 raise ValueError(f"turn_urls: {url!r} is not a turn: or turns: URL")
         return value
 
+    @field_validator("node_id")
+    @classmethod
+    def _node_id(cls, value: str) -> str:
+        """Written into Redis keys and metric labels: letters, digits, '.', '_' and '-'."""
+        if not NODE_ID.match(value):
+            raise ValueError(f"node_id: {value!r} must be 1-63 letters, digits, '.', '_' or '-'")
+        return value
+
+    @field_validator("node_url")
+    @classmethod
+    def _node_url(cls, value: str | None) -> str | None:
+        # "{worker}" stands for the worker's number with several workers (signaling/workers.py).
+        url = value.replace("{worker}", "0") if value is not None else None
+        if url is not None and (len(url) > MAX_NODE_URL or not NODE_URL.match(url)):
+            raise ValueError(
+                f"node_url: {url[:80]!r} is not an http:// or https:// URL without query or fragment, "
+                f"of at most {MAX_NODE_URL} characters"
+            )
+        return value.rstrip("/") if value is not None else None
+
+    @model_validator(mode="after")
+    def _several_nodes(self) -> Settings:
+        """Nodes that do not share the token secret refuse each other's join tokens; a node that
+        binds every address cannot guess the URL browsers reach it at."""
+        if not self.redis_url:
+            return self
+        if "token_secret" not in self.model_fields_set:
+            raise ValueError(
+                "redis_url needs token_secret set explicitly (the same on every node): "
+                "a join token minted by one node must be accepted by the node that hosts the class"
+            )
+        if self.node_url is None and self.host in ("0.0.0.0", "::"):
+            raise ValueError("redis_url with host 0.0.0.0 or :: needs node_url: the URL browsers reach this node at")
+        return self
+
+    @model_validator(mode="after")
+    def _workers(self) -> Settings:
+        """Each worker needs a URL of its own: node_url names them all with "{worker}"."""
+        several = self.workers > 1
+        if self.node_url is not None and several != ("{worker}" in self.node_url):
+            raise ValueError(
+                "node_url: with workers > 1 it must contain {worker} (each worker's number), and only then: "
+                "e.g. https://classe.example.org/worker/{worker}"
+            )
+        return self
+
     @model_validator(mode="after")
     def _consistent_network(self) -> Settings:
         if self.turn_urls and not self.turn_secret:
@@ -190,8 +265,18 @@ class Settings(BaseSettings):
         return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'classe.db'}"
 
     @property
+    def admin_socket_path(self) -> Path:
+        return self.admin_socket or self.data_dir / "admin.sock"
+
+    @property
     def origin(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def node_address(self) -> str:
+        """Where browsers reach this node's signaling: node_url, or this process's own listener."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return self.node_url or f"http://{host}:{self.port}"
 
     @property
     def cookies_secure(self) -> bool:

@@ -10,6 +10,7 @@ from aiohttp import WSMsgType, web
 
 from . import moderation
 from .api.context import client_address
+from .directory import DirectoryUnavailable
 from .participant import Participant
 from .protocol import ProtocolError, decode, encode, error, max_answer_bytes
 from .room import Room
@@ -17,6 +18,14 @@ from .server import ClassServer
 from .tokens import TokenError, verify_join_token
 
 log = logging.getLogger(__name__)
+# The messages that may change what a class remembers (signaling/classroom.py): the class's
+# snapshot is shared after them, not after the many others (candidates, views, chat).
+DECISIONS = frozenset({"join", "moderate", "leave"})
+# A node that drains or stops refuses joins (docs/protocol.md, "Restarts"): the client tries again.
+REFUSALS = {
+    "server_stopping": "the server is stopping: join again in a few seconds",
+    "server_draining": "this server opens no new class now: join again later",
+}
 
 
 class Connection:
@@ -27,6 +36,7 @@ class Connection:
         self.address = address  # the client's address: for the limits per address only, never logged
         self.participant: Participant | None = None
         self.waiting_in: Room | None = None
+        self.class_id: str | None = None  # the class joined: its decisions are shared after each message
         self.ended = False
         self._lock = asyncio.Lock()
         self._closing: asyncio.Task[Any] | None = None
@@ -78,8 +88,11 @@ async def _serve(server: ClassServer, conn: Connection, max_answer: int) -> None
             if msg.type != WSMsgType.TEXT:
                 await conn.send(error(ProtocolError("bad_message", "only text messages are accepted")))
                 continue
+            kind = None
             try:
-                await handle(server, conn, decode(msg.data, max_answer))
+                message = decode(msg.data, max_answer)
+                kind = message["type"]
+                await handle(server, conn, message)
             except ProtocolError as exc:
                 if exc.fatal:
                     await conn.end(exc)
@@ -90,6 +103,8 @@ async def _serve(server: ClassServer, conn: Connection, max_answer: int) -> None
             except Exception:
                 log.exception("message handling failed")
                 await conn.send(error(ProtocolError("internal_error", "the server could not handle this message")))
+            if kind in DECISIONS and conn.class_id is not None:
+                server.remember(conn.class_id)
             if conn.ended:
                 break
     except ConnectionError:
@@ -102,6 +117,8 @@ async def _serve(server: ClassServer, conn: Connection, max_answer: int) -> None
             await conn.waiting_in.leave_lobby(conn)
         conn.participant = None
         conn.waiting_in = None
+        if conn.class_id is not None:
+            server.remember(conn.class_id)
         await ws.close()
 
 
@@ -110,6 +127,27 @@ async def _join_deadline(conn: Connection, seconds: float) -> None:
     await asyncio.sleep(seconds)
     if conn.participant is None and conn.waiting_in is None:
         await conn.end(ProtocolError("join_timeout", f"no 'join' within {seconds:g} seconds", fatal=True))
+
+
+async def _check_placement(server: ClassServer, class_id: str, ref: Any) -> None:
+    """A class lives on one node: a participant who reached another is sent back to POST /api/join.
+    With the directory unreachable, a class already hosted here goes on; none opens here."""
+    try:
+        placement = await server.directory.hold(class_id)
+    except DirectoryUnavailable:
+        if class_id in server.hosted():
+            return
+        raise ProtocolError(
+            "directory_unavailable", "the server cannot tell where this class is hosted: try again", ref, fatal=True
+        ) from None
+    if not placement.here:
+        raise ProtocolError("wrong_node", "this class is hosted by another server: join again", ref, fatal=True)
+
+
+def _refuse_if_unwelcome(server: ClassServer, class_id: str, ref: Any) -> None:
+    refused = server.refusal(class_id)
+    if refused is not None:
+        raise ProtocolError(refused, REFUSALS[refused], ref, fatal=True)
 
 
 async def handle(server: ClassServer, conn: Connection, message: dict[str, Any]) -> None:
@@ -125,6 +163,11 @@ async def handle(server: ClassServer, conn: Connection, message: dict[str, Any])
             grant = verify_join_token(server.settings.token_secret, message["token"])
         except TokenError:
             raise ProtocolError("invalid_token", "the join token is invalid or expired", ref, fatal=True) from None
+        _refuse_if_unwelcome(server, grant.class_id, ref)
+        await _check_placement(server, grant.class_id, ref)
+        await server.recall(grant.class_id)
+        _refuse_if_unwelcome(server, grant.class_id, ref)  # a SIGTERM while the directory answered
+        conn.class_id = grant.class_id
         await server.room(grant.class_id).arrive(grant, conn)
         return
     participant = conn.participant

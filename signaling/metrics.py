@@ -11,11 +11,15 @@ from sfu.adapter.ice import ICE_CONNECT_BUCKETS, IceOutcomes
 from sfu.core import DropReason, MediaStats
 from sfu.core.stats import FORWARDING_BUCKETS
 
+from .directory import ClassDirectory, NodeState
+
 # Per live class: its id, the bitrate its subscribers are allocated and estimated to take, and
 # the simulcast layers its publishers were told to stop (dynacast).
 Bandwidth = Callable[[], Iterable[tuple[str, int, int, int]]]
 # The shedding level, how often it was raised, the subscriptions it holds, kernel drops at the media port.
 Load = Callable[[], tuple[int, int, int, int]]
+# Whether the node drains (takes no new class) and whether it stops (SIGTERM).
+NodeFlags = Callable[[], tuple[bool, bool]]
 
 
 class MediaCollector(Collector):
@@ -26,12 +30,14 @@ class MediaCollector(Collector):
         bandwidth: Bandwidth | None = None,
         ice: IceOutcomes | None = None,
         load: Load | None = None,
+        node: NodeFlags | None = None,
     ) -> None:
         self.stats = stats
         self.census = census  # classes, participants, published tracks
         self.bandwidth = bandwidth
         self.ice = ice
         self.load = load
+        self.node = node
 
     def collect(self) -> Iterator[Metric]:
         s = self.stats
@@ -81,6 +87,18 @@ class MediaCollector(Collector):
                 "datagrams the kernel dropped at the shared media port (its receive buffer was full)",
                 value=kernel_drops,
             )
+        if self.node is not None:
+            draining, stopping = self.node()
+            yield GaugeMetricFamily(
+                "classe_node_draining",
+                "1 while this node takes no new class (classe drain, or stopping)",
+                value=draining,
+            )
+            yield GaugeMetricFamily(
+                "classe_node_stopping",
+                "1 once this node was told to stop (SIGTERM) and its participants to rejoin",
+                value=stopping,
+            )
         classes, participants, tracks = self.census()
         yield GaugeMetricFamily("classe_live_classes", "classes with participants", value=classes)
         yield GaugeMetricFamily("classe_participants", "connected participants", value=participants)
@@ -104,6 +122,36 @@ class MediaCollector(Collector):
             yield allocated
             yield estimated
             yield paused
+
+
+class DirectoryCollector(Collector):
+    """This node's name, and the nodes the class directory knows, by state."""
+
+    def __init__(self, directory: ClassDirectory) -> None:
+        self.directory = directory
+
+    def collect(self) -> Iterator[Metric]:
+        d = self.directory
+        info = GaugeMetricFamily("classe_node_info", "this node: its id, its directory", labels=["node", "directory"])
+        info.add_metric([d.node_id, d.kind], 1)
+        yield info
+        nodes = GaugeMetricFamily(
+            "classe_directory_nodes", "nodes with a live lease in the class directory, by state", labels=["state"]
+        )
+        seen = [node.state.value for node in d.nodes()]
+        for state in NodeState:
+            nodes.add_metric([state.value], seen.count(state.value))
+        yield nodes
+        malformed = GaugeMetricFamily(
+            "classe_directory_malformed_nodes", "node descriptions in the directory that did not parse (set aside)"
+        )
+        malformed.add_metric([], d.malformed_nodes)
+        yield malformed
+        dropped = CounterMetricFamily(
+            "classe_directory_dropped_commands", "commands from other nodes dropped as malformed"
+        )
+        dropped.add_metric([], d.dropped_commands)
+        yield dropped
 
 
 def _ice_metrics(ice: IceOutcomes) -> Iterator[Metric]:
@@ -151,7 +199,11 @@ def make_registry(
     bandwidth: Bandwidth | None = None,
     ice: IceOutcomes | None = None,
     load: Load | None = None,
+    directory: ClassDirectory | None = None,
+    node: NodeFlags | None = None,
 ) -> CollectorRegistry:
     registry = CollectorRegistry()
-    registry.register(MediaCollector(stats, census, bandwidth, ice, load))
+    registry.register(MediaCollector(stats, census, bandwidth, ice, load, node))
+    if directory is not None:
+        registry.register(DirectoryCollector(directory))
     return registry

@@ -59,6 +59,7 @@ class Room:
         self.ended = False
         self._teacher_away: asyncio.Task[None] | None = None
         self.detached = False
+        self.stopping = False  # the server stops: those who leave are moving to another, not away
         self.network = network  # the process's media ports
         self.shedder = shedder  # what the process's load makes every class leave out
         self.ice_servers = [RTCIceServer(s.urls, s.username, s.credential) for s in settings.ice_servers]
@@ -264,7 +265,7 @@ class Room:
     # The teacher away: the students are told, and the lesson ends if no teacher comes back in time
 
     async def _teacher_left(self) -> None:
-        if self.ended or not self.state.lesson or not (self.participants or self.lobby):
+        if self.ended or self.stopping or not self.state.lesson or not (self.participants or self.lobby):
             return
         seconds = self.settings.teacher_absence_seconds
         self._stop_teacher_away()
@@ -347,11 +348,12 @@ class Room:
                 await self.eject(participant, removed)
         await self._lobby_changed()
 
-    async def end(self) -> None:
-        """End the class for everyone: the live state (chat, removals, locks) goes with it."""
+    async def end(self, exc: ProtocolError | None = None) -> None:
+        """End the class for everyone (by default: a teacher ended it): the live state (chat,
+        removals, locks) goes with it."""
         self.ended = True
         self._detach()  # at once: whoever arrives from now on finds a new, unopened class
-        await self._end_for_all(ProtocolError("class_ended", "a teacher ended the class", fatal=True))
+        await self._end_for_all(exc or ProtocolError("class_ended", "a teacher ended the class", fatal=True))
 
     async def _end_for_all(self, exc: ProtocolError) -> None:
         for conn, _, _ in list(self.lobby.values()):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter
 
@@ -14,8 +15,12 @@ from sfu.core.overload import LoadShedder
 
 from .classroom import ClassSession
 from .config import Settings
+from .directory import ClassCommand, DirectoryUnavailable, NodeState, make_directory
 from .metrics import make_registry
+from .protocol import ProtocolError
 from .room import Room
+
+log = logging.getLogger(__name__)
 
 
 class ClassServer:
@@ -37,14 +42,111 @@ class ClassServer:
         # Outlives a room that empties for a moment, so that a removed student stays out; dropped when
         # the class ends or has been empty for class_idle_seconds.
         self.sessions: dict[str, ClassSession] = {}
-        self.registry = make_registry(self.stats, self.census, self.bandwidth, self.ice, self.load)
+        # Which node hosts each class: this one only, or the nodes sharing a Redis server. Whether
+        # this node takes new classes (ready, draining) is the directory's state.
+        self.directory = make_directory(settings, self)
+        # SIGTERM: every participant was told to rejoin, and no join is taken (signaling/stopping.py).
+        self.stopping = False
+        self._in_directory = False
+        self.registry = make_registry(
+            self.stats, self.census, self.bandwidth, self.ice, self.load, self.directory, self.flags
+        )
         self.sockets: Counter[str] = Counter()  # open signaling WebSockets by client address
+        self._moving: set[str] = set()  # classes ending here because another node hosts them now
 
     async def apply_lobby(self, class_id: str, lobby: bool) -> None:
-        """The class's lobby setting changed in the dashboard: a live lesson follows it at once."""
+        """The class's lobby setting changed in the dashboard: a live lesson follows it at once,
+        on whichever node hosts it."""
+        await self._apply_lobby_here(class_id, lobby)
+        await self._forward(class_id, ClassCommand.LOBBY_ON if lobby else ClassCommand.LOBBY_OFF)
+
+    async def _apply_lobby_here(self, class_id: str, lobby: bool) -> None:
         room = self.rooms.get(class_id)
         if room is not None and room.state.lesson and room.state.lobby != lobby:
             await room.set_lobby(lobby)
+            self.remember(class_id)
+
+    async def _forward(self, class_id: str, command: ClassCommand) -> None:
+        try:
+            await self.directory.forward(class_id, command)
+        except DirectoryUnavailable:
+            log.warning("could not send %s to the node hosting class %s: no directory", command, class_id)
+
+    # What the directory asks of this node's classes (directory.Host)
+
+    def hosted(self) -> dict[str, int]:
+        counts = dict.fromkeys(self.sessions, 0)
+        counts.update((class_id, len(room.participants)) for class_id, room in self.rooms.items())
+        return counts
+
+    def forwarded_packets(self) -> int:
+        return self.stats.rtp_forwarded
+
+    async def lose(self, class_id: str) -> None:
+        """Another node hosts the class now: its participants here rejoin there (wrong_node). The
+        class's decisions stay where that node reads them."""
+        room = self.rooms.get(class_id)
+        if room is not None:
+            self._moving.add(class_id)
+            try:
+                await room.end(ProtocolError("wrong_node", "this class is now hosted by another server", fatal=True))
+            finally:
+                self._moving.discard(class_id)
+        self.sessions.pop(class_id, None)
+
+    # What the classes' teachers decided, shared with the other nodes (directory/sessions.py)
+
+    async def recall(self, class_id: str) -> None:
+        """A class arriving here that this node does not know: it takes it up as the node that
+        hosted it before left it (bans, lobby decisions, locks, holds)."""
+        if class_id in self.sessions:
+            return
+        saved = await self.directory.sessions.recall(class_id)
+        if saved is None or class_id in self.sessions:
+            return
+        try:
+            self.sessions[class_id] = ClassSession.restore(class_id, saved)
+        except ValueError:
+            log.warning("dropped a malformed snapshot of class %s", class_id)
+
+    def remember(self, class_id: str) -> None:
+        """After anything that may have changed a class's decisions (a message, a departure). Not
+        once the node stops: its classes move with the decisions they had then, not with the
+        lessons ending here as their participants leave for the next node."""
+        state = self.sessions.get(class_id)
+        if state is not None and not self.stopping:
+            self.directory.sessions.remember(class_id, state.snapshot())
+
+    async def obey(self, class_id: str, command: ClassCommand) -> None:
+        if command is ClassCommand.END:
+            await self._end_here(class_id)
+        else:
+            await self._apply_lobby_here(class_id, command is ClassCommand.LOBBY_ON)
+
+    # Draining and stopping
+
+    def flags(self) -> tuple[bool, bool]:
+        """Whether this node takes no new class, and whether it stops (metrics)."""
+        return self.directory.state is NodeState.DRAINING, self.stopping
+
+    def node_state(self) -> str:
+        """ready, draining, or stopping (/readyz, `classe drain`)."""
+        return "stopping" if self.stopping else self.directory.state.value
+
+    def refusal(self, class_id: str) -> str | None:
+        """Why a participant's join to this class is refused here, or None: the node stops (nobody
+        joins), or it drains and the class is not one of those it keeps."""
+        if self.stopping:
+            return "server_stopping"
+        if self.directory.state is NodeState.DRAINING and class_id not in self.hosted():
+            return "server_draining"
+        return None
+
+    async def leave_directory(self) -> None:
+        """Once: with Redis, the classes hosted here are free at once, to reopen on another node."""
+        if self._in_directory:
+            self._in_directory = False
+            await self.directory.stop()
 
     def census(self) -> tuple[int, int, int]:
         rooms = list(self.rooms.values())
@@ -105,6 +207,8 @@ class ClassServer:
             del self.rooms[room.id]
         if room.ended:
             self.sessions.pop(room.id, None)
+            if room.id not in self._moving:
+                self.directory.sessions.forget(room.id)  # a teacher ended it: removals end too
 
     def expire_sessions(self, now: float | None = None) -> int:
         now = time.monotonic() if now is None else now
@@ -120,19 +224,28 @@ class ClassServer:
         return len(idle)
 
     async def end(self, class_id: str) -> None:
+        """The class was deleted: it ends for everyone, on whichever node hosts it."""
+        await self._end_here(class_id)
+        await self._forward(class_id, ClassCommand.END)
+
+    async def _end_here(self, class_id: str) -> None:
         room = self.rooms.get(class_id)
         if room is not None:
             await room.end()
         self.sessions.pop(class_id, None)
+        self.directory.sessions.forget(class_id)
 
     async def open(self) -> None:
-        """Bind the shared media port (a port in use stops the server at start-up) and start
-        measuring the load."""
+        """Bind the shared media port (a port in use stops the server at start-up), start
+        measuring the load, and register in the class directory."""
         await self.network.open(self.stats)
         if self.settings.shed_under_load and self.network.shared is not None:
             self.monitor.start()  # with a socket per connection, the backlog cannot be seen
+        await self.directory.start()
+        self._in_directory = True
 
     async def close(self) -> None:
+        await self.leave_directory()
         for room in list(self.rooms.values()):
             await room.close()
         self.monitor.stop()

@@ -9,11 +9,12 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import Message
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from aiohttp import web
@@ -23,6 +24,9 @@ from signaling.api.context import SERVICES, Services
 from signaling.app import SERVER, create_app
 from signaling.config import Settings
 from signaling.server import ClassServer
+
+if TYPE_CHECKING:
+    from .redis_server import RedisServer
 
 
 def free_port(address: str = "127.0.0.1", kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
@@ -151,6 +155,21 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 both_databases = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
 
 
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real Redis server on a free loopback port, with no persistence (tests/redis_server.py)."""
+    from .redis_server import RedisServer
+
+    folder = tmp_path / "redis"
+    folder.mkdir()
+    server = RedisServer(folder)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @dataclass
 class RunningServer:
     url: str
@@ -165,16 +184,16 @@ def settings_overrides() -> dict[str, Any]:
     return {}
 
 
-@pytest.fixture
-async def classe(
-    tmp_path: Path, mailbox: Mailbox, database_url: str, settings_overrides: dict[str, Any]
+@asynccontextmanager
+async def running_server(
+    folder: Path, mailbox: Mailbox, database_url: str, overrides: dict[str, Any]
 ) -> AsyncIterator[RunningServer]:
     """A real server on loopback: HTTP on a free port, media on one shared UDP port (or, with
     `media_port` 0 in the overrides, a range), mail to a real SMTP server."""
     port = free_port()
     fields: dict[str, Any] = {
         "port": port,
-        "media_port": free_udp_port(settings_overrides.get("host", "127.0.0.1")),
+        "media_port": free_udp_port(overrides.get("host", "127.0.0.1")),
         "media_port_min": 42000,
         "media_port_max": 42999,
         "ice_timeout_seconds": 10,
@@ -182,17 +201,27 @@ async def classe(
         # of a real server's (tests/test_overload_e2e.py turns the shedding on).
         "shed_under_load": False,
         "dev_mode": True,
-        "data_dir": tmp_path,
+        "data_dir": folder,
         "database_url": database_url,
         "smtp_host": "127.0.0.1",
         "smtp_port": mailbox.port,
         "smtp_starttls": False,
     }
-    settings = Settings(**{**fields, **settings_overrides})
+    settings = Settings(**{**fields, **overrides})
     app = create_app(settings)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()
-    yield RunningServer(f"http://{settings.host}:{settings.port}", app[SERVER], settings, app[SERVICES], mailbox)
-    await runner.cleanup()
+    try:
+        yield RunningServer(f"http://{settings.host}:{settings.port}", app[SERVER], settings, app[SERVICES], mailbox)
+    finally:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def classe(
+    tmp_path: Path, mailbox: Mailbox, database_url: str, settings_overrides: dict[str, Any]
+) -> AsyncIterator[RunningServer]:
+    async with running_server(tmp_path, mailbox, database_url, settings_overrides) as server:
+        yield server

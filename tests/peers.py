@@ -146,9 +146,10 @@ class Peer:
         ) as resp:
             return str((await resp.json())["token"])
 
-    async def join(self, token: str | None = None, until: str = "joined") -> dict[str, Any]:
-        """Connect and join; `until` is the reply to wait for ("waiting" for a lobby, "error" for a refusal)."""
-        self.ws = await self.http.ws_connect(f"{self.base_url}/ws")
+    async def join(self, token: str | None = None, until: str = "joined", ws_url: str | None = None) -> dict[str, Any]:
+        """Connect (to `ws_url`, the node a join answer names; by default this server) and join;
+        `until` is the reply to wait for ("waiting" for a lobby, "error" for a refusal)."""
+        self.ws = await self.http.ws_connect(ws_url or f"{self.base_url}/ws")
         self._spawn(self._read())
         await self.send({"type": "join", "protocol": 1, "token": token or await self.token()})
         if until == "joined":

@@ -186,10 +186,10 @@ def test_hostile_http_requests_get_clear_errors_and_change_nothing(
     if status >= 400:
         assert isinstance(reply, dict) and isinstance(reply.get("error"), str) and reply.get("message")
         assert server.counts() == before
-    server.services.limits.class_links._buckets.clear()  # keep exercising the handlers, not only the limiter
-    server.services.limits.mail_links._buckets.clear()
-    server.services.limits.mail._buckets.clear()
-    server.services.limits.reports._buckets.clear()
+    server.services.limits.class_links.local._buckets.clear()  # keep exercising the handlers, not only the limiter
+    server.services.limits.mail_links.local._buckets.clear()
+    server.services.limits.mail.local._buckets.clear()
+    server.services.limits.reports.local._buckets.clear()
     assert server.request("GET", f"/api/classes/{server.class_id}", None)[0] == 200
 
 

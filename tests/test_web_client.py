@@ -1096,7 +1096,7 @@ async def test_a_poor_connection_is_offered_the_data_saver_which_stops_video_but
 VIEW_TIMING = """async () => {
   const { ClassSession } = await import('/static/js/class/session.js');
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-  const s = new ClassSession(async () => 'token');
+  const s = new ClassSession(async () => ({ token: 'token', ws_url: null }));
   const sent = [];
   let refusals = 0;
   s.addEventListener('refused', () => { refusals += 1; });

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
 from .conftest import RunningServer
 
 
+class Served(Protocol):
+    url: str
+
+
 class Browser:
-    def __init__(self, classe: RunningServer, source: str | None = None) -> None:
+    def __init__(self, classe: Served, source: str | None = None) -> None:
         """`source`: another loopback address (127.0.0.2…) to connect from, as another client would."""
         self.classe = classe
         connector = aiohttp.TCPConnector(local_addr=(source, 0)) if source else None

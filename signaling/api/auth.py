@@ -9,7 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from ..accounts import password_matches
-from ..ratelimit import RateLimiter
+from ..budgets import Budget
 from ..store import Account
 from .context import (
     DEVICE_COOKIE,
@@ -80,7 +80,7 @@ async def sign_up(request: web.Request) -> web.Response:
     svc = services(request)
     form = await body(request, SignUp)
     address = client_address(request)
-    with charged(request, svc.limits.mail, address):  # each sign-up sends a mail: counted whatever the outcome
+    async with charged(request, svc.limits.mail, address):  # each sign-up sends a mail: counted whatever the outcome
         await svc.accounts.sign_up_teacher(form.email, form.name, form.password)
     return web.json_response({"status": "verification_sent"}, status=202)
 
@@ -89,7 +89,7 @@ async def verify(request: web.Request) -> web.Response:
     svc = services(request)
     form = await body(request, Secret)
     address = client_address(request)
-    with unknown_links_limited(request, svc.limits.mail_links, address):
+    async with unknown_links_limited(request, svc.limits.mail_links, address):
         await svc.accounts.verify(form.token)
     return web.json_response({"status": "verified"})
 
@@ -102,14 +102,14 @@ async def sign_in(request: web.Request) -> web.Response:
     device = request.cookies.get(DEVICE_COOKIE, "")
     limits = svc.limits
     if len(device) == 64 and await svc.accounts.trusted_device(account_key, device):
-        buckets: tuple[tuple[RateLimiter, str], ...] = ((limits.login_by_device, device),)
+        buckets: tuple[tuple[Budget, str], ...] = ((limits.login_by_device, device),)
     else:
         buckets = (
             (limits.login_by_address, address),
             (limits.login_by_account_address, f"{account_key} {address}"),
             (limits.login_by_account, account_key),
         )
-    with failures_limited(request, *buckets):
+    async with failures_limited(request, *buckets):
         account = await svc.accounts.authenticate(form.email, form.password)
     secret = await svc.accounts.start_session(account)
     response = web.json_response({"account": describe(account)})
@@ -145,7 +145,7 @@ async def forgot_password(request: web.Request) -> web.Response:
     svc = services(request)
     form = await body(request, Email)
     address = client_address(request)
-    with charged(request, svc.limits.mail, address):
+    async with charged(request, svc.limits.mail, address):
         svc.accounts.request_reset_later(form.email)
     # The same answer for every address: this page does not tell who has an account.
     return web.json_response({"status": "reset_sent_if_registered"}, status=202)
@@ -155,7 +155,7 @@ async def reset_password(request: web.Request) -> web.Response:
     svc = services(request)
     form = await body(request, NewPassword)
     address = client_address(request)
-    with unknown_links_limited(request, svc.limits.mail_links, address):
+    async with unknown_links_limited(request, svc.limits.mail_links, address):
         account = await svc.accounts.reset_password(form.token, form.password)
     response = web.json_response({"status": "password_changed"})
     # The mailed link is the owner's way in whatever others try: this browser now signs in on its own budget.
@@ -167,7 +167,7 @@ async def accept_invitation(request: web.Request) -> web.Response:
     svc = services(request)
     form = await body(request, Invitation)
     address = client_address(request)
-    with unknown_links_limited(request, svc.limits.mail_links, address):
+    async with unknown_links_limited(request, svc.limits.mail_links, address):
         account = await svc.accounts.accept_invitation(form.token, form.name, form.password)
     secret = await svc.accounts.start_session(account)
     response = web.json_response({"account": describe(account)}, status=201)
@@ -189,7 +189,7 @@ async def delete_account(request: web.Request) -> web.Response:
     account = await require_account(request)
     form = await body(request, Confirmation)
     svc = services(request)
-    with failures_limited(request, (svc.limits.confirmations, account.id)):  # a stolen session guesses slowly
+    async with failures_limited(request, (svc.limits.confirmations, account.id)):  # a stolen session guesses slowly
         if not await password_matches(account.password_hash, form.password):
             raise fail(403, "invalid_credentials", "Mot de passe incorrect.")
     for classroom in await svc.classes.for_teacher(account):

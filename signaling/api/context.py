@@ -7,9 +7,8 @@ import logging
 import secrets
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import AbstractContextManager as ContextManager
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -17,10 +16,11 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from ..accounts import AccountError, Accounts
+from ..budgets import Budget, SharedBuckets
 from ..classes import Classes
 from ..config import Settings
+from ..directory import ClassDirectory
 from ..mail import Mailer
-from ..ratelimit import RateLimiter
 from ..server import ClassServer
 from ..store import Account, Database
 
@@ -29,10 +29,11 @@ SESSION_COOKIE = "classe_session"
 DEVICE_COOKIE = "classe_device"
 CSRF_COOKIE = "classe_csrf"
 CSRF_HEADER = "X-CSRF-Token"
-# The browser may only talk to this server: no CDN, no font, no analytics, no third-party anything.
+# The browser may only talk to this server: no CDN, no font, no analytics, no third-party anything;
+# its WebSocket may also reach the other nodes of the service (connect-src, below).
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
-    "media-src 'self' blob:; connect-src 'self'; font-src 'self'; object-src 'none'; "
+    "media-src 'self' blob:; connect-src {connect}; font-src 'self'; object-src 'none'; "
     "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
 Model = TypeVar("Model", bound=BaseModel)
@@ -49,19 +50,24 @@ class Limits:
     # do not lock the owner out from another; per account from all addresses together (a botnet),
     # kept high. A browser the account signed in from before (device cookie) has its own budget
     # instead of these three: the owner's usual browser gets in whatever others try.
-    login_by_address: RateLimiter = field(default_factory=lambda: RateLimiter(burst=30, window=900))
-    login_by_account_address: RateLimiter = field(default_factory=lambda: RateLimiter(burst=10, window=900))
-    login_by_account: RateLimiter = field(default_factory=lambda: RateLimiter(burst=100, window=3600))
-    login_by_device: RateLimiter = field(default_factory=lambda: RateLimiter(burst=10, window=900))
+    login_by_address: Budget = field(default_factory=lambda: Budget("login_by_address", 30, 900))
+    login_by_account_address: Budget = field(default_factory=lambda: Budget("login_by_account_address", 10, 900))
+    login_by_account: Budget = field(default_factory=lambda: Budget("login_by_account", 100, 3600))
+    login_by_device: Budget = field(default_factory=lambda: Budget("login_by_device", 10, 900))
     # Password confirmations of a signed-in account (deleting it), per account.
-    confirmations: RateLimiter = field(default_factory=lambda: RateLimiter(burst=10, window=900))
+    confirmations: Budget = field(default_factory=lambda: Budget("confirmations", 10, 900))
     # Co-teacher addresses without a teacher account, per teacher: asking address after address
     # would tell who has an account.
-    unknown_co_teachers: RateLimiter = field(default_factory=lambda: RateLimiter(burst=10, window=3600))
-    class_links: RateLimiter = field(default_factory=lambda: RateLimiter(burst=20, window=600))
-    mail_links: RateLimiter = field(default_factory=lambda: RateLimiter(burst=20, window=600))
-    mail: RateLimiter = field(default_factory=lambda: RateLimiter(burst=10, window=3600))
-    reports: RateLimiter = field(default_factory=lambda: RateLimiter(burst=10, window=3600))
+    unknown_co_teachers: Budget = field(default_factory=lambda: Budget("unknown_co_teachers", 10, 3600))
+    class_links: Budget = field(default_factory=lambda: Budget("class_links", 20, 600))
+    mail_links: Budget = field(default_factory=lambda: Budget("mail_links", 20, 600))
+    mail: Budget = field(default_factory=lambda: Budget("mail", 10, 3600))
+    reports: Budget = field(default_factory=lambda: Budget("reports", 10, 3600))
+
+    def share(self, buckets: SharedBuckets) -> None:
+        """Count in Redis, with every node (signaling/budgets.py)."""
+        for budget in vars(self).values():
+            budget.shared = buckets
 
 
 @dataclass
@@ -97,67 +103,67 @@ def client_address(request: web.Request) -> str:
     return request.remote or "unknown"
 
 
-def _check(request: web.Request, limiter: RateLimiter, key: str) -> None:
-    now = services(request).clock()
-    if not limiter.allowed(key, now):
+async def _check(request: web.Request, budget: Budget, key: str) -> None:
+    wait = await budget.retry_after(key, services(request).clock())
+    if wait > 0:
         raise web.HTTPTooManyRequests(
             text='{"error":"rate_limited","message":"Trop de tentatives : réessayez dans quelques minutes."}',
             content_type="application/json",
-            headers={"Retry-After": str(int(limiter.retry_after(key, now)) + 1)},
+            headers={"Retry-After": str(int(wait) + 1)},
         )
 
 
-@contextmanager
-def failures_limited(request: web.Request, *buckets: tuple[RateLimiter, str]) -> Iterator[None]:
+@asynccontextmanager
+async def failures_limited(request: web.Request, *buckets: tuple[Budget, str]) -> AsyncIterator[None]:
     """Refuse while a bucket is empty; a refusal of the client's attempt inside the block spends from each.
 
     Only an AccountError (wrong password, unknown link…) is the client's failure: any other error is
     the server's, and costs the client nothing.
     """
-    for limiter, key in buckets:
-        _check(request, limiter, key)
+    for budget, key in buckets:
+        await _check(request, budget, key)
     try:
         yield
     except AccountError:
         now = services(request).clock()
-        for limiter, key in buckets:
-            limiter.spend(key, now)
+        for budget, key in buckets:
+            await budget.spend(key, now)
         raise
 
 
-@contextmanager
-def refusals_limited(request: web.Request, limiter: RateLimiter, key: str, *codes: str) -> Iterator[None]:
+@asynccontextmanager
+async def refusals_limited(request: web.Request, budget: Budget, key: str, *codes: str) -> AsyncIterator[None]:
     """A request that succeeds is never held back; only the refusals named spend, and are refused harder."""
     try:
         yield
     except AccountError as exc:
         if exc.code not in codes:
             raise
-        _check(request, limiter, key)
-        limiter.spend(key, services(request).clock())
+        await _check(request, budget, key)
+        await budget.spend(key, services(request).clock())
         raise
 
 
-def unknown_links_limited(request: web.Request, limiter: RateLimiter, key: str) -> ContextManager[None]:
+def unknown_links_limited(request: web.Request, budget: Budget, key: str) -> AbstractAsyncContextManager[None]:
     """A valid link always works; only an unknown one spends.
 
     Links carry 192 bits or more, so guessing cannot succeed: the budget only sheds a client that
     keeps sending unknown links, and never stands between a school behind one address and its class.
     """
-    return refusals_limited(request, limiter, key, "unknown_link", "invalid_link")
+    return refusals_limited(request, budget, key, "unknown_link", "invalid_link")
 
 
-@contextmanager
-def charged(request: web.Request, limiter: RateLimiter, key: str) -> Iterator[None]:
+@asynccontextmanager
+async def charged(request: web.Request, budget: Budget, key: str) -> AsyncIterator[None]:
     """For attempts that cost whatever their outcome (each sends a mail, or stores a report), except
     when the server fails them."""
-    _check(request, limiter, key)
+    await _check(request, budget, key)
     try:
         yield
     except AccountError:
-        limiter.spend(key, services(request).clock())
+        await budget.spend(key, services(request).clock())
         raise
-    limiter.spend(key, services(request).clock())
+    await budget.spend(key, services(request).clock())
 
 
 MAX_JSON_DEPTH = 32
@@ -257,6 +263,12 @@ def _csrf_ok(request: web.Request) -> bool:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def content_security_policy(directory: ClassDirectory) -> str:
+    """'self', and the WebSocket origin of each node the directory knows: a page served by one node
+    may be sent to another's signaling (its URLs were checked when read from the directory)."""
+    return CONTENT_SECURITY_POLICY.format(connect=" ".join(["'self'", *directory.connect_origins()]))
+
+
 @web.middleware
 async def security(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -281,7 +293,7 @@ async def security(request: web.Request, handler: Handler) -> web.StreamResponse
         response = web.json_response(
             {"error": "internal_error", "message": "Erreur du serveur : réessayez dans un instant."}, status=500
         )
-    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    response.headers.setdefault("Content-Security-Policy", content_security_policy(services(request).server.directory))
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "no-referrer")
     response.headers.setdefault("Permissions-Policy", "camera=(self), microphone=(self), display-capture=(self)")

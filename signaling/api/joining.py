@@ -10,11 +10,20 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from ..accounts import clean_text
+from ..directory import DirectoryUnavailable, NoReadyNode
+from ..stopping import RETRY_AFTER_SECONDS
 from ..store import ClassAccess, Classroom, ProblemReport, utcnow
 from ..tokens import Role, mint_join_token, opaque_id
-from .context import body, charged, client_address, current_account, fail, services, unknown_links_limited
+from .context import Services, body, charged, client_address, current_account, fail, services, unknown_links_limited
 
 GUEST_COOKIE = "classe_guest"
+# Why no node can take a participant now; each is a 503 with Retry-After (docs/http-api.md).
+UNAVAILABLE = {
+    "server_stopping": "Le serveur redémarre : réessayez dans quelques secondes.",
+    "server_draining": "Ce serveur n'ouvre pas de nouvelle classe pour le moment : réessayez dans quelques minutes.",
+    "no_server": "Aucun serveur ne peut accueillir la classe : réessayez dans un instant.",
+    "directory_unavailable": "Le serveur ne sait pas où se tient la classe : réessayez dans un instant.",
+}
 
 
 class JoinRequest(BaseModel):
@@ -31,7 +40,7 @@ class ReportForm(BaseModel):
 async def _class_by_code(request: web.Request, code: str) -> Classroom:
     """Unknown codes spend from the guessing budget of the address that sent them."""
     svc = services(request)
-    with unknown_links_limited(request, svc.limits.class_links, client_address(request)):
+    async with unknown_links_limited(request, svc.limits.class_links, client_address(request)):
         classroom = await svc.classes.by_code(code)
         if classroom is None:
             raise fail(404, "unknown_link", "Ce lien de classe n'est pas valide ou a expiré.")
@@ -42,6 +51,31 @@ async def class_info(request: web.Request) -> web.Response:
     """What the pre-join page shows: the class's title and how to get in."""
     classroom = await _class_by_code(request, request.match_info["code"])
     return web.json_response({"title": classroom.title, "access": classroom.access, "lobby": classroom.lobby})
+
+
+async def ws_url(svc: Services, class_id: str) -> str | None:
+    """The WebSocket address of the node hosting the class, placing a class that opens on the
+    least-loaded ready node (None: this page's own origin). A node that stops sends nobody to
+    itself: with Redis it has left the directory and the class goes to another node."""
+    server = svc.server
+    try:
+        placement = await server.directory.place(class_id)
+    except NoReadyNode:
+        raise unavailable(server.refusal(class_id) or "no_server") from None
+    except DirectoryUnavailable:
+        raise unavailable("directory_unavailable") from None
+    if placement.here and server.stopping:
+        raise unavailable("server_stopping")
+    return placement.ws_url
+
+
+def unavailable(code: str) -> web.HTTPServiceUnavailable:
+    """A refusal the browser retries by itself, after Retry-After seconds."""
+    return web.HTTPServiceUnavailable(
+        text=json.dumps({"error": code, "message": UNAVAILABLE[code]}),
+        content_type="application/json",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
 
 
 def _display_name(value: str | None) -> str:
@@ -106,8 +140,16 @@ async def join(request: web.Request) -> web.Response:
         lobby=classroom.lobby,
         gated=True,
     )
+    address = await ws_url(svc, classroom.id)
     response.text = json.dumps(
-        {"token": token, "class_id": classroom.id, "title": classroom.title, "role": role.value, "name": name}
+        {
+            "token": token,
+            "class_id": classroom.id,
+            "title": classroom.title,
+            "role": role.value,
+            "name": name,
+            "ws_url": address,
+        }
     )
     return response
 
@@ -118,7 +160,7 @@ async def report_problem(request: web.Request) -> web.Response:
     diagnostics = json.dumps(form.diagnostics, ensure_ascii=False)
     if len(diagnostics) > 16_000:
         raise fail(400, "bad_request", "Diagnostics trop volumineux.")
-    with charged(request, svc.limits.reports, client_address(request)):
+    async with charged(request, svc.limits.reports, client_address(request)):
         account = await current_account(request)
         async with svc.db.transaction() as tx:
             report = ProblemReport(

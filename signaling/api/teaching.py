@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from ..accounts import class_export, clean_text, iso
 from ..classes import ClassDraft
+from ..directory import DirectoryUnavailable
 from ..store import Account, AccountRole, ClassAccess, Classroom, RosterEntry
 from .context import body, refusals_limited, require_account, services
 
@@ -62,16 +63,31 @@ class Roster(BaseModel):
     emails: list[str] = Field(max_length=500)
 
 
-async def describe(request: web.Request, account: Account, classroom: Classroom) -> dict[str, Any]:
+async def live_classes(request: web.Request, class_ids: list[str]) -> set[str]:
+    """The classes of `class_ids` with participants now, on whichever node hosts them; when the
+    directory cannot say, those of this node only (the page shows the others as not live rather
+    than failing)."""
+    server = services(request).server
+    try:
+        counts = await server.directory.participants(class_ids)
+    except DirectoryUnavailable:
+        counts = server.hosted()
+    return {class_id for class_id in class_ids if counts.get(class_id, 0) > 0}
+
+
+async def describe(
+    request: web.Request, account: Account, classroom: Classroom, live: set[str] | None = None
+) -> dict[str, Any]:
     svc = services(request)
-    live = svc.server.rooms.get(classroom.id)
+    if live is None:
+        live = await live_classes(request, [classroom.id])
     return {
         **class_export(classroom),
         "owner": classroom.owner_id == account.id,
         "link": f"{svc.settings.origin}/c/{classroom.link_code}",
         "link_expires_at": iso(classroom.link_expires_at),
         "co_teachers": await svc.classes.co_teacher_emails(classroom),
-        "live": live is not None and bool(live.participants),
+        "live": classroom.id in live,
     }
 
 
@@ -82,7 +98,8 @@ def roster_entries(entries: list[RosterEntry]) -> list[dict[str, str | None]]:
 async def list_classes(request: web.Request) -> web.Response:
     account = await require_account(request, *TEACHING_ROLES)
     classes = await services(request).classes.for_teacher(account)
-    return web.json_response({"classes": [await describe(request, account, c) for c in classes]})
+    live = await live_classes(request, [c.id for c in classes])
+    return web.json_response({"classes": [await describe(request, account, c, live) for c in classes]})
 
 
 async def my_classes(request: web.Request) -> web.Response:
@@ -90,6 +107,7 @@ async def my_classes(request: web.Request) -> web.Response:
     account = await require_account(request)
     svc = services(request)
     classes = await svc.classes.for_student(account)
+    live = await live_classes(request, [c.id for c in classes])
     return web.json_response(
         {
             "classes": [
@@ -98,7 +116,7 @@ async def my_classes(request: web.Request) -> web.Response:
                     "starts_at": iso(c.starts_at),
                     "duration_minutes": c.duration_minutes,
                     "link": f"{svc.settings.origin}/c/{c.link_code}",
-                    "live": c.id in svc.server.rooms and bool(svc.server.rooms[c.id].participants),
+                    "live": c.id in live,
                 }
                 for c in classes
             ]
@@ -110,7 +128,7 @@ async def create_class(request: web.Request) -> web.Response:
     account = await require_account(request, *TEACHING_ROLES)
     form = await body(request, ClassForm)
     svc = services(request)
-    with refusals_limited(request, svc.limits.unknown_co_teachers, account.id, "unknown_co_teacher"):
+    async with refusals_limited(request, svc.limits.unknown_co_teachers, account.id, "unknown_co_teacher"):
         classroom = await svc.classes.create(account, form.draft())
     return web.json_response(await describe(request, account, classroom), status=201)
 
@@ -125,7 +143,7 @@ async def update_class(request: web.Request) -> web.Response:
     account = await require_account(request, *TEACHING_ROLES)
     form = await body(request, ClassForm)
     svc = services(request)
-    with refusals_limited(request, svc.limits.unknown_co_teachers, account.id, "unknown_co_teacher"):
+    async with refusals_limited(request, svc.limits.unknown_co_teachers, account.id, "unknown_co_teacher"):
         classroom = await svc.classes.update(account, request.match_info["class_id"], form.draft())
     await svc.server.apply_lobby(classroom.id, classroom.lobby)
     return web.json_response(await describe(request, account, classroom))

@@ -18,9 +18,12 @@ export class SignalingLink {
     this.rtt = null;
   }
 
-  /** A new socket that joins with `token`; each message it receives goes to `receive`. */
-  open(token, receive) {
-    const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
+  /**
+   * A new socket that joins with `token`; each message it receives goes to `receive`. `url` is the
+   * node hosting the class, from the join answer (`ws_url`); without one, this page's own server.
+   */
+  open(token, receive, url) {
+    const ws = new WebSocket(url || `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
     this.ws = ws;
     this.heard = Date.now();
     ws.addEventListener("open", () => this.send({ type: "join", protocol: PROTOCOL, token }));

@@ -53,7 +53,11 @@ export class RoomView {
     on("tracks", (event) => this.trackChanged(event.detail));
     on("away", (event) => this.away(event.detail));
     on("refused", (event) => this.refused(event.detail));
-    on("reconnecting", () => this.banner("room.reconnecting"));
+    on("restarting", () => {
+      this.restarting = true;
+      this.banner("room.restarting");
+    });
+    on("reconnecting", () => this.banner(this.restarting ? "room.restarting" : "room.reconnecting"));
     on("joined", (event) => this.joined(event.detail));
     on("videos", () => this.render());
     on("speakers", () => this.render());
@@ -66,8 +70,9 @@ export class RoomView {
   joined({ again }) {
     const teacher = this.session.me.role === "teacher";
     for (const element of document.querySelectorAll(".teacher-only")) element.hidden = !teacher;
-    if (again) this.banner("room.reconnected", 4000);
-    else this.banner(null);
+    // Back in: "reconnected" only once media flows again (see measure); the banner stays until then.
+    this.awaitingMedia = again;
+    if (!again) this.banner(null);
     this.known = new Map([...this.session.participants].map(([id, q]) => [id, { hand: q.hand, held: q.held }]));
     $("messages").replaceChildren(...this.session.chat.map((m) => chatItem(m, this.session.me)));
     this.mayShare = this.session.mayShareScreen();
@@ -75,6 +80,11 @@ export class RoomView {
     this.renderState();
     this.renderAway();
     this.render();
+  }
+
+  /** Back after a lost link or a restart, waiting for a teacher: the room stays, and says so. */
+  waiting(reason) {
+    this.banner(reason === "lobby" ? "room.rejoin_lobby" : "room.rejoin_not_started");
   }
 
   stop() {
@@ -396,7 +406,8 @@ export class RoomView {
     clearTimeout(this.bannerTimer);
     banner.hidden = !key;
     if (key) label(banner, key);
-    banner.classList.toggle("warning", key === "room.reconnecting" || key === "room.media_stalled");
+    const warning = ["room.reconnecting", "room.restarting", "room.rejoin_lobby", "room.rejoin_not_started", "room.media_stalled"];
+    banner.classList.toggle("warning", warning.includes(key));
     if (hideAfter) this.bannerTimer = setTimeout(() => (banner.hidden = true), hideAfter);
   }
 
@@ -411,6 +422,10 @@ export class RoomView {
     const poor = this.quality.level === "bad" && this.session.status === "joined" && connected;
     this.poorMeasures = poor ? this.poorMeasures + 1 : 0;
     if (this.poorMeasures >= POOR_MEASURES) this.offerSaver();
+    if (this.awaitingMedia && this.mediaBack()) {
+      this.awaitingMedia = this.restarting = false;
+      this.banner("room.reconnected", 4000);
+    }
     if (this.quality.level === this.lastQuality) return;
     // Video expected that does not arrive is said in words, not only by the bars.
     if (this.quality.level === "stalled") this.banner("room.media_stalled");
@@ -420,6 +435,18 @@ export class RoomView {
     indicator.dataset.i18nAttr = `aria-label=quality.${this.quality.level},title=quality.${this.quality.level}`;
     indicator.setAttribute("aria-label", t(`quality.${this.quality.level}`));
     indicator.setAttribute("title", t(`quality.${this.quality.level}`));
+  }
+
+  /**
+   * Whether media flows again after a rejoin: the video expected arrives; or, with none expected,
+   * the connections that have something to carry (others' tracks, our own) are up.
+   */
+  mediaBack() {
+    const s = this.session;
+    if (s.status !== "joined" || this.quality.media === "waiting" || this.quality.media === "stalled") return false;
+    if (this.quality.media === "flowing") return true;
+    const others = [...s.tracks.values()].some((track) => track.participant_id !== s.me.id);
+    return (!others || s.sub?.connectionState === "connected") && (!s.local.size || s.pub?.connectionState === "connected");
   }
 
   // What the page shows, told to the server; the data saver

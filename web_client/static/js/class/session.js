@@ -2,7 +2,8 @@
 // links of link.js (the WebSocket, the two peer connections), and reconnection. No DOM here: the
 // page listens to the events it dispatches.
 //
-// Events: waiting, joined, reconnecting, ended, participants, lobby, state, chat, media,
+// Events: waiting, joined, restarting (the server stops: rejoining soon), reconnecting, ended,
+// participants, lobby, state, chat, media,
 // moderated, tracks (one appeared or went), away (the teacher left, or came back),
 // refused (a request was refused: {code, ref}), videos (which videos the server sends now),
 // speakers (who speaks, as the server hears it).
@@ -13,7 +14,6 @@ import { ViewReporter } from "./view.js";
 
 // Fatal errors after which coming back makes sense: the network or the server failed, not a person.
 const RETRY_AFTER = new Set([
-  "server_stopping",
   "ice_failed",
   "connection_lost",
   "negotiation_timeout",
@@ -21,12 +21,21 @@ const RETRY_AFTER = new Set([
   "invalid_token",
   "join_timeout",
 ]);
+// Fatal errors that say "ask again where the class is", even before the first join: the class is
+// hosted by another node, the node could not tell which, or it stops or drains (the class opens
+// elsewhere, or here again after a restart).
+const ASK_AGAIN = new Set(["wrong_node", "directory_unavailable", "server_stopping", "server_draining"]);
+// A stopping server's `reconnect_in_ms` is followed, within this bound.
+const MAX_RESTART_DELAY_MS = 60_000;
 
 export class ClassSession extends EventTarget {
-  /** `getToken()` asks the server for a fresh join token (POST /api/join): called on every (re)join. */
-  constructor(getToken) {
+  /**
+   * `getGrant()` asks the server for a fresh join token and the address of the node hosting the
+   * class (POST /api/join: `{token, ws_url}`): called on every (re)join.
+   */
+  constructor(getGrant) {
     super();
-    this.getToken = getToken;
+    this.getGrant = getGrant;
     this.status = "idle"; // idle, connecting, waiting, joined, reconnecting, ended
     this.attempts = 0;
     this.everJoined = false;
@@ -78,9 +87,9 @@ export class ClassSession extends EventTarget {
   }
 
   async connect() {
-    let token;
+    let grant;
     try {
-      token = await this.getToken();
+      grant = await this.getGrant();
     } catch (error) {
       // The link was withdrawn, the class deleted, the account removed: say so. Otherwise retry.
       if (error.status >= 400 && error.status < 500 && error.status !== 429) this.finish(error.code, error);
@@ -90,7 +99,7 @@ export class ClassSession extends EventTarget {
     if (this.status === "ended") return;
     this.status = "connecting";
     const generation = this.generation;
-    this.signal.open(token, (message) => {
+    this.signal.open(grant.token, (message) => {
       if (message.type === "error" && message.fatal) {
         // At once, not behind a negotiation in progress: the socket closes right after it.
         this.refused(message, this.signal.replies.get(message.ref));
@@ -100,7 +109,7 @@ export class ClassSession extends EventTarget {
       this.messages = this.messages
         .then(() => generation === this.generation && this.handle(message))
         .catch((error) => this.broken(error));
-    });
+    }, grant.ws_url);
   }
 
   send(message) {
@@ -116,11 +125,14 @@ export class ClassSession extends EventTarget {
     const replies = this.signal.replies;
     const reply = message.ref !== undefined ? replies.get(message.ref) : undefined;
     switch (message.type) {
-      case "waiting":
+      case "waiting": {
+        // On a rejoin (not a teacher's `to_lobby`): the page may keep the room while it waits.
+        const rejoin = this.everJoined && this.status !== "joined";
         this.status = "waiting";
         this.link.close();
-        this.emit("waiting", message);
+        this.emit("waiting", { ...message, rejoin });
         break;
+      }
       case "joined":
         await this.joined(message);
         break;
@@ -185,6 +197,9 @@ export class ClassSession extends EventTarget {
         this.loudest = message.loudest || [];
         this.emit("speakers", message);
         break;
+      case "server_stopping":
+        this.serverStopping(message.reconnect_in_ms);
+        break;
       case "pong":
         break; // its round trip is the link's
       case "error":
@@ -203,7 +218,7 @@ export class ClassSession extends EventTarget {
     }
     if (message.fatal) {
       if (message.code === "ice_failed" && this.everJoined) this.mediaFailed(message.code);
-      else if (RETRY_AFTER.has(message.code) && this.everJoined) this.lost();
+      else if (ASK_AGAIN.has(message.code) || (RETRY_AFTER.has(message.code) && this.everJoined)) this.lost();
       else this.finish(message.code);
       return;
     }
@@ -450,8 +465,26 @@ export class ClassSession extends EventTarget {
     this.lost();
   }
 
-  /** The link broke (network, server restart): come back with a fresh token, keeping local tracks. */
-  lost() {
+  /**
+   * The server stops (a restart, or its classes moving to another): the media flows on until the
+   * delay it gave (spread over its participants), then this page rejoins as after a lost link,
+   * with a fresh token from POST /api/join, retrying while the server cannot be reached.
+   */
+  serverStopping(delayMs) {
+    if (this.status === "ended" || this.retryTimer) return;
+    this.emit("restarting");
+    const delay = Math.min(Math.max(Number(delayMs) || 0, 0), MAX_RESTART_DELAY_MS);
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      this.lost(0);
+    }, delay);
+  }
+
+  /**
+   * The link broke (network, server restart): come back with a fresh token, keeping local tracks,
+   * after `delay` ms (by default, longer at each failed attempt).
+   */
+  lost(delay) {
     if (this.status === "ended" || this.retryTimer) return;
     this.disconnect();
     // A closed peer connection never settles what was pending on it: start a fresh chain.
@@ -464,7 +497,7 @@ export class ClassSession extends EventTarget {
     this.speaker = null;
     this.emit("media"); // the tiles show names, not the last frame, until media flows again
     this.emit("reconnecting", { attempt: this.attempts });
-    const delay = Math.min(1000 * 2 ** this.attempts, 10_000) * (0.75 + Math.random() / 2);
+    delay ??= Math.min(1000 * 2 ** this.attempts, 10_000) * (0.75 + Math.random() / 2);
     this.attempts += 1;
     this.retryTimer = setTimeout(() => {
       this.retryTimer = null;

@@ -102,11 +102,12 @@ $("join-form").addEventListener("submit", async (event) => {
 async function join(first) {
   const { tracks, enabled } = await prejoin.choices();
   let token = first;
-  // The first token came with the click; each rejoin asks for a fresh one (they live two minutes).
+  // The first token came with the click; each rejoin asks for a fresh one (they live two minutes),
+  // and where the class is now: a class whose node stopped opens on another.
   const session = new ClassSession(async () => {
     const grant = token || (await api("POST", "/api/join", { code, name: first.name }));
     token = null;
-    return grant.token;
+    return grant;
   });
   session.wanted = { ...enabled };
   for (const source of ["microphone", "camera"]) {
@@ -115,6 +116,11 @@ async function join(first) {
   session.reopen = async (source) => (await open(source, localStorage.getItem(`classe.${source}`))).track;
   const room = new RoomView(session, { title: first.title, classId: first.class_id });
   session.addEventListener("waiting", (event) => {
+    // Back after a lost link or a restart: the pupil stays in the room while a teacher comes back or lets them in.
+    if (event.detail.rejoin && !$("room").hidden) {
+      room.waiting(event.detail.reason);
+      return;
+    }
     const reason = event.detail.reason === "lobby" ? "lobby" : "not_started";
     label($("waiting-title"), `waiting.${reason}.title`);
     label($("waiting-text"), `waiting.${reason}.text`);
