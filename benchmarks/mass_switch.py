@@ -11,7 +11,7 @@ are not removed for not answering). Measured: each join's latency (from the POST
 failed joins, the first audio packet's delay for the WebRTC students, and, once every class is
 in, the classes and participants each process holds, its forwarded packets/s and its CPU.
 
-    python -m benchmarks.mass_switch [--classes 40 --students 12 --window 40 --workers 1,2]
+    ./dev bench mass-switch [--classes 40 --students 12 --window 40 --workers 1,2 --json PATH]
 
 Writes docs/benchmarks-mass-switch.json with --json; the reading is in docs/benchmarks.md.
 """
@@ -373,7 +373,7 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--classes", type=int, default=40)
     parser.add_argument("--students", type=int, default=12)
@@ -381,7 +381,7 @@ def main() -> None:
     parser.add_argument("--hold", type=float, default=10.0, help="seconds measured once everyone is in")
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--json", type=Path, help="write the results and conditions there")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     frames = {"audio": encode_audio()}
     results = []
     for workers in (int(w) for w in args.workers.split(",")):

@@ -12,6 +12,9 @@ Four entries (`./dev bench` passes its arguments here):
 - `./dev bench simulcast [--duration ...]`: the class of 30 with simulcast cameras and three
   students behind 500 kbit/s, in the core's simulation (`benchmarks/simulcast.py`, about 20 s),
   which writes docs/benchmarks-simulcast.json with `--json`;
+- `./dev bench mass-switch [--classes ... --workers 1,2]`: classes opening within a minute
+  through the Redis directory, against 1 and 2 worker processes (`benchmarks/mass_switch.py`,
+  about 3 minutes), which writes docs/benchmarks-mass-switch.json with `--json`;
 - `./dev bench pinned [--sockets per-peer,shared ...]`: the server pinned to CPU 0 and its load
   generator to CPU 1, Classe beside Janus: cost per delivered packet (average and marginal),
   saturation and past it (`benchmarks/pinned.py`, about 5 minutes, root), which writes
@@ -321,6 +324,11 @@ def main() -> None:
         from .pinned import main as pinned
 
         pinned(sys.argv[2:])
+        return
+    if sys.argv[1:2] == ["mass-switch"]:
+        from .mass_switch import main as mass_switch
+
+        mass_switch(sys.argv[2:])
         return
     if sys.argv[1:2] == ["cameras"]:
         from .cameras import main as cameras

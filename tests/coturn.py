@@ -62,6 +62,25 @@ def self_signed(folder: Path, address: str) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
+SAMPLE = Path(__file__).resolve().parent.parent / "deploy" / "turnserver.conf"
+# What only the tests add: the media server is on loopback, no DTLS listener, a log to read.
+TEST_ONLY = ["allow-loopback-peers", "no-dtls", "simple-log"]
+
+
+def sample_config(settings: dict[str, str]) -> str:
+    """deploy/turnserver.conf with `settings` in place of its values; each of them must be there."""
+    lines, replaced = [], set()
+    for line in SAMPLE.read_text().splitlines():
+        key = line.split("=", 1)[0].strip()
+        if not line.startswith("#") and "=" in line and key in settings:
+            line = f"{key}={settings[key]}"
+            replaced.add(key)
+        lines.append(line)
+    missing = set(settings) - replaced
+    assert not missing, f"deploy/turnserver.conf lacks {sorted(missing)}"
+    return "\n".join(lines) + "\n"
+
+
 @contextmanager
 def running_coturn(
     folder: Path, secret: str, listen: str = "127.0.0.1", relay_to: str = "127.0.0.1"
@@ -73,36 +92,23 @@ def running_coturn(
     cert, key = self_signed(folder, listen)
     port, tls_port = free_port(listen), free_port(listen)
     relay_min = 50_000 + port % 5_000
+    # The sample of the deployment files, with this test's addresses, ports, secret and certificate.
+    settings = {
+        "listening-ip": listen,
+        "listening-port": str(port),
+        "tls-listening-port": str(tls_port),
+        "cert": str(cert),
+        "pkey": str(key),
+        "static-auth-secret": secret,
+        "realm": "classe.test",
+        "allowed-peer-ip": relay_to,
+        "min-port": str(relay_min),
+        "max-port": str(relay_min + 50),
+    }
+    extra = [*TEST_ONLY, f"relay-ip={relay_to}", f"pidfile={folder / 'turnserver.pid'}"]
+    extra.append(f"log-file={folder / 'turnserver.log'}")
     config = folder / "turnserver.conf"
-    config.write_text(
-        "\n".join(
-            [
-                f"listening-ip={listen}",
-                f"relay-ip={relay_to}",
-                f"listening-port={port}",
-                f"tls-listening-port={tls_port}",
-                f"min-port={relay_min}",
-                f"max-port={relay_min + 50}",
-                "use-auth-secret",
-                f"static-auth-secret={secret}",
-                "realm=classe.test",
-                f"cert={cert}",
-                f"pkey={key}",
-                "no-cli",
-                "no-dtls",
-                "fingerprint",
-                "no-multicast-peers",
-                # Relay only to the media server: everything else denied (no open relay).
-                "denied-peer-ip=0.0.0.0-255.255.255.255",
-                f"allowed-peer-ip={relay_to}",
-                "allow-loopback-peers",  # the media server is on loopback here
-                f"pidfile={folder / 'turnserver.pid'}",
-                "simple-log",
-                f"log-file={folder / 'turnserver.log'}",
-            ]
-        )
-        + "\n"
-    )
+    config.write_text(sample_config(settings) + "\n".join(extra) + "\n")
     process = subprocess.Popen([binary, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 10
