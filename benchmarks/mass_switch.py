@@ -300,6 +300,8 @@ async def measure(workers: int, args: argparse.Namespace, frames: dict[str, list
         outcome, stop = Outcome(), asyncio.Event()
         processes = server.processes()
         cpu_before = [p.cpu_times() for p in processes]
+        me, load_before = psutil.Process(), os.getloadavg()[0]
+        mine_before = sum(me.cpu_times()[:2])
         began = time.monotonic()
         spacing = args.window / args.classes
         opened = await asyncio.gather(
@@ -309,6 +311,7 @@ async def measure(workers: int, args: argparse.Namespace, frames: dict[str, list
             )
         )
         switch_s = time.monotonic() - began
+        generator_cpu = (sum(me.cpu_times()[:2]) - mine_before) / switch_s
         cpu_switch = [sum(p.cpu_times()[:2]) - sum(b[:2]) for p, b in zip(processes, cpu_before, strict=True)]
         # Everyone is in: what each process holds and forwards.
         forwarded = [metric(port, "classe_rtp_forwarded_packets_total") for port in server.ports()]
@@ -343,6 +346,8 @@ async def measure(workers: int, args: argparse.Namespace, frames: dict[str, list
             "forwarded_pps": [round(x) for x in forwarded_pps],
             "cpu_during_switch": [round(c / switch_s, 3) for c in cpu_switch],
             "cpu_while_held": [round(c, 3) for c in cpu_held],
+            "load_generator_cpu_during_switch": round(generator_cpu, 3),
+            "load_average_before": load_before,
         }
     finally:
         server.stop()
@@ -357,8 +362,8 @@ def table(results: list[dict[str, Any]]) -> str:
     lines = [
         "| workers | classes / participants | opened over | joins | failed | join p50 / p99 / max ms "
         "| first audio p50 / p99 ms | held per process (classes / participants) | forwarded pkt/s per process "
-        "| CPU per process, switch / held |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| CPU per process, switch / held | load generator CPU, switch | load average before |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         j, a = r["join_ms"], r["first_audio_ms"]
@@ -368,7 +373,8 @@ def table(results: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {r['workers']} | {r['classes']} / {r['participants']} | {r['switch_s']} s | {r['joins']} "
             f"| {failed} {r['failed_joins'] or ''} | {ms(j['p50'])} / {ms(j['p99'])} / {ms(j['max'])} "
-            f"| {ms(a['p50'])} / {ms(a['p99'])} | {held} | {', '.join(map(str, r['forwarded_pps']))} | {cpu} |"
+            f"| {ms(a['p50'])} / {ms(a['p99'])} | {held} | {', '.join(map(str, r['forwarded_pps']))} | {cpu} "
+            f"| {r['load_generator_cpu_during_switch']:.0%} | {r['load_average_before']:.2f} |"
         )
     return "\n".join(lines)
 
