@@ -45,7 +45,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from .clients import Publishing, new_pc
 from .fastpath import FastPath, neuter
 from .media import encode_audio
-from .run import free_port, git, machine
+from .run import fmt, free_port, git, machine
 
 ROOT = Path(__file__).resolve().parent.parent
 TEACHER, PASSWORD = "prof@ac-lyon.fr", "mass switch benchmark password"
@@ -354,10 +354,6 @@ async def measure(workers: int, args: argparse.Namespace, frames: dict[str, list
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0f}"
-
-
 def table(results: list[dict[str, Any]]) -> str:
     lines = [
         "| workers | classes / participants | opened over | joins | failed | join p50 / p99 / max ms "
@@ -372,8 +368,9 @@ def table(results: list[dict[str, Any]]) -> str:
         failed = sum(r["failed_joins"].values())
         lines.append(
             f"| {r['workers']} | {r['classes']} / {r['participants']} | {r['switch_s']} s | {r['joins']} "
-            f"| {failed} {r['failed_joins'] or ''} | {ms(j['p50'])} / {ms(j['p99'])} / {ms(j['max'])} "
-            f"| {ms(a['p50'])} / {ms(a['p99'])} | {held} | {', '.join(map(str, r['forwarded_pps']))} | {cpu} "
+            f"| {failed} {r['failed_joins'] or ''} | {' / '.join(fmt(j[q], '.0f') for q in ('p50', 'p99', 'max'))} "
+            f"| {' / '.join(fmt(a[q], '.0f') for q in ('p50', 'p99'))} | {held} "
+            f"| {', '.join(map(str, r['forwarded_pps']))} | {cpu} "
             f"| {r['load_generator_cpu_during_switch']:.0%} | {r['load_average_before']:.2f} |"
         )
     return "\n".join(lines)

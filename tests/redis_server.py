@@ -47,3 +47,29 @@ class RedisServer:
             self.process.kill()
             self.process.wait()
             self.process = None
+
+
+async def nodes_calm(url: str, count: int, timeout: float = 30.0) -> None:
+    """Wait until `count` nodes are registered and none is busy on CPU: placement passes over a node
+    at BUSY_CPU or more (a node just started, or slowed by the tests around it, may be), and a test
+    that expects a class on the idle node must not meet that rule by chance."""
+    import asyncio
+    import json
+
+    import redis.asyncio as aioredis
+
+    from signaling.directory.redis import BUSY_CPU, NODES, node_key
+
+    client = aioredis.from_url(url, decode_responses=True)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            ids = await client.smembers(NODES)
+            raws = await client.mget([node_key(i) for i in ids]) if ids else []
+            loads = [json.loads(raw)["cpu"] for raw in raws if raw]
+            if len(loads) >= count and all(cpu < BUSY_CPU for cpu in loads):
+                return
+            assert time.monotonic() < deadline, f"nodes not calm: {loads}"
+            await asyncio.sleep(0.2)
+    finally:
+        await client.aclose()

@@ -25,7 +25,7 @@ from signaling.config import Settings
 
 from .conftest import Mailbox, RunningServer, free_port, running_server
 from .coturn import self_signed
-from .redis_server import RedisServer
+from .redis_server import RedisServer, nodes_calm
 from .test_access import new_class
 from .web import code_of, teacher
 
@@ -153,7 +153,9 @@ async def test_nginx_sends_each_pupil_to_the_node_hosting_the_class(
         (tmp_path / "nginx").mkdir()
         with nginx(tmp_path / "nginx", "nginx-nodes.conf", upstreams, port=proxy_port):
             proxy = f"https://127.0.0.1:{proxy_port}"
+            await nodes_calm(redis_server.url, 2)  # a node busy on CPU would be passed over
             first = await join_through(proxy, codes[0])
+            await nodes_calm(redis_server.url, 2)
             second = await join_through(proxy, codes[1])
     # Each class on its node (the second went to the idle one), each WebSocket through its path.
     assert first["type"] == second["type"] == "waiting", (first, second)

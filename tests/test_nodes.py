@@ -20,7 +20,7 @@ from .browser import chromium
 from .conftest import Postgres
 from .peers import Peer
 from .process import ClasseProcess
-from .redis_server import RedisServer
+from .redis_server import RedisServer, nodes_calm
 from .test_access import new_class
 from .test_web_client import join, video_plays
 from .web import PASSWORD, Browser, code_of
@@ -129,7 +129,9 @@ def hosting(nodes: list[ClasseProcess], ws_url: str) -> tuple[ClasseProcess, Cla
     return host, next(node for node in nodes if node is not host)
 
 
-async def test_a_class_lives_on_one_node_whichever_node_answers_the_join(cluster: Cluster) -> None:
+async def test_a_class_lives_on_one_node_whichever_node_answers_the_join(
+    cluster: Cluster, redis_server: RedisServer
+) -> None:
     nodes = await cluster(2)
     teacher, code = await lesson(nodes[0])
     peers: list[Peer] = []
@@ -154,6 +156,7 @@ async def test_a_class_lives_on_one_node_whichever_node_answers_the_join(cluster
         assert (refused["code"], refused["fatal"]) == ("wrong_node", True)
 
         # A second class opens on the node with nobody in it.
+        await nodes_calm(redis_server.url, 2)  # a node busy on CPU would be passed over
         second = code_of(await new_class(teacher, lobby=False, title="Histoire 4e"))
         assert (await join_answer(host, second, "Paul"))["ws_url"] == ws_of(other)
 

@@ -21,7 +21,7 @@ from signaling.workers import admin_sockets, check, worker_flags
 
 from .peers import Peer
 from .process import ClasseProcess
-from .redis_server import RedisServer
+from .redis_server import RedisServer, nodes_calm
 from .test_access import new_class
 from .web import PASSWORD, Browser, code_of
 
@@ -129,7 +129,10 @@ async def test_two_classes_run_in_two_workers_and_a_worker_that_dies_comes_back(
         async with Browser(node) as teacher:
             await teacher.sign_in("prof@ac-lyon.fr", PASSWORD)
             codes = [code_of(await new_class(teacher, lobby=False, title=f"Classe {i}")) for i in range(2)]
-            opened = [await open_class(node, teacher, code) for code in codes]
+            opened = []
+            for code in codes:
+                await nodes_calm(redis_server.url, 2)  # a worker busy on CPU would be passed over
+                opened.append(await open_class(node, teacher, code))
             peers += [peer for _, *pair in opened for peer in pair]
             # One class per worker: the second went to the one the first left idle.
             assert {url for url, *_ in opened} == {f"ws://127.0.0.1:{port + 1}/ws", f"ws://127.0.0.1:{port + 2}/ws"}

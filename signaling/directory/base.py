@@ -8,6 +8,8 @@ as LiveKit's pkg/routing has: `LocalDirectory` (this process is the only node) a
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import enum
 import time
 from abc import ABC, abstractmethod
@@ -97,6 +99,16 @@ class Host(Protocol):
     async def obey(self, class_id: str, command: ClassCommand) -> None:
         """Carry out a command another node's HTTP API sent for a class hosted here."""
         ...
+
+
+async def stop_tasks(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel a component's background tasks and wait until they have ended."""
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    tasks.clear()
 
 
 class SessionStore:

@@ -38,6 +38,7 @@ from .base import (
     NodeState,
     NoReadyNode,
     Placement,
+    stop_tasks,
     ws_address,
 )
 from .sessions import RedisSessions
@@ -249,12 +250,7 @@ class RedisDirectory(ClassDirectory):
     async def stop(self) -> None:
         await self.sessions.flush()  # the node that takes the classes over finds the latest decisions
         await self.sessions.stop()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
+        await stop_tasks(self._tasks)
         try:
             await self._leave(args=[self.node_id])
         except (RedisError, OSError):

@@ -20,7 +20,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from .base import SessionStore
+from .base import SessionStore, stop_tasks
 
 log = logging.getLogger(__name__)
 # A snapshot is a few sets of opaque ids; one this large was not written by a node.
@@ -49,12 +49,7 @@ class RedisSessions(SessionStore):
         self._tasks = [asyncio.create_task(self._writer()), asyncio.create_task(self._keep_alive())]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
+        await stop_tasks(self._tasks)
 
     async def recall(self, class_id: str) -> Any:
         if class_id in self._waiting:  # not written yet: this node's word is the latest
