@@ -66,14 +66,16 @@ class JsonFormatter(logging.Formatter):
 
 def configure(log_format: str = "text", node: str | None = None) -> None:
     """Every line of the process, ours and the libraries', to standard error in one format.
-    `node`: the serving node's id, on every line (None for the one-off commands)."""
+    `node`: the serving node's id, on every line (None for the one-off commands). As
+    `logging.basicConfig`, nothing changes where logging is already set up (a program that runs
+    `classe` commands in its own process, a test run), but the quieted libraries."""
+    for name in QUIET:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    root = logging.getLogger()
+    if root.handlers:
+        return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(node) if log_format == "json" else TextFormatter(node))
-    root = logging.getLogger()
-    for old in root.handlers[:]:
-        root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     logging.captureWarnings(True)  # a library's warning is a line of the log, in its format
-    for name in QUIET:
-        logging.getLogger(name).setLevel(logging.WARNING)
