@@ -6,7 +6,9 @@ e-mail address or an IP address."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import logging
 import re
 import signal
 import time
@@ -16,6 +18,9 @@ from typing import Any
 import aiohttp
 import pytest
 from aiortc import RTCPeerConnection
+
+from signaling.events import ClassEvents, Event
+from signaling.logs import JsonFormatter, TextFormatter
 
 from .peers import Peer
 from .process import ClasseProcess
@@ -197,3 +202,32 @@ async def test_a_lesson_leaves_one_line_per_event_and_no_personal_data(tmp_path:
     assert IPV4.search(log) is None, IPV4.search(log)
     assert IPV6.search(log) is None, IPV6.search(log)
     assert "Traceback" not in log and " ERROR " not in log and '"level": "error"' not in log, log
+
+
+def test_a_value_cannot_forge_a_line_or_a_field_and_a_traceback_stays_in_its_line() -> None:
+    # A dev-mode class id is whatever a load generator sends: quoted in text, escaped in JSON.
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger = logging.getLogger("classe.events")
+    saved = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    hostile = 'dev:x\n2026-01-01 00:00:00,000 INFO classe.events class_ended class=y reason="teacher"'
+    try:
+        for formatter in (TextFormatter("n1"), JsonFormatter("n1")):
+            handler.setFormatter(formatter)
+            ClassEvents().emit(Event.CLASS_OPENED, hostile)
+            try:
+                raise ValueError("boom")
+            except ValueError:
+                logging.getLogger("classe.events").exception("failed")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved)
+    text_line, *traceback, json_opened, json_failed = stream.getvalue().splitlines()
+    assert text_line.endswith(" node=n1") and "class_opened class=" + json.dumps(hostile) in text_line
+    assert events(text_line, "text") == []  # quoted: not taken for a plain event line either
+    assert any("ValueError: boom" in line for line in traceback)
+    opened, failed = json.loads(json_opened), json.loads(json_failed)
+    assert opened["class"] == hostile and opened["event"] == "class_opened" and opened["node"] == "n1"
+    assert "ValueError: boom" in failed["error"] and failed["message"] == "failed" and "event" not in failed
