@@ -28,13 +28,12 @@ import re
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from .run import ROOT, fmt, free_port, git, histogram_quantiles, machine, start_server, stop
+from .run import ROOT, fmt, free_port, git, histogram_quantiles, machine, read_metrics, start_server, stop
 
 PY = sys.executable
 SETTINGS = ("audio_forward_loudest", "video_last_n", "thumbnail_bitrate", "large_tile_width")
@@ -42,8 +41,7 @@ TARGETS = {"packets": 4.0, "cpu": 4.0, "layout_kbps": 2500.0, "audio_only_kbps":
 
 
 def metrics(port: int) -> tuple[dict[str, float], dict[float, float]]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
+    text = read_metrics(port)
     values = {name: float(v) for name, v in re.findall(r"^(classe_\w+?)(?:_total)? (\S+)$", text, re.M)}
     for reason, v in re.findall(r'^classe_dropped_packets(?:_total)?\{reason="(\w+)"\} (\S+)$', text, re.M):
         values[f"drop_{reason}"] = float(v)

@@ -45,7 +45,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from .clients import Publishing, new_pc
 from .fastpath import FastPath, neuter
 from .media import encode_audio
-from .run import fmt, free_port, git, machine
+from .run import METRICS_SETTINGS, fmt, free_port, git, machine, read_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 TEACHER, PASSWORD = "prof@ac-lyon.fr", "mass switch benchmark password"
@@ -82,6 +82,7 @@ class Server:
             "CLASSE_WORKERS": str(workers),
             "CLASSE_NEGOTIATION_TIMEOUT_SECONDS": "3600",
             "CLASSE_MAX_CONNECTIONS_PER_ADDRESS": "100000",
+            **METRICS_SETTINGS,
         }
         self.redis: subprocess.Popen[bytes] | None = None
         self.process: subprocess.Popen[bytes] | None = None
@@ -136,8 +137,7 @@ class Server:
 
 
 def metric(port: int, name: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        text = r.read().decode()
+    text = read_metrics(port)
     found = re.search(rf"^{name} (\S+)$", text, re.M)
     return float(found.group(1)) if found else 0.0
 

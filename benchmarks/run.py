@@ -50,10 +50,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# The benchmarks read each server's metrics on its own HTTP port, which serves /metrics only to
+# this token (docs/operations.md, "Metrics"); no metrics listener of its own, on a port that
+# several benchmark servers would share.
+METRICS_TOKEN = "benchmarks-read-the-metrics"
+METRICS_SETTINGS = {"CLASSE_METRICS_TOKEN": METRICS_TOKEN, "CLASSE_METRICS_PORT": "0"}
+
+
+def read_metrics(port: int) -> str:
+    """The text of the server's /metrics on its HTTP port."""
+    headers = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers=headers)
+    with urllib.request.urlopen(request, timeout=5) as resp:
+        return str(resp.read().decode())
+
+
 def scrape(port: int) -> tuple[float, dict[float, float]]:
     """The forwarded-packet counter and the cumulative forwarding-time histogram."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
+    text = read_metrics(port)
     match = re.search(r"^classe_rtp_forwarded_packets_total (\S+)$", text, re.M)
     buckets = {
         float(le): float(count)
@@ -88,6 +102,7 @@ def start_server(target: str, port: int, settings: dict[str, str] | None = None)
             # Load clients take dev tokens: no accounts, no lobby. Its SQLite file goes to a throwaway folder.
             "CLASSE_DEV_MODE": "true",
             "CLASSE_DATA_DIR": tempfile.mkdtemp(prefix="classe-bench-"),
+            **METRICS_SETTINGS,
             **(settings or {}),
         }
         cmd = [PY, "-m", "signaling.cli", "serve", "--port", str(port)]

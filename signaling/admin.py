@@ -20,6 +20,7 @@ import aiohttp
 from aiohttp import web
 
 from .directory import DirectoryUnavailable, NodeState
+from .events import Event
 from .server import ClassServer
 
 SERVER = web.AppKey("server", ClassServer)
@@ -57,6 +58,9 @@ async def _drain(request: web.Request) -> web.Response:
         await server.directory.set_state(NodeState.DRAINING if draining else NodeState.READY)
     except DirectoryUnavailable:
         answer["warning"] = "the class directory (Redis) does not answer: the other nodes learn it when it does"
+    classes, participants, _ = server.census()
+    event = Event.NODE_DRAINING if draining else Event.NODE_READY
+    server.events.emit(event, classes=classes, participants=participants)
     return web.json_response({**status(server), **answer})
 
 

@@ -12,10 +12,9 @@ from pathlib import Path
 from string import Template
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from . import retention
+from . import exposition, retention
 from .accounts import Accounts
 from .api import Services, setup_api
 from .api.context import SERVICES
@@ -24,7 +23,8 @@ from .classes import Classes
 from .config import Settings
 from .connection import websocket
 from .directory import NodeState
-from .mail import Mailer, make_mailer
+from .mail import CountedMailer, Mailer, make_mailer
+from .metrics import ServiceCollector, ServiceCounts
 from .protocol import MAX_MESSAGE_BYTES
 from .server import ClassServer
 from .store import Database
@@ -33,6 +33,7 @@ from .tokens import Role, mint_join_token
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent.parent / "web_client" / "static"
 SERVER = web.AppKey("server", ClassServer)
+COUNTS = web.AppKey("counts", ServiceCounts)
 
 
 async def ws_handler(request: web.Request) -> web.StreamResponse:
@@ -59,11 +60,6 @@ async def readyz(request: web.Request) -> web.Response:
     ready = checks["database"] == "ok" and checks["directory"] == "ok" and checks["state"] == NodeState.READY
     body = {"status": "ready" if ready else "not_ready", "node": directory.node_id, "checks": checks}
     return web.json_response(body, status=200 if ready else 503)
-
-
-async def metrics(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[SERVER].registry)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def dev_token(request: web.Request) -> web.Response:
@@ -136,6 +132,7 @@ async def maintenance(app: web.Application) -> AsyncIterator[None]:
     """Migrate and bind the media port at start; then, periodically, forget idle classes and
     apply the retention policy."""
     svc = app[SERVICES]
+    counts = app[COUNTS]
     await svc.db.migrate()
     await svc.server.open()
 
@@ -147,8 +144,9 @@ async def maintenance(app: web.Application) -> AsyncIterator[None]:
             if now >= next_purge:
                 next_purge = now + svc.settings.purge_interval_seconds
                 try:
-                    await retention.purge(svc.db, svc.settings)
+                    counts.purged.update(await retention.purge(svc.db, svc.settings))
                 except Exception:
+                    counts.purge_failures += 1
                     log.exception("retention purge failed; retrying at the next interval")
             await asyncio.sleep(min(60.0, svc.settings.purge_interval_seconds))
 
@@ -164,8 +162,11 @@ async def maintenance(app: web.Application) -> AsyncIterator[None]:
 def create_app(settings: Settings, mailer: Mailer | None = None) -> web.Application:
     app = web.Application(client_max_size=MAX_MESSAGE_BYTES)
     db = Database(settings.database)
-    mailer = mailer or make_mailer(settings)
+    mailer = CountedMailer(mailer or make_mailer(settings))
     server = ClassServer(settings)
+    counts = app[COUNTS] = ServiceCounts()
+    server.registry.register(ServiceCollector(counts, mailer.results))
+    app.middlewares.append(exposition.counting(counts.requests))  # outermost: sees every final status
     accounts = Accounts(db, settings, mailer)
     app[SERVER] = server
     svc = Services(settings, db, mailer, server, accounts, Classes(db, settings, accounts))
@@ -176,7 +177,8 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> web.Applicat
     app.router.add_get("/ws", ws_handler)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
+    # On the main port only with metrics_token (signaling/exposition.py); else on metrics_port.
+    app.router.add_get("/metrics", exposition.metrics_handler(server.registry, settings.metrics_token, False))
     if settings.dev_mode:
         app.router.add_post("/api/dev/token", dev_token)
     for route, name in PAGES.items():

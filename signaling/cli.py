@@ -7,7 +7,6 @@ import asyncio
 import csv
 import getpass
 import json
-import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -19,7 +18,7 @@ import uvloop
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from . import admin, lifecycle, retention, workers
+from . import admin, lifecycle, logs, retention, workers
 from .accounts import AccountError, Accounts, iso
 from .config import Settings
 from .mail import make_mailer
@@ -52,18 +51,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def serve(settings: Settings, argv: list[str], shared_port: int | None = None) -> None:
-    # aioice and aiortc log candidate addresses at INFO: participants' IP addresses stay out of the logs.
-    for name in ("aioice", "aiortc"):
-        logging.getLogger(name).setLevel(logging.WARNING)
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    ports = str(settings.media_port) if settings.media_port else f"{settings.media_port_min}-{settings.media_port_max}"
-    logging.getLogger("classe").info(
-        "serving on http://%s:%d, media on UDP %s:%s",
-        settings.host,
-        settings.port,
-        ",".join(settings.media_addresses),
-        ports,
-    )
     if settings.workers > 1:
         workers.check(settings)
         raise SystemExit(asyncio.run(workers.Supervisor(settings, argv).run()))
@@ -196,7 +184,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     settings = _settings(args)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # A serving node names itself on every line; aioice's and aiortc's lines (candidate addresses) are left out.
+    logs.configure(settings.log_format, settings.node_id if args.command == "serve" else None)
     if args.command == "serve":
         serve(settings, list(sys.argv[1:] if argv is None else argv), args.shared_port)
         return

@@ -6,7 +6,7 @@ import re
 import secrets
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
@@ -157,6 +157,15 @@ class Settings(BaseSettings):
     stop_grace_seconds: float = Field(default=10.0, ge=0)
     # The operator's Unix socket (`classe drain`): data_dir/admin.sock by default.
     admin_socket: Path | None = None
+    # The log (docs/operations.md, "Logs"): text lines, or one JSON object per line for collectors.
+    log_format: Literal["text", "json"] = "text"
+    # Prometheus metrics (docs/operations.md, "Metrics"): served on a listener of their own, on
+    # loopback by default (0: none; with workers, worker i uses metrics_port + i). On the main port,
+    # /metrics answers 404 unless metrics_token is set, and then only to `Authorization: Bearer
+    # <metrics_token>` (which the metrics listener asks too, once it is set).
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9480, ge=0, le=65535)
+    metrics_token: str | None = Field(default=None, min_length=16)
     camera_max_bitrate: int = 1_500_000
     screen_max_bitrate: int = 2_500_000
     # What one subscriber can be sent again on its NACKs, in bits per second (beyond: refused, counted).

@@ -11,11 +11,12 @@ from aiohttp import WSMsgType, web
 from . import moderation
 from .api.context import client_address
 from .directory import DirectoryUnavailable
+from .events import Event, JoinResult
 from .participant import Participant
 from .protocol import ProtocolError, decode, encode, error, max_answer_bytes
 from .room import Room
 from .server import ClassServer
-from .tokens import TokenError, verify_join_token
+from .tokens import JoinGrant, TokenError, verify_join_token
 
 log = logging.getLogger(__name__)
 # The messages that may change what a class remembers (signaling/classroom.py): the class's
@@ -150,6 +151,33 @@ def _refuse_if_unwelcome(server: ClassServer, class_id: str, ref: Any) -> None:
         raise ProtocolError(refused, REFUSALS[refused], ref, fatal=True)
 
 
+async def _join(server: ClassServer, conn: Connection, token: str, ref: Any) -> None:
+    """Let in, make wait, or refuse: each outcome is a class event (signaling/events.py)."""
+    grant: JoinGrant | None = None
+    try:
+        try:
+            grant = verify_join_token(server.settings.token_secret, token)
+        except TokenError:
+            raise ProtocolError("invalid_token", "the join token is invalid or expired", ref, fatal=True) from None
+        _refuse_if_unwelcome(server, grant.class_id, ref)
+        await _check_placement(server, grant.class_id, ref)
+        await server.recall(grant.class_id)
+        _refuse_if_unwelcome(server, grant.class_id, ref)  # a SIGTERM while the directory answered
+        conn.class_id = grant.class_id
+        await server.room(grant.class_id).arrive(grant, conn)
+    except ProtocolError as exc:
+        server.events.joined(JoinResult.REFUSED)
+        server.events.emit(
+            Event.JOIN_REFUSED,
+            grant.class_id if grant else None,
+            grant.participant_id if grant else None,
+            grant.role if grant else None,
+            exc.code,
+        )
+        raise
+    server.events.joined(JoinResult.JOINED if conn.participant is not None else JoinResult.WAITING)
+
+
 async def handle(server: ClassServer, conn: Connection, message: dict[str, Any]) -> None:
     kind = message["type"]
     ref = message["id"]
@@ -159,16 +187,7 @@ async def handle(server: ClassServer, conn: Connection, message: dict[str, Any])
     if kind == "join":
         if conn.participant is not None or conn.waiting_in is not None:
             raise ProtocolError("already_joined", "this connection has already joined", ref)
-        try:
-            grant = verify_join_token(server.settings.token_secret, message["token"])
-        except TokenError:
-            raise ProtocolError("invalid_token", "the join token is invalid or expired", ref, fatal=True) from None
-        _refuse_if_unwelcome(server, grant.class_id, ref)
-        await _check_placement(server, grant.class_id, ref)
-        await server.recall(grant.class_id)
-        _refuse_if_unwelcome(server, grant.class_id, ref)  # a SIGTERM while the directory answered
-        conn.class_id = grant.class_id
-        await server.room(grant.class_id).arrive(grant, conn)
+        await _join(server, conn, message["token"], ref)
         return
     participant = conn.participant
     if participant is None:

@@ -8,16 +8,15 @@ while the participants are told to rejoin (signaling/stopping.py); a second sign
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 
 from aiohttp import web
 
-from . import admin, stopping
+from . import admin, exposition, stopping
 from .app import SERVER, create_app
 from .config import Settings
+from .events import Event
 
-log = logging.getLogger(__name__)
 # After the grace period, what is left (connections being closed) gets this long before aiohttp
 # cancels its handlers.
 SHUTDOWN_SECONDS = 3.0
@@ -37,21 +36,31 @@ async def run(settings: Settings, shared_port: int | None = None) -> None:
     await runner.setup()  # migrates, binds the media port
     socket_path = settings.admin_socket_path
     operator: web.AppRunner | None = None
+    metrics: web.AppRunner | None = None
+    left = 0
     try:
         operator = await admin.open_socket(server, socket_path)
+        metrics = await exposition.open_listener(server.registry, settings)
         await web.TCPSite(runner, settings.host, settings.port).start()
         shared = web.TCPSite(runner, settings.host, shared_port, reuse_port=True) if shared_port else None
         if shared is not None:
             await shared.start()
+        # Ports only: the addresses are the operator's settings, and no address goes into the log.
+        media = settings.media_port or f"{settings.media_port_min}-{settings.media_port_max}"
+        server.events.emit(
+            Event.NODE_STARTED, port=settings.port, media_port=media, metrics_port=settings.metrics_port or "none"
+        )
         await stop.wait()
         stop.clear()
         if shared is not None:  # the kernel sends the newcomers to the other workers
             await shared.stop()
-        await stopping.stop(server, settings.stop_grace_seconds, stop)
+        left = await stopping.stop(server, settings.stop_grace_seconds, stop)
     finally:
         if operator is not None:
             await admin.close_socket(operator, socket_path)
         await runner.cleanup()
+        if metrics is not None:
+            await metrics.cleanup()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
-    log.info("stopped")
+    server.events.emit(Event.NODE_STOPPED, closed=left)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections import Counter
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Protocol
@@ -53,6 +54,23 @@ class SmtpMailer:
             use_tls=s.smtp_tls,
             timeout=30,
         )
+
+
+class CountedMailer:
+    """Another mailer, counting what it sent and failed to send (`classe_mails_total`): a mail
+    server that refuses is seen on the dashboard before teachers say their links never came."""
+
+    def __init__(self, mailer: Mailer) -> None:
+        self.mailer = mailer
+        self.results: Counter[str] = Counter()  # "sent", "failed"
+
+    async def send(self, message: EmailMessage) -> None:
+        try:
+            await self.mailer.send(message)
+        except Exception:
+            self.results["failed"] += 1
+            raise
+        self.results["sent"] += 1
 
 
 def make_mailer(settings: Settings) -> Mailer:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -12,6 +14,9 @@ from sfu.core import DropReason, MediaStats
 from sfu.core.stats import FORWARDING_BUCKETS
 
 from .directory import ClassDirectory, NodeState
+from .events import ClassEvents, JoinResult
+from .exposition import Requests
+from .tokens import Role
 
 # Per live class: its id, the bitrate its subscribers are allocated and estimated to take, and
 # the simulcast layers its publishers were told to stop (dynacast).
@@ -20,6 +25,8 @@ Bandwidth = Callable[[], Iterable[tuple[str, int, int, int]]]
 Load = Callable[[], tuple[int, int, int, int]]
 # Whether the node drains (takes no new class) and whether it stops (SIGTERM).
 NodeFlags = Callable[[], tuple[bool, bool]]
+# Participants in this process's classes by role, and the people waiting (lobby, or for a teacher).
+Headcount = Callable[[], tuple[Mapping[str, int], int]]
 
 
 class MediaCollector(Collector):
@@ -154,6 +161,82 @@ class DirectoryCollector(Collector):
         yield dropped
 
 
+class ClassCollector(Collector):
+    """The class events (signaling/events.py) as counters, and who is in the classes by role."""
+
+    def __init__(self, events: ClassEvents, headcount: Headcount) -> None:
+        self.events = events
+        self.headcount = headcount
+
+    def collect(self) -> Iterator[Metric]:
+        e = self.events
+        joins = CounterMetricFamily(
+            "classe_joins", "join messages by what they got first: joined, waiting, refused", labels=["result"]
+        )
+        for result in JoinResult:
+            joins.add_metric([result.value], e.joins[result])
+        yield joins
+        yield _by_label(
+            "classe_join_refusals", "joins refused, and people waiting turned away, by reason", "reason", e.refusals
+        )
+        yield _by_label("classe_departures", "participants who left a class, by reason", "reason", e.departures)
+        yield CounterMetricFamily("classe_classes_opened", "classes opened on this node", value=e.opened)
+        yield _by_label("classe_classes_ended", "classes ended on this node, by reason", "reason", e.ended)
+        roles, waiting = self.headcount()
+        by_role = GaugeMetricFamily("classe_participants_by_role", "connected participants by role", labels=["role"])
+        for role in Role:
+            by_role.add_metric([role.value], roles.get(role.value, 0))
+        yield by_role
+        yield GaugeMetricFamily(
+            "classe_waiting_participants",
+            "people waiting in a lobby, or for a teacher to open the class",
+            value=waiting,
+        )
+
+
+@dataclass
+class ServiceCounts:
+    """What the web side counts: HTTP answers, and what the retention purges deleted."""
+
+    requests: Requests = field(default_factory=Counter)
+    purged: Counter[str] = field(default_factory=Counter)  # by rule (signaling/retention.py)
+    purge_failures: int = 0
+
+
+class ServiceCollector(Collector):
+    def __init__(self, counts: ServiceCounts, mails: Counter[str]) -> None:
+        self.counts = counts
+        self.mails = mails
+
+    def collect(self) -> Iterator[Metric]:
+        c = self.counts
+        requests = CounterMetricFamily(
+            "classe_http_requests",
+            "HTTP answers by route pattern, method and status",
+            labels=["route", "method", "status"],
+        )
+        for (route, method, status), count in sorted(c.requests.items()):
+            requests.add_metric([route, method, status], count)
+        yield requests
+        mails = CounterMetricFamily("classe_mails", "mails handed to the SMTP server or the outbox", labels=["result"])
+        for result in ("sent", "failed"):
+            mails.add_metric([result], self.mails[result])
+        yield mails
+        yield _by_label("classe_purged", "rows and files the retention purges deleted, by rule", "rule", c.purged)
+        yield CounterMetricFamily(
+            "classe_purge_failures",
+            "retention purges that failed (retried at the next interval)",
+            value=c.purge_failures,
+        )
+
+
+def _by_label(name: str, doc: str, label: str, counts: Mapping[str, int]) -> Metric:
+    family = CounterMetricFamily(name, doc, labels=[label])
+    for value, count in sorted(counts.items()):
+        family.add_metric([value], count)
+    return family
+
+
 def _ice_metrics(ice: IceOutcomes) -> Iterator[Metric]:
     outcomes = CounterMetricFamily(
         "classe_ice_connections",
@@ -201,9 +284,13 @@ def make_registry(
     load: Load | None = None,
     directory: ClassDirectory | None = None,
     node: NodeFlags | None = None,
+    events: ClassEvents | None = None,
+    headcount: Headcount | None = None,
 ) -> CollectorRegistry:
     registry = CollectorRegistry()
     registry.register(MediaCollector(stats, census, bandwidth, ice, load, node))
+    if events is not None and headcount is not None:
+        registry.register(ClassCollector(events, headcount))
     if directory is not None:
         registry.register(DirectoryCollector(directory))
     return registry

@@ -16,6 +16,7 @@ from sfu.core import Consumer, Producer
 from sfu.core.selection import View
 
 from .candidates import MAX_REMOTE_CANDIDATES, RemoteCandidates, address, parse
+from .events import Event
 from .protocol import ProtocolError, encode
 from .ratelimit import RateLimiter
 from .sdp import SdpError, media_sections, publisher_answer
@@ -374,11 +375,14 @@ class Participant:
             if peer.pc.connectionState != "connected" and not self.closed:
                 _, kinds = peer.ice_report()
                 ice.failed[best_offered(kinds)] += 1
-                log.info(
-                    "ICE failed in class %s (%s): the client offered %s",
+                self.room.events.emit(
+                    Event.ICE_FAILED,
                     self.room.id,
-                    self.role.value,
-                    ", ".join(f"{kind}={count}" for kind, count in sorted(kinds.items())) or "no candidate",
+                    self.id,
+                    self.role,
+                    best_offered(kinds),
+                    connection="publish" if peer is self.publisher else "subscribe",
+                    offered=",".join(f"{kind}:{count}" for kind, count in sorted(kinds.items())) or "none",
                 )
                 await self.room.eject(
                     self, ProtocolError("ice_failed", "the media connection could not be established", fatal=True)

@@ -20,6 +20,7 @@ from sfu.core.speakers import SpeakerDetector
 
 from .classroom import Arrival, ClassSession
 from .config import Settings
+from .events import ClassEvents, Event
 from .forwarding import Forwarding
 from .participant import Participant, track_info
 from .protocol import ProtocolError, encode
@@ -44,9 +45,11 @@ class Room:
         network: MediaNetwork,
         shedder: LoadShedder,
         ice: IceOutcomes | None = None,
+        events: ClassEvents | None = None,
     ) -> None:
         self.id = state.class_id
         self.ice = ice or IceOutcomes()  # the process's ICE counts (metrics)
+        self.events = events or ClassEvents()  # the process's log of class events
         self.state = state
         self.settings = settings
         # With all audio forwarded (0), the detector still names 3 speakers for the pages.
@@ -57,6 +60,7 @@ class Room:
         self.lobby: dict[str, tuple[Connection, JoinGrant, Arrival]] = {}
         self.on_empty = on_empty
         self.ended = False
+        self._end_reason: str | None = None  # why the class ends, for its last line (None: left empty)
         self._teacher_away: asyncio.Task[None] | None = None
         self.detached = False
         self.stopping = False  # the server stops: those who leave are moving to another, not away
@@ -93,17 +97,21 @@ class Room:
         """A verified join token: let the newcomer in, make them wait, or refuse them."""
         if self.ended:
             raise ProtocolError("class_ended", "this class has ended", fatal=True)
-        arrival = self.state.arrival(grant)
-        await self._replace(grant)
-        if arrival is Arrival.ADMIT:
-            self.state.check_room(grant.role, len(self.participants), self.settings.max_participants_per_class)
-            await self._admit(grant, conn)
-        else:
-            same_address = sum(1 for c, _, _ in self.lobby.values() if c.address == conn.address)
-            self.state.check_lobby_space(
-                len(self.lobby), same_address, self.settings.max_lobby, self.settings.max_lobby_per_address
-            )
-            await self._wait(grant, conn, arrival)
+        try:
+            arrival = self.state.arrival(grant)
+            await self._replace(grant)
+            if arrival is Arrival.ADMIT:
+                self.state.check_room(grant.role, len(self.participants), self.settings.max_participants_per_class)
+                await self._admit(grant, conn)
+            else:
+                same_address = sum(1 for c, _, _ in self.lobby.values() if c.address == conn.address)
+                self.state.check_lobby_space(
+                    len(self.lobby), same_address, self.settings.max_lobby, self.settings.max_lobby_per_address
+                )
+                await self._wait(grant, conn, arrival)
+        except ProtocolError:
+            self._check_empty()  # refused in a class nobody is in (removed): it does not stay live for nobody
+            raise
 
     async def _replace(self, grant: JoinGrant) -> None:
         """The same person connecting again (a reload, a network change) takes over from the old connection."""
@@ -114,12 +122,14 @@ class Room:
             # A teacher reloading the page is not a teacher leaving: the class is not told they are away.
             await self.dismiss(old, replaced, returning=grant.role is Role.TEACHER)
         if waiting is not None:
+            self._left_lobby(waiting[1], replaced.code)
             await waiting[0].end(replaced)
             await self._lobby_changed()
 
     async def _wait(self, grant: JoinGrant, conn: Connection, arrival: Arrival, notify: bool = True) -> None:
         self.lobby[grant.participant_id] = (conn, grant, arrival)
         conn.waiting_in = self
+        self.events.emit(Event.PARTICIPANT_WAITING, self.id, grant.participant_id, grant.role, arrival.value)
         await conn.send(encode("waiting", reason=arrival.value, class_id=self.id))
         if notify and arrival is Arrival.WAIT_IN_LOBBY:
             await self._lobby_changed()
@@ -138,6 +148,7 @@ class Room:
         self.connections[participant.id] = conn
         conn.waiting_in = None
         conn.participant = participant
+        self.events.emit(Event.PARTICIPANT_JOINED, self.id, participant.id, participant.role)
         await conn.send(
             encode(
                 "joined",
@@ -171,18 +182,26 @@ class Room:
             try:
                 now = self.state.arrival(grant)
             except ProtocolError as exc:
-                await conn.end(exc)
+                await self._turn_away(conn, grant, exc)
                 continue
             if now is Arrival.ADMIT:
                 try:
                     self.state.check_room(grant.role, len(self.participants), self.settings.max_participants_per_class)
                 except ProtocolError as exc:
-                    await conn.end(exc)
+                    await self._turn_away(conn, grant, exc)
                     continue
                 await self._admit(grant, conn)
             else:
                 await self._wait(grant, conn, now, notify=False)
         await self._lobby_changed()  # once, with everyone who moved to the lobby
+
+    async def _turn_away(self, conn: Connection, grant: JoinGrant, exc: ProtocolError) -> None:
+        """Someone who was waiting may not come in after all (refused, removed, the class full)."""
+        self.events.emit(Event.JOIN_REFUSED, self.id, grant.participant_id, grant.role, exc.code)
+        await conn.end(exc)
+
+    def _left_lobby(self, grant: JoinGrant, reason: str) -> None:
+        self.events.emit(Event.PARTICIPANT_LEFT, self.id, grant.participant_id, grant.role, reason)
 
     def lobby_list(self) -> list[dict[str, str]]:
         return [
@@ -215,7 +234,7 @@ class Room:
             if arrival is Arrival.WAIT_IN_LOBBY and participant_id in (None, pid):
                 del self.lobby[pid]
                 self.state.refused.add(grant.identity)
-                await conn.end(ProtocolError("refused", "a teacher did not let you in", fatal=True))
+                await self._turn_away(conn, grant, ProtocolError("refused", "a teacher did not let you in", fatal=True))
         await self._lobby_changed()
 
     async def set_lobby(self, on: bool) -> int:
@@ -233,12 +252,14 @@ class Room:
         if conn is None:
             return
         self.state.admitted.discard(participant.id)
-        await self._depart(participant)
+        await self._depart(participant, reason="sent_to_lobby")
         conn.participant = None
         await self._wait(participant.grant, conn, Arrival.WAIT_IN_LOBBY)
 
     async def leave(self, participant: Participant) -> None:
-        await self._depart(participant)
+        """The participant left (`leave`, or their connection closed): when the node stops, to
+        rejoin on the next one."""
+        await self._depart(participant, reason="server_stopping" if self.stopping else "left")
         self._check_empty()
 
     def ice_servers_for(self, participant: Participant) -> list[dict[str, Any]]:
@@ -251,10 +272,11 @@ class Room:
             servers.append(turn_server(settings.turn_urls, settings.turn_secret, participant.id, time.time(), seconds))
         return servers
 
-    async def _depart(self, participant: Participant, returning: bool = False) -> None:
+    async def _depart(self, participant: Participant, returning: bool = False, reason: str = "left") -> None:
         if self.participants.get(participant.id) is not participant:
             return
         del self.participants[participant.id]
+        self.events.emit(Event.PARTICIPANT_LEFT, self.id, participant.id, participant.role, reason)
         self.connections.pop(participant.id, None)
         self.forwarding.departed(participant)
         await participant.close()
@@ -271,6 +293,7 @@ class Room:
         self._stop_teacher_away()
         self.state.teacher_away_until = time.monotonic() + seconds
         self._teacher_away = asyncio.create_task(self._end_without_teacher(seconds))
+        self.events.emit(Event.TEACHER_AWAY, self.id, ends_in=round(seconds))
         await self.broadcast(encode("teacher_away", ends_in=round(seconds)))
 
     def _stop_teacher_away(self) -> bool:
@@ -290,12 +313,15 @@ class Room:
         self._teacher_away = None
         if self.teachers() or self.detached:
             return
-        await self._end_for_all(ProtocolError("no_teacher", "no teacher came back: the lesson has ended", fatal=True))
+        await self._end_for_all(
+            ProtocolError("no_teacher", "no teacher came back: the lesson has ended", fatal=True), "no_teacher"
+        )
 
     async def leave_lobby(self, conn: Connection) -> None:
         for pid, entry in list(self.lobby.items()):
             if entry[0] is conn:
                 del self.lobby[pid]
+                self._left_lobby(entry[1], "server_stopping" if self.stopping else "left")
                 if entry[2] is Arrival.WAIT_IN_LOBBY:
                     await self._lobby_changed()
         self._check_empty()
@@ -318,13 +344,16 @@ class Room:
             self.forwarding.close()
             self.live.close()
             self.on_empty(self)
+            if not self.ended:  # end() writes the line once everyone is out
+                reason = self._end_reason or ("server_stopping" if self.stopping else "empty")
+                self.events.emit(Event.CLASS_ENDED, self.id, reason=reason)
 
     async def dismiss(self, conn: Connection, exc: ProtocolError, returning: bool = False) -> None:
         """Tell a participant why they are out, then remove them and close their connection."""
         participant = conn.participant
         conn.participant = None
         if participant is not None:
-            await self._depart(participant, returning)
+            await self._depart(participant, returning, exc.code)
         await conn.end(exc)
 
     async def eject(self, participant: Participant, exc: ProtocolError) -> None:
@@ -332,7 +361,7 @@ class Room:
         if conn is not None:
             await self.dismiss(conn, exc)
         else:
-            await self._depart(participant)
+            await self._depart(participant, reason=exc.code)
         self._check_empty()
 
     async def ban(self, identity: str) -> None:
@@ -342,23 +371,29 @@ class Room:
         for pid, (conn, grant, _) in list(self.lobby.items()):
             if grant.identity == identity:
                 del self.lobby[pid]
-                await conn.end(removed)
+                await self._turn_away(conn, grant, removed)
         for participant in list(self.participants.values()):
             if participant.grant.identity == identity:
                 await self.eject(participant, removed)
         await self._lobby_changed()
 
-    async def end(self, exc: ProtocolError | None = None) -> None:
+    async def end(self, exc: ProtocolError | None = None, reason: str = "teacher") -> None:
         """End the class for everyone (by default: a teacher ended it): the live state (chat,
-        removals, locks) goes with it."""
+        removals, locks) goes with it. `reason`: why, for the log."""
+        first = not self.ended and not self.detached
         self.ended = True
         self._detach()  # at once: whoever arrives from now on finds a new, unopened class
-        await self._end_for_all(exc or ProtocolError("class_ended", "a teacher ended the class", fatal=True))
+        await self._end_for_all(exc or ProtocolError("class_ended", "a teacher ended the class", fatal=True), reason)
+        if first:
+            self.events.emit(Event.CLASS_ENDED, self.id, reason=reason)
 
-    async def _end_for_all(self, exc: ProtocolError) -> None:
-        for conn, _, _ in list(self.lobby.values()):
-            await conn.end(exc)
-        self.lobby.clear()
+    async def _end_for_all(self, exc: ProtocolError, reason: str) -> None:
+        self._end_reason = self._end_reason or reason
+        for pid in list(self.lobby):
+            waiting = self.lobby.pop(pid, None)  # gone if they left meanwhile
+            if waiting is not None:
+                self._left_lobby(waiting[1], exc.code)
+                await waiting[0].end(exc)
         for conn in list(self.connections.values()):
             await self.dismiss(conn, exc, returning=True)
         self._check_empty()
@@ -422,4 +457,5 @@ class Room:
         await self.send_to(participant, encode("moderated", action=action))
 
     async def close(self) -> None:
-        await self._end_for_all(ProtocolError("server_stopping", "the server is stopping", fatal=True))
+        stopping = ProtocolError("server_stopping", "the server is stopping", fatal=True)
+        await self._end_for_all(stopping, "server_stopping")

@@ -16,6 +16,7 @@ from sfu.core.overload import LoadShedder
 from .classroom import ClassSession
 from .config import Settings
 from .directory import ClassCommand, DirectoryUnavailable, NodeState, make_directory
+from .events import ClassEvents, Event
 from .metrics import make_registry
 from .protocol import ProtocolError
 from .room import Room
@@ -48,8 +49,17 @@ class ClassServer:
         # SIGTERM: every participant was told to rejoin, and no join is taken (signaling/stopping.py).
         self.stopping = False
         self._in_directory = False
+        self.events = ClassEvents()  # one log line per class event, counted (signaling/events.py)
         self.registry = make_registry(
-            self.stats, self.census, self.bandwidth, self.ice, self.load, self.directory, self.flags
+            self.stats,
+            self.census,
+            self.bandwidth,
+            self.ice,
+            self.load,
+            self.directory,
+            self.flags,
+            self.events,
+            self.headcount,
         )
         self.sockets: Counter[str] = Counter()  # open signaling WebSockets by client address
         self._moving: set[str] = set()  # classes ending here because another node hosts them now
@@ -89,7 +99,9 @@ class ClassServer:
         if room is not None:
             self._moving.add(class_id)
             try:
-                await room.end(ProtocolError("wrong_node", "this class is now hosted by another server", fatal=True))
+                await room.end(
+                    ProtocolError("wrong_node", "this class is now hosted by another server", fatal=True), "moved"
+                )
             finally:
                 self._moving.discard(class_id)
         self.sessions.pop(class_id, None)
@@ -156,6 +168,12 @@ class ClassServer:
             sum(len(r.live.session.producers) for r in rooms),
         )
 
+    def headcount(self) -> tuple[Counter[str], int]:
+        """Participants by role, and the people waiting in lobbies or for a teacher (metrics)."""
+        rooms = list(self.rooms.values())
+        roles = Counter(p.role.value for room in rooms for p in room.participants.values())
+        return roles, sum(len(room.lobby) for room in rooms)
+
     def bandwidth(self) -> list[tuple[str, int, int, int]]:
         """Per live class: allocated and estimated bits/s, simulcast layers stopped (metrics)."""
         return [
@@ -198,8 +216,9 @@ class ClassServer:
             if state is None:
                 state = self.sessions[class_id] = ClassSession(class_id)
             room = self.rooms[class_id] = Room(
-                state, self.settings, self.stats, self._forget, self.network, self.shedder, self.ice
+                state, self.settings, self.stats, self._forget, self.network, self.shedder, self.ice, self.events
             )
+            self.events.emit(Event.CLASS_OPENED, class_id)
         return room
 
     def _forget(self, room: Room) -> None:
@@ -223,15 +242,16 @@ class ClassServer:
             del self.sessions[class_id]
         return len(idle)
 
-    async def end(self, class_id: str) -> None:
-        """The class was deleted: it ends for everyone, on whichever node hosts it."""
-        await self._end_here(class_id)
+    async def end(self, class_id: str, reason: str = "deleted") -> None:
+        """The class was deleted (or an administrator ended it: `reason`, for the log): it ends for
+        everyone, on whichever node hosts it."""
+        await self._end_here(class_id, reason)
         await self._forward(class_id, ClassCommand.END)
 
-    async def _end_here(self, class_id: str) -> None:
+    async def _end_here(self, class_id: str, reason: str = "deleted") -> None:
         room = self.rooms.get(class_id)
         if room is not None:
-            await room.end()
+            await room.end(reason=reason)
         self.sessions.pop(class_id, None)
         self.directory.sessions.forget(class_id)
 

@@ -13,6 +13,7 @@ import random
 from typing import TYPE_CHECKING
 
 from .directory import DirectoryUnavailable, NodeState
+from .events import Event
 from .protocol import encode
 from .tokens import Role
 
@@ -67,10 +68,10 @@ async def _tell(conn: Connection, delay: int) -> None:
         pass
 
 
-async def stop(server: ClassServer, grace: float, hurry: asyncio.Event) -> None:
+async def stop(server: ClassServer, grace: float, hurry: asyncio.Event) -> int:
     """Stop taking joins, tell everyone, leave the directory, and wait up to `grace` seconds (or
     until `hurry` is set: a second signal) for them to leave; those still there are then told
-    `server_stopping` and closed."""
+    `server_stopping` and closed. Returns how many were."""
     server.stopping = True
     try:
         await server.directory.set_state(NodeState.DRAINING)  # with Redis: at once, for every node
@@ -78,13 +79,12 @@ async def stop(server: ClassServer, grace: float, hurry: asyncio.Event) -> None:
         log.warning("stopping: the class directory is unreachable; this node's lease will expire")
     told = await tell_everyone(server, grace, random.Random())
     await server.leave_directory()
-    log.info("stopping: %d participants told to rejoin; waiting up to %g s for them to leave", told, grace)
+    server.events.emit(Event.NODE_STOPPING, participants=told, grace_seconds=grace)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + grace
     while server.rooms and loop.time() < deadline and not hurry.is_set():
         await asyncio.sleep(0.1)
     left = sum(len(room.connections) + len(room.lobby) for room in server.rooms.values())
-    if left:
-        log.info("stopping: %d participants still connected, closing their connections", left)
     for room in list(server.rooms.values()):
         await room.close()
+    return left

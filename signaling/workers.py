@@ -6,7 +6,7 @@ class on the least-loaded worker, so many classes spread over the cores. All wor
 HTTP API on the shared port (SO_REUSEPORT: the kernel spreads the connections); each also listens
 on a port of its own, port + 1 + i, where the browsers of the classes it hosts open their
 WebSocket (the join answer's `ws_url`). Media: worker i uses media_port + i, or its share of the
-media_port_min..media_port_max range.
+media_port_min..media_port_max range; metrics: metrics_port + i.
 
 The supervisor forwards SIGTERM and SIGINT (each worker stops gracefully, its classes reopening on
 the other workers as their participants rejoin), and starts again a worker that died.
@@ -39,6 +39,8 @@ def check(settings: Settings) -> None:
             "classe: --workers needs redis_url: the workers are nodes that find each class's through the Redis "
             "class directory (docs/operations.md, 'Several processes')"
         )
+    if settings.metrics_port and settings.metrics_port + settings.workers - 1 > 65535:
+        raise SystemExit("classe: metrics_port + workers goes past port 65535: choose a lower metrics_port")
     if settings.workers > 1 and not settings.media_port:
         span = settings.media_port_max - settings.media_port_min + 1
         if span // settings.workers < 2:
@@ -47,12 +49,14 @@ def check(settings: Settings) -> None:
 
 def worker_flags(settings: Settings, index: int) -> list[str]:
     """The settings of worker `index` that differ from the supervisor's: its node id, its own HTTP
-    port and URL, its media port(s)."""
+    port and URL, its metrics port, its media port(s)."""
     own_port = settings.port + 1 + index
     flags = ["--workers", "1", "--node-id", f"{settings.node_id}-{index}", "--port", str(own_port)]
     flags += ["--shared-port", str(settings.port), "--admin-socket", str(admin_sockets(settings)[index])]
     if settings.node_url:
         flags += ["--node-url", settings.node_url.replace("{worker}", str(index))]
+    if settings.metrics_port:  # 0 (none) is the same for every worker
+        flags += ["--metrics-port", str(settings.metrics_port + index)]
     if settings.media_port:
         flags += ["--media-port", str(settings.media_port + index)]
     else:
@@ -91,7 +95,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.stop, signal.SIGTERM)
         loop.add_signal_handler(signal.SIGINT, self.stop, signal.SIGINT)
-        log.info("starting %d workers on http://%s:%d", self.settings.workers, self.settings.host, self.settings.port)
+        log.info("starting %d workers on port %d", self.settings.workers, self.settings.port)
         results = await asyncio.gather(*(self._keep(index) for index in range(self.settings.workers)))
         return 0 if all(code == 0 for code in results) else 1
 

@@ -23,6 +23,7 @@ from aiosmtpd.controller import Controller
 from signaling.api.context import SERVICES, Services
 from signaling.app import SERVER, create_app
 from signaling.config import Settings
+from signaling.exposition import open_listener
 from signaling.server import ClassServer
 
 if TYPE_CHECKING:
@@ -177,6 +178,7 @@ class RunningServer:
     settings: Settings
     services: Services
     mailbox: Mailbox
+    metrics_url: str = ""  # /metrics on the metrics listener ("" with metrics_port 0)
 
 
 @pytest.fixture
@@ -189,10 +191,12 @@ async def running_server(
     folder: Path, mailbox: Mailbox, database_url: str, overrides: dict[str, Any]
 ) -> AsyncIterator[RunningServer]:
     """A real server on loopback: HTTP on a free port, media on one shared UDP port (or, with
-    `media_port` 0 in the overrides, a range), mail to a real SMTP server."""
+    `media_port` 0 in the overrides, a range), metrics on a listener of their own, mail to a real
+    SMTP server."""
     port = free_port()
     fields: dict[str, Any] = {
         "port": port,
+        "metrics_port": free_port(),
         "media_port": free_udp_port(overrides.get("host", "127.0.0.1")),
         "media_port_min": 42000,
         "media_port_max": 42999,
@@ -213,10 +217,16 @@ async def running_server(
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()
+    metrics = await open_listener(app[SERVER].registry, settings)
+    metrics_url = f"http://127.0.0.1:{settings.metrics_port}/metrics" if metrics is not None else ""
     try:
-        yield RunningServer(f"http://{settings.host}:{settings.port}", app[SERVER], settings, app[SERVICES], mailbox)
+        yield RunningServer(
+            f"http://{settings.host}:{settings.port}", app[SERVER], settings, app[SERVICES], mailbox, metrics_url
+        )
     finally:
         await runner.cleanup()
+        if metrics is not None:
+            await metrics.cleanup()
 
 
 @pytest.fixture

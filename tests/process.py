@@ -28,8 +28,10 @@ class ClasseProcess:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.port = int(settings.pop("port", 0)) or free_port()
+        metrics_port = int(settings.pop("metrics_port", free_port()))
         fields: dict[str, Any] = {
             "port": self.port,
+            "metrics_port": metrics_port,
             "media_port": free_udp_port(),
             "data_dir": str(folder / "data"),
             "dev_mode": True,
@@ -42,6 +44,7 @@ class ClasseProcess:
         self.config = folder / "classe.toml"
         self.config.write_text("".join(f"{key} = {_toml(value)}\n" for key, value in fields.items()))
         self.url = f"http://127.0.0.1:{self.port}"
+        self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"  # its metrics listener
         self.process: asyncio.subprocess.Process | None = None
         self.logs: list[Path] = []
 

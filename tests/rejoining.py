@@ -137,8 +137,8 @@ async def until(check: Callable[[], bool], timeout: float = 20.0, what: str = ""
 
 
 async def metric(url: str, name: str) -> float:
-    """One sample of the node's /metrics, by its full name (labels included)."""
-    async with aiohttp.ClientSession() as http, http.get(url + "/metrics") as response:
+    """One sample of a node's /metrics (`url`: its metrics listener's), by its full name (labels included)."""
+    async with aiohttp.ClientSession() as http, http.get(url) as response:
         for line in (await response.text()).splitlines():
             if line.startswith(name + " "):
                 return float(line.split()[1])

@@ -37,7 +37,7 @@ async def test_health_metrics_and_dev_tokens(classe: RunningServer) -> None:
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{classe.url}/healthz") as r:
             assert r.status == 200 and (await r.json()) == {"status": "ok"}
-        async with http.get(f"{classe.url}/metrics") as r:
+        async with http.get(classe.metrics_url) as r:
             text = await r.text()
             assert 'classe_dropped_packets_total{reason="malformed_rtp"} 0.0' in text
             assert "classe_participants 0.0" in text

@@ -97,7 +97,7 @@ async def test_without_redis_joins_get_a_clear_503_live_classes_go_on_and_readyz
             classes = (await t.ok("GET", "/api/classes"))["classes"]
             assert {c["title"]: c["live"] for c in classes} == {"Maths": True, "Histoire": False}
             await t.ok("PUT", f"/api/classes/{idle['id']}", {"title": "Histoire", "access": "link", "lobby": True})
-            async with aiohttp.ClientSession() as http, http.get(classe.url + "/metrics") as response:
+            async with aiohttp.ClientSession() as http, http.get(classe.metrics_url) as response:
                 assert response.status == 200
 
             redis_server.start()

@@ -380,7 +380,7 @@ async def test_invented_candidate_types_do_not_grow_the_metrics_or_the_logs(
     # stack drops such candidates, so its media cannot connect, and the failure is counted and
     # logged under the kinds the server knows, never under a label of the client's choosing (the
     # counts are metric labels: one per invented word would grow them without end).
-    caplog.set_level(logging.INFO, logger="signaling.participant")
+    caplog.set_level(logging.INFO, logger="classe.events")
     prof = Peer(classe.url, "c1", "Prof", role="teacher")
     original = prof.send
 
@@ -396,8 +396,8 @@ async def test_invented_candidate_types_do_not_grow_the_metrics_or_the_logs(
         await wait_for(lambda: sum(classe.server.ice.failed.values()) >= 1, 20)
         known = {"host", "srflx", "prflx", "relay", "other", "none"}
         assert set(classe.server.ice.failed) | set(classe.server.ice.connected) <= known
-        async with prof.http.get(f"{classe.url}/metrics") as response:
+        async with prof.http.get(classe.metrics_url) as response:
             assert "invented" not in await response.text()
-        assert "ICE failed" in caplog.text and "invented" not in caplog.text
+        assert "ice_failed" in caplog.text and "invented" not in caplog.text
     finally:
         await prof.close()

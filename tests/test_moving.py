@@ -112,8 +112,8 @@ async def test_a_stopped_node_s_class_reopens_on_the_other_and_its_peers_rejoin_
     async with Browser(host) as late:
         answer = await late.ok("POST", "/api/join", {"code": code, "name": "Tom"})
     assert answer["ws_url"] == survivor.ws_url
-    assert await metric(survivor.url, "classe_live_classes") == 1.0
-    assert await metric(survivor.url, "classe_participants") == 3.0
+    assert await metric(survivor.metrics_url, "classe_live_classes") == 1.0
+    assert await metric(survivor.metrics_url, "classe_participants") == 3.0
     # Removed on the stopped node, refused on the other.
     grant = await tom.ok("POST", "/api/join", {"code": code, "name": "Tom"})
     assert grant["ws_url"] == survivor.ws_url
@@ -140,7 +140,7 @@ async def test_a_draining_node_keeps_its_class_and_new_classes_go_to_the_other(c
     assert status == 0 and '"draining"' in out
     # The other node sees it at its next renewal (a third of the lease).
     deadline = time.monotonic() + 10
-    while await metric(other.url, 'classe_directory_nodes{state="draining"}') != 1.0:
+    while await metric(other.metrics_url, 'classe_directory_nodes{state="draining"}') != 1.0:
         assert time.monotonic() < deadline, "the other node does not see the drain"
         await asyncio.sleep(0.2)
     # A new class opens on the other node, even asked through the draining one.

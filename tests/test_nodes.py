@@ -48,7 +48,7 @@ async def until(check: Callable[[], Awaitable[Any]], timeout: float = 20.0, ever
 
 async def metric(node: ClasseProcess, line: str) -> float | None:
     """The value of one metric line (name and labels) on the node, None when absent."""
-    async with aiohttp.ClientSession() as http, http.get(node.url + "/metrics") as response:
+    async with aiohttp.ClientSession() as http, http.get(node.metrics_url) as response:
         for text in (await response.text()).splitlines():
             if text.startswith(line + " "):
                 return float(text.rsplit(" ", 1)[1])

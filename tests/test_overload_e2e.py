@@ -65,7 +65,7 @@ async def test_each_level_sheds_by_priority_and_the_teacher_is_always_heard(clas
         await wait_for(lambda: (last(viewer, "videos") or {}).get("receiving") == [])
         assert await flowing_now(viewer, "video") == set()
         assert mic[teacher] in await flowing(viewer, "audio")
-        async with viewer.http.get(f"{classe.url}/metrics") as response:
+        async with viewer.http.get(classe.metrics_url) as response:
             text = await response.text()
         assert "classe_overload_level 7.0" in text
         assert "classe_shed_subscriptions" in text

@@ -231,7 +231,7 @@ async def test_a_relay_path_counts_only_a_connection_the_server_sees_relayed(cla
         await teacher.send({"type": "ping"})
         await teacher.expect("pong")
         assert not classe.server.ice.relayed
-        async with teacher.http.get(f"{classe.url}/metrics") as response:
+        async with teacher.http.get(classe.metrics_url) as response:
             assert "classe_ice_relay_connections_total{" not in await response.text()
     finally:
         await teacher.close()

@@ -134,8 +134,8 @@ async def test_sigterm_tells_everyone_refuses_joins_and_the_restarted_server_tak
     assert (refused["code"], refused["fatal"]) == ("server_stopping", True)
     status, ready = await node.ready()
     assert (status, ready["checks"]["state"]) == (503, "stopping")
-    assert await metric(node.url, "classe_node_stopping") == 1.0
-    assert await metric(node.url, "classe_node_draining") == 1.0
+    assert await metric(node.metrics_url, "classe_node_stopping") == 1.0
+    assert await metric(node.metrics_url, "classe_node_draining") == 1.0
 
     # The last one left: the server exits at once, long before the grace period.
     await zoe.close()
@@ -217,7 +217,7 @@ async def test_a_draining_node_keeps_its_live_class_and_refuses_new_ones(
     }
     status, ready = await node.ready()
     assert (status, ready["checks"]["state"]) == (503, "draining")
-    assert await metric(node.url, "classe_node_draining") == 1.0
+    assert await metric(node.metrics_url, "classe_node_draining") == 1.0
 
     # The live class goes on: a new student still joins it, and receives the teacher's video.
     ines = await lesson.attend("Inès")

@@ -175,7 +175,7 @@ async def test_without_turn_the_student_is_told_plainly_and_the_failure_is_count
     assert not connection["turn_offered"] and not connection["relay_retry"]
     assert connection["ice"]["subscribe"] != "connected" and connection["browser"].startswith("Chrome ")
     assert network.inside not in report.diagnostics and network.host not in report.diagnostics
-    async with aiohttp.ClientSession() as http, http.get(f"{classe.url}/metrics") as response:
+    async with aiohttp.ClientSession() as http, http.get(classe.metrics_url) as response:
         text = await response.text()
     failed = [
         line

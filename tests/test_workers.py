@@ -6,6 +6,7 @@ the whole with exit status 0."""
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import socket
 import time
@@ -63,6 +64,9 @@ def test_each_worker_gets_its_own_ports_node_and_socket_and_several_need_redis()
     assert flags[flags.index("--port") + 1] == "9003" and flags[flags.index("--shared-port") + 1] == "9000"
     assert flags[flags.index("--node-id") + 1] == "n-2" and flags[flags.index("--media-port") + 1] == "40002"
     assert flags[flags.index("--admin-socket") + 1] == str(admin_sockets(settings)[2])
+    assert flags[flags.index("--metrics-port") + 1] == str(Settings().metrics_port + 2)  # a listener each
+    unlisted = Settings(workers=2, redis_url="redis://x/0", token_secret=SECRET, metrics_port=0)
+    assert "--metrics-port" not in worker_flags(unlisted, 1)  # 0: no metrics listener, in any worker
     assert len(set(admin_sockets(settings))) == 3
     ranged = Settings(workers=2, redis_url="redis://127.0.0.1:1/0", token_secret=SECRET, media_port=0)
     assert worker_flags(ranged, 1)[-4:] == ["--media-port-min", "40500", "--media-port-max", "40999"]
@@ -70,6 +74,8 @@ def test_each_worker_gets_its_own_ports_node_and_socket_and_several_need_redis()
     assert worker_flags(named, 1)[worker_flags(named, 1).index("--node-url") + 1] == "https://c.fr/w/1"
     with pytest.raises(SystemExit, match="redis_url"):
         check(Settings(workers=2))
+    with pytest.raises(SystemExit, match="metrics_port"):
+        check(Settings(workers=2, redis_url="redis://x/0", token_secret=SECRET, metrics_port=65535))
     with pytest.raises(ValueError, match="worker"):  # every worker would claim one URL
         Settings(workers=2, redis_url="redis://x/0", token_secret=SECRET, node_url="https://c.fr")
 
@@ -118,14 +124,22 @@ async def open_class(node: ClasseProcess, teacher: Browser, code: str) -> tuple[
 async def test_two_classes_run_in_two_workers_and_a_worker_that_dies_comes_back(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
-    port = free_run(3, socket.SOCK_STREAM)
-    settings = {"port": port, "media_port": free_run(2, socket.SOCK_DGRAM), "workers": 2}
+    port, metrics_port = free_run(3, socket.SOCK_STREAM), free_run(2, socket.SOCK_STREAM)
+    settings = {"port": port, "media_port": free_run(2, socket.SOCK_DGRAM), "workers": 2, "metrics_port": metrics_port}
     node = ClasseProcess(tmp_path, redis_url=redis_server.url, token_secret=SECRET, **settings)
     await node.create_teacher()
     peers: list[Peer] = []
     try:
         await node.start()
         await until_ready(port + 1, port + 2)
+        for index in range(2):  # each worker's metrics on a listener of its own: metrics_port + i
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"http://127.0.0.1:{metrics_port + index}/metrics") as r,
+            ):
+                assert re.search(
+                    rf'^classe_node_info{{directory="redis",node="[^"]+-{index}"}} 1.0$', await r.text(), re.M
+                )
         async with Browser(node) as teacher:
             await teacher.sign_in("prof@ac-lyon.fr", PASSWORD)
             codes = [code_of(await new_class(teacher, lobby=False, title=f"Classe {i}")) for i in range(2)]
