@@ -177,6 +177,9 @@ def test_the_compose_file_names_real_settings_and_files() -> None:
             assert key.startswith("CLASSE_") and key[7:].lower() in Settings.model_fields, key
         assert env["CLASSE_NODE_ID"] == name and env["CLASSE_NODE_URL"].endswith(f"/node/{name}")
         assert f"location /node/{name}/ {{ proxy_pass http://127.0.0.1:{env['CLASSE_PORT']}/; }}" in sites
+    # On the host's network, the two nodes must not claim the same port (each defaults to the same).
+    for key in ("CLASSE_PORT", "CLASSE_MEDIA_PORT", "CLASSE_METRICS_PORT"):
+        assert len({service["environment"].get(key) for service in nodes.values()} - {None}) == 2, key
     entry = " ".join(nodes["classe-1"]["entrypoint"])
     for key in re.findall(r"(CLASSE_\w+)=", entry):
         assert key[7:].lower() in Settings.model_fields, key
