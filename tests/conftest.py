@@ -177,6 +177,7 @@ class RunningServer:
     settings: Settings
     services: Services
     mailbox: Mailbox
+    app: web.Application
 
 
 @pytest.fixture
@@ -214,7 +215,8 @@ async def running_server(
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()
     try:
-        yield RunningServer(f"http://{settings.host}:{settings.port}", app[SERVER], settings, app[SERVICES], mailbox)
+        url = f"http://{settings.host}:{settings.port}"
+        yield RunningServer(url, app[SERVER], settings, app[SERVICES], mailbox, app)
     finally:
         await runner.cleanup()
 
