@@ -374,7 +374,15 @@ class Accounts:
             "classes_co_taught": [{"id": c.id, "title": c.title} for c in co_taught],
             "classes_on_roster": [{"id": c.id, "title": c.title} for c in rosters],
             "problem_reports": [
-                {"created_at": iso(r.created_at), "class_id": r.class_id, "text": r.text, "diagnostics": r.diagnostics}
+                {
+                    "created_at": iso(r.created_at),
+                    "class_id": r.class_id,
+                    "kind": r.kind,
+                    "text": r.text,
+                    "diagnostics": r.diagnostics,
+                    "answer": r.answer,
+                    "answered_at": iso(r.handled_at),
+                }
                 for r in reports
             ],
         }

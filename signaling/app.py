@@ -128,6 +128,7 @@ def retention_figures(s: Settings) -> dict[str, int]:
         "invitation_days": s.invitation_days,
         "class_link_days": s.class_link_days,
         "report_retention_days": s.report_retention_days,
+        "audit_retention_days": s.audit_retention_days,
         "session_days": s.session_days,
     }
 

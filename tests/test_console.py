@@ -122,6 +122,8 @@ async def test_reports_are_filtered_read_and_answered_and_the_reporter_reads_the
         # The teacher reads the answer on her page; the anonymous reporter has no page to read it on.
         [own] = (await t.ok("GET", "/api/my/reports"))["reports"]
         assert (own["id"], own["state"], own["answer"]) == (sent["id"], "handled", "Mettez à jour le navigateur.")
+        exported = (await t.ok("GET", "/api/account/export"))["problem_reports"]
+        assert [(r["kind"], r["answer"]) for r in exported] == [("sound", "Mettez à jour le navigateur.")]
         assert (await a.ok("GET", "/api/my/reports"))["reports"] == []
         status, data = await anonymous.call("GET", "/api/my/reports")
         assert (status, data["error"]) == (401, "not_signed_in")
