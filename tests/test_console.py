@@ -7,7 +7,9 @@ log, and hostile input gets 400 or 404, never a 500."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -81,6 +83,21 @@ async def test_every_admin_route_and_page_refuses_teachers_students_and_signed_o
                 async with anonymous.http.get(classe.url + path, allow_redirects=False) as response:
                     assert response.status == 303 and response.headers["Location"].startswith("/login?next=/admin")
     assert await audit_actions(classe) == []
+
+
+def test_every_admin_route_is_in_the_http_api_document(classe: RunningServer) -> None:
+    """docs/http-api.md is the contract: the routes it lists under /api/admin are the app's."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "http-api.md").read_text(encoding="utf-8")
+    documented = {
+        (method, re.sub(r"\{\w+\}", "{}", path))
+        for method, path in re.findall(r"`(GET|POST|PUT|DELETE) (/api/admin/[^`?\s]*)`", text)
+    }
+    served = {
+        (route.method, re.sub(r"\{\w+\}", "{}", route.resource.canonical))
+        for route in classe.app.router.routes()
+        if route.resource is not None and route.method != "HEAD" and route.resource.canonical.startswith("/api/admin/")
+    }
+    assert documented == served
 
 
 @both_databases
