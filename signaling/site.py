@@ -12,7 +12,8 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from .config import MAX_WELCOME_MESSAGE, Settings, teacher_domain_entries
 from .store import Database, SiteSetting, utcnow
@@ -49,6 +50,10 @@ class SiteSettings:
         self.defaults = SiteValues(list(settings.teacher_domains), welcome_text(settings.welcome_message or ""))
         self._cached: tuple[float, SiteValues] | None = None
 
+    def forget(self) -> None:
+        """Read the database again at the next question (after a change, once committed)."""
+        self._cached = None
+
     async def current(self) -> SiteValues:
         now = time.monotonic()
         if self._cached is None or now - self._cached[0] > CACHE_SECONDS:
@@ -66,14 +71,20 @@ class SiteSettings:
                 continue  # a row this version does not know, or cannot read: the default applies
         return values
 
-    async def change(self, name: str, value: Any) -> None:
-        """Store one setting for every node (None: back to the configuration's value). The value
-        was checked by the caller (`domain_list`, `welcome_text`)."""
-        async with self.db.transaction() as tx:
-            await tx.execute(delete(SiteSetting).where(SiteSetting.name == name))
-            if value is not None:
-                tx.add(SiteSetting(name=name, value=json.dumps(value, ensure_ascii=False), updated_at=utcnow()))
-        self._cached = None
+    async def change(self, tx: AsyncSession, name: str, value: Any) -> bool:
+        """Store one setting for every node (None: back to the configuration's value), in the
+        caller's transaction; False when it was so already. The value was checked by the caller
+        (`domain_list`, `welcome_text`)."""
+        stored = await tx.get(SiteSetting, name)
+        raw = json.dumps(value, ensure_ascii=False) if value is not None else None
+        if (stored.value if stored is not None else None) == raw:
+            return False
+        if stored is not None:
+            await tx.delete(stored)
+            await tx.flush()
+        if raw is not None:
+            tx.add(SiteSetting(name=name, value=raw, updated_at=utcnow()))
+        return True
 
 
 def _parse(name: str, value: Any) -> Any:

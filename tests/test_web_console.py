@@ -5,6 +5,8 @@ way into the console, and is refused at its door."""
 
 from __future__ import annotations
 
+import re
+
 from playwright.async_api import expect
 from sqlalchemy import select
 
@@ -108,15 +110,29 @@ async def test_an_admin_answers_a_report_from_a_class_then_suspends_its_teacher(
         await tab.goto(link)
         await expect(tab.get_by_role("heading", name="Classe indisponible")).to_be_visible()
 
-        # The audit log shows both actions, newest first, without the answer's words.
+        # A welcome message, set live, greets everyone on the sign-in page.
+        await admin.get_by_role("link", name="Réglages").click()
+        domains = admin.get_by_label("Domaines autorisés pour les comptes enseignants")
+        await expect(domains).to_have_value(re.compile(r"^ac-aix-marseille\.fr\n(.+\n)*ac-lyon\.fr\n"))
+        await admin.get_by_label("Message d'accueil").fill("Maintenance jeudi soir, de 20 h à 22 h.")
+        await admin.get_by_role("button", name="Enregistrer").click()
+        await expect(admin.get_by_role("status")).to_contain_text("Réglages enregistrés")
+        await tab.goto(classe.url + "/login")
+        welcome = tab.get_by_role("complementary", name="Message de l'équipe")
+        await expect(welcome.get_by_role("paragraph")).to_have_text("Maintenance jeudi soir, de 20 h à 22 h.")
+
+        # The audit log shows every action, newest first, without the words of the answer or the message.
         await admin.get_by_role("link", name="Journal des actions").click()
         entries = admin.locator("#audit-rows tr")
-        await expect(entries).to_have_count(2)
-        await expect(entries.nth(0)).to_contain_text("a suspendu un compte")
-        await expect(entries.nth(0)).to_contain_text("prof@ac-lyon.fr")
-        await expect(entries.nth(1)).to_contain_text("a répondu à un signalement")
-        await expect(entries.nth(1).get_by_role("link", name=f"Signalement n° {report.id}")).to_be_visible()
+        await expect(entries).to_have_count(3)
+        await expect(entries.nth(0)).to_contain_text("a changé un réglage")
+        await expect(entries.nth(0)).to_contain_text("Message d'accueil")
+        await expect(entries.nth(1)).to_contain_text("a suspendu un compte")
+        await expect(entries.nth(1)).to_contain_text("prof@ac-lyon.fr")
+        await expect(entries.nth(2)).to_contain_text("a répondu à un signalement")
+        await expect(entries.nth(2).get_by_role("link", name=f"Signalement n° {report.id}")).to_be_visible()
         await expect(admin.locator("#audit")).not_to_contain_text("micro choisi")
+        await expect(admin.locator("#audit")).not_to_contain_text("Maintenance")
         await screenshot(admin, "console-05-audit")
 
         no_foreign_requests(browser)

@@ -248,10 +248,11 @@ async def change_settings(request: web.Request) -> web.Response:
         message = form.welcome_message
         changes["welcome_message"] = welcome_text(message) if message is not None else None
     svc = services(request)
-    for name, value in changes.items():
-        await svc.accounts.site.change(name, value)
-        async with svc.db.transaction() as tx:
-            record(tx, admin, AuditAction.SETTING_CHANGED, name)
+    async with svc.db.transaction() as tx:
+        for name, value in changes.items():
+            if await svc.accounts.site.change(tx, name, value):  # a value sent as it was is no change
+                record(tx, admin, AuditAction.SETTING_CHANGED, name)
+    svc.accounts.site.forget()
     return await _site_answer(request)
 
 
@@ -305,12 +306,17 @@ PAGES = {
 
 
 def page(path: Path, forbidden: Path) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    # Read once, and answered whole: a file response could answer a revalidation with 304 instead.
+    refusal = forbidden.read_text(encoding="utf-8")
+
     async def handler(request: web.Request) -> web.StreamResponse:
         account = await current_account(request)
         if account is None:
             raise web.HTTPSeeOther(f"/login?next={quote(request.path, safe='/')}")
         if account.role != ADMIN:
-            return web.FileResponse(forbidden, status=403, headers={"Cache-Control": "no-cache"})
+            return web.Response(
+                text=refusal, status=403, content_type="text/html", headers={"Cache-Control": "no-store"}
+            )
         return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
 
     return handler

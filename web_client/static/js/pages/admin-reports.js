@@ -49,7 +49,8 @@ for (const name of FIELDS) {
 bindForm(form, async (values) => {
   filter = Object.fromEntries(FIELDS.map((name) => [name, values[name] || ""]));
   const query = new URLSearchParams(Object.entries(filter).filter(([, value]) => value));
-  history.replaceState(null, "", `${location.pathname}${query.size ? `?${query}` : ""}`);
+  const search = query.toString();
+  history.replaceState(null, "", `${location.pathname}${search ? `?${search}` : ""}`);
   await load();
 });
 $("reports-more").addEventListener("click", () => load(true));
