@@ -177,7 +177,6 @@ class RunningServer:
     settings: Settings
     services: Services
     mailbox: Mailbox
-    app: web.Application
 
 
 @pytest.fixture
@@ -215,8 +214,7 @@ async def running_server(
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()
     try:
-        url = f"http://{settings.host}:{settings.port}"
-        yield RunningServer(url, app[SERVER], settings, app[SERVICES], mailbox, app)
+        yield RunningServer(f"http://{settings.host}:{settings.port}", app[SERVER], settings, app[SERVICES], mailbox)
     finally:
         await runner.cleanup()
 

@@ -12,11 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from signaling.app import create_app
-from signaling.config import Settings
 from signaling.store import AccountRole
 
 from .conftest import Postgres
+from .test_console import app_routes
 from .test_hostile_http import bodies, hostile_text
 from .test_hostile_inputs import ThreadedServer
 from .web import PASSWORD
@@ -41,17 +40,7 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     s.stop()
 
 
-def admin_routes() -> list[tuple[str, str]]:
-    """Read from an app that is built, never started (its database in memory, never opened)."""
-    app = create_app(Settings(database_url="sqlite+aiosqlite:///:memory:"))
-    return sorted(
-        (route.method, route.resource.canonical)
-        for route in app.router.routes()
-        if route.resource is not None and route.method != "HEAD" and route.resource.canonical.startswith("/api/admin")
-    )
-
-
-ROUTES = admin_routes()
+ROUTES = [route for route in app_routes() if route[1].startswith("/api/admin")]
 queries = st.dictionaries(st.sampled_from(QUERY_KEYS), hostile_text, max_size=4)
 
 
