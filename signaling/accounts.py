@@ -20,6 +20,8 @@ from sqlalchemy import delete, select
 from . import mail
 from .config import Settings
 from .mail import Mailer
+from .retention import accounts_deletion
+from .site import SiteSettings
 from .store import (
     Account,
     AccountRole,
@@ -33,6 +35,7 @@ from .store import (
     TokenPurpose,
     utcnow,
 )
+from .text import clean_text
 
 log = logging.getLogger(__name__)
 _EMAIL = re.compile(
@@ -47,10 +50,6 @@ _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 
 
-# Bidi controls (they turn "Élève" into a reversed impostor) and other controls: never in a name.
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-
-
 class AccountError(Exception):
     """A refusal to show the user: a stable code, a message, the HTTP status, and extra fields."""
 
@@ -60,11 +59,6 @@ class AccountError(Exception):
         self.code = code
         self.message = message
         self.extra = extra
-
-
-def clean_text(value: str, limit: int) -> str:
-    """A name or a title as shown to others: no control or bidi characters, runs of spaces as one."""
-    return " ".join(_UNPRINTABLE.sub(" ", value).split())[:limit]
 
 
 def normalize_email(value: str) -> str:
@@ -112,10 +106,11 @@ async def password_matches(stored: str, password: str) -> bool:
 
 
 class Accounts:
-    def __init__(self, db: Database, settings: Settings, mailer: Mailer) -> None:
+    def __init__(self, db: Database, settings: Settings, mailer: Mailer, site: SiteSettings | None = None) -> None:
         self.db = db
         self.settings = settings
         self.mailer = mailer
+        self.site = site or SiteSettings(db, settings)  # the teacher domain allow-list, changed live
         self._background: set[asyncio.Task[None]] = set()
 
     async def _send(self, message: EmailMessage) -> bool:
@@ -180,7 +175,7 @@ class Accounts:
     async def sign_up_teacher(self, email: str, name: str, password: str) -> None:
         """Same answer whether or not the address has an account: sign-up does not reveal who is registered."""
         email = normalize_email(email)
-        if not domain_allowed(email, self.settings.teacher_domains):
+        if not domain_allowed(email, (await self.site.current()).teacher_domains):
             raise AccountError(
                 403, "domain_not_allowed", "Les comptes enseignants sont réservés aux adresses académiques."
             )
@@ -219,6 +214,10 @@ class Accounts:
             raise AccountError(
                 403, "email_not_verified", "Confirmez d'abord votre adresse avec le lien reçu par e-mail."
             )
+        if account.disabled:
+            raise AccountError(
+                403, "account_disabled", "Ce compte est suspendu : contactez l'administrateur de la plateforme."
+            )
         return account
 
     def device_token(self, account: Account) -> str:
@@ -254,7 +253,9 @@ class Accounts:
             if session is None or session.expires_at < now:
                 return None
             account = await tx.get(Account, session.account_id)
-            if account is not None and account.last_active_at < now - timedelta(days=1):
+            if account is None or account.disabled:  # its sessions were deleted; this one raced with that
+                return None
+            if account.last_active_at < now - timedelta(days=1):
                 account.last_active_at = now
                 await tx.commit()
             return account
@@ -327,9 +328,16 @@ class Accounts:
         return await self.create(token.email, name, password, AccountRole.STUDENT, verified=True)
 
     async def delete(self, account_id: str) -> None:
-        """The account and everything attached to it: classes, rosters, sessions, links, reports."""
+        """The account and everything attached to it, as the retention purge deletes it."""
         async with self.db.transaction() as tx:
-            await tx.execute(delete(Account).where(Account.id == account_id))
+            await tx.execute(accounts_deletion(Account.id == account_id))
+
+    async def resend_verification(self, account: Account) -> bool:
+        """A new confirmation link for an account that never used its own (the old one stops working)."""
+        if account.verified:
+            raise AccountError(409, "already_verified", "Ce compte a déjà confirmé son adresse.")
+        secret = await self._issue(TokenPurpose.VERIFY, account.email, account.id, VERIFY_TTL)
+        return await self._send(mail.verification(self.settings, account.email, self.link("/verify", secret)))
 
     async def export(self, account: Account) -> dict[str, Any]:
         """Everything stored about the account, for the right of access."""
@@ -366,7 +374,15 @@ class Accounts:
             "classes_co_taught": [{"id": c.id, "title": c.title} for c in co_taught],
             "classes_on_roster": [{"id": c.id, "title": c.title} for c in rosters],
             "problem_reports": [
-                {"created_at": iso(r.created_at), "class_id": r.class_id, "text": r.text, "diagnostics": r.diagnostics}
+                {
+                    "created_at": iso(r.created_at),
+                    "class_id": r.class_id,
+                    "kind": r.kind,
+                    "text": r.text,
+                    "diagnostics": r.diagnostics,
+                    "answer": r.answer,
+                    "answered_at": iso(r.handled_at),
+                }
                 for r in reports
             ],
         }

@@ -16,7 +16,7 @@ from sqlalchemy import text
 
 from . import exposition, retention
 from .accounts import Accounts
-from .api import Services, setup_api
+from .api import Services, console, setup_api
 from .api.context import SERVICES
 from .api.joining import ws_url
 from .classes import Classes
@@ -124,6 +124,7 @@ def retention_figures(s: Settings) -> dict[str, int]:
         "invitation_days": s.invitation_days,
         "class_link_days": s.class_link_days,
         "report_retention_days": s.report_retention_days,
+        "audit_retention_days": s.audit_retention_days,
         "session_days": s.session_days,
     }
 
@@ -185,6 +186,8 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> web.Applicat
         app.router.add_get(route, page(name))
     for route, key in DOCUMENTS.items():
         app.router.add_get(route, document(key))
+    for route, name in console.PAGES.items():
+        app.router.add_get(route, console.page(STATIC / "pages" / name, STATIC / "pages" / "forbidden.html"))
     app.router.add_static("/static/", STATIC)
     app.cleanup_ctx.append(maintenance)
     return app

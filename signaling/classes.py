@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from .accounts import AccountError, Accounts, clean_text, normalize_email
+from .accounts import AccountError, Accounts, normalize_email
 from .config import Settings
 from .store import (
     Account,
@@ -26,6 +26,7 @@ from .store import (
     TokenPurpose,
     utcnow,
 )
+from .text import clean_text
 
 MAX_ROSTER = 500
 _CLASS_ID = re.compile(r"[0-9a-f]{16}")
@@ -294,12 +295,24 @@ class Classes:
         return unsent
 
     async def by_code(self, code: str) -> Classroom | None:
+        """The class of a link (None: unknown or expired); refused while its owner is suspended."""
         if not _LINK_CODE.fullmatch(code):
             return None
         async with self.db.sessions() as tx:
-            classroom = await tx.scalar(select(Classroom).where(Classroom.link_code == code))
-        if classroom is None or classroom.link_expires_at < utcnow():
+            row = (
+                await tx.execute(
+                    select(Classroom, Account.disabled)
+                    .join(Account, Account.id == Classroom.owner_id)
+                    .where(Classroom.link_code == code)
+                )
+            ).first()
+        if row is None or row[0].link_expires_at < utcnow():
             return None
+        if row[1]:
+            raise AccountError(
+                403, "class_suspended", "Cette classe n'est pas disponible : le compte de son enseignant est suspendu."
+            )
+        classroom: Classroom = row[0]
         return classroom
 
     async def on_roster(self, account: Account, classroom: Classroom) -> bool:

@@ -63,6 +63,17 @@ NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 NODE_URL = re.compile(r"^https?://(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~/-]*)?$")
 # Bounded: every page's Content-Security-Policy names each node's origin.
 MAX_NODE_URL = 200
+MAX_WELCOME_MESSAGE = 1000
+
+
+def teacher_domain_entries(value: list[str]) -> list[str]:
+    """The allow-list as it is matched: lower-case, exact domains or "*." and a domain. The old shell
+    patterns ("ac-*.fr") are refused rather than silently matching nothing, or too much."""
+    entries = [entry.strip().lower() for entry in value]
+    for entry in entries:
+        if not _DOMAIN_ENTRY.match(entry) or ".." in entry or "." not in entry.removeprefix("*."):
+            raise ValueError(f"teacher_domains: {entry[:80]!r} is not a domain (or '*.' and a domain)")
+    return entries
 
 
 def _generated_node_id() -> str:
@@ -124,12 +135,17 @@ class Settings(BaseSettings):
     # Who may hold a teacher account: e-mail domains matched exactly; an entry "*.example.fr" admits
     # the sub-domains of example.fr (not example.fr itself). By default: the academies and the ministry.
     teacher_domains: list[str] = Field(default_factory=lambda: list(ACADEMIC_DOMAINS))
+    # Shown on the home and sign-in pages (plain text): none by default. It and teacher_domains can
+    # be changed live from the administration console, for every node; these are the defaults.
+    welcome_message: str | None = None
     # Retention (GDPR): what is deleted, after how long.
     account_retention_days: int = 365
     unverified_account_days: int = 7
     invitation_days: int = 30
     class_link_days: int = 365
     report_retention_days: int = 90
+    # The console's audit log (who did what to which account, report or class, and when).
+    audit_retention_days: int = 365
     # Mail written to data_dir/outbox (no SMTP server) holds addresses and links: deleted after this.
     outbox_retention_days: int = 7
     session_days: int = 14
@@ -198,12 +214,14 @@ class Settings(BaseSettings):
     @field_validator("teacher_domains")
     @classmethod
     def _exact_domains(cls, value: list[str]) -> list[str]:
-        """Refuse the old shell patterns at start rather than silently matching nothing (or too much)."""
-        entries = [entry.strip().lower() for entry in value]
-        for entry in entries:
-            if not _DOMAIN_ENTRY.match(entry) or ".." in entry or "." not in entry.removeprefix("*."):
-                raise ValueError(f"teacher_domains: {entry!r} is not a domain (or '*.' and a domain)")
-        return entries
+        return teacher_domain_entries(value)
+
+    @field_validator("welcome_message")
+    @classmethod
+    def _welcome_message(cls, value: str | None) -> str | None:
+        if value is not None and len(value) > MAX_WELCOME_MESSAGE:
+            raise ValueError(f"welcome_message: at most {MAX_WELCOME_MESSAGE} characters")
+        return value or None
 
     @field_validator("turn_urls")
     @classmethod

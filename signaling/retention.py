@@ -6,29 +6,37 @@ import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete
+from sqlalchemy import ColumnElement, delete
 from sqlalchemy.sql.dml import Delete
 
 from .config import Settings
-from .store import Account, Database, EmailToken, InvitationSent, LoginSession, ProblemReport, utcnow
+from .store import Account, AuditEntry, Database, EmailToken, InvitationSent, LoginSession, ProblemReport, utcnow
 
 log = logging.getLogger(__name__)
 
 
+def accounts_deletion(*where: ColumnElement[bool]) -> Delete:
+    """Deleting an account deletes, by cascade, its classes (with rosters and co-teachers),
+    sessions, e-mail links and problem reports: the purge, the account's owner and the console
+    all delete accounts this way. The audit log keeps its entries until they expire."""
+    return delete(Account).where(*where)
+
+
 def _rules(settings: Settings, now: datetime) -> dict[str, Delete]:
     return {
-        # Deleting an account deletes, by cascade, its classes (with rosters and co-teachers),
-        # sessions, e-mail links and problem reports.
-        "idle_accounts": delete(Account).where(
+        "idle_accounts": accounts_deletion(
             Account.last_active_at < now - timedelta(days=settings.account_retention_days)
         ),
-        "unverified_accounts": delete(Account).where(
+        "unverified_accounts": accounts_deletion(
             Account.verified.is_(False), Account.created_at < now - timedelta(days=settings.unverified_account_days)
         ),
         "expired_sessions": delete(LoginSession).where(LoginSession.expires_at < now),
         "expired_links": delete(EmailToken).where(EmailToken.expires_at < now),
         "old_problem_reports": delete(ProblemReport).where(
             ProblemReport.created_at < now - timedelta(days=settings.report_retention_days)
+        ),
+        "old_audit_entries": delete(AuditEntry).where(
+            AuditEntry.at < now - timedelta(days=settings.audit_retention_days)
         ),
         # Only counts the daily limit of roster mails: a day is all it is needed for.
         "invitation_counts": delete(InvitationSent).where(InvitationSent.sent_at < now - timedelta(days=1)),

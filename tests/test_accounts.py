@@ -212,4 +212,5 @@ async def test_the_privacy_page_states_the_retention_periods(classe: RunningServ
     # The page's script writes the words (test_web_client reads them); the server gives the figures.
     figures = f'"account_retention_days": {classe.settings.account_retention_days},'
     assert figures in html.unescape(page) and "$" not in page
+    assert f'"audit_retention_days": {classe.settings.audit_retention_days}' in html.unescape(page)
     assert "http" not in page.replace('href="/"', "")  # no third-party resource

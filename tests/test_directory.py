@@ -375,6 +375,20 @@ MALFORMED_NODES = {
 }
 
 
+async def test_every_live_class_is_listed_with_its_node_for_the_console(nodes: Any) -> None:
+    """What the administration console shows: each class some node hosts, where, with how many;
+    a class placed that nobody reached yet is not live."""
+    a = await nodes("node-a", maths=12, french=0)
+    b = await nodes("node-b", history=5)
+    await asyncio.gather(a.directory.renew(), b.directory.renew())
+    assert (await a.directory.place("science")).node_id == "node-b"  # reserved there, nobody in it yet
+    a.classes.live["maths"] = 13  # this node's own classes: as they are now, not at the last renewal
+    expected = {"maths": ("node-a", 13), "french": ("node-a", 0), "history": ("node-b", 5)}
+    assert await a.directory.live_classes() == expected
+    await b.stop()  # it leaves the directory, with its classes
+    assert await a.directory.live_classes() == {"maths": ("node-a", 13), "french": ("node-a", 0)}
+
+
 async def test_malformed_nodes_and_commands_are_set_aside_and_counted(nodes: Any, redis: aioredis.Redis) -> None:
     """Only nodes write to Redis; still, nothing read from it is trusted: a description that does
     not parse is passed over (placement, the pages' connect-src), a command that does not parse is
@@ -419,6 +433,7 @@ async def test_without_redis_every_question_fails_clearly_and_the_node_registers
         a.directory.place("history"),
         a.directory.hold("maths"),
         a.directory.participants(["maths"]),
+        a.directory.live_classes(),
         a.directory.forward("maths", ClassCommand.END),
     ):
         with pytest.raises(DirectoryUnavailable):

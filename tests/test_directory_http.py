@@ -21,6 +21,7 @@ from .conftest import RunningServer
 from .peers import Peer
 from .redis_server import RedisServer
 from .test_access import new_class
+from .test_console import admin
 from .test_directory import SECRET, Classes, node_settings, until
 from .web import Browser, code_of, teacher
 
@@ -64,7 +65,7 @@ async def test_without_redis_joins_get_a_clear_503_live_classes_go_on_and_readyz
         "node": "node-a",
         "checks": {"database": "ok", "directory": "ok", "state": "ready"},
     }
-    async with await teacher(classe) as t:
+    async with await teacher(classe) as t, await admin(classe) as console:
         live, idle = await new_class(t, lobby=False, title="Maths"), await new_class(t, lobby=False, title="Histoire")
         answer = await t.ok("POST", "/api/join", {"code": code_of(live)})
         assert answer["ws_url"] == here
@@ -99,6 +100,9 @@ async def test_without_redis_joins_get_a_clear_503_live_classes_go_on_and_readyz
             await t.ok("PUT", f"/api/classes/{idle['id']}", {"title": "Histoire", "access": "link", "lobby": True})
             async with aiohttp.ClientSession() as http, http.get(classe.metrics_url) as response:
                 assert response.status == 200
+            # The console counts this node's classes, and says that it cannot see the others'.
+            seen = await console.ok("GET", "/api/admin/classes")
+            assert seen["directory"] == "unavailable" and [c["title"] for c in seen["classes"]] == ["Maths"]
 
             redis_server.start()
             await until(lambda: _joins(classe, code_of(idle)), timeout=10)

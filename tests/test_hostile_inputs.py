@@ -28,7 +28,7 @@ from signaling.server import ClassServer
 from signaling.store import AccountRole
 from signaling.store.models import Base
 
-from .conftest import free_port
+from .conftest import free_port, free_udp_port
 from .test_signaling import json_values
 from .web import PASSWORD
 
@@ -42,6 +42,7 @@ class ThreadedServer:
             data_dir=data_dir,
             database_url=database_url,
             dev_mode=True,
+            media_port=free_udp_port(),  # not the default 40000, which another server may hold
             media_port_min=43000,
             media_port_max=43999,
         )

@@ -93,6 +93,7 @@ async def test_purge_expires_links_sessions_reports_and_unverified_accounts(clas
         "expired_sessions": 1,
         "expired_links": 0,  # the unconfirmed account's verification link went with the account
         "old_problem_reports": 1,
+        "old_audit_entries": 0,
         "invitation_counts": 0,
         "outbox_mails": 0,
     }

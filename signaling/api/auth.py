@@ -9,6 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from ..accounts import password_matches
+from ..administration import end_owned_classes
 from ..budgets import Budget
 from ..store import Account
 from .context import (
@@ -192,9 +193,7 @@ async def delete_account(request: web.Request) -> web.Response:
     async with failures_limited(request, (svc.limits.confirmations, account.id)):  # a stolen session guesses slowly
         if not await password_matches(account.password_hash, form.password):
             raise fail(403, "invalid_credentials", "Mot de passe incorrect.")
-    for classroom in await svc.classes.for_teacher(account):
-        if classroom.owner_id == account.id:
-            await svc.server.end(classroom.id)
+    await end_owned_classes(svc.classes, svc.server, account)
     await svc.accounts.delete(account.id)
     response = web.json_response({"status": "deleted"})
     clear_session_cookie(response)

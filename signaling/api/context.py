@@ -340,11 +340,11 @@ _NO_CLIENT_DETAILS = _NoClientDetails()
 
 
 def setup_api(app: web.Application, svc: Services) -> None:
-    from . import auth, joining, teaching
+    from . import auth, console, joining, teaching
 
     app[SERVICES] = svc
     app.middlewares.append(security)
     logging.getLogger("aiohttp.server").addFilter(_NO_CLIENT_DETAILS)
-    routes: list[tuple[str, str, Any]] = [*auth.ROUTES, *teaching.ROUTES, *joining.ROUTES]
+    routes: list[tuple[str, str, Any]] = [*auth.ROUTES, *teaching.ROUTES, *joining.ROUTES, *console.ROUTES]
     for method, path, handler in routes:
         app.router.add_route(method, path, handler)

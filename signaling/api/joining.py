@@ -9,10 +9,10 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from ..accounts import clean_text
 from ..directory import DirectoryUnavailable, NoReadyNode
 from ..stopping import RETRY_AFTER_SECONDS
-from ..store import ClassAccess, Classroom, ProblemReport, utcnow
+from ..store import ClassAccess, Classroom, ProblemReport, ReportKind, utcnow
+from ..text import clean_text
 from ..tokens import Role, mint_join_token, opaque_id
 from .context import Services, body, charged, client_address, current_account, fail, services, unknown_links_limited
 
@@ -35,6 +35,7 @@ class ReportForm(BaseModel):
     text: str = Field(min_length=1, max_length=4000)
     diagnostics: dict[str, Any] = Field(default_factory=dict)
     class_id: str | None = Field(default=None, max_length=32)
+    kind: ReportKind = ReportKind.OTHER
 
 
 async def _class_by_code(request: web.Request, code: str) -> Classroom:
@@ -169,6 +170,7 @@ async def report_problem(request: web.Request) -> web.Response:
                 class_id=form.class_id,
                 text=form.text,
                 diagnostics=diagnostics,
+                kind=form.kind.value,
             )
             tx.add(report)
     return web.json_response({"status": "received", "id": report.id}, status=201)

@@ -8,10 +8,11 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, Field, field_validator
 
-from ..accounts import class_export, clean_text, iso
+from ..accounts import class_export, iso
 from ..classes import ClassDraft
 from ..directory import DirectoryUnavailable
 from ..store import Account, AccountRole, ClassAccess, Classroom, RosterEntry
+from ..text import clean_text
 from .context import body, refusals_limited, require_account, services
 
 TEACHING_ROLES = (AccountRole.TEACHER.value, AccountRole.ADMIN.value)

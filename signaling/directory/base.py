@@ -196,6 +196,11 @@ class ClassDirectory(ABC):
         """The participants in each class of `class_ids` that is live on some node (absent: none)."""
 
     @abstractmethod
+    async def live_classes(self) -> dict[str, tuple[str, int]]:
+        """Every class some node hosts now: its node and participants (the administration console).
+        Raises DirectoryUnavailable."""
+
+    @abstractmethod
     async def forward(self, class_id: str, command: ClassCommand) -> None:
         """Send a command to the node hosting the class, when it is another node."""
 

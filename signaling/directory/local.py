@@ -33,6 +33,9 @@ class LocalDirectory(ClassDirectory):
         hosted = self.host.hosted()
         return {class_id: hosted[class_id] for class_id in class_ids if class_id in hosted}
 
+    async def live_classes(self) -> dict[str, tuple[str, int]]:
+        return {class_id: (self.node_id, count) for class_id, count in self.host.hosted().items()}
+
     async def forward(self, class_id: str, command: ClassCommand) -> None:
         return None  # no other node
 

@@ -302,6 +302,24 @@ class RedisDirectory(ClassDirectory):
                 found[class_id] = _count(count)
         return found
 
+    async def live_classes(self) -> dict[str, tuple[str, int]]:
+        """Each registered node's class hash as Redis holds it (this node's own: as it is now);
+        a reservation nobody reached yet (-1) is not a live class."""
+        ids = sorted(await self._call(self.client.smembers(NODES)))
+        pipe = self.client.pipeline(transaction=False)
+        for node_id in ids:
+            pipe.hgetall(f"{node_key(node_id)}:classes")
+        hashes = await self._call(pipe.execute()) if ids else []
+        found: dict[str, tuple[str, int]] = {}
+        for node_id, classes in zip(ids, hashes, strict=True):
+            if node_id == self.node_id:
+                continue
+            for class_id, count in classes.items():
+                if _count(count) >= 0:
+                    found[str(class_id)] = (str(node_id), _count(count))
+        found.update((class_id, (self.node_id, count)) for class_id, count in self.host.hosted().items())
+        return found
+
     async def forward(self, class_id: str, command: ClassCommand) -> None:
         owner = await self._call(self.client.get(class_key(class_id)))
         if owner and owner != self.node_id:

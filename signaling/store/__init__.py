@@ -1,9 +1,11 @@
-"""Persistent data: accounts, classes, rosters, one-time e-mail tokens, problem reports."""
+"""Persistent data: accounts, classes, rosters, one-time e-mail tokens, problem reports, the
+console's audit log and live settings."""
 
 from .database import Database, utcnow
 from .models import (
     Account,
     AccountRole,
+    AuditEntry,
     ClassAccess,
     Classroom,
     CoTeacher,
@@ -11,13 +13,16 @@ from .models import (
     InvitationSent,
     LoginSession,
     ProblemReport,
+    ReportKind,
     RosterEntry,
+    SiteSetting,
     TokenPurpose,
 )
 
 __all__ = [
     "Account",
     "AccountRole",
+    "AuditEntry",
     "ClassAccess",
     "Classroom",
     "CoTeacher",
@@ -26,7 +31,9 @@ __all__ = [
     "InvitationSent",
     "LoginSession",
     "ProblemReport",
+    "ReportKind",
     "RosterEntry",
+    "SiteSetting",
     "TokenPurpose",
     "utcnow",
 ]

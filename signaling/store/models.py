@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, Text, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -42,6 +42,8 @@ class Account(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime)
     # Drives the retention policy: refreshed at sign-in and, at most daily, on use.
     last_active_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    # Suspended from the console: cannot sign in, its sessions are gone, its classes do not open.
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class LoginSession(Base):
@@ -111,6 +113,16 @@ class InvitationSent(Base):
     sent_at: Mapped[datetime] = mapped_column(DateTime, index=True)
 
 
+class ReportKind(StrEnum):
+    """What the reporter says the problem is about (the console filters on it)."""
+
+    SOUND = "sound"
+    VIDEO = "video"
+    CONNECTION = "connection"
+    ACCOUNT = "account"
+    OTHER = "other"
+
+
 class ProblemReport(Base):
     __tablename__ = "problem_reports"
 
@@ -120,3 +132,33 @@ class ProblemReport(Base):
     class_id: Mapped[str | None] = mapped_column(String(32))
     text: Mapped[str] = mapped_column(Text)
     diagnostics: Mapped[str] = mapped_column(Text)  # JSON: browser, connection state, round-trip time…
+    kind: Mapped[str] = mapped_column(String(16), default=ReportKind.OTHER.value, server_default="other")
+    # Set by an admin from the console; the reporter, when signed in, reads the answer on their page.
+    handled_at: Mapped[datetime | None] = mapped_column(DateTime, index=True)
+    handled_by: Mapped[str | None] = mapped_column(String(32))  # the admin's account id (none once deleted)
+    answer: Mapped[str | None] = mapped_column(Text)
+
+
+class AuditEntry(Base):
+    """One action taken from the console: who, what, on what, when; never what was written
+    (an answer, a welcome message). Kept `audit_retention_days`, then purged."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime, index=True)
+    # The admin's id and address as they were: the entry outlives the accounts it names.
+    actor_id: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(254))
+    action: Mapped[str] = mapped_column(String(32))
+    target: Mapped[str] = mapped_column(String(254))  # an address, a report's number, a class id, a setting's name
+
+
+class SiteSetting(Base):
+    """A setting changed live from the console, for every node; absent: the configuration's value."""
+
+    __tablename__ = "site_settings"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)  # JSON
+    updated_at: Mapped[datetime] = mapped_column(DateTime)

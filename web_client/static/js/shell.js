@@ -6,6 +6,7 @@ import { label, loadLanguage, otherLanguage, setLanguage } from "./i18n.js";
 function header(account) {
   const links = [];
   if (account?.role === "teacher" || account?.role === "admin") links.push(["/classes", "nav.classes"]);
+  if (account?.role === "admin") links.push(["/admin", "nav.console"]); // only admins see the console
   if (account) links.push(["/account", "nav.account"]);
   else {
     // Back to this page once signed in (a class link, typically).

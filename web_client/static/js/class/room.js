@@ -516,7 +516,12 @@ export class RoomView {
         connection: await s.link.diagnosis(this.quality?.arrival),
       };
       try {
-        await api("POST", "/api/reports", { text: $("report-text").value, diagnostics, class_id: this.classId });
+        await api("POST", "/api/reports", {
+          text: $("report-text").value,
+          kind: $("report-kind").value,
+          diagnostics,
+          class_id: this.classId,
+        });
         dialog.close();
         $("report-text").value = "";
         if ($("room").hidden) {

@@ -36,6 +36,7 @@ function ended(code, detail, role) {
     "unknown_link",
     "not_on_roster",
     "sign_in_required",
+    "class_suspended",
     "network_blocked",
   ];
   const key = known.includes(code) ? code : "other";

@@ -2,6 +2,7 @@
 import { api } from "../api.js";
 import { $, confirmDialog, el } from "../dom.js";
 import { formatDateTime, label, t } from "../i18n.js";
+import { showMyReports } from "../my-reports.js";
 import { bindForm, boot } from "../shell.js";
 
 const { account } = await boot();
@@ -168,4 +169,4 @@ for (const dialog of [$("class-dialog"), $("roster-dialog")]) {
   dialog.querySelector("button[value=cancel]").addEventListener("click", () => dialog.close());
 }
 $("new-class").addEventListener("click", () => edit(null));
-if (account) await refresh();
+if (account) await Promise.all([refresh(), showMyReports()]);

@@ -1,10 +1,13 @@
 import { api } from "../api.js";
 import { el } from "../dom.js";
 import { formatDateTime } from "../i18n.js";
+import { showMyReports } from "../my-reports.js";
 import { boot } from "../shell.js";
+import { showWelcome } from "../welcome.js";
 
 const { account } = await boot();
 document.getElementById("home-guest").hidden = Boolean(account);
+await showWelcome();
 if (account) {
   if (account.role !== "student") location.replace("/classes");
   document.getElementById("home-student").hidden = false;
@@ -20,4 +23,5 @@ if (account) {
       ]),
     ),
   );
+  await showMyReports();
 }
