@@ -44,7 +44,7 @@ async def end_owned_classes(classes: Classes, server: ClassServer, account: Acco
     (its co-taught classes belong to others, and go on)."""
     for classroom in await classes.for_teacher(account):
         if classroom.owner_id == account.id:
-            await server.end(classroom.id)
+            await server.end(classroom.id, reason="admin")
 
 
 class Administration:
@@ -187,6 +187,6 @@ class Administration:
             live = {c: (self.server.directory.node_id, n) for c, n in self.server.hosted().items()}
         if len(class_id) > 80 or live.get(class_id, ("", 0))[1] <= 0:
             raise AccountError(404, "unknown_class", "Aucune classe en cours sous ce nom.")
-        await self.server.end(class_id)
+        await self.server.end(class_id, reason="admin")
         async with self.db.transaction() as tx:
             record(tx, admin, AuditAction.CLASS_ENDED, class_id)
