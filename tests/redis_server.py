@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import shutil
 import socket
 import subprocess
@@ -9,6 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
+
+from signaling.directory.redis import BUSY_CPU, NODES, node_key
 
 from .conftest import free_port
 
@@ -53,13 +58,6 @@ async def nodes_calm(url: str, count: int, timeout: float = 30.0) -> None:
     """Wait until `count` nodes are registered and none is busy on CPU: placement passes over a node
     at BUSY_CPU or more (a node just started, or slowed by the tests around it, may be), and a test
     that expects a class on the idle node must not meet that rule by chance."""
-    import asyncio
-    import json
-
-    import redis.asyncio as aioredis
-
-    from signaling.directory.redis import BUSY_CPU, NODES, node_key
-
     client = aioredis.from_url(url, decode_responses=True)
     deadline = time.monotonic() + timeout
     try:
