@@ -39,12 +39,12 @@ def describe_account(account: Account) -> dict[str, Any]:
     }
 
 
-async def end_owned_classes(classes: Classes, server: ClassServer, account: Account) -> None:
+async def end_owned_classes(classes: Classes, server: ClassServer, account: Account, reason: str) -> None:
     """The live lessons of the account's own classes end for everyone, on whichever node hosts them
     (its co-taught classes belong to others, and go on)."""
     for classroom in await classes.for_teacher(account):
         if classroom.owner_id == account.id:
-            await server.end(classroom.id, reason="admin")
+            await server.end(classroom.id, reason=reason)
 
 
 class Administration:
@@ -97,13 +97,15 @@ class Administration:
             stored = await tx.get(Account, account.id)
             if stored is None:
                 raise AccountError(404, "unknown_account", "Compte introuvable.")
+            if stored.disabled == disabled:  # nothing to do, and nothing to write in the audit log
+                return stored
             stored.disabled = disabled
             if disabled:
                 await tx.execute(delete(LoginSession).where(LoginSession.account_id == account.id))
             action = AuditAction.ACCOUNT_DISABLED if disabled else AuditAction.ACCOUNT_ENABLED
             record(tx, admin, action, account.email)
         if disabled:
-            await end_owned_classes(self.classes, self.server, stored)
+            await end_owned_classes(self.classes, self.server, stored, "admin")
         return stored
 
     async def resend_verification(self, admin: Account, account_id: str) -> bool:
@@ -130,7 +132,7 @@ class Administration:
     async def delete(self, admin: Account, account_id: str) -> None:
         """The account and everything attached, as the retention purge deletes it; its live classes end."""
         account = await self._other(admin, account_id)
-        await end_owned_classes(self.classes, self.server, account)
+        await end_owned_classes(self.classes, self.server, account, "admin")
         async with self.db.transaction() as tx:
             await tx.execute(accounts_deletion(Account.id == account.id))
             record(tx, admin, AuditAction.ACCOUNT_DELETED, account.email)

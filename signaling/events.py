@@ -17,7 +17,7 @@ from enum import StrEnum
 log = logging.getLogger("classe.events")
 # A value written as it is in the text format; any other is quoted (JSON string), so that no value
 # can start a line of its own or pass for another field.
-_PLAIN = re.compile(r"^[A-Za-z0-9._:,=+/-]{1,128}$")
+_PLAIN = re.compile(r"[A-Za-z0-9._:,=+/-]{1,128}")
 
 
 class Event(StrEnum):
@@ -46,7 +46,7 @@ class JoinResult(StrEnum):
 
 def text_value(value: object) -> str:
     text = str(value)
-    return text if _PLAIN.match(text) else json.dumps(text, ensure_ascii=False)
+    return text if _PLAIN.fullmatch(text) else json.dumps(text, ensure_ascii=False)
 
 
 class ClassEvents:

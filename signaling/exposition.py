@@ -61,7 +61,8 @@ def _exposition(registry: CollectorRegistry) -> web.Response:
 
 def _authorized(request: web.Request, token: str) -> bool:
     given = request.headers.get("Authorization", "")
-    return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+    # aiohttp decodes headers with surrogateescape: bytes that are not UTF-8 come back as they came.
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), f"Bearer {token}".encode())
 
 
 def _unauthorized() -> web.HTTPUnauthorized:

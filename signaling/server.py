@@ -130,8 +130,8 @@ class ClassServer:
             self.directory.sessions.remember(class_id, state.snapshot())
 
     async def obey(self, class_id: str, command: ClassCommand) -> None:
-        if command is ClassCommand.END:
-            await self._end_here(class_id)
+        if command in (ClassCommand.END, ClassCommand.END_ADMIN):
+            await self._end_here(class_id, "admin" if command is ClassCommand.END_ADMIN else "deleted")
         else:
             await self._apply_lobby_here(class_id, command is ClassCommand.LOBBY_ON)
 
@@ -246,7 +246,7 @@ class ClassServer:
         """The class was deleted (or an administrator ended it: `reason`, for the log): it ends for
         everyone, on whichever node hosts it."""
         await self._end_here(class_id, reason)
-        await self._forward(class_id, ClassCommand.END)
+        await self._forward(class_id, ClassCommand.END_ADMIN if reason == "admin" else ClassCommand.END)
 
     async def _end_here(self, class_id: str, reason: str = "deleted") -> None:
         room = self.rooms.get(class_id)

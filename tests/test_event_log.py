@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 from aiortc import RTCPeerConnection
 
-from signaling.events import ClassEvents, Event
+from signaling.events import ClassEvents, Event, text_value
 from signaling.logs import JsonFormatter, TextFormatter
 
 from .peers import Peer
@@ -230,4 +230,6 @@ def test_a_value_cannot_forge_a_line_or_a_field_and_a_traceback_stays_in_its_lin
     assert any("ValueError: boom" in line for line in traceback)
     opened, failed = json.loads(json_opened), json.loads(json_failed)
     assert opened["class"] == hostile and opened["event"] == "class_opened" and opened["node"] == "n1"
+    # A value that is plain but for a newline at its end is quoted too (a regex's `$` would pass it).
+    assert text_value("dev:x\n") == json.dumps("dev:x\n") and text_value("dev:x") == "dev:x"
     assert "ValueError: boom" in failed["error"] and failed["message"] == "failed" and "event" not in failed

@@ -193,7 +193,7 @@ async def delete_account(request: web.Request) -> web.Response:
     async with failures_limited(request, (svc.limits.confirmations, account.id)):  # a stolen session guesses slowly
         if not await password_matches(account.password_hash, form.password):
             raise fail(403, "invalid_credentials", "Mot de passe incorrect.")
-    await end_owned_classes(svc.classes, svc.server, account)
+    await end_owned_classes(svc.classes, svc.server, account, "deleted")
     await svc.accounts.delete(account.id)
     response = web.json_response({"status": "deleted"})
     clear_session_cookie(response)

@@ -60,7 +60,7 @@ class ReportQuery(BaseModel):
 
 
 class AccountQuery(BaseModel):
-    q: str = Field(default="", max_length=100)
+    q: str = Field(default="", max_length=100, pattern=r"^[^\x00-\x1f\x7f]*$")  # PostgreSQL refuses NUL
     role: AccountRole | None = None
 
 

@@ -257,7 +257,8 @@ def _csrf_ok(request: web.Request) -> bool:
         return False
     cookie = request.cookies.get(CSRF_COOKIE, "")
     header = request.headers.get(CSRF_HEADER, "")
-    return bool(cookie) and hmac.compare_digest(cookie.encode(), header.encode())
+    raw = "utf-8", "surrogateescape"  # headers that are not UTF-8 come back as they came, not as a 500
+    return bool(cookie) and hmac.compare_digest(cookie.encode(*raw), header.encode(*raw))
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

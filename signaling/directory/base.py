@@ -40,6 +40,7 @@ class ClassCommand(enum.StrEnum):
     """What the HTTP API asks of the node hosting a class, whichever node received the request."""
 
     END = "end"  # the class was deleted, or its owner's account
+    END_ADMIN = "end_admin"  # an administrator ended it, or suspended its owner (the log's reason)
     LOBBY_ON = "lobby_on"  # the class's lobby setting changed
     LOBBY_OFF = "lobby_off"
 
