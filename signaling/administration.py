@@ -19,6 +19,7 @@ from .directory import DirectoryUnavailable
 from .retention import accounts_deletion
 from .server import ClassServer
 from .store import Account, AccountRole, Classroom, Database, LoginSession
+from .tokens import opaque_id
 
 PAGE = 50
 MAX_LIVE = 500  # the busiest classes shown; the totals count them all
@@ -106,7 +107,19 @@ class Administration:
             record(tx, admin, action, account.email)
         if disabled:
             await end_owned_classes(self.classes, self.server, stored, "admin")
+            await self._expel(stored)
         return stored
+
+    async def _expel(self, account: Account) -> None:
+        """The account leaves every live class it is in (others' lessons it co-teaches or attends),
+        on whichever node hosts them: each class knows it by its identity there."""
+        try:
+            live = list(await self.server.directory.live_classes())
+        except DirectoryUnavailable:
+            live = list(self.server.hosted())
+        secret = self.server.settings.token_secret
+        for class_id in live:
+            await self.server.expel(class_id, opaque_id(secret, class_id, "account", account.id))
 
     async def resend_verification(self, admin: Account, account_id: str) -> bool:
         """Whether the mail went out (the mail server may be down: the admin can try again)."""
@@ -136,6 +149,7 @@ class Administration:
         async with self.db.transaction() as tx:
             await tx.execute(accounts_deletion(Account.id == account.id))
             record(tx, admin, AuditAction.ACCOUNT_DELETED, account.email)
+        await self._expel(account)
 
     # Live classes
 

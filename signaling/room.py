@@ -367,14 +367,17 @@ class Room:
     async def ban(self, identity: str) -> None:
         """Remove a person and keep them out for the rest of the class, whatever link or name they use."""
         self.state.banned.add(identity)
-        removed = ProtocolError("removed", "a teacher removed you from the class", fatal=True)
+        await self.expel(identity, ProtocolError("removed", "a teacher removed you from the class", fatal=True))
+
+    async def expel(self, identity: str, exc: ProtocolError) -> None:
+        """Put out whoever comes as `identity` (in the class or waiting), telling them why."""
         for pid, (conn, grant, _) in list(self.lobby.items()):
             if grant.identity == identity:
                 del self.lobby[pid]
-                await self._turn_away(conn, grant, removed)
+                await self._turn_away(conn, grant, exc)
         for participant in list(self.participants.values()):
             if participant.grant.identity == identity:
-                await self.eject(participant, removed)
+                await self.eject(participant, exc)
         await self._lobby_changed()
 
     async def end(self, exc: ProtocolError | None = None, reason: str = "teacher") -> None:

@@ -76,9 +76,9 @@ class ClassServer:
             await room.set_lobby(lobby)
             self.remember(class_id)
 
-    async def _forward(self, class_id: str, command: ClassCommand) -> None:
+    async def _forward(self, class_id: str, command: ClassCommand, identity: str | None = None) -> None:
         try:
-            await self.directory.forward(class_id, command)
+            await self.directory.forward(class_id, command, identity)
         except DirectoryUnavailable:
             log.warning("could not send %s to the node hosting class %s: no directory", command, class_id)
 
@@ -129,9 +129,12 @@ class ClassServer:
         if state is not None and not self.stopping:
             self.directory.sessions.remember(class_id, state.snapshot())
 
-    async def obey(self, class_id: str, command: ClassCommand) -> None:
+    async def obey(self, class_id: str, command: ClassCommand, identity: str | None = None) -> None:
         if command in (ClassCommand.END, ClassCommand.END_ADMIN):
             await self._end_here(class_id, "admin" if command is ClassCommand.END_ADMIN else "deleted")
+        elif command is ClassCommand.EXPEL:
+            if identity is not None:
+                await self._expel_here(class_id, identity)
         else:
             await self._apply_lobby_here(class_id, command is ClassCommand.LOBBY_ON)
 
@@ -247,6 +250,17 @@ class ClassServer:
         everyone, on whichever node hosts it."""
         await self._end_here(class_id, reason)
         await self._forward(class_id, ClassCommand.END_ADMIN if reason == "admin" else ClassCommand.END)
+
+    async def expel(self, class_id: str, identity: str) -> None:
+        """An account was suspended or deleted: whoever comes as it leaves the class at once, on
+        whichever node hosts it (a class of another teacher's that it co-teaches or attends)."""
+        await self._expel_here(class_id, identity)
+        await self._forward(class_id, ClassCommand.EXPEL, identity)
+
+    async def _expel_here(self, class_id: str, identity: str) -> None:
+        room = self.rooms.get(class_id)
+        if room is not None:
+            await room.expel(identity, ProtocolError("account_disabled", "this account was suspended", fatal=True))
 
     async def _end_here(self, class_id: str, reason: str = "deleted") -> None:
         room = self.rooms.get(class_id)

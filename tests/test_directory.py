@@ -39,6 +39,7 @@ class Classes:
         self.live: dict[str, int] = {}
         self.lost: list[str] = []
         self.commands: list[tuple[str, ClassCommand]] = []
+        self.expelled: list[tuple[str, str | None]] = []
 
     def hosted(self) -> dict[str, int]:
         return dict(self.live)
@@ -50,7 +51,10 @@ class Classes:
         self.lost.append(class_id)
         self.live.pop(class_id, None)
 
-    async def obey(self, class_id: str, command: ClassCommand) -> None:
+    async def obey(self, class_id: str, command: ClassCommand, identity: str | None = None) -> None:
+        if command is ClassCommand.EXPEL:
+            self.expelled.append((class_id, identity))
+            return
         self.commands.append((class_id, command))
 
 
@@ -348,6 +352,9 @@ async def test_commands_reach_the_node_hosting_the_class(nodes: Any) -> None:
     await asyncio.sleep(0.3)
     assert a.classes.commands == [("maths", ClassCommand.LOBBY_ON), ("maths", ClassCommand.END)]
     assert b.classes.commands == []
+    # A suspended account is put out of a class on another node: the command carries its identity.
+    await b.directory.forward("maths", ClassCommand.EXPEL, "identity-of-the-account")
+    await until(lambda: a.classes.expelled == [("maths", "identity-of-the-account")])
 
 
 # Malformed entries and outages

@@ -42,6 +42,7 @@ class ClassCommand(enum.StrEnum):
     END = "end"  # the class was deleted, or its owner's account
     END_ADMIN = "end_admin"  # an administrator ended it, or suspended its owner (the log's reason)
     LOBBY_ON = "lobby_on"  # the class's lobby setting changed
+    EXPEL = "expel"  # an account was suspended or deleted: out of the class (with its identity there)
     LOBBY_OFF = "lobby_off"
 
 
@@ -97,8 +98,9 @@ class Host(Protocol):
         """Another node took this class over (this node's lease had lapsed): end it here."""
         ...
 
-    async def obey(self, class_id: str, command: ClassCommand) -> None:
-        """Carry out a command another node's HTTP API sent for a class hosted here."""
+    async def obey(self, class_id: str, command: ClassCommand, identity: str | None = None) -> None:
+        """Carry out a command another node's HTTP API sent for a class hosted here (`identity`:
+        whom EXPEL puts out)."""
         ...
 
 
@@ -202,7 +204,7 @@ class ClassDirectory(ABC):
         Raises DirectoryUnavailable."""
 
     @abstractmethod
-    async def forward(self, class_id: str, command: ClassCommand) -> None:
+    async def forward(self, class_id: str, command: ClassCommand, identity: str | None = None) -> None:
         """Send a command to the node hosting the class, when it is another node."""
 
     @abstractmethod

@@ -36,7 +36,7 @@ class LocalDirectory(ClassDirectory):
     async def live_classes(self) -> dict[str, tuple[str, int]]:
         return {class_id: (self.node_id, count) for class_id, count in self.host.hosted().items()}
 
-    async def forward(self, class_id: str, command: ClassCommand) -> None:
+    async def forward(self, class_id: str, command: ClassCommand, identity: str | None = None) -> None:
         return None  # no other node
 
     def nodes(self) -> list[Node]:

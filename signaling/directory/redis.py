@@ -320,10 +320,10 @@ class RedisDirectory(ClassDirectory):
         found.update((class_id, (self.node_id, count)) for class_id, count in self.host.hosted().items())
         return found
 
-    async def forward(self, class_id: str, command: ClassCommand) -> None:
+    async def forward(self, class_id: str, command: ClassCommand, identity: str | None = None) -> None:
         owner = await self._call(self.client.get(class_key(class_id)))
         if owner and owner != self.node_id:
-            message = json.dumps({"class": class_id, "command": command.value})
+            message = json.dumps({"class": class_id, "command": command.value, "identity": identity})
             await self._call(self.client.publish(commands_channel(str(owner)), message))
 
     def nodes(self) -> list[Node]:
@@ -432,13 +432,14 @@ class RedisDirectory(ClassDirectory):
                 raise ValueError("not a short string")
             message = json.loads(data)
             class_id, command = message["class"], ClassCommand(message["command"])
-            if not isinstance(class_id, str):
-                raise ValueError("class is not a string")
+            identity = message.get("identity")
+            if not isinstance(class_id, str) or not isinstance(identity, str | None):
+                raise ValueError("class or identity is not a string")
         except (ValueError, KeyError, TypeError):
             self.dropped_commands += 1
             log.warning("dropped a malformed command from the class directory")
             return
         try:
-            await self.host.obey(class_id, command)
+            await self.host.obey(class_id, command, identity)
         except Exception:
             log.exception("a command from another node failed")
