@@ -80,20 +80,24 @@ async def find(db: Database, wanted: ReportFilter) -> tuple[list[dict[str, Any]]
     async with db.sessions() as tx:
         rows = (await tx.execute(query)).all()
     page = [
-        {
-            "id": report.id,
-            "created_at": iso(report.created_at),
-            "kind": report.kind,
-            "state": _state(report),
-            "class_id": report.class_id,
-            "class_title": title,
-            "reporter": _reporter(reporter),
-            "excerpt": _excerpt(report.text),
-            "handled_at": iso(report.handled_at),
-        }
+        {**_described(report, reporter, title), "excerpt": _excerpt(report.text)}
         for report, reporter, title in rows[:PAGE]
     ]
     return page, (rows[PAGE - 1][0].id if len(rows) > PAGE else None)
+
+
+def _described(report: ProblemReport, reporter: Account | None, title: str | None) -> dict[str, Any]:
+    """What the list and the full report both show of a report."""
+    return {
+        "id": report.id,
+        "created_at": iso(report.created_at),
+        "kind": report.kind,
+        "state": _state(report),
+        "class_id": report.class_id,
+        "class_title": title,
+        "reporter": _reporter(reporter),
+        "handled_at": iso(report.handled_at),
+    }
 
 
 async def count_new(db: Database) -> int:
@@ -127,17 +131,10 @@ async def read(db: Database, report_id: int) -> dict[str, Any]:
         raise AccountError(404, "unknown_report", "Signalement introuvable.")
     report, reporter, title, handled_by = row
     return {
-        "id": report.id,
-        "created_at": iso(report.created_at),
-        "kind": report.kind,
-        "state": _state(report),
-        "class_id": report.class_id,
-        "class_title": title,
-        "reporter": _reporter(reporter),
+        **_described(report, reporter, title),
         "text": report.text,
         "diagnostics": _diagnostics(report.diagnostics),
         "answer": report.answer,
-        "handled_at": iso(report.handled_at),
         "handled_by": handled_by,
     }
 
