@@ -10,6 +10,7 @@ UDP port its browser receives on), the way a poor home connection would hold it.
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
@@ -165,10 +166,36 @@ def _layer(classe: RunningServer, name: str) -> int:
     return layered[0].layered_forwarder.current if layered else -1
 
 
+# Per stream of the teacher's camera: when its count was last taken, the count then, and whether
+# it had grown over the second before.
+_seen: dict[int, tuple[float, int, bool]] = {}
+
+
+def _sending(stream: Any) -> bool:
+    """Whether packets of this layer arrived over the last second or so."""
+    now = time.monotonic()
+    if id(stream) not in _seen:
+        _seen[id(stream)] = (now, stream.received, False)
+    at, count, grew = _seen[id(stream)]
+    if now - at >= 1.0:
+        grew = stream.received > count
+        _seen[id(stream)] = (now, stream.received, grew)
+    return grew
+
+
+def _best_sent(classe: RunningServer) -> int:
+    """The highest spatial layer the teacher's browser sends now: Chrome short of CPU (a loaded CI
+    machine) scales its layers down, and may stop sending f altogether."""
+    camera = participant(classe, "Mme Durand").producers("camera")[0]
+    sent = [s.spatial for s in camera.streams if s.ssrc is not None and _sending(s)]
+    return max(sent, default=-1)
+
+
 async def _full(classe: RunningServer, name: str, page: Page) -> bool:
-    """The student is given f, and shows a picture wider than q's 320 pixels. Not 1280 exactly:
-    a publisher short of CPU (a loaded CI machine) scales its layers down, f to 960 or less."""
-    return _layer(classe, name) == 2 and await page.evaluate(INBOUND_WIDTH) > 320
+    """The student is given the best layer the teacher sends (f, or h from a browser short of CPU),
+    and shows a picture wider than q's 320 pixels."""
+    best = _best_sent(classe)
+    return best >= 1 and _layer(classe, name) == best and await page.evaluate(INBOUND_WIDTH) > 320
 
 
 async def _lowest(classe: RunningServer, name: str, page: Page) -> bool:
