@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 
 from signaling.store import AccountRole
 
-from .conftest import Postgres
 from .test_console import app_routes
 from .test_hostile_http import bodies, hostile_text
 from .test_hostile_inputs import ThreadedServer
@@ -25,11 +24,7 @@ QUERY_KEYS = ["state", "kind", "since", "until", "before", "q", "role"]
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedServer]:
-    url = None
-    if request.param == "postgresql":
-        pg: Postgres = request.getfixturevalue("postgres")
-        url = pg.create_database()
-    s = ThreadedServer(tmp_path_factory.mktemp("hostile-console"), url)
+    s = ThreadedServer.on(request.param, request, tmp_path_factory.mktemp("hostile-console"))
     s.run(s.services.accounts.create("admin@ac-lyon.fr", "Admin", PASSWORD, AccountRole.ADMIN, verified=True))
     s.run(s.services.accounts.create("prof@ac-lyon.fr", "Prof", PASSWORD, AccountRole.TEACHER, verified=True))
     s.request("GET", "/api/session", None)

@@ -17,18 +17,13 @@ from hypothesis import strategies as st
 
 from signaling.store import AccountRole
 
-from .conftest import Postgres
 from .test_hostile_inputs import ThreadedServer
 from .web import PASSWORD
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadedServer]:
-    url = None
-    if request.param == "postgresql":
-        pg: Postgres = request.getfixturevalue("postgres")
-        url = pg.create_database()
-    s = ThreadedServer(tmp_path_factory.mktemp("hostile-http"), url)
+    s = ThreadedServer.on(request.param, request, tmp_path_factory.mktemp("hostile-http"))
     s.run(s.services.accounts.create("prof@ac-lyon.fr", "Prof", PASSWORD, AccountRole.TEACHER, verified=True))
     s.open_class("link")
     yield s

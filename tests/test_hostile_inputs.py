@@ -28,13 +28,22 @@ from signaling.server import ClassServer
 from signaling.store import AccountRole
 from signaling.store.models import Base
 
-from .conftest import free_port, free_udp_port
+from .conftest import Postgres, free_port, free_udp_port
 from .test_signaling import json_values
 from .web import PASSWORD
 
 
 class ThreadedServer:
     """A real server on its own event loop in a thread, so that hypothesis can drive it example by example."""
+
+    @classmethod
+    def on(cls, database: str, request: pytest.FixtureRequest, folder: Path) -> ThreadedServer:
+        """On SQLite in `folder`, or on a fresh database of the session's PostgreSQL."""
+        url = None
+        if database == "postgresql":
+            pg: Postgres = request.getfixturevalue("postgres")
+            url = pg.create_database()
+        return cls(folder, url)
 
     def __init__(self, data_dir: Path, database_url: str | None = None) -> None:
         self.settings = Settings(

@@ -43,6 +43,17 @@ export function cell(...children) {
   return el("td", {}, children);
 }
 
+/**
+ * A page of a listing: its rows replace the table's, or follow them (`more`); the "none" and
+ * "more" notes follow what is shown and whether the server has more (`next`).
+ */
+export function showPage(body, rows, more, next, empty, further) {
+  if (more) body.append(...rows);
+  else body.replaceChildren(...rows);
+  empty.hidden = body.children.length > 0;
+  further.hidden = next === null;
+}
+
 /** A status message said once, for screen readers and sighted users alike. */
 export function say(element, key, vars) {
   element.hidden = false;

@@ -1,7 +1,7 @@
 // The audit log: who did what from the console, on what, and when; latest first.
 import { api } from "../api.js";
 import { $, el } from "../dom.js";
-import { bootConsole, cell, shortDate } from "../console.js";
+import { bootConsole, cell, shortDate, showPage } from "../console.js";
 
 let next = null;
 
@@ -29,11 +29,7 @@ function row(entry) {
 async function load(more = false) {
   const answer = await api("GET", `/api/admin/audit${more && next ? `?before=${next}` : ""}`);
   next = answer.next;
-  const rows = answer.entries.map(row);
-  if (more) $("audit-rows").append(...rows);
-  else $("audit-rows").replaceChildren(...rows);
-  $("audit-empty").hidden = $("audit-rows").children.length > 0;
-  $("audit-more").hidden = next === null;
+  showPage($("audit-rows"), answer.entries.map(row), more, next, $("audit-empty"), $("audit-more"));
 }
 
 await bootConsole();

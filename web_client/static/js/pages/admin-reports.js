@@ -3,7 +3,7 @@
 import { api } from "../api.js";
 import { $, el } from "../dom.js";
 import { bindForm } from "../shell.js";
-import { bootConsole, cell, shortDate } from "../console.js";
+import { bootConsole, cell, shortDate, showPage } from "../console.js";
 
 const FIELDS = ["state", "kind", "since", "until"];
 let filter = {};
@@ -32,11 +32,7 @@ async function load(more = false) {
   if (more && next) query.set("before", next);
   const answer = await api("GET", `/api/admin/reports?${query}`);
   next = answer.next;
-  const rows = answer.reports.map(row);
-  if (more) $("report-rows").append(...rows);
-  else $("report-rows").replaceChildren(...rows);
-  $("reports-empty").hidden = $("report-rows").children.length > 0;
-  $("reports-more").hidden = next === null;
+  showPage($("report-rows"), answer.reports.map(row), more, next, $("reports-empty"), $("reports-more"));
 }
 
 await bootConsole();
