@@ -46,7 +46,7 @@ def decode_number(gray: np.ndarray) -> int | None:
     for i in range(CELLS * CELLS):
         y = (i // CELLS) * h // CELLS + h // (2 * CELLS)
         x = (i % CELLS) * w // CELLS + w // (2 * CELLS)
-        if gray[y - 4 : y + 4, x - 4 : x + 4].mean() > 128:
+        if gray[max(0, y - 4) : y + 4, max(0, x - 4) : x + 4].mean() > 128:
             bits |= 1 << i
     number = bits & 0xFFF
     return number if bits >> 12 == bin(number).count("1") & 0xF else None
@@ -189,7 +189,11 @@ class Peer:
             self.events.append(data)
             self.event_times.append(time.monotonic())
             if data["type"] == "subscribe_offer":
-                await self._answer(data)
+                try:
+                    await self._answer(data)
+                except ConnectionResetError:
+                    # the server closed while we answered (a removal): what it sent before is still to read
+                    continue
             elif not self._media_only(data):
                 await self.messages.put(data)
 
