@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from aiohttp import web
 from aiosmtpd.controller import Controller
+from playwright.async_api import expect
 
 from signaling.api.context import SERVICES, Services
 from signaling.app import SERVER, create_app
@@ -28,6 +29,11 @@ from signaling.server import ClassServer
 
 if TYPE_CHECKING:
     from .redis_server import RedisServer
+
+# A page waits on what the servers and the other browsers of a test do, on a shared CI machine of
+# 2 CPUs: Playwright's default of 5 s for `expect` has failed tests there that pass in 6 s. What a
+# test asserts is unchanged; a real failure only takes longer to report.
+expect.set_options(timeout=15_000)
 
 
 def free_port(address: str = "127.0.0.1", kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
