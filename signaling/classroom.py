@@ -139,7 +139,7 @@ class ClassSession:
         return True
 
     def snapshot(self) -> dict[str, object]:
-        """What another node needs to carry the class on after a move (signaling/shared.py): the
+        """What another node needs to carry the class on after a move (signaling/directory/sessions.py): the
         teachers' decisions, not the chat, nor who is in (they rejoin)."""
         return {
             "lesson": self.lesson,

@@ -5,6 +5,7 @@ a guesser's budget is one for all the nodes its requests reach."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -131,6 +132,42 @@ async def test_an_ended_class_forgets_its_decisions_everywhere(
             finally:
                 await prof.close()
                 await intruder.close()
+
+
+async def test_a_lesson_ended_by_the_teachers_absence_is_ended_for_the_next_node(
+    tmp_path: Path, mailbox: Mailbox, database_url: str, redis_server: RedisServer
+) -> None:
+    """No message ends it (a timer does): the snapshot is written when the class empties."""
+    async with AsyncExitStack() as stack:
+        (tmp_path / "node-a").mkdir()
+        overrides = {"redis_url": redis_server.url, "token_secret": SECRET, "node_id": "node-a"}
+        overrides["teacher_absence_seconds"] = 0.5
+        a = await stack.enter_async_context(running_server(tmp_path / "node-a", mailbox, database_url, overrides))
+        t = await stack.enter_async_context(await teacher(a))
+        ines = await stack.enter_async_context(Browser(a))
+        classroom = await new_class(t, lobby=False)
+        code, class_id = code_of(classroom), classroom["id"]
+        prof, pupil = Peer(a.url, "", "Prof"), Peer(a.url, "", "Inès")
+        try:
+            await prof.join(await t.join_token(code))
+            await pupil.join(await ines.join_token(code, "Inès"))
+            await prof.send({"type": "moderate", "action": "lock", "locks": {"chat": True}})
+            client = aioredis.from_url(redis_server.url)
+            assert await until_true(lambda: _lesson_is(client, class_id, True))
+            await prof.close()
+            assert (await pupil.expect("error"))["code"] == "no_teacher"
+            assert await until_true(lambda: _lesson_is(client, class_id, False))
+            saved = json.loads(await client.get(session_key(class_id)))
+            assert saved == a.server.sessions[class_id].snapshot()  # as this node has it
+            assert "chat" not in saved["locks"]  # the lesson's locks ended with it
+        finally:
+            await prof.close()
+            await pupil.close()
+
+
+async def _lesson_is(client: aioredis.Redis, class_id: str, lesson: bool) -> bool:
+    saved = await client.get(session_key(class_id))
+    return saved is not None and json.loads(saved)["lesson"] is lesson
 
 
 async def _absent(client: aioredis.Redis, key: str) -> bool:
