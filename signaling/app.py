@@ -75,7 +75,7 @@ async def dev_token(request: web.Request) -> web.Response:
     if not class_id or not name:
         return web.json_response({"error": "class_id and name must not be empty"}, status=400)
     token = mint_join_token(settings.token_secret, f"dev:{class_id}", name, role, settings.token_ttl_seconds)
-    return web.json_response({"token": token, "ws_url": await ws_url(request.app[SERVICES], f"dev:{class_id}")})
+    return web.json_response({"token": token, "ws_url": await ws_url(request.app[SERVICES], f"dev:{class_id}", role)})
 
 
 # The pages of the app, by path; each is static HTML filled by its script from the message catalogues.

@@ -89,6 +89,8 @@ async def test_without_redis_joins_get_a_clear_503_live_classes_go_on_and_readyz
             refused = await stray.join(early["token"], until="error", ws_url=early["ws_url"])
             assert (refused["code"], refused["fatal"]) == ("directory_unavailable", True)
             await stray.close()
+            # Both refusals are counted (and logged) as such: one at POST /api/join, one at the WebSocket.
+            assert classe.server.events.refusals["directory_unavailable"] == 2
             await asyncio.sleep(1.1)  # /readyz asks Redis at most once a second
             status, ready = await get(classe.url + "/readyz")
             assert status == 503 and ready["status"] == "not_ready"

@@ -1,7 +1,7 @@
 """The class events in the log of a real server process (signaling/events.py): a lesson with real
-aiortc peers (joins, refusals, a removal, an ICE failure, the end, a drain and a stop) leaves one
-line per event, in order, as text and as JSON lines; and nowhere in the whole log a name, an
-e-mail address or an IP address."""
+aiortc peers (joins, refusals at the WebSocket and at POST /api/join, a removal, an ICE failure,
+the end, a drain and a stop) leaves one line per event, in order, as text and as JSON lines; and
+nowhere in the whole log a name, an e-mail address or an IP address."""
 
 from __future__ import annotations
 
@@ -128,6 +128,10 @@ async def test_a_lesson_leaves_one_line_per_event_and_no_personal_data(tmp_path:
         forger = Peer(node.url, "", "x")
         peers.append(forger)
         assert (await forger.join("forged.token.value", until="error"))["code"] == "invalid_token"
+        # A class for student accounts: a visitor without one is refused before any WebSocket.
+        roster_class = await new_class(teacher, access="account", title="Sciences 5e (comptes)")
+        status, refusal = await tom.call("POST", "/api/join", {"code": code_of(roster_class), "name": NAMES[3]})
+        assert (status, refusal["error"]) == (401, "sign_in_required"), refusal
         await prof.send({"type": "moderate", "id": 3, "action": "lock_class", "value": False})
         await prof.expect("class_state")
 
@@ -170,6 +174,7 @@ async def test_a_lesson_leaves_one_line_per_event_and_no_personal_data(tmp_path:
             {"event": "join_refused", "class": class_id, "participant": pupil.id, "role": s, "reason": "removed"},
             {"event": "join_refused", "class": class_id, "role": s, "reason": "class_locked"},
             {"event": "join_refused", "reason": "invalid_token"},
+            {"event": "join_refused", "class": roster_class["id"], "role": s, "reason": "sign_in_required"},
             {"event": "participant_joined", "class": class_id, "participant": mute.id, "role": s},
             {"event": "ice_failed", "class": class_id, "participant": mute.id, "role": s, "reason": "none"},
             {"event": "participant_left", "participant": mute.id, "reason": "ice_failed"},
@@ -190,7 +195,7 @@ async def test_a_lesson_leaves_one_line_per_event_and_no_personal_data(tmp_path:
     # The metrics counted what the log says.
     assert 'classe_joins_total{result="joined"} 3.0' in metrics
     assert 'classe_joins_total{result="refused"} 3.0' in metrics
-    for reason in ("removed", "class_locked", "invalid_token"):
+    for reason in ("removed", "class_locked", "invalid_token", "sign_in_required"):
         assert f'classe_join_refusals_total{{reason="{reason}"}} 1.0' in metrics
     assert 'classe_departures_total{reason="ice_failed"} 1.0' in metrics
     assert 'classe_classes_ended_total{reason="teacher"} 1.0' in metrics

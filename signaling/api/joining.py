@@ -9,7 +9,9 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, Field
 
+from ..accounts import AccountError
 from ..directory import DirectoryUnavailable, NoReadyNode
+from ..events import Event
 from ..stopping import RETRY_AFTER_SECONDS
 from ..store import ClassAccess, Classroom, ProblemReport, ReportKind, utcnow
 from ..text import clean_text
@@ -54,7 +56,7 @@ async def class_info(request: web.Request) -> web.Response:
     return web.json_response({"title": classroom.title, "access": classroom.access, "lobby": classroom.lobby})
 
 
-async def ws_url(svc: Services, class_id: str) -> str | None:
+async def ws_url(svc: Services, class_id: str, role: Role) -> str | None:
     """The WebSocket address of the node hosting the class, placing a class that opens on the
     least-loaded ready node (None: this page's own origin). A node that stops sends nobody to
     itself: with Redis it has left the directory and the class goes to another node."""
@@ -62,12 +64,26 @@ async def ws_url(svc: Services, class_id: str) -> str | None:
     try:
         placement = await server.directory.place(class_id)
     except NoReadyNode:
-        raise unavailable(server.refusal(class_id) or "no_server") from None
+        code = server.refusal(class_id) or "no_server"
     except DirectoryUnavailable:
-        raise unavailable("directory_unavailable") from None
-    if placement.here and server.stopping:
-        raise unavailable("server_stopping")
-    return placement.ws_url
+        code = "directory_unavailable"
+    else:
+        if not (placement.here and server.stopping):
+            return placement.ws_url
+        code = "server_stopping"
+    refused(svc, class_id, role, code)
+    raise unavailable(code)
+
+
+def refused(svc: Services, class_id: str, role: Role, code: str) -> None:
+    """A join of a known class refused before any WebSocket: the same event line and count as a
+    refused `join` message (unknown links are not a class's event: a guesser would fill the log)."""
+    svc.server.events.emit(Event.JOIN_REFUSED, class_id, role=role.value, reason=code)
+
+
+def _refusal(svc: Services, classroom: Classroom, error: AccountError) -> AccountError:
+    refused(svc, classroom.id, Role.STUDENT, error.code)
+    return error
 
 
 def unavailable(code: str) -> web.HTTPServiceUnavailable:
@@ -103,12 +119,22 @@ async def join(request: web.Request) -> web.Response:
         role = Role.STUDENT
         if classroom.access == ClassAccess.ACCOUNT.value:
             if account is None:
-                raise fail(
-                    401, "sign_in_required", "Cette classe est réservée aux élèves inscrits : connectez-vous d'abord."
+                raise _refusal(
+                    svc,
+                    classroom,
+                    fail(
+                        401,
+                        "sign_in_required",
+                        "Cette classe est réservée aux élèves inscrits : connectez-vous d'abord.",
+                    ),
                 )
             if not await svc.classes.on_roster(account, classroom):
-                raise fail(
-                    403, "not_on_roster", "Ce compte n'est pas inscrit dans cette classe. Demandez à l'enseignant."
+                raise _refusal(
+                    svc,
+                    classroom,
+                    fail(
+                        403, "not_on_roster", "Ce compte n'est pas inscrit dans cette classe. Demandez à l'enseignant."
+                    ),
                 )
         if account is not None:
             identity = opaque_id(secret, classroom.id, "account", account.id)
@@ -141,7 +167,7 @@ async def join(request: web.Request) -> web.Response:
         lobby=classroom.lobby,
         gated=True,
     )
-    address = await ws_url(svc, classroom.id)
+    address = await ws_url(svc, classroom.id, role)
     response.text = json.dumps(
         {
             "token": token,
