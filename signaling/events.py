@@ -11,13 +11,21 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections import Counter
+from collections.abc import Callable
 from enum import StrEnum
+
+from .ratelimit import RateLimiter
 
 log = logging.getLogger("classe.events")
 # A value written as it is in the text format; any other is quoted (JSON string), so that no value
 # can start a line of its own or pass for another field.
 _PLAIN = re.compile(r"[A-Za-z0-9._:,=+/-]{1,128}")
+# Refusals are what anyone can cause (a forged token, a class link without an account, a retry storm
+# while no node is ready): their lines are budgeted per process, 60 at once then one a second; every
+# refusal is still counted (classe_join_refusals_total), and the lines left out too.
+REFUSAL_LINES_BURST, REFUSAL_LINES_WINDOW = 60, 60.0
 
 
 class Event(StrEnum):
@@ -53,12 +61,15 @@ class ClassEvents:
     """Writes the events of this process's classes and counts them (plain counters, read at
     scrape time by signaling/metrics.py)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.joins: Counter[str] = Counter()  # JoinResult
         self.refusals: Counter[str] = Counter()  # by reason (the error code)
         self.departures: Counter[str] = Counter()  # by reason
         self.opened = 0
         self.ended: Counter[str] = Counter()  # by reason
+        self.unlogged = 0  # refusals counted but not written: over the line budget
+        self._clock = clock
+        self._refusal_lines = RateLimiter(REFUSAL_LINES_BURST, REFUSAL_LINES_WINDOW)
 
     def emit(
         self,
@@ -73,8 +84,18 @@ class ClassEvents:
         fields = {"class": class_id, "participant": participant, "role": role, "reason": reason, **more}
         fields = {key: value for key, value in fields.items() if value is not None}
         self._count(event, reason)
+        if event is Event.JOIN_REFUSED and not self._line_allowed():
+            self.unlogged += 1
+            return
         line = " ".join([event.value, *(f"{key}={text_value(value)}" for key, value in fields.items())])
         log.info(line, extra={"event": event.value, "fields": fields})
+
+    def _line_allowed(self) -> bool:
+        now = self._clock()
+        if not self._refusal_lines.allowed("", now):
+            return False
+        self._refusal_lines.spend("", now)
+        return True
 
     def joined(self, result: JoinResult) -> None:
         self.joins[result] += 1

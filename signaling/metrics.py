@@ -179,6 +179,11 @@ class ClassCollector(Collector):
         yield _by_label(
             "classe_join_refusals", "joins refused, and people waiting turned away, by reason", "reason", e.refusals
         )
+        yield CounterMetricFamily(
+            "classe_refusal_lines_unlogged",
+            "join refusals counted but not written to the log: over its budget of 60 lines, then one a second",
+            value=e.unlogged,
+        )
         yield _by_label("classe_departures", "participants who left a class, by reason", "reason", e.departures)
         yield CounterMetricFamily("classe_classes_opened", "classes opened on this node", value=e.opened)
         yield _by_label("classe_classes_ended", "classes ended on this node, by reason", "reason", e.ended)

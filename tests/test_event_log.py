@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 from aiortc import RTCPeerConnection
 
-from signaling.events import ClassEvents, Event, text_value
+from signaling.events import REFUSAL_LINES_BURST, ClassEvents, Event, text_value
 from signaling.logs import JsonFormatter, TextFormatter
 
 from .peers import Peer
@@ -238,3 +238,21 @@ def test_a_value_cannot_forge_a_line_or_a_field_and_a_traceback_stays_in_its_lin
     # A value that is plain but for a newline at its end is quoted too (a regex's `$` would pass it).
     assert text_value("dev:x\n") == json.dumps("dev:x\n") and text_value("dev:x") == "dev:x"
     assert "ValueError: boom" in failed["error"] and failed["message"] == "failed" and "event" not in failed
+
+
+def test_refusals_anyone_can_cause_are_all_counted_but_their_lines_are_budgeted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [100.0]
+    log = ClassEvents(clock=lambda: now[0])
+    with caplog.at_level(logging.INFO, logger="classe.events"):
+        for _ in range(REFUSAL_LINES_BURST + 40):  # a forger's burst of joins
+            log.emit(Event.JOIN_REFUSED, reason="invalid_token")
+        log.emit(Event.CLASS_OPENED, "c1")  # other events are never held back
+        now[0] += 2.0  # the budget refills at one line a second
+        for _ in range(5):
+            log.emit(Event.JOIN_REFUSED, "c1", role="student", reason="not_on_roster")
+    lines = [record.getMessage().split()[0] for record in caplog.records]
+    assert lines.count("join_refused") == REFUSAL_LINES_BURST + 2 and lines.count("class_opened") == 1
+    assert log.refusals == {"invalid_token": REFUSAL_LINES_BURST + 40, "not_on_roster": 5}
+    assert log.unlogged == 40 + 3
