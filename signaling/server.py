@@ -282,5 +282,6 @@ class ClassServer:
         await self.leave_directory()
         for room in list(self.rooms.values()):
             await room.close()
+        await self.directory.close()
         self.monitor.stop()
         self.network.close()

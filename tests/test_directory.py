@@ -120,6 +120,7 @@ async def nodes(redis_server: RedisServer, tmp_path: Path) -> AsyncIterator[Call
     for node in started:
         if not node.stopped:
             await node.directory.stop()
+        await node.directory.close()
 
 
 @pytest.fixture

@@ -210,3 +210,4 @@ async def test_dashboard_changes_send_one_command_each_to_the_hosting_node(
             assert len(elsewhere.commands) == 21
     finally:
         await node_b.stop()
+        await node_b.close()

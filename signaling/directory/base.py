@@ -182,7 +182,12 @@ class ClassDirectory(ABC):
 
     @abstractmethod
     async def stop(self) -> None:
-        """Leave the directory: this node's classes may be placed elsewhere at once."""
+        """Leave the directory: this node's classes may be placed elsewhere at once. The node may
+        still ask where other classes live (a stopping node sends joins to the next one)."""
+
+    async def close(self) -> None:
+        """Release the directory's connections, once the node asks nothing more of it."""
+        return None
 
     @abstractmethod
     async def place(self, class_id: str) -> Placement:

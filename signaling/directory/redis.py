@@ -255,6 +255,8 @@ class RedisDirectory(ClassDirectory):
             await self._leave(args=[self.node_id])
         except (RedisError, OSError):
             log.warning("could not leave the class directory: this node's classes move when its lease expires")
+
+    async def close(self) -> None:
         await self.client.aclose()
 
     async def place(self, class_id: str) -> Placement:
