@@ -35,7 +35,7 @@ from .store import (
     TokenPurpose,
     utcnow,
 )
-from .text import clean_text
+from .text import clean_text, search_key
 
 log = logging.getLogger(__name__)
 _EMAIL = re.compile(
@@ -156,10 +156,12 @@ class Accounts:
         email = normalize_email(email)
         check_password(password)
         now = utcnow()
+        name = clean_text(name, 80) or email.split("@")[0]
         account = Account(
             id=secrets.token_hex(16),
             email=email,
-            name=clean_text(name, 80) or email.split("@")[0],
+            name=name,
+            search_name=search_key(name),
             role=role.value,
             password_hash=await hash_password(password),
             verified=verified,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, or_, select
 
 from .accounts import AccountError, Accounts, iso
 from .audit import AuditAction, record
@@ -19,6 +19,7 @@ from .directory import DirectoryUnavailable
 from .retention import accounts_deletion
 from .server import ClassServer
 from .store import Account, AccountRole, Classroom, Database, LoginSession
+from .text import search_key
 from .tokens import opaque_id
 
 PAGE = 50
@@ -58,14 +59,15 @@ class Administration:
     # Accounts
 
     async def search(self, text: str, role: str | None) -> tuple[list[dict[str, Any]], bool]:
-        """Accounts whose name or address holds `text` (any case), by address; and whether there are more."""
+        """Accounts whose address or name holds `text` (any case; a name with or without accents),
+        by address; and whether there are more."""
         query = select(Account).order_by(Account.email).limit(PAGE + 1)
-        wanted = text.strip().lower()
+        wanted = text.strip()
         if wanted:
             query = query.where(
                 or_(
-                    Account.email.contains(wanted, autoescape=True),
-                    func.lower(Account.name).contains(wanted, autoescape=True),
+                    Account.email.contains(wanted.lower(), autoescape=True),
+                    Account.search_name.contains(search_key(wanted), autoescape=True),
                 )
             )
         if role is not None:

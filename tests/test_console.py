@@ -12,6 +12,7 @@ import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 from sqlalchemy import select
@@ -21,6 +22,7 @@ from signaling.config import Settings
 from signaling.retention import purge
 from signaling.site import SiteSettings
 from signaling.store import Account, AccountRole, AuditEntry, Classroom, utcnow
+from signaling.text import search_key
 
 from .conftest import RunningServer, both_databases
 from .peers import Peer
@@ -160,6 +162,11 @@ async def test_reports_are_filtered_read_and_answered_and_the_reporter_reads_the
     assert (await purge(classe.services.db, classe.settings, later))["old_problem_reports"] == 2
 
 
+def test_a_name_is_searched_in_any_case_with_or_without_its_accents() -> None:
+    assert search_key("Élodie BRÛLÉ") == search_key("elodie brule") == "elodie brule"
+    assert search_key("Straße") == "strasse" and search_key("Zoë") == search_key("ZOE")
+
+
 @both_databases
 async def test_accounts_are_found_suspended_restored_promoted_and_deleted_and_each_action_audited(
     classe: RunningServer,
@@ -169,7 +176,7 @@ async def test_accounts_are_found_suspended_restored_promoted_and_deleted_and_ea
         code = code_of(classroom)
         async with Browser(classe) as newcomer_browser:
             await newcomer_browser.call(
-                "POST", "/api/signup", {"email": "nouveau@ac-lyon.fr", "name": "M. Nouveau", "password": PASSWORD}
+                "POST", "/api/signup", {"email": "nouveau@ac-lyon.fr", "name": "M. Noël", "password": PASSWORD}
             )
         await classe.mailbox.wait_for("nouveau@ac-lyon.fr")
 
@@ -181,6 +188,9 @@ async def test_accounts_are_found_suspended_restored_promoted_and_deleted_and_ea
             "nouveau@ac-lyon.fr"
         ]
         assert (await a.ok("GET", "/api/admin/accounts?q=%25"))["accounts"] == []  # % is a character, not a pattern
+        for typed in ("noel", "NOËL", "m. noël"):  # a name, with or without its accents, in any case
+            found = (await a.ok("GET", "/api/admin/accounts?q=" + quote(typed)))["accounts"]
+            assert [x["email"] for x in found] == ["nouveau@ac-lyon.fr"], typed
         everyone = await a.ok("GET", "/api/admin/accounts?role=teacher")
         assert {x["email"] for x in everyone["accounts"]} == {"prof@ac-lyon.fr", "nouveau@ac-lyon.fr"}
 
@@ -387,8 +397,8 @@ async def test_hostile_input_to_the_admin_api_gets_400_or_404_never_500(classe: 
 @both_databases
 async def test_the_migration_keeps_accounts_and_their_data(classe: RunningServer) -> None:
     """The columns were added in place: no table was copied, so nothing cascaded away, and old
-    rows read as not suspended, reports as new and of kind "other"."""
-    async with await teacher(classe) as t:
+    rows read as not suspended, reports as new and of kind "other", names found without accents."""
+    async with await teacher(classe, name="Mme Hélène Durand") as t:
         await new_class(t)
         await t.ok("POST", "/api/reports", {"text": "avant", "diagnostics": {}})
     from alembic import command
@@ -406,6 +416,7 @@ async def test_the_migration_keeps_accounts_and_their_data(classe: RunningServer
     async with await admin(classe) as a:
         [account] = [x for x in (await a.ok("GET", "/api/admin/accounts?role=teacher"))["accounts"]]
         assert account["disabled"] is False
+        assert (await a.ok("GET", "/api/admin/accounts?q=helene"))["accounts"] == [account]
         [report] = (await a.ok("GET", "/api/admin/reports"))["reports"]
         assert (report["kind"], report["state"], report["reporter"]["email"]) == ("other", "new", "prof@ac-lyon.fr")
     async with classe.services.db.sessions() as tx:

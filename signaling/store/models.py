@@ -36,6 +36,7 @@ class Account(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     email: Mapped[str] = mapped_column(String(254), unique=True)  # lower-cased
     name: Mapped[str] = mapped_column(String(80))
+    search_name: Mapped[str] = mapped_column(Text, default="", server_default="")  # text.search_key(name)
     role: Mapped[str] = mapped_column(String(16))
     password_hash: Mapped[str] = mapped_column(String(200))
     verified: Mapped[bool] = mapped_column(Boolean, default=False)
