@@ -28,13 +28,14 @@ SECRET = "a-token-secret-shared-by-the-nodes-of-the-test"
 
 @asynccontextmanager
 async def nodes(
-    folder: Path, mailbox: Mailbox, database_url: str, redis: RedisServer, *names: str
+    folder: Path, mailbox: Mailbox, database_url: str, redis: RedisServer, *names: str, **settings: Any
 ) -> AsyncIterator[list[RunningServer]]:
     """Nodes in this process sharing the database and Redis (tests/test_nodes.py runs processes)."""
     async with AsyncExitStack() as stack:
         running = []
         for name in names:
             overrides = {"redis_url": redis.url, "token_secret": SECRET, "node_id": name, "node_lease_seconds": 3}
+            overrides.update(settings)
             (folder / name).mkdir()
             node = running_server(folder / name, mailbox, database_url, overrides)
             running.append(await stack.enter_async_context(node))
@@ -138,31 +139,27 @@ async def test_a_lesson_ended_by_the_teachers_absence_is_ended_for_the_next_node
     tmp_path: Path, mailbox: Mailbox, database_url: str, redis_server: RedisServer
 ) -> None:
     """No message ends it (a timer does): the snapshot is written when the class empties."""
-    async with AsyncExitStack() as stack:
-        (tmp_path / "node-a").mkdir()
-        overrides = {"redis_url": redis_server.url, "token_secret": SECRET, "node_id": "node-a"}
-        overrides["teacher_absence_seconds"] = 0.5
-        a = await stack.enter_async_context(running_server(tmp_path / "node-a", mailbox, database_url, overrides))
-        t = await stack.enter_async_context(await teacher(a))
-        ines = await stack.enter_async_context(Browser(a))
-        classroom = await new_class(t, lobby=False)
-        code, class_id = code_of(classroom), classroom["id"]
-        prof, pupil = Peer(a.url, "", "Prof"), Peer(a.url, "", "Inès")
-        try:
-            await prof.join(await t.join_token(code))
-            await pupil.join(await ines.join_token(code, "Inès"))
-            await prof.send({"type": "moderate", "action": "lock", "locks": {"chat": True}})
+    async with nodes(tmp_path, mailbox, database_url, redis_server, "node-a", teacher_absence_seconds=0.5) as (a,):
+        async with await teacher(a) as t, Browser(a) as ines:
+            classroom = await new_class(t, lobby=False)
+            code, class_id = code_of(classroom), classroom["id"]
+            prof, pupil = Peer(a.url, "", "Prof"), Peer(a.url, "", "Inès")
             client = aioredis.from_url(redis_server.url)
-            assert await until_true(lambda: _lesson_is(client, class_id, True))
-            await prof.close()
-            assert (await pupil.expect("error"))["code"] == "no_teacher"
-            assert await until_true(lambda: _lesson_is(client, class_id, False))
-            saved = json.loads(await client.get(session_key(class_id)))
-            assert saved == a.server.sessions[class_id].snapshot()  # as this node has it
-            assert "chat" not in saved["locks"]  # the lesson's locks ended with it
-        finally:
-            await prof.close()
-            await pupil.close()
+            try:
+                await prof.join(await t.join_token(code))
+                await pupil.join(await ines.join_token(code, "Inès"))
+                await prof.send({"type": "moderate", "action": "lock", "locks": {"chat": True}})
+                assert await until_true(lambda: _lesson_is(client, class_id, True))
+                await prof.close()
+                assert (await pupil.expect("error"))["code"] == "no_teacher"
+                assert await until_true(lambda: _lesson_is(client, class_id, False))
+                saved = json.loads(await client.get(session_key(class_id)))
+                assert saved == a.server.sessions[class_id].snapshot()  # as this node has it
+                assert "chat" not in saved["locks"]  # the lesson's locks ended with it
+            finally:
+                await prof.close()
+                await pupil.close()
+                await client.aclose()
 
 
 async def _lesson_is(client: aioredis.Redis, class_id: str, lesson: bool) -> bool:
