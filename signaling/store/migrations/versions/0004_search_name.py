@@ -26,8 +26,12 @@ def upgrade() -> None:
     # Plain ADD COLUMN, never a batch copy (see 0003: a copy of `accounts` would cascade).
     op.add_column("accounts", sa.Column("search_name", sa.Text(), server_default="", nullable=False))
     bind = op.get_bind()
-    for account_id, name in bind.execute(sa.select(ACCOUNTS.c.id, ACCOUNTS.c.name)).all():
-        bind.execute(ACCOUNTS.update().where(ACCOUNTS.c.id == account_id).values(search_name=search_key(name)))
+    keys = [
+        {"key_id": i, "key": search_key(name)} for i, name in bind.execute(sa.select(ACCOUNTS.c.id, ACCOUNTS.c.name))
+    ]
+    if keys:  # one statement for all the accounts (executemany)
+        update = ACCOUNTS.update().where(ACCOUNTS.c.id == sa.bindparam("key_id"))
+        bind.execute(update.values(search_name=sa.bindparam("key")), keys)
 
 
 def downgrade() -> None:
