@@ -16,6 +16,7 @@ import aiosmtplib
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from . import mail
 from .config import Settings
@@ -112,6 +113,17 @@ class Accounts:
         self.mailer = mailer
         self.site = site or SiteSettings(db, settings)  # the teacher domain allow-list, changed live
         self._background: set[asyncio.Task[None]] = set()
+
+    async def usable(self, account_id: str) -> bool:
+        """Whether the account may still join a class: neither suspended nor deleted since its join
+        token was issued. A database that does not answer does not hold a class's joins back."""
+        try:
+            async with self.db.sessions() as tx:
+                disabled = await tx.scalar(select(Account.disabled).where(Account.id == account_id))
+        except (SQLAlchemyError, OSError):
+            log.warning("could not check an account at join: let in on its token")
+            return True
+        return disabled is False
 
     async def _send(self, message: EmailMessage) -> bool:
         """A mail server that is down must not fail the request: the user can ask again."""

@@ -20,11 +20,10 @@ from .retention import accounts_deletion
 from .server import ClassServer
 from .store import Account, AccountRole, Classroom, Database, LoginSession
 from .text import search_key
-from .tokens import opaque_id
+from .tokens import ACCOUNT_ID, opaque_id
 
 PAGE = 50
 MAX_LIVE = 500  # the busiest classes shown; the totals count them all
-ACCOUNT_ID = re.compile(r"[0-9a-f]{32}")
 CLASS_ID = re.compile(r"[0-9a-f]{16}")
 
 

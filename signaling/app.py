@@ -169,6 +169,7 @@ def create_app(settings: Settings, mailer: Mailer | None = None) -> web.Applicat
     server.registry.register(ServiceCollector(counts, mailer.results))
     app.middlewares.append(exposition.counting(counts.requests))  # outermost: sees every final status
     accounts = Accounts(db, settings, mailer)
+    server.account_usable = accounts.usable
     app[SERVER] = server
     svc = Services(settings, db, mailer, server, accounts, Classes(db, settings, accounts))
     buckets = server.directory.shared_buckets()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ import jwt
 
 ALGORITHM = "HS256"
 AUDIENCE = "classe:join"
+ACCOUNT_ID = re.compile(r"[0-9a-f]{32}")
 
 
 class Role(StrEnum):
@@ -36,6 +38,9 @@ class JoinGrant:
     identity: str = ""
     lobby: bool = False  # wait in the lobby until a teacher admits
     gated: bool = False  # wait until a teacher has opened the class
+    # The account the token was issued to (none for a guest): a token issued just before the account
+    # was suspended or deleted must not let it in (signaling/connection.py asks the database).
+    account: str | None = None
 
 
 def opaque_id(secret: str, *parts: str) -> str:
@@ -54,6 +59,7 @@ def mint_join_token(
     identity: str | None = None,
     lobby: bool = False,
     gated: bool = False,
+    account: str | None = None,
 ) -> str:
     now = int(time.time())
     sub = participant_id or secrets.token_hex(8)
@@ -70,7 +76,15 @@ def mint_join_token(
         "exp": now + ttl,
         "jti": secrets.token_hex(12),
     }
+    if account is not None:
+        claims["acc"] = account
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def _account(value: object) -> str | None:
+    if value is None or (isinstance(value, str) and ACCOUNT_ID.fullmatch(value)):
+        return value
+    raise ValueError("acc is not an account id")
 
 
 def verify_join_token(secret: str, token: str) -> JoinGrant:
@@ -91,6 +105,7 @@ def verify_join_token(secret: str, token: str) -> JoinGrant:
             identity=str(claims.get("idn") or claims["sub"]),
             lobby=claims.get("lobby") is True,
             gated=claims.get("gated") is True,
+            account=_account(claims.get("acc")),
         )
     except (jwt.PyJWTError, ValueError) as exc:
         raise TokenError(str(exc)) from exc

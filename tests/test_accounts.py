@@ -12,11 +12,11 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import func, select
 
-from signaling.accounts import domain_allowed
+from signaling.accounts import Accounts, domain_allowed
 from signaling.cli import main
 from signaling.config import Settings
 from signaling.mail import OutboxMailer, verification
-from signaling.store import Account, Classroom, LoginSession
+from signaling.store import Account, Classroom, Database, LoginSession
 
 from .conftest import RunningServer, both_databases
 from .web import PASSWORD, Browser, code_of, teacher
@@ -214,3 +214,17 @@ async def test_the_privacy_page_states_the_retention_periods(classe: RunningServ
     assert figures in html.unescape(page) and "$" not in page
     assert f'"audit_retention_days": {classe.settings.audit_retention_days}' in html.unescape(page)
     assert "http" not in page.replace('href="/"', "")  # no third-party resource
+
+
+async def test_a_join_is_not_held_back_by_a_database_that_does_not_answer(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The check at join of an account's token (suspended since?) lets the token in, and says so."""
+    settings = Settings(data_dir=tmp_path)
+    db = Database(settings.database)  # never migrated: every query fails
+    try:
+        with caplog.at_level(logging.WARNING, logger="signaling.accounts"):
+            assert await Accounts(db, settings, OutboxMailer(tmp_path)).usable("0" * 32) is True
+        assert "could not check an account at join" in caplog.text
+    finally:
+        await db.close()

@@ -430,17 +430,22 @@ async def test_a_suspended_co_teacher_is_put_out_of_a_colleagues_live_lesson_whi
         async with await teacher(classe, "autre@ac-lyon.fr", "M. Martin") as colleague:
             code = code_of(await new_class(owner, lobby=False, co_teachers=["autre@ac-lyon.fr"]))
             prof, co = Peer(classe.url, "", "Prof"), Peer(classe.url, "", "M. Martin")
+            again = Peer(classe.url, "", "M. Martin")
             try:
                 await prof.join(await owner.join_token(code))
                 await co.join(await colleague.join_token(code))
+                spare = await colleague.join_token(code)  # issued before the suspension, still unexpired
                 found = (await a.ok("GET", "/api/admin/accounts?q=autre@"))["accounts"]
                 await a.ok("POST", f"/api/admin/accounts/{found[0]['id']}/disable")
                 assert (await co.expect("error"))["code"] == "account_disabled"
                 left = await prof.expect("participant_left")
                 assert left["participant_id"] == co.id
+                # The token taken just before does not bring the suspended account back in.
+                assert (await again.join(spare, until="error"))["code"] == "account_disabled"
                 # The owner's lesson goes on: she can still act in it.
                 await prof.send({"type": "chat", "text": "On continue."})
                 assert (await prof.expect("chat"))["text"] == "On continue."
             finally:
                 await prof.close()
                 await co.close()
+                await again.close()

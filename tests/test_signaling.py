@@ -141,6 +141,11 @@ def test_tokens_are_signed_and_expire() -> None:
         verify_join_token(SECRET, mint_join_token(SECRET, "c1", "Ana", Role.STUDENT, ttl=-1))
     with pytest.raises(TokenError):
         verify_join_token(SECRET, token[:-2] + "AA")
+    assert grant.account is None  # a guest's token names no account
+    account = "0123456789abcdef" * 2
+    assert verify_join_token(SECRET, mint_join_token(SECRET, "c1", "Ana", Role.STUDENT, 60, account=account)).account
+    with pytest.raises(TokenError):  # signed, but not naming an account as the server writes them
+        verify_join_token(SECRET, mint_join_token(SECRET, "c1", "Ana", Role.STUDENT, 60, account="../x"))
 
 
 async def ws_exchange(url: str, frames: list[str | bytes]) -> list[dict]:  # type: ignore[type-arg]

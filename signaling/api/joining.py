@@ -166,6 +166,7 @@ async def join(request: web.Request) -> web.Response:
         identity=identity,
         lobby=classroom.lobby,
         gated=True,
+        account=account.id if account is not None else None,
     )
     address = await ws_url(svc, classroom.id, role)
     response.text = json.dumps(
