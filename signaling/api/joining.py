@@ -81,9 +81,9 @@ def refused(svc: Services, class_id: str, role: Role, code: str) -> None:
     svc.server.events.emit(Event.JOIN_REFUSED, class_id, role=role.value, reason=code)
 
 
-def _refusal(svc: Services, classroom: Classroom, error: AccountError) -> AccountError:
-    refused(svc, classroom.id, Role.STUDENT, error.code)
-    return error
+def _student_refused(svc: Services, classroom: Classroom, status: int, code: str, message: str) -> AccountError:
+    refused(svc, classroom.id, Role.STUDENT, code)
+    return fail(status, code, message)
 
 
 def unavailable(code: str) -> web.HTTPServiceUnavailable:
@@ -119,22 +119,20 @@ async def join(request: web.Request) -> web.Response:
         role = Role.STUDENT
         if classroom.access == ClassAccess.ACCOUNT.value:
             if account is None:
-                raise _refusal(
+                raise _student_refused(
                     svc,
                     classroom,
-                    fail(
-                        401,
-                        "sign_in_required",
-                        "Cette classe est réservée aux élèves inscrits : connectez-vous d'abord.",
-                    ),
+                    401,
+                    "sign_in_required",
+                    "Cette classe est réservée aux élèves inscrits : connectez-vous d'abord.",
                 )
             if not await svc.classes.on_roster(account, classroom):
-                raise _refusal(
+                raise _student_refused(
                     svc,
                     classroom,
-                    fail(
-                        403, "not_on_roster", "Ce compte n'est pas inscrit dans cette classe. Demandez à l'enseignant."
-                    ),
+                    403,
+                    "not_on_roster",
+                    "Ce compte n'est pas inscrit dans cette classe. Demandez à l'enseignant.",
                 )
         if account is not None:
             identity = opaque_id(secret, classroom.id, "account", account.id)
