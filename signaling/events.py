@@ -23,8 +23,9 @@ log = logging.getLogger("classe.events")
 # can start a line of its own or pass for another field.
 _PLAIN = re.compile(r"[A-Za-z0-9._:,=+/-]{1,128}")
 # Refusals are what anyone can cause (a forged token, a class link without an account, a retry storm
-# while no node is ready): their lines are budgeted per process, 60 at once then one a second; every
-# refusal is still counted (classe_join_refusals_total), and the lines left out too.
+# while no node is ready): their lines are budgeted per process and per reason, 60 at once then one
+# a second, so that a flood of forged tokens does not hide a removal; every refusal is still counted
+# (classe_join_refusals_total), and the lines left out too.
 REFUSAL_LINES_BURST, REFUSAL_LINES_WINDOW = 60, 60.0
 
 
@@ -84,17 +85,18 @@ class ClassEvents:
         fields = {"class": class_id, "participant": participant, "role": role, "reason": reason, **more}
         fields = {key: value for key, value in fields.items() if value is not None}
         self._count(event, reason)
-        if event is Event.JOIN_REFUSED and not self._line_allowed():
+        if event is Event.JOIN_REFUSED and not self._line_allowed(reason or ""):
             self.unlogged += 1
             return
         line = " ".join([event.value, *(f"{key}={text_value(value)}" for key, value in fields.items())])
         log.info(line, extra={"event": event.value, "fields": fields})
 
-    def _line_allowed(self) -> bool:
+    def _line_allowed(self, reason: str) -> bool:
+        """Reasons are the server's own error codes: a few keys, never a client's text."""
         now = self._clock()
-        if not self._refusal_lines.allowed("", now):
+        if not self._refusal_lines.allowed(reason, now):
             return False
-        self._refusal_lines.spend("", now)
+        self._refusal_lines.spend(reason, now)
         return True
 
     def joined(self, result: JoinResult) -> None:

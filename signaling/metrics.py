@@ -181,7 +181,7 @@ class ClassCollector(Collector):
         )
         yield CounterMetricFamily(
             "classe_refusal_lines_unlogged",
-            "join refusals counted but not written to the log: over its budget of 60 lines, then one a second",
+            "join refusals counted but not logged: over the budget of 60 lines per reason, then one a second",
             value=e.unlogged,
         )
         yield _by_label("classe_departures", "participants who left a class, by reason", "reason", e.departures)
