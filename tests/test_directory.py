@@ -333,6 +333,8 @@ async def test_a_node_that_stops_releases_its_classes_at_once(nodes: Any, redis:
     await a.stop()
     assert (await b.directory.place("maths")).node_id == "node-b"
     assert await redis.smembers("classe:nodes") == {"node-b"}
+    # Out of the directory, a stopping node still sends newcomers to where their class goes.
+    assert (await a.directory.place("french")).node_id == "node-b"
 
 
 # Commands between nodes
