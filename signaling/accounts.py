@@ -8,6 +8,7 @@ import hmac
 import logging
 import re
 import secrets
+import time
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
@@ -15,12 +16,13 @@ from typing import Any
 import aiosmtplib
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import mail
 from .config import Settings
 from .mail import Mailer
+from .ratelimit import RateLimiter
 from .retention import accounts_deletion
 from .site import SiteSettings
 from .store import (
@@ -39,6 +41,8 @@ from .store import (
 from .text import clean_text, search_key
 
 log = logging.getLogger(__name__)
+# How long a join waits for the database to say whether its account is still usable.
+USABLE_CHECK_SECONDS = 2.0
 _EMAIL = re.compile(
     r"^[^@\s\x00-\x1f]{1,64}@([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+)$"
 )
@@ -113,17 +117,32 @@ class Accounts:
         self.mailer = mailer
         self.site = site or SiteSettings(db, settings)  # the teacher domain allow-list, changed live
         self._background: set[asyncio.Task[None]] = set()
+        self._unchecked_warning = RateLimiter(1, 60.0)
 
     async def usable(self, account_id: str) -> bool:
         """Whether the account may still join a class: neither suspended nor deleted since its join
-        token was issued. A database that does not answer does not hold a class's joins back."""
+        token was issued. A database that fails or is slow does not hold a class's joins back: the
+        token, signed two minutes ago at most, lets it in (a warning a minute at most says so)."""
         try:
-            async with self.db.sessions() as tx:
+            async with asyncio.timeout(USABLE_CHECK_SECONDS), self.db.sessions() as tx:
                 disabled = await tx.scalar(select(Account.disabled).where(Account.id == account_id))
-        except (SQLAlchemyError, OSError):
-            log.warning("could not check an account at join: let in on its token")
+        except (SQLAlchemyError, OSError, TimeoutError):
+            now = time.monotonic()
+            if self._unchecked_warning.allowed("", now):
+                self._unchecked_warning.spend("", now)
+                log.warning("could not check an account at join (database failing or slow): let in on its token")
             return True
         return disabled is False
+
+    async def fill_search_names(self) -> int:
+        """Accounts created by a node older than migration 0004 (a rolling upgrade) have no search
+        name: filled at each start, so that the console finds them by name too."""
+        async with self.db.transaction() as tx:
+            missing = (await tx.execute(select(Account.id, Account.name).where(Account.search_name == ""))).all()
+            for account_id, name in missing:
+                filled = update(Account).where(Account.id == account_id).values(search_name=search_key(name))
+                await tx.execute(filled)
+        return len(missing)
 
     async def _send(self, message: EmailMessage) -> bool:
         """A mail server that is down must not fail the request: the user can ask again."""

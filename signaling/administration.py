@@ -63,12 +63,11 @@ class Administration:
         query = select(Account).order_by(Account.email).limit(PAGE + 1)
         wanted = text.strip()
         if wanted:
-            query = query.where(
-                or_(
-                    Account.email.contains(wanted.lower(), autoescape=True),
-                    Account.search_name.contains(search_key(wanted), autoescape=True),
-                )
-            )
+            key = search_key(wanted)  # empty for accents alone: those would match every name
+            matches = [Account.email.contains(wanted.lower(), autoescape=True)]
+            if key:
+                matches.append(Account.search_name.contains(key, autoescape=True))
+            query = query.where(or_(*matches))
         if role is not None:
             query = query.where(Account.role == role)
         async with self.db.sessions() as tx:

@@ -135,6 +135,7 @@ async def maintenance(app: web.Application) -> AsyncIterator[None]:
     svc = app[SERVICES]
     counts = app[COUNTS]
     await svc.db.migrate()
+    await svc.accounts.fill_search_names()
     await svc.server.open()
 
     async def loop() -> None:

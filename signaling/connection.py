@@ -159,9 +159,9 @@ async def _join(server: ClassServer, conn: Connection, token: str, ref: Any) -> 
             grant = verify_join_token(server.settings.token_secret, token)
         except TokenError:
             raise ProtocolError("invalid_token", "the join token is invalid or expired", ref, fatal=True) from None
+        _refuse_if_unwelcome(server, grant.class_id, ref)
         if grant.account is not None and not await server.account_usable(grant.account):
             raise ProtocolError("account_disabled", "this account was suspended", ref, fatal=True)
-        _refuse_if_unwelcome(server, grant.class_id, ref)
         await _check_placement(server, grant.class_id, ref)
         await server.recall(grant.class_id)
         _refuse_if_unwelcome(server, grant.class_id, ref)  # a SIGTERM while the directory answered

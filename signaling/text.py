@@ -18,7 +18,8 @@ def search_key(value: str) -> str:
     """What a search compares, the same on every database: any case, with or without accents
     ("elodie" finds "Élodie"; SQLite's lower() knows only ASCII, PostgreSQL's follows its locale)."""
     decomposed = unicodedata.normalize("NFKD", value.casefold())
-    return "".join(c for c in decomposed if not unicodedata.combining(c))
+    # Folded again: some letters decompose to capitals only (the mathematical bold A, U+1D400, to "A").
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
 
 
 def clean_paragraphs(value: str, limit: int) -> str:

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import html
 import json
 import logging
 import os
+import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 from sqlalchemy import func, select
 
+from signaling import accounts as accounts_module
 from signaling.accounts import Accounts, domain_allowed
 from signaling.cli import main
 from signaling.config import Settings
@@ -216,15 +221,29 @@ async def test_the_privacy_page_states_the_retention_periods(classe: RunningServ
     assert "http" not in page.replace('href="/"', "")  # no third-party resource
 
 
-async def test_a_join_is_not_held_back_by_a_database_that_does_not_answer(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+async def test_a_join_is_not_held_back_by_a_database_that_fails_or_hangs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The check at join of an account's token (suspended since?) lets the token in, and says so."""
+    """The check at join of an account's token (suspended since?) lets the token in, and says so
+    once a minute at most."""
     settings = Settings(data_dir=tmp_path)
     db = Database(settings.database)  # never migrated: every query fails
+    monkeypatch.setattr(accounts_module, "USABLE_CHECK_SECONDS", 0.2)
+
+    class Hanging:
+        @contextlib.asynccontextmanager
+        async def sessions(self) -> AsyncIterator[None]:
+            await asyncio.sleep(30)
+            yield
+
     try:
         with caplog.at_level(logging.WARNING, logger="signaling.accounts"):
             assert await Accounts(db, settings, OutboxMailer(tmp_path)).usable("0" * 32) is True
-        assert "could not check an account at join" in caplog.text
+            hanging = Accounts(db, settings, OutboxMailer(tmp_path))
+            hanging.db = Hanging()  # type: ignore[assignment]
+            started = time.monotonic()
+            assert await hanging.usable("0" * 32) is True and await hanging.usable("0" * 32) is True
+            assert time.monotonic() - started < 5
+        assert caplog.text.count("could not check an account at join") == 2  # three failures, one line a minute each
     finally:
         await db.close()

@@ -143,7 +143,10 @@ def test_tokens_are_signed_and_expire() -> None:
         verify_join_token(SECRET, token[:-2] + "AA")
     assert grant.account is None  # a guest's token names no account
     account = "0123456789abcdef" * 2
-    assert verify_join_token(SECRET, mint_join_token(SECRET, "c1", "Ana", Role.STUDENT, 60, account=account)).account
+    assert (
+        verify_join_token(SECRET, mint_join_token(SECRET, "c1", "Ana", Role.STUDENT, 60, account=account)).account
+        == account
+    )
     with pytest.raises(TokenError):  # signed, but not naming an account as the server writes them
         verify_join_token(SECRET, mint_join_token(SECRET, "c1", "Ana", Role.STUDENT, 60, account="../x"))
 
