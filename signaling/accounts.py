@@ -110,6 +110,16 @@ async def password_matches(stored: str, password: str) -> bool:
     return await asyncio.to_thread(verify)
 
 
+async def fill_search_names(db: Database) -> int:
+    """Accounts created before migration 0004, or by a node not yet upgraded (a rolling upgrade),
+    have no search name: filled at each start, so that the console finds them by name too."""
+    async with db.transaction() as tx:
+        missing = (await tx.execute(select(Account.id, Account.name).where(Account.search_name == ""))).all()
+        for account_id, name in missing:
+            await tx.execute(update(Account).where(Account.id == account_id).values(search_name=search_key(name)))
+    return len(missing)
+
+
 class Accounts:
     def __init__(self, db: Database, settings: Settings, mailer: Mailer, site: SiteSettings | None = None) -> None:
         self.db = db
@@ -133,16 +143,6 @@ class Accounts:
                 log.warning("could not check an account at join (database failing or slow): let in on its token")
             return True
         return disabled is False
-
-    async def fill_search_names(self) -> int:
-        """Accounts created by a node older than migration 0004 (a rolling upgrade) have no search
-        name: filled at each start, so that the console finds them by name too."""
-        async with self.db.transaction() as tx:
-            missing = (await tx.execute(select(Account.id, Account.name).where(Account.search_name == ""))).all()
-            for account_id, name in missing:
-                filled = update(Account).where(Account.id == account_id).values(search_name=search_key(name))
-                await tx.execute(filled)
-        return len(missing)
 
     async def _send(self, message: EmailMessage) -> bool:
         """A mail server that is down must not fail the request: the user can ask again."""

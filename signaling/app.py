@@ -15,7 +15,7 @@ from aiohttp import web
 from sqlalchemy import text
 
 from . import exposition, retention
-from .accounts import Accounts
+from .accounts import Accounts, fill_search_names
 from .api import Services, console, setup_api
 from .api.context import SERVICES
 from .api.joining import ws_url
@@ -135,7 +135,7 @@ async def maintenance(app: web.Application) -> AsyncIterator[None]:
     svc = app[SERVICES]
     counts = app[COUNTS]
     await svc.db.migrate()
-    await svc.accounts.fill_search_names()
+    await fill_search_names(svc.db)
     await svc.server.open()
 
     async def loop() -> None:

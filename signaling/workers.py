@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+from .accounts import fill_search_names
 from .config import Settings
 from .store import Database
 
@@ -90,6 +91,7 @@ class Supervisor:
         db = Database(self.settings.database)
         try:
             await db.migrate()
+            await fill_search_names(db)
         finally:
             await db.close()
         loop = asyncio.get_running_loop()

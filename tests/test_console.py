@@ -17,6 +17,7 @@ from urllib.parse import quote
 import aiohttp
 from sqlalchemy import select
 
+from signaling.accounts import fill_search_names
 from signaling.app import create_app
 from signaling.config import Settings
 from signaling.retention import purge
@@ -424,7 +425,7 @@ async def test_the_migration_keeps_accounts_and_their_data(classe: RunningServer
         await connection.run_sync(down_and_up)
     # The search names start empty (as those of accounts made by a node not yet upgraded): the
     # next start fills them.
-    assert await classe.services.accounts.fill_search_names() == 1
+    assert await fill_search_names(classe.services.db) == 1
     async with await admin(classe) as a:
         [account] = [x for x in (await a.ok("GET", "/api/admin/accounts?role=teacher"))["accounts"]]
         assert account["disabled"] is False
