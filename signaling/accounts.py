@@ -137,9 +137,7 @@ class Accounts:
             async with asyncio.timeout(USABLE_CHECK_SECONDS), self.db.sessions() as tx:
                 disabled = await tx.scalar(select(Account.disabled).where(Account.id == account_id))
         except (SQLAlchemyError, OSError, TimeoutError):
-            now = time.monotonic()
-            if self._unchecked_warning.allowed("", now):
-                self._unchecked_warning.spend("", now)
+            if self._unchecked_warning.take("", time.monotonic()):
                 log.warning("could not check an account at join (database failing or slow): let in on its token")
             return True
         return disabled is False

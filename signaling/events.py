@@ -85,19 +85,12 @@ class ClassEvents:
         fields = {"class": class_id, "participant": participant, "role": role, "reason": reason, **more}
         fields = {key: value for key, value in fields.items() if value is not None}
         self._count(event, reason)
-        if event is Event.JOIN_REFUSED and not self._line_allowed(reason or ""):
+        # Reasons are the server's own error codes: a few keys, never a client's text.
+        if event is Event.JOIN_REFUSED and not self._refusal_lines.take(reason or "", self._clock()):
             self.unlogged += 1
             return
         line = " ".join([event.value, *(f"{key}={text_value(value)}" for key, value in fields.items())])
         log.info(line, extra={"event": event.value, "fields": fields})
-
-    def _line_allowed(self, reason: str) -> bool:
-        """Reasons are the server's own error codes: a few keys, never a client's text."""
-        now = self._clock()
-        if not self._refusal_lines.allowed(reason, now):
-            return False
-        self._refusal_lines.spend(reason, now)
-        return True
 
     def joined(self, result: JoinResult) -> None:
         self.joins[result] += 1

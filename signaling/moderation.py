@@ -30,10 +30,8 @@ async def chat(participant: Participant, text: str, ref: Any) -> None:
 def spend(participant: Participant, kind: str, ref: Any) -> None:
     """Every chat, hand or media message reaches the whole class, and every publish or unpublish makes
     the server negotiate with every subscriber: each kind has a budget per participant."""
-    now = time.monotonic()
-    if not participant.limits.allowed(kind, now):
+    if not participant.limits.take(kind, time.monotonic()):
         raise ProtocolError("rate_limited", "too many messages: wait a few seconds", ref)
-    participant.limits.spend(kind, now)
 
 
 async def raise_hand(participant: Participant, raised: bool, ref: Any) -> None:
@@ -53,10 +51,8 @@ async def set_media(participant: Participant, source: str, enabled: bool, ref: A
 
 async def set_view(participant: Participant, message: dict[str, Any]) -> None:
     """The tiles a participant's page draws now: the room sends them only those videos."""
-    now = time.monotonic()
-    if not participant.view_limits.allowed("view", now):
+    if not participant.view_limits.take("view", time.monotonic()):
         raise ProtocolError("rate_limited", "too many views: send the latest one again in a second", message["id"])
-    participant.view_limits.spend("view", now)
     participant.view = View(message["tiles"], message["pinned"], message["audio_only"])
     await participant.room.view_changed(participant)
 

@@ -224,10 +224,8 @@ class Participant:
     async def add_candidate(self, connection: str, fields: dict[str, Any] | None, ref: Any) -> None:
         """A candidate the client trickles for one of its connections; None: it has no more. Dropped
         for a connection that does not exist (yet) or is closed (docs/protocol.md, `candidate`)."""
-        now = time.monotonic()
-        if not self.candidate_limits.allowed("candidate", now):
+        if not self.candidate_limits.take("candidate", time.monotonic()):
             raise ProtocolError("rate_limited", "too many candidates: wait a few seconds", ref)
-        self.candidate_limits.spend("candidate", now)
         candidate = parse(fields, ref) if fields is not None else None
         if fields is not None and candidate is None:
             return  # an mDNS name: never resolved (signaling/candidates.py)

@@ -28,6 +28,13 @@ class RateLimiter:
             self._prune(now)
         self._buckets[key] = (max(0.0, self._level(key, now) - 1.0), now)
 
+    def take(self, key: str, now: float) -> bool:
+        """For what is spent when allowed (a message, a log line): spend one if there is one."""
+        if not self.allowed(key, now):
+            return False
+        self.spend(key, now)
+        return True
+
     def retry_after(self, key: str, now: float) -> float:
         return max(0.0, (1.0 - self._level(key, now)) / self.rate)
 
